@@ -1,0 +1,1 @@
+"""ingestion-job: one probe-and-repair run of an IngestionSchedule."""

@@ -1,0 +1,1 @@
+"""ingestion-operator: reconciles IngestionSchedule resources into CronJobs."""
