@@ -1,0 +1,275 @@
+"""Cron expressions with the semantics of the Kubernetes CronJob controller.
+
+Kubernetes parses ``spec.schedule`` with robfig/cron v3's standard parser and walks time
+with its ``SpecSchedule.Next`` in the CronJob's ``timeZone``. This module is a port of
+both, so that ``nextRuns`` on our status is what the controller will really do:
+
+* 5 fields (minute hour day-of-month month day-of-week) or a descriptor (``@yearly``,
+  ``@annually``, ``@monthly``, ``@weekly``, ``@daily``, ``@midnight``, ``@hourly``);
+  ``*``, ``?``, lists, ranges, steps, and month/day names; day-of-week 0-6 (Sunday = 0).
+* day-of-month and day-of-week: if either is ``*``/``?`` both must match, else either.
+* DST: a wall-clock time skipped by a spring-forward change does not fire that day; a
+  wall-clock time repeated by a fall-back change fires for each occurrence (robfig walks
+  hours and minutes in absolute time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = dt.timezone.utc
+_STAR = 1 << 63
+
+_MONTHS = {n: i for i, n in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
+_DAYS = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
+# (name, min, max, names)
+_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 6, _DAYS),
+)
+DESCRIPTORS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+class CronError(ValueError):
+    """An expression the CronJob controller would reject; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    minute: int
+    hour: int
+    dom: int
+    month: int
+    dow: int
+
+
+def parse(expr: str) -> Schedule:
+    """Parse a schedule, raising CronError with what is wrong and what is accepted."""
+    text = expr.strip()
+    if not text:
+        raise CronError("empty schedule; expected 5 fields (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly")
+    if text.startswith(("TZ=", "CRON_TZ=")):
+        raise CronError("TZ= and CRON_TZ= are not allowed in the schedule; set spec.timezone instead")
+    if text.startswith("@"):
+        if text.lower() not in DESCRIPTORS:
+            raise CronError(f"unknown descriptor {text!r}; accepted: {', '.join(DESCRIPTORS)}")
+        text = DESCRIPTORS[text.lower()]
+    fields = text.split()
+    if len(fields) != 5:
+        raise CronError(f"expected exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    bits = [_parse_field(f, *spec) for f, spec in zip(fields, _FIELDS)]
+    return Schedule(*bits)
+
+
+def _parse_field(field: str, name: str, lo: int, hi: int, names: dict) -> int:
+    bits = 0
+    for part in field.split(","):
+        bits |= _parse_range(part, name, lo, hi, names)
+    return bits
+
+
+def _parse_range(expr: str, name: str, lo: int, hi: int, names: dict) -> int:
+    range_and_step = expr.split("/")
+    low_and_high = range_and_step[0].split("-")
+    single = len(low_and_high) == 1
+    extra = 0
+    if low_and_high[0] in ("*", "?"):
+        start, end, extra = lo, hi, _STAR
+    else:
+        start = _value(low_and_high[0], name, names)
+        if len(low_and_high) == 1:
+            end = start
+        elif len(low_and_high) == 2:
+            end = _value(low_and_high[1], name, names)
+        else:
+            raise CronError(f"{name}: too many hyphens in {expr!r}")
+    if len(range_and_step) == 1:
+        step = 1
+    elif len(range_and_step) == 2:
+        step = _value(range_and_step[1], name, {})
+        if single:  # "N/step" means "N-max/step"
+            end = hi
+        if step > 1:
+            extra = 0
+    else:
+        raise CronError(f"{name}: too many slashes in {expr!r}")
+    if start < lo:
+        raise CronError(f"{name}: {start} is below the minimum {lo} in {expr!r}")
+    if end > hi:
+        raise CronError(f"{name}: {end} is above the maximum {hi} in {expr!r}")
+    if start > end:
+        raise CronError(f"{name}: start {start} is after end {end} in {expr!r}")
+    if step == 0:
+        raise CronError(f"{name}: step of range should be a positive number in {expr!r}")
+    bits = 0
+    for v in range(start, end + 1, step):
+        bits |= 1 << v
+    return bits | extra
+
+
+def _value(token: str, name: str, names: dict) -> int:
+    if token.lower() in names:
+        return names[token.lower()]
+    if not token.isdigit():
+        accepted = f" or a name ({', '.join(n.upper() for n in names)})" if names else ""
+        raise CronError(f"{name}: {token!r} is not a number{accepted}")
+    return int(token)
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    """An IANA zone as the CronJob controller accepts it; raises CronError otherwise."""
+    if not name or name != name.strip() or name.lower() == "local" or name.startswith(("/", ".")) or ".." in name:
+        raise CronError(f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/London")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise CronError(f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/London") from None
+
+
+# -- Next, ported from robfig/cron v3 spec.go ----------------------------------------------
+# Instants are UTC datetimes; "local" views are taken in the schedule's zone. Go's
+# t.Add is absolute time, t.AddDate and time.Date are wall-clock arithmetic.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _offset(tz: ZoneInfo, instant: dt.datetime) -> dt.timedelta:
+    return instant.astimezone(tz).utcoffset() or dt.timedelta(0)
+
+
+def _date(tz: ZoneInfo, y: int, mo: int, d: int, h: int = 0, mi: int = 0, sec: int = 0) -> dt.datetime:
+    """Go's time.Date: normalises overflow and picks the zone offset the way Go does."""
+    y, mo = y + (mo - 1) // 12, 1 + (mo - 1) % 12
+    naive = dt.datetime(y, mo, 1, tzinfo=UTC) + dt.timedelta(days=d - 1, hours=h, minutes=mi, seconds=sec)
+    offset = _offset(tz, naive)  # lookup(unix) as if the wall clock were UTC
+    if offset:
+        utc = naive - offset
+        if _offset(tz, utc) != offset:  # utc lies outside that zone period: look it up again
+            offset = _offset(tz, utc)
+    return naive - offset
+
+
+def _add_date(tz: ZoneInfo, t: dt.datetime, months: int = 0, days: int = 0) -> dt.datetime:
+    lt = t.astimezone(tz)
+    return _date(tz, lt.year, lt.month + months, lt.day + days, lt.hour, lt.minute, lt.second)
+
+
+def _truncate(t: dt.datetime, seconds: int) -> dt.datetime:
+    n = int((t - _EPOCH).total_seconds())
+    return _EPOCH + dt.timedelta(seconds=n - n % seconds)
+
+
+def _weekday(lt: dt.datetime) -> int:
+    return (lt.weekday() + 1) % 7  # Go: Sunday = 0
+
+
+def _day_matches(s: Schedule, lt: dt.datetime) -> bool:
+    dom_match = (1 << lt.day) & s.dom > 0
+    dow_match = (1 << _weekday(lt)) & s.dow > 0
+    if s.dom & _STAR or s.dow & _STAR:
+        return dom_match and dow_match
+    return dom_match or dow_match
+
+
+def next_after(s: Schedule, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    """The first activation strictly after ``after`` (aware), as a UTC datetime, or None
+    when none falls within five years (robfig's limit). Seconds are fixed at 0."""
+    t = after.astimezone(UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
+    added = False
+    year_limit = t.astimezone(tz).year + 5
+    while True:  # WRAP
+        lt = t.astimezone(tz)
+        if lt.year > year_limit:
+            return None
+        wrapped = False
+        while not (1 << lt.month) & s.month:
+            if not added:
+                added = True
+                t = _date(tz, lt.year, lt.month, 1)
+            t = _add_date(tz, t, months=1)
+            lt = t.astimezone(tz)
+            if lt.month == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not _day_matches(s, lt):
+            if not added:
+                added = True
+                t = _date(tz, lt.year, lt.month, lt.day)
+            t = _add_date(tz, t, days=1)
+            lt = t.astimezone(tz)
+            if lt.hour != 0:  # midnight did not exist (DST): back to the day's start
+                t += dt.timedelta(hours=(24 - lt.hour) if lt.hour > 12 else -lt.hour)
+                lt = t.astimezone(tz)
+            if lt.day == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not (1 << lt.hour) & s.hour:
+            if not added:
+                added = True
+                t = _date(tz, lt.year, lt.month, lt.day, lt.hour)
+            t += dt.timedelta(hours=1)
+            lt = t.astimezone(tz)
+            if lt.hour == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not (1 << lt.minute) & s.minute:
+            if not added:
+                added = True
+                t = _truncate(t, 60)
+            t += dt.timedelta(minutes=1)
+            lt = t.astimezone(tz)
+            if lt.minute == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while t.second != 0:  # the standard parser fixes seconds at 0
+            if not added:
+                added = True
+                t = _truncate(t, 1)
+            t += dt.timedelta(seconds=1)
+            if t.astimezone(tz).second == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        return t
+
+
+def next_runs(expr: str, timezone: str, after: dt.datetime, count: int = 5) -> list[dt.datetime]:
+    """The next ``count`` fire times strictly after ``after``, as UTC datetimes."""
+    s = parse(expr)
+    tz = load_timezone(timezone)
+    out: list[dt.datetime] = []
+    t = after
+    while len(out) < count:
+        nxt = next_after(s, t, tz)
+        if nxt is None:
+            break
+        out.append(nxt)
+        t = nxt
+    return out
+
+
+def matches(s: Schedule, local: dt.datetime) -> bool:
+    """Whether a local wall-clock minute matches the schedule's fields."""
+    return bool((1 << local.minute) & s.minute and (1 << local.hour) & s.hour
+                and (1 << local.month) & s.month and _day_matches(s, local))

@@ -1,0 +1,10 @@
+"""The operator's own Prometheus metrics, served on /metrics for scraping."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("ingestion_operator_reconciles_total", "Reconciles of IngestionSchedules, by result.", ["result"])
+RECONCILE_ERRORS = Counter("ingestion_operator_reconcile_errors_total", "Reconciles that raised an unexpected error.")
+RECONCILE_SECONDS = Histogram("ingestion_operator_reconcile_duration_seconds", "Time one reconcile took.",
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_WRITES = Counter("ingestion_operator_api_writes_total", "Writes the operator made to the API server.", ["resource", "verb"])
+SCHEDULES = Gauge("ingestion_operator_schedules", "IngestionSchedules seen, by Ready condition.", ["ready"])

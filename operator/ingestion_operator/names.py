@@ -1,0 +1,22 @@
+"""Names the operator shares with manifests, tests and the Helm chart: defined once."""
+
+GROUP = "ingestion.dev"
+VERSION = "v1alpha1"
+PLURAL = "ingestionschedules"
+KIND = "IngestionSchedule"
+
+LABEL_SCHEDULE = "ingestion.dev/schedule"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = "ingestion-operator"
+
+# Set by Kubernetes on Jobs: a manual run, and the scheduled time of a tick.
+ANNOTATION_INSTANTIATE = "cronjob.kubernetes.io/instantiate"
+ANNOTATION_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+
+FIELD_MANAGER = "ingestion-operator"
+DEFAULT_JOB_IMAGE = "ghcr.io/ingestion-operator/ingestion-job:0.1.0"
+JOB_COMMAND = ("ingestion-job", "run")
+JOB_CONTAINER = "ingest"
+RUN_AS_USER = 65532  # the non-root user of Dockerfile.job

@@ -1,0 +1,235 @@
+"""Reconcile one IngestionSchedule: the imperative shell around the pure core.
+
+Level-based: whatever event arrives (the schedule, its CronJob or one of its Jobs changed,
+a timer fired), the whole schedule is brought in line. Every write is a compare first:
+the CronJob only when the rendered one is not already a subset of the live one, status
+only when the derived status differs, events only on a transition. A resync or a restart
+with nothing changed therefore writes nothing (counted by ingestion_operator_api_writes_total).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+
+import kopf
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from . import metrics, names
+from .render import RenderSettings, cronjob_name, render_cronjob
+from .spec import validate
+from .status import derive_status
+
+log = logging.getLogger("ingestion_operator")
+MAX_NAME = 52
+
+
+def is_subset(desired, live) -> bool:
+    """Every value the operator sets is present in ``live`` (server defaults do not count)."""
+    if isinstance(desired, dict):
+        if live is None:
+            return not desired
+        if not isinstance(live, dict):
+            return False
+        return all(is_subset(v, live.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        if live is None:
+            return not desired
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
+    return desired == live
+
+
+def status_patch(new: dict, live: dict) -> dict:
+    """A merge patch that turns ``live`` into ``new`` (keys that went away are nulled)."""
+    return {**{k: None for k in live if k not in new}, **new}
+
+
+class Reconciler:
+    def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None):
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.settings = settings
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.next_due: dict[tuple[str, str], dt.datetime | None] = {}
+        self.ready: dict[tuple[str, str], bool] = {}
+
+    def _lock(self, key) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _wrote(self, resource: str, verb: str) -> None:
+        metrics.API_WRITES.labels(resource, verb).inc()
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        t0 = time.monotonic()
+        try:
+            with self._lock(key):
+                for _attempt in range(3):
+                    try:
+                        result = self._reconcile_once(namespace, name)
+                        break
+                    except ApiException as e:
+                        if e.status != 409:  # a concurrent write: read again and redo
+                            raise
+                else:
+                    result = "conflict"
+            metrics.RECONCILES.labels(result).inc()
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            log.exception("event=reconcile_error namespace=%s name=%s", namespace, name)
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - t0)
+            metrics.SCHEDULES.labels("true").set(sum(self.ready.values()))
+            metrics.SCHEDULES.labels("false").set(len(self.ready) - sum(self.ready.values()))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.next_due.pop((namespace, name), None)
+        self.ready.pop((namespace, name), None)
+
+    def _reconcile_once(self, namespace: str, name: str) -> str:
+        # 1. Load the schedule; a deleted one is left to garbage collection (ownerReferences).
+        try:
+            schedule = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                self.forget(namespace, name)
+                return "gone"
+            raise
+        if schedule["metadata"].get("deletionTimestamp"):
+            return "deleting"
+        spec = schedule["spec"]
+
+        # 2. Validate what the schema could not.
+        errors = [str(e) for e in validate(spec)]
+        if len(name) > MAX_NAME:
+            errors.append(f"metadata.name={name!r}: at most {MAX_NAME} characters (the CronJob's Jobs need the rest)")
+        problem = "; ".join(errors) or None
+        reason = "InvalidSpec"
+
+        # 3. Load the live CronJob and check it is ours.
+        cj_name = cronjob_name(name)
+        live = self._read_cronjob(namespace, cj_name)
+        uid = schedule["metadata"]["uid"]
+        if live is not None and not any(o.get("uid") == uid for o in live["metadata"].get("ownerReferences") or []):
+            problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
+
+        # 4. Converge the CronJob to the rendered one (only when it differs).
+        action = None
+        if problem is None:
+            desired = render_cronjob(schedule, self.settings)
+            kopf.adopt(desired, owner=schedule)
+            desired["metadata"]["labels"] = {**desired["metadata"]["labels"]}
+            try:
+                live, action = self._converge(namespace, desired, live)
+            except ApiException as e:
+                if e.status not in (400, 422):
+                    raise
+                problem, reason = f"the API server rejected the CronJob: {_api_message(e)}", "CronJobRejected"
+
+        # 5. Its Jobs, newest decides lastRun.
+        jobs = self._jobs(namespace, name, live) if live is not None else []
+
+        # 6. Status, written only when it changed.
+        now = self.clock()
+        new_status = derive_status(schedule, live, jobs, now, problem, reason)
+        live_status = schedule.get("status") or {}
+        if new_status != live_status:
+            self.custom.patch_namespaced_custom_object_status(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status_patch(new_status, live_status)})
+            self._wrote("ingestionschedules/status", "patch")
+
+        # 7. Events on transitions only.
+        was_ready = _condition(live_status, "Ready")
+        now_ready = _condition(new_status, "Ready")
+        if problem is not None and (was_ready is None or was_ready.get("status") != "False" or was_ready.get("message") != problem):
+            self._event(schedule, "Warning", reason, problem)
+            log.warning("event=invalid namespace=%s name=%s reason=%s message=%r", namespace, name, reason, problem)
+        elif problem is None and was_ready is not None and was_ready.get("status") == "False" and now_ready["status"] == "True":
+            self._event(schedule, "Normal", "Recovered", f"spec is valid again; CronJob {cj_name} is in sync")
+        if action:
+            self._event(schedule, "Normal", action, f"CronJob {cj_name} {action.lower().replace('cronjob', '')}".strip())
+            log.info("event=%s namespace=%s name=%s cronjob=%s", action, namespace, name, cj_name)
+
+        self.next_due[(namespace, name)] = _parse_time((new_status.get("nextRuns") or [None])[0])
+        self.ready[(namespace, name)] = now_ready["status"] == "True"
+        return "invalid" if problem else (action or "unchanged")
+
+    def _read_cronjob(self, namespace: str, name: str) -> dict | None:
+        try:
+            cj = self.batch.read_namespaced_cron_job(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return self.batch.api_client.sanitize_for_serialization(cj)
+
+    def _converge(self, namespace: str, desired: dict, live: dict | None) -> tuple[dict, str | None]:
+        if live is None:
+            out = self.batch.create_namespaced_cron_job(namespace, desired, field_manager=names.FIELD_MANAGER)
+            self._wrote("cronjobs", "create")
+            return self.batch.api_client.sanitize_for_serialization(out), "CronJobCreated"
+        wanted = {"metadata": {k: desired["metadata"][k] for k in ("labels", "ownerReferences")}, "spec": desired["spec"]}
+        if is_subset(wanted, live):
+            return live, None
+        body = {**live, "spec": desired["spec"]}
+        body["metadata"] = {**live["metadata"],
+                            "labels": {**(live["metadata"].get("labels") or {}), **desired["metadata"]["labels"]},
+                            "ownerReferences": desired["metadata"]["ownerReferences"]}
+        body.pop("status", None)
+        out = self.batch.replace_namespaced_cron_job(live["metadata"]["name"], namespace, body, field_manager=names.FIELD_MANAGER)
+        self._wrote("cronjobs", "update")
+        return self.batch.api_client.sanitize_for_serialization(out), "CronJobUpdated"
+
+    def _jobs(self, namespace: str, schedule_name: str, cronjob: dict) -> list[dict]:
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{names.LABEL_SCHEDULE}={schedule_name}").items
+        uid = cronjob["metadata"]["uid"]
+        out = []
+        for j in jobs:
+            d = self.batch.api_client.sanitize_for_serialization(j)
+            if any(o.get("uid") == uid for o in d["metadata"].get("ownerReferences") or []):
+                out.append(d)
+        return out
+
+    def _event(self, schedule: dict, type_: str, reason: str, message: str) -> None:
+        meta = schedule["metadata"]
+        now = self.clock()
+        body = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": names.KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": names.MANAGED_BY},
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+            self._wrote("events", "create")
+        except ApiException as e:  # an event is best effort; status carries the truth
+            log.warning("event=event_post_failed namespace=%s name=%s status=%s", meta["namespace"], meta["name"], e.status)
+
+
+def _condition(status: dict, type_: str) -> dict | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+def _parse_time(s: str | None) -> dt.datetime | None:
+    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) if s else None
+
+
+def _api_message(e: ApiException) -> str:
+    import json
+
+    try:
+        return json.loads(e.body).get("message", e.reason)
+    except (TypeError, ValueError):
+        return str(e.reason)

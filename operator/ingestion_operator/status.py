@@ -1,0 +1,119 @@
+"""Derive an IngestionSchedule's status from its spec, its CronJob and that CronJob's Jobs.
+
+Pure: the same inputs give the same status, and a condition's ``lastTransitionTime`` is
+carried over from the previous status unless the condition's status changed, so a
+reconcile with nothing new produces a status equal to the live one (and no write).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from . import names
+from .cron import next_runs
+
+NEXT_RUNS = 5
+
+
+def iso(t: dt.datetime | str | None) -> str | None:
+    if t is None or isinstance(t, str):
+        return t
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_outcome(job: dict) -> tuple[str, str | None, str | None]:
+    """(outcome, end time, failure reason) of a Job given as a dict."""
+    st = job.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("status") != "True":
+            continue
+        if c["type"] in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded", iso(st.get("completionTime") or c.get("lastTransitionTime")), None
+        if c["type"] in ("Failed", "FailureTarget"):
+            reason = c.get("reason") or "Failed"
+            if c.get("message"):
+                reason = f"{reason}: {c['message']}"
+            return "Failed", iso(c.get("lastTransitionTime")), reason
+    return "Running", None, None
+
+
+def last_run(jobs: list[dict]) -> dict | None:
+    """The newest Job (by creation time, then name) as status.lastRun."""
+    if not jobs:
+        return None
+    job = max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))
+    meta = job["metadata"]
+    manual = (meta.get("annotations") or {}).get(names.ANNOTATION_INSTANTIATE) == "manual"
+    outcome, end, reason = job_outcome(job)
+    run = {
+        "job": meta["name"],
+        "trigger": "manual" if manual else "scheduled",
+        "outcome": outcome,
+        "start": iso((job.get("status") or {}).get("startTime") or meta.get("creationTimestamp")),
+    }
+    if end:
+        run["end"] = end
+    if reason:
+        run["reason"] = reason
+    return run
+
+
+def condition(type_: str, ok: bool, reason: str, message: str, generation: int, previous: list[dict], now: dt.datetime) -> dict:
+    status = "True" if ok else "False"
+    prior = next((c for c in previous if c.get("type") == type_), None)
+    since = prior["lastTransitionTime"] if prior and prior.get("status") == status else iso(now)
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "observedGeneration": generation, "lastTransitionTime": since}
+
+
+def derive_status(
+    schedule: dict,
+    cronjob: dict | None,
+    jobs: list[dict],
+    now: dt.datetime,
+    problem: str | None = None,
+    problem_reason: str = "InvalidSpec",
+) -> dict:
+    """The status for ``schedule``; ``problem`` is a validation or apply error, if any."""
+    meta, spec = schedule["metadata"], schedule["spec"]
+    generation = meta.get("generation", 0)
+    previous = (schedule.get("status") or {}).get("conditions") or []
+    enabled = spec.get("enabled", True)
+    cj_status = (cronjob or {}).get("status") or {}
+    status: dict = {"observedGeneration": generation}
+    if cronjob:
+        status["cronJobName"] = cronjob["metadata"]["name"]
+
+    if problem is None and enabled:
+        status["nextRuns"] = [iso(t) for t in next_runs(spec["schedule"], spec.get("timezone", "UTC"), now, NEXT_RUNS)]
+    else:
+        status["nextRuns"] = []
+    for src, dst in (("lastScheduleTime", "lastScheduleTime"), ("lastSuccessfulTime", "lastSuccessfulTime")):
+        if cj_status.get(src):
+            status[dst] = iso(cj_status[src])
+    status["active"] = len(cj_status.get("active") or [])
+    run = last_run(jobs)
+    if run:
+        status["lastRun"] = run
+
+    if problem is not None:
+        ready = condition("Ready", False, problem_reason, problem, generation, previous, now)
+    elif cronjob is None:
+        ready = condition("Ready", False, "CronJobMissing", "the CronJob does not exist yet", generation, previous, now)
+    else:
+        ready = condition("Ready", True, "CronJobInSync", f"CronJob {cronjob['metadata']['name']} matches the spec", generation, previous, now)
+    suspended = condition(
+        "Suspended", not enabled,
+        "Disabled" if not enabled else "Enabled",
+        "spec.enabled is false: the CronJob is suspended, no runs start" if not enabled else "runs start on schedule",
+        generation, previous, now,
+    )
+    if problem is not None:
+        degraded = condition("Degraded", True, problem_reason, problem, generation, previous, now)
+    elif run and run["outcome"] == "Failed":
+        degraded = condition("Degraded", True, "LastRunFailed", f"Job {run['job']} failed: {run.get('reason', '')}".rstrip(": "),
+                             generation, previous, now)
+    else:
+        degraded = condition("Degraded", False, "AsExpected", "no problem seen", generation, previous, now)
+    status["conditions"] = [ready, suspended, degraded]
+    return status
