@@ -1,0 +1,86 @@
+"""derive_status: conditions, next runs and last run from a CronJob and its Jobs."""
+
+import copy
+import datetime as dt
+
+from ingestion_operator.status import derive_status, last_run
+
+from .test_render import SCHEDULE
+
+NOW = dt.datetime(2026, 11, 23, 7, 30, tzinfo=dt.timezone.utc)
+CJ = {"metadata": {"name": "binance-um-klines", "uid": "cj-1"},
+      "status": {"lastScheduleTime": "2026-11-23T02:00:00Z", "lastSuccessfulTime": "2026-11-23T02:03:10Z", "active": []}}
+
+
+def job(name, created, conditions=(), manual=False, start=None, completion=None):
+    ann = {"cronjob.kubernetes.io/instantiate": "manual"} if manual else {}
+    return {"metadata": {"name": name, "creationTimestamp": created, "annotations": ann},
+            "status": {"startTime": start or created, "completionTime": completion, "conditions": list(conditions)}}
+
+
+def cond(status_dict, type_):
+    return next(c for c in status_dict["conditions"] if c["type"] == type_)
+
+
+def test_ready_schedule_with_a_successful_scheduled_run():
+    jobs = [job("b-1", "2026-11-22T02:00:00Z", [{"type": "Complete", "status": "True"}], completion="2026-11-22T02:01:00Z"),
+            job("b-2", "2026-11-23T02:00:00Z", [{"type": "Complete", "status": "True"}], completion="2026-11-23T02:03:10Z")]
+    st = derive_status(SCHEDULE, CJ, jobs, NOW)
+    assert st["observedGeneration"] == 3 and st["cronJobName"] == "binance-um-klines"
+    assert st["nextRuns"] == [f"2026-11-{d}T02:00:00Z" for d in range(24, 29)]
+    assert st["lastSuccessfulTime"] == "2026-11-23T02:03:10Z" and st["active"] == 0
+    assert st["lastRun"] == {"job": "b-2", "trigger": "scheduled", "outcome": "Succeeded",
+                             "start": "2026-11-23T02:00:00Z", "end": "2026-11-23T02:03:10Z"}
+    assert cond(st, "Ready")["status"] == "True"
+    assert cond(st, "Suspended")["status"] == "False"
+    assert cond(st, "Degraded")["status"] == "False"
+
+
+def test_failed_manual_run_degrades_with_reason():
+    jobs = [job("manual-1", "2026-11-23T05:00:00Z", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                      "message": "Job has reached the specified backoff limit",
+                                                      "lastTransitionTime": "2026-11-23T05:02:00Z"}], manual=True)]
+    st = derive_status(SCHEDULE, CJ, jobs, NOW)
+    assert st["lastRun"]["trigger"] == "manual" and st["lastRun"]["outcome"] == "Failed"
+    assert st["lastRun"]["end"] == "2026-11-23T05:02:00Z"
+    d = cond(st, "Degraded")
+    assert d["status"] == "True" and d["reason"] == "LastRunFailed" and "BackoffLimitExceeded" in d["message"]
+
+
+def test_running_job_and_active_count():
+    cj = copy.deepcopy(CJ)
+    cj["status"]["active"] = [{"name": "b-3"}]
+    st = derive_status(SCHEDULE, cj, [job("b-3", "2026-11-23T07:29:00Z")], NOW)
+    assert st["active"] == 1 and st["lastRun"]["outcome"] == "Running" and "end" not in st["lastRun"]
+
+
+def test_disabled_schedule_is_suspended_with_no_next_runs():
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"]["enabled"] = False
+    st = derive_status(s, CJ, [], NOW)
+    assert st["nextRuns"] == [] and cond(st, "Suspended")["status"] == "True"
+    assert cond(st, "Ready")["status"] == "True"
+
+
+def test_invalid_spec_is_not_ready_and_degraded_with_the_message():
+    st = derive_status(SCHEDULE, CJ, [], NOW, problem="spec.timezone='Mars/Base': unknown time zone")
+    r = cond(st, "Ready")
+    assert r["status"] == "False" and r["reason"] == "InvalidSpec" and "Mars/Base" in r["message"]
+    assert st["nextRuns"] == []
+
+
+def test_transition_time_is_kept_while_the_status_holds():
+    first = derive_status(SCHEDULE, CJ, [], NOW)
+    later = NOW + dt.timedelta(minutes=10)
+    s = {**SCHEDULE, "status": first}
+    again = derive_status(s, CJ, [], later)
+    assert again == first  # nothing new: identical status, so no write
+    broken = derive_status(s, CJ, [], later, problem="bad")
+    assert cond(broken, "Ready")["lastTransitionTime"] == "2026-11-23T07:40:00Z"
+    assert cond(broken, "Suspended")["lastTransitionTime"] == cond(first, "Suspended")["lastTransitionTime"]
+
+
+def test_last_run_is_the_newest_job():
+    jobs = [job("b-10", "2026-11-23T02:00:00Z"), job("b-9", "2026-11-22T02:00:00Z")]
+    assert last_run(jobs)["job"] == "b-10"
+    assert last_run([]) is None
