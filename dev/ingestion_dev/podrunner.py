@@ -10,8 +10,8 @@ Ready, and then, per pod:
 * ``hold``: marks the pod Running and leaves it so (a run that never ends);
 * ``fail``: marks the pod Failed with exit code 1.
 
-The mode is the runner's default, overridden per pod by the annotation
-:data:`MODE_ANNOTATION`. In ``exec`` mode, each ``volumeMount`` is mapped to a local
+The mode is the pod's annotation :data:`MODE_ANNOTATION`, else the same annotation on
+its namespace, else the runner's default. In ``exec`` mode, each ``volumeMount`` is mapped to a local
 folder under the runner's state dir: any argument or env value that starts with a
 mount path is rewritten to that folder (a PVC maps to one folder per claim, so two
 runs of a schedule see the same files). A pod deleted while its process runs has the
@@ -244,10 +244,17 @@ class PodRunner:
             if key in self.handled:
                 return
             self.handled.add(key)
-        mode = (meta.get("annotations") or {}).get(MODE_ANNOTATION, self.mode)
+        mode = (meta.get("annotations") or {}).get(MODE_ANNOTATION) or self._namespace_mode(meta["namespace"])
         if mode not in MODES:
             mode = "fail"
         threading.Thread(target=self._handle, args=(pod, mode), daemon=True, name=key).start()
+
+    def _namespace_mode(self, namespace: str) -> str:
+        try:
+            ns = self.api.read_namespace(namespace)
+        except ApiException:
+            return self.mode
+        return (ns.metadata.annotations or {}).get(MODE_ANNOTATION) or self.mode
 
     def _handle(self, pod: dict, mode: str) -> None:
         meta = pod["metadata"]

@@ -42,6 +42,27 @@ def startup(settings: kopf.OperatorSettings, **_):
     threading.Thread(target=_due_loop, name="next-run-refresh", daemon=True).start()
 
 
+@kopf.on.login()
+def login(**_):
+    """kopf connects with exactly the credentials the reconciler uses (kubeconfig or
+    in-cluster). On a 401 kopf calls this again, and a rotated token is re-read."""
+    cfg = State.api_client.configuration
+    if cfg.refresh_api_key_hook:
+        cfg.refresh_api_key_hook(cfg)
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
+    scheme, _, token = auth.partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        default_namespace=None,
+    )
+
+
 @kopf.on.cleanup()
 def cleanup(**_):
     State.stop.set()

@@ -77,7 +77,11 @@ class Reconciler:
                         result = self._reconcile_once(namespace, name)
                         break
                     except ApiException as e:
-                        if e.status != 409:  # a concurrent write: read again and redo
+                        if _gone(e):  # deleted meanwhile, or its namespace is terminating
+                            self.forget(namespace, name)
+                            result = "gone"
+                            break
+                        if e.status != 409:  # 409: a concurrent write; read again and redo
                             raise
                 else:
                     result = "conflict"
@@ -216,6 +220,10 @@ class Reconciler:
             self._wrote("events", "create")
         except ApiException as e:  # an event is best effort; status carries the truth
             log.warning("event=event_post_failed namespace=%s name=%s status=%s", meta["namespace"], meta["name"], e.status)
+
+
+def _gone(e: ApiException) -> bool:
+    return e.status == 404 or (e.status == 403 and "being terminated" in (e.body or ""))
 
 
 def _condition(status: dict, type_: str) -> dict | None:

@@ -1,0 +1,255 @@
+"""The operator end to end on the real control plane, driven as a user would (kubectl).
+
+The schedules that must tick are created first (module fixture `ticking`), so their
+minute boundaries pass while the other tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import REPO, kubectl, make_namespace
+
+EXAMPLES = REPO / "examples"
+MODE = "ingestion.dev/pod-runner-mode"
+
+
+def schedule_yaml(name: str, **spec) -> str:
+    body = {
+        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": name},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "target": {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"],
+                       "keyTemplate": "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"},
+            "storage": {"duckdb": {"claimName": "ingestion-data"}},
+            **spec,
+        },
+    }
+    return yaml.safe_dump(body)
+
+
+def get(cluster, ns, name) -> dict:
+    return json.loads(kubectl(cluster, "get", "isched", name, "-n", ns, "-o", "json").stdout)
+
+
+def get_cronjob(cluster, ns, name) -> dict | None:
+    out = kubectl(cluster, "get", "cronjob", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def cond(obj, type_) -> dict:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def ready(cluster, ns, name, status="True"):
+    obj = get(cluster, ns, name)
+    c = cond(obj, "Ready")
+    if c.get("status") == status and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
+
+
+def events(cluster, ns, name) -> list[dict]:
+    out = kubectl(cluster, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
+    return json.loads(out.stdout)["items"]
+
+
+def make_mode_namespace(cluster, prefix, mode):
+    ns = make_namespace(cluster, prefix)
+    kubectl(cluster, "annotate", "namespace", ns, f"{MODE}={mode}")
+    return ns
+
+
+@pytest.fixture(scope="module")
+def ticking(cluster, operator):
+    """Two every-minute schedules, one whose runs succeed and one whose runs fail."""
+    ok = make_mode_namespace(cluster, "tick-ok", "complete")
+    bad = make_mode_namespace(cluster, "tick-bad", "fail")
+    for ns in (ok, bad):
+        kubectl(cluster, "apply", "-n", ns, "-f", "-",
+                input=schedule_yaml("every-minute", schedule="* * * * *", timezone="Europe/London",
+                                    startingDeadlineSeconds=120, backoffLimit=0))
+    yield ok, bad
+    for ns in (ok, bad):
+        cluster.core.delete_namespace(ns)
+
+
+def test_examples_apply_become_ready_and_print_columns(cluster, operator, ticking, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLES))
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in sorted(EXAMPLES.glob("*.yaml"))]
+    assert len(names) >= 4
+    for name in names:
+        obj = wait_for(lambda: ready(cluster, namespace, name), 30, f"{name} Ready")
+        cj = get_cronjob(cluster, namespace, obj["status"]["cronJobName"])
+        spec = obj["spec"]
+        assert cj["spec"]["schedule"] == spec["schedule"] and cj["spec"]["timeZone"] == spec["timezone"]
+        assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+        assert cj["spec"]["startingDeadlineSeconds"] == spec["startingDeadlineSeconds"]
+        assert cj["spec"]["suspend"] is (not spec["enabled"])
+        owner = cj["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("IngestionSchedule", name, obj["metadata"]["uid"], True)
+        assert len(obj["status"]["nextRuns"]) == (5 if spec["enabled"] else 0)
+    table = kubectl(cluster, "get", "isched", "-n", namespace).stdout
+    header = table.splitlines()[0].split()
+    for column in ("NAME", "SCHEDULE", "TIMEZONE", "ENABLED", "NEXT", "RUN", "LAST", "SUCCESS", "READY", "AGE"):
+        assert column in header
+    row = next(line for line in table.splitlines() if line.startswith("london-weekdays"))
+    assert "30 6 * * MON-FRI" in row and "Europe/London" in row and "True" in row
+    explain = kubectl(cluster, "explain", "isched.spec.startingDeadlineSeconds").stdout
+    assert "Misfire window" in explain
+
+
+def test_update_schedule_and_timezone_rerenders_the_cronjob(cluster, operator, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("s"))
+    before = wait_for(lambda: ready(cluster, namespace, "s"), 30, "s Ready")
+    assert before["status"]["nextRuns"][0].endswith("T02:00:00Z")
+    kubectl(cluster, "patch", "isched", "s", "-n", namespace, "--type", "merge",
+            "-p", '{"spec": {"schedule": "30 6 * * 1-5", "timezone": "America/New_York"}}')
+    after = wait_for(lambda: ready(cluster, namespace, "s"), 30, "s Ready at generation 2")
+    assert after["status"]["observedGeneration"] == 2
+    cj = get_cronjob(cluster, namespace, "s")
+    assert (cj["spec"]["schedule"], cj["spec"]["timeZone"]) == ("30 6 * * 1-5", "America/New_York")
+    # 06:30 in New York is 11:30Z in winter (EST) and 10:30Z in summer (EDT)
+    assert all(t[11:16] in ("11:30", "10:30") for t in after["status"]["nextRuns"])
+    assert any(e["reason"] == "CronJobUpdated" for e in events(cluster, namespace, "s"))
+
+
+def test_disable_suspends_and_enable_resumes(cluster, operator, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("d"))
+    wait_for(lambda: ready(cluster, namespace, "d"), 30, "d Ready")
+    kubectl(cluster, "patch", "isched", "d", "-n", namespace, "--type", "merge", "-p", '{"spec": {"enabled": false}}')
+    off = wait_for(lambda: ready(cluster, namespace, "d"), 30, "d reconciled disabled")
+    assert get_cronjob(cluster, namespace, "d")["spec"]["suspend"] is True
+    assert cond(off, "Suspended")["status"] == "True" and off["status"]["nextRuns"] == []
+    kubectl(cluster, "patch", "isched", "d", "-n", namespace, "--type", "merge", "-p", '{"spec": {"enabled": true}}')
+    on = wait_for(lambda: ready(cluster, namespace, "d"), 30, "d reconciled enabled")
+    assert get_cronjob(cluster, namespace, "d")["spec"]["suspend"] is False
+    assert cond(on, "Suspended")["status"] == "False" and len(on["status"]["nextRuns"]) == 5
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"schedule": "0 2 * *"}, "spec.schedule"),
+    ({"schedule": "TZ=UTC 0 2 * * *"}, "set spec.timezone instead"),
+    ({"storage": {}}, "set exactly one of storage.duckdb or storage.objectStore"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{date}"}}, "set exactly one of target.symbols"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}", "symbols": ["X"]}}, "keyTemplate must contain both"),
+    ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds"),
+    ({"repair": {"load": "xlsx"}}, "spec.repair.load"),
+])
+def test_schema_refuses_bad_input_at_the_door(cluster, operator, namespace, spec, message):
+    out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("bad", **spec), check=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("tz"))
+    wait_for(lambda: ready(cluster, namespace, "tz"), 30, "tz Ready")
+    good = get_cronjob(cluster, namespace, "tz")
+    errors_before = operator.metrics().get("ingestion_operator_reconcile_errors_total", 0)
+    kubectl(cluster, "patch", "isched", "tz", "-n", namespace, "--type", "merge",
+            "-p", '{"spec": {"timezone": "Mars/Olympus_Mons", "schedule": "0 25 * * *"}}')
+    bad = wait_for(lambda: ready(cluster, namespace, "tz", status="False"), 30, "tz Ready=False")
+    r = cond(bad, "Ready")
+    assert r["reason"] == "InvalidSpec"
+    assert "spec.timezone='Mars/Olympus_Mons'" in r["message"] and "spec.schedule='0 25 * * *'" in r["message"]
+    assert cond(bad, "Degraded")["status"] == "True" and bad["status"]["nextRuns"] == []
+    warnings = [e for e in events(cluster, namespace, "tz") if e["type"] == "Warning" and e["reason"] == "InvalidSpec"]
+    assert len(warnings) == 1 and "Mars/Olympus_Mons" in warnings[0]["message"]
+    # the last good CronJob is untouched, and the operator neither crashed nor looped
+    assert get_cronjob(cluster, namespace, "tz")["metadata"]["resourceVersion"] == good["metadata"]["resourceVersion"]
+    writes = operator.writes()
+    time.sleep(3)
+    assert operator.writes() == writes, "the operator keeps writing for an invalid spec"
+    assert operator.metrics().get("ingestion_operator_reconcile_errors_total", 0) == errors_before
+    assert operator.proc.poll() is None
+    kubectl(cluster, "patch", "isched", "tz", "-n", namespace, "--type", "merge",
+            "-p", '{"spec": {"timezone": "Asia/Tokyo", "schedule": "0 9 * * *"}}')
+    wait_for(lambda: ready(cluster, namespace, "tz"), 30, "tz Ready again")
+    assert get_cronjob(cluster, namespace, "tz")["spec"]["timeZone"] == "Asia/Tokyo"
+    assert any(e["reason"] == "Recovered" for e in events(cluster, namespace, "tz"))
+
+
+def test_hand_edited_cronjob_is_put_back_and_deleted_one_recreated(cluster, operator, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("drift"))
+    wait_for(lambda: ready(cluster, namespace, "drift"), 30, "drift Ready")
+    kubectl(cluster, "patch", "cronjob", "drift", "-n", namespace, "--type", "merge",
+            "-p", '{"spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Allow", "suspend": true}}')
+    wait_for(lambda: (cj := get_cronjob(cluster, namespace, "drift"))["spec"]["schedule"] == "0 2 * * *"
+             and cj["spec"]["concurrencyPolicy"] == "Forbid" and cj["spec"]["suspend"] is False, 20, "drift corrected")
+    uid = get_cronjob(cluster, namespace, "drift")["metadata"]["uid"]
+    kubectl(cluster, "delete", "cronjob", "drift", "-n", namespace)
+    wait_for(lambda: (cj := get_cronjob(cluster, namespace, "drift")) and cj["metadata"]["uid"] != uid, 20, "CronJob recreated")
+
+
+def test_status_follows_scheduled_and_manual_runs(cluster, operator, ticking, wait_for):
+    ok, bad = ticking
+
+    def last_run(ns, outcome, trigger):
+        obj = get(cluster, ns, "every-minute")
+        run = obj.get("status", {}).get("lastRun") or {}
+        return obj if (run.get("outcome"), run.get("trigger")) == (outcome, trigger) else None
+
+    obj = wait_for(lambda: last_run(ok, "Succeeded", "scheduled"), 100, "a scheduled run to succeed")
+    st = obj["status"]
+    assert st["lastSuccessfulTime"] and st["lastScheduleTime"] and st["lastRun"]["end"]
+    assert st["lastRun"]["job"].startswith("every-minute-")
+    assert cond(obj, "Degraded")["status"] == "False"
+
+    kubectl(cluster, "create", "job", "manual-1", "--from=cronjob/every-minute", "-n", ok)
+    obj = wait_for(lambda: last_run(ok, "Succeeded", "manual"), 30, "the manual run in status")
+    assert obj["status"]["lastRun"]["job"] == "manual-1"
+
+    obj = wait_for(lambda: last_run(bad, "Failed", "scheduled"), 100, "a failing scheduled run in status")
+    d = cond(obj, "Degraded")
+    assert d["status"] == "True" and d["reason"] == "LastRunFailed" and "BackoffLimitExceeded" in d["message"]
+    assert "lastSuccessfulTime" not in obj["status"]
+
+
+def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, namespace, wait_for):
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("quiet"))
+    wait_for(lambda: ready(cluster, namespace, "quiet"), 30, "quiet Ready")
+    time.sleep(2)  # let trailing events settle
+    versions = {kind: kubectl(cluster, "get", kind, "quiet", "-n", namespace, "-o", "jsonpath={.metadata.resourceVersion}").stdout
+                for kind in ("isched", "cronjob")}
+    operator.restart()
+    # the new process lists every schedule, CronJob and Job and reconciles each
+    wait_for(lambda: operator.metrics().get('ingestion_operator_reconciles_total{result="unchanged"}', 0) >= 1, 30,
+             "the restarted operator to reconcile")
+    time.sleep(5)
+    m = operator.metrics()
+    writes = {k: v for k, v in m.items() if k.startswith("ingestion_operator_api_writes_total") and v}
+    # Other modules' schedules may tick meanwhile; this namespace's objects must not change.
+    after = {kind: kubectl(cluster, "get", kind, "quiet", "-n", namespace, "-o", "jsonpath={.metadata.resourceVersion}").stdout
+             for kind in ("isched", "cronjob")}
+    assert after == versions
+    assert not any("cronjobs" in k for k in writes), writes
+    assert all("ingestionschedules/status" in k for k in writes), writes  # only ticking schedules' status
+
+
+def test_deleting_the_schedule_garbage_collects_cronjob_jobs_and_pods(cluster, operator, wait_for):
+    ns = make_mode_namespace(cluster, "gc", "hold")
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("gone"))
+    wait_for(lambda: ready(cluster, ns, "gone"), 30, "gone Ready")
+    kubectl(cluster, "create", "job", "gone-manual", "--from=cronjob/gone", "-n", ns)
+    wait_for(lambda: kubectl(cluster, "get", "pods", "-n", ns, "-o", "name").stdout.strip(), 30, "the held pod")
+    kubectl(cluster, "delete", "isched", "gone", "-n", ns)
+
+    def all_gone():
+        left = kubectl(cluster, "get", "cronjobs,jobs,pods", "-n", ns, "-o", "name").stdout.strip()
+        return not left
+    wait_for(all_gone, 60, "CronJob, Job and Pod to be garbage-collected")
+    cluster.core.delete_namespace(ns)
+
+
+def test_metrics_and_health_endpoints(cluster, operator):
+    m = operator.metrics()
+    assert any(k.startswith("ingestion_operator_reconciles_total") for k in m)
+    assert "ingestion_operator_reconcile_duration_seconds_count" in m
+    assert operator._healthy()
+    log_lines = [line for line in Path(operator.log).read_text().splitlines() if line.startswith("{")]
+    assert log_lines and all("message" in json.loads(line) for line in log_lines[:20])
