@@ -1,17 +1,23 @@
 """The sandbox: everything a user needs to try the product on a machine with no cluster.
 
-Today: the control plane and the pod runner in exec mode (pods of Jobs run as local
-processes). Each part is a process recorded under the state dir and stopped by ``down``.
+The control plane, the pod runner in exec mode (pods of Jobs run as local processes),
+the IngestionSchedule CRD and the operator. Each part is a process recorded under the
+state dir and stopped by ``down``.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .cluster import ClusterError, ControlPlane
+from .cluster import REPO_ROOT, ClusterError, ControlPlane, port_in_use
+
+OPERATOR_METRICS_PORT = 38080
+OPERATOR_HEALTH_PORT = 38081
+CRDS = REPO_ROOT / "deploy" / "crds"
 
 
 def pod_runner_argv(plane: ControlPlane, mode: str) -> list[str]:
@@ -23,19 +29,50 @@ def pod_runner_argv(plane: ControlPlane, mode: str) -> list[str]:
     ]
 
 
+def operator_argv(plane: ControlPlane) -> list[str]:
+    return [
+        # as `python -m`, so /proc/PID/cmdline is exactly this argv (a console script's
+        # shebang would prepend the interpreter and defeat the PID-file ownership check)
+        sys.executable, "-m", "ingestion_operator.cli", "run", f"--kubeconfig={plane.kubeconfig}",
+        "--bind=127.0.0.1", f"--metrics-port={OPERATOR_METRICS_PORT}", f"--health-port={OPERATOR_HEALTH_PORT}",
+        "--job-image=ingestion-job:sandbox",
+    ]
+
+
+def kubectl(plane: ControlPlane, *args: str) -> None:
+    exe = Path(sys.executable).parent / "kubectl"
+    proc = subprocess.run([str(exe), f"--kubeconfig={plane.kubeconfig}", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
 def up(state_dir: Path) -> int:
     plane = ControlPlane(state_dir)
+    busy = [p for p in (OPERATOR_METRICS_PORT, OPERATOR_HEALTH_PORT) if port_in_use(p)]
+    if busy and not plane.running():
+        raise ClusterError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 (the operator's) are taken by another process")
     plane.up()
-    plane.start_process("pod-runner", pod_runner_argv(plane, "exec"))
-    time.sleep(1.0)
-    if "pod-runner" not in plane.running():
-        raise ClusterError(f"the pod runner exited at once; see {plane.logs / 'pod-runner.log'}")
+    try:
+        plane.start_process("pod-runner", pod_runner_argv(plane, "exec"))
+        kubectl(plane, "apply", "-f", str(CRDS))
+        kubectl(plane, "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev", "--timeout=30s")
+        plane.start_process("operator", operator_argv(plane))
+        time.sleep(2.0)
+        for name, log in (("pod-runner", "pod-runner.log"), ("operator", "operator.log")):
+            if name not in plane.running():
+                raise ClusterError(f"the {name} exited at once; see {plane.logs / log}")
+    except BaseException:
+        plane.down(log=lambda *_: None)
+        raise
     print(f"""
 sandbox is up (state in {plane.state_dir})
   export KUBECONFIG={plane.kubeconfig}
-  kubectl get nodes,pods -A          # pods of Jobs run as local processes; logs in {plane.state_dir / 'pods' / 'logs'}
-  dev/sandbox status                 # what runs, with PIDs
-  dev/sandbox down                   # stops exactly what 'up' started
+  kubectl apply -f examples/                     # IngestionSchedules; the operator makes their CronJobs
+  kubectl get isched,cronjobs,jobs               # next runs, last success, Ready
+  kubectl create job manual-1 --from=cronjob/binance-um-klines-daily
+  curl -s 127.0.0.1:{OPERATOR_METRICS_PORT}/metrics | grep ingestion_operator_
+  logs: {plane.logs}/ (operator.log, pod-runner.log); pod output: {plane.state_dir / 'pods' / 'logs'}/
+  dev/sandbox status | down                      # down stops exactly what 'up' started
 """)
     return 0
 

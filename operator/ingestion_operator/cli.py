@@ -33,7 +33,11 @@ def cmd_run(args) -> int:
                               job_service_account=args.job_service_account or None)
     handlers.configure(Reconciler(api, settings))
     disable_created_metrics()
-    start_http_server(args.metrics_port, addr=args.bind)
+    try:
+        start_http_server(args.metrics_port, addr=args.bind)
+    except OSError as e:
+        print(f"error: cannot serve metrics on {args.bind}:{args.metrics_port}: {e.strerror}", file=sys.stderr)
+        return 2
     namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n]
     logging.getLogger("ingestion_operator").info(
         "event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s",

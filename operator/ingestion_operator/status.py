@@ -16,8 +16,11 @@ NEXT_RUNS = 5
 
 
 def iso(t: dt.datetime | str | None) -> str | None:
-    if t is None or isinstance(t, str):
-        return t
+    """RFC 3339 in UTC with a Z, whatever form the API client handed over."""
+    if t is None:
+        return None
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

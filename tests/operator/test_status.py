@@ -3,6 +3,9 @@
 import copy
 import datetime as dt
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingestion_operator.status import derive_status, last_run
 
 from .test_render import SCHEDULE
@@ -84,3 +87,41 @@ def test_last_run_is_the_newest_job():
     jobs = [job("b-10", "2026-11-23T02:00:00Z"), job("b-9", "2026-11-22T02:00:00Z")]
     assert last_run(jobs)["job"] == "b-10"
     assert last_run([]) is None
+
+
+JOB_CONDITIONS = st.sampled_from([[], [{"type": "Complete", "status": "True"}],
+                                  [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}],
+                                  [{"type": "Failed", "status": "False"}]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    enabled=st.booleans(),
+    problem=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    jobs=st.lists(st.tuples(st.integers(0, 10_000), JOB_CONDITIONS, st.booleans()), max_size=5),
+    minutes=st.integers(0, 60 * 24 * 400),
+    later=st.integers(0, 59),
+)
+def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, minutes, later):
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"]["enabled"] = enabled
+    now = NOW + dt.timedelta(minutes=minutes)
+    js = [job(f"b-{i}", (NOW + dt.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ"), c, manual=man)
+          for i, (m, c, man) in enumerate(jobs)]
+    first = derive_status(s, CJ, js, now, problem)
+    assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded"]
+    assert all(c["status"] in ("True", "False") for c in first["conditions"])
+    # Fed back, with a clock that has not passed the first next run: identical, so no write.
+    s["status"] = first
+    again_at = now + dt.timedelta(seconds=later)
+    if first["nextRuns"]:
+        again_at = min(again_at, dt.datetime.strptime(first["nextRuns"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) - dt.timedelta(seconds=1))
+    again_at = max(again_at, now)
+    assert derive_status(s, CJ, js, again_at, problem) == first
+
+
+def test_times_are_normalised_to_rfc3339_z():
+    from ingestion_operator.status import iso
+    assert iso("2026-11-23T07:35:17+00:00") == "2026-11-23T07:35:17Z"
+    assert iso("2026-11-23T08:35:17+01:00") == "2026-11-23T07:35:17Z"
+    assert iso("2026-11-23T07:35:17Z") == "2026-11-23T07:35:17Z"
