@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .processes import ProcessGroup
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "dev" / "build-kube"
@@ -95,11 +96,11 @@ def _run(cmd: list[str], **kw) -> None:
         raise ClusterError(f"{' '.join(cmd)} failed: {proc.stdout.strip()}")
 
 
-class ControlPlane:
+class ControlPlane(ProcessGroup):
     """One control plane rooted at ``state_dir`` (certs, data, logs, PID files, kubeconfig)."""
 
     def __init__(self, state_dir: Path, ports: Ports | None = None, bin_dir: Path | None = None):
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(state_dir)
         self._ports = ports
         self._bin_dir = bin_dir
 
@@ -111,14 +112,6 @@ class ControlPlane:
     @property
     def pki(self) -> Path:
         return self.state_dir / "pki"
-
-    @property
-    def logs(self) -> Path:
-        return self.state_dir / "logs"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.state_dir / "run"
 
     @property
     def meta_file(self) -> Path:
@@ -181,24 +174,6 @@ class ControlPlane:
             raise
         log(f"control plane ready in {time.monotonic() - t0:.1f}s at {self.server}")
 
-    def down(self, log=print) -> list[str]:
-        """Stop exactly the processes this state dir started, newest first."""
-        stopped = []
-        for name in reversed(self.process_names()):
-            pid = self._owned_pid(name)
-            pid_file = self.run_dir / f"{name}.pid"
-            if pid is None:
-                pid_file.unlink(missing_ok=True)
-                continue
-            _terminate(pid)
-            pid_file.unlink(missing_ok=True)
-            stopped.append(name)
-            log(f"stopped {name} (pid {pid})")
-        return stopped
-
-    def running(self) -> dict[str, int]:
-        return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}
-
     def status(self) -> dict:
         running = self.running()
         return {
@@ -213,56 +188,10 @@ class ControlPlane:
     def _start(self, name: str, bin_dir: Path, args: list[str]) -> int:
         return self.start_process(name, [str(bin_dir / name), *args])
 
-    def start_process(self, name: str, argv: list[str], env: dict | None = None) -> int:
-        """Start a long-lived process owned by this state dir, logged to logs/NAME.log."""
-        exe = Path(argv[0]).resolve()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives the 'up' command; stopped by 'down'
-                cwd=self.state_dir,
-                env=env,
-            )
-        record = {"pid": proc.pid, "exe": os.path.realpath(exe), "argv": argv, "started": time.time()}
-        (self.run_dir / f"{name}.pid").write_text(json.dumps(record))
-        self._procs = getattr(self, "_procs", {})
-        self._procs[name] = proc
-        return proc.pid
-
-    def _owned_pid(self, name: str) -> int | None:
-        """The PID from the PID file, only if it still runs what we started there."""
-        pid_file = self.run_dir / f"{name}.pid"
-        try:
-            rec = json.loads(pid_file.read_text())
-            pid = int(rec["pid"])
-            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
-        except (OSError, ValueError, KeyError):
-            return None
-        if argv != rec["argv"] or (exe != rec["exe"] and Path(exe).name != Path(rec["exe"]).name):
-            return None
-        return pid
-
-    def process_names(self) -> list[str]:
-        """Names with a PID file, oldest start first."""
-        recs = []
-        for f in self.run_dir.glob("*.pid"):
-            try:
-                recs.append((json.loads(f.read_text()).get("started", 0), f.stem))
-            except (OSError, ValueError):
-                recs.append((0, f.stem))
-        return [n for _, n in sorted(recs)]
-
     def _wait(self, ok, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = [n for n, p in getattr(self, "_procs", {}).items() if p.poll() is not None]
+            dead = [n for n, p in self._procs.items() if p.poll() is not None]
             if dead:
                 name = dead[0]
                 tail = _tail(self.logs / f"{name}.log")
@@ -375,39 +304,6 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(json.dumps(cfg, indent=2))
         self.kubeconfig.chmod(0o600)
-
-
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid):
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our child (tests start the plane in-process).
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def _tail(path: Path, lines: int = 15) -> str:

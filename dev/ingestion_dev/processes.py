@@ -1,0 +1,135 @@
+"""Long-lived helper processes recorded in PID files, stopped exactly.
+
+Each PID file records the process's binary and command line; a PID is signalled only if
+``/proc/PID/exe`` and ``/proc/PID/cmdline`` still match, so a stale PID file never makes
+us kill a stranger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class ProcessGroup:
+    def __init__(self, state_dir: Path):
+        self.state_dir = Path(state_dir).resolve()
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def start_process(self, name: str, argv: list[str], env: dict | None = None) -> int:
+        """Start a long-lived process owned by this state dir, logged to logs/NAME.log."""
+        exe = Path(argv[0]).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the 'up' command; stopped by 'down'
+                cwd=self.state_dir,
+                env=env,
+            )
+        record = {"pid": proc.pid, "exe": os.path.realpath(exe), "argv": argv, "started": time.time()}
+        (self.run_dir / f"{name}.pid").write_text(json.dumps(record))
+        self._procs[name] = proc
+        return proc.pid
+
+    def _owned_pid(self, name: str) -> int | None:
+        """The PID from the PID file, only if it still runs what we started there."""
+        pid_file = self.run_dir / f"{name}.pid"
+        try:
+            rec = json.loads(pid_file.read_text())
+            pid = int(rec["pid"])
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
+        except (OSError, ValueError, KeyError):
+            return None
+        if argv != rec["argv"] or (exe != rec["exe"] and Path(exe).name != Path(rec["exe"]).name):
+            return None
+        return pid
+
+    def process_names(self) -> list[str]:
+        """Names with a PID file, oldest start first."""
+        recs = []
+        for f in self.run_dir.glob("*.pid"):
+            try:
+                recs.append((json.loads(f.read_text()).get("started", 0), f.stem))
+            except (OSError, ValueError):
+                recs.append((0, f.stem))
+        return [n for _, n in sorted(recs)]
+
+    def down(self, log=print) -> list[str]:
+        """Stop exactly the processes this state dir started, newest first."""
+        stopped = []
+        for name in reversed(self.process_names()):
+            pid = self._owned_pid(name)
+            pid_file = self.run_dir / f"{name}.pid"
+            if pid is None:
+                pid_file.unlink(missing_ok=True)
+                continue
+            _terminate(pid)
+            pid_file.unlink(missing_ok=True)
+            stopped.append(name)
+            log(f"stopped {name} (pid {pid})")
+        return stopped
+
+    def running(self) -> dict[str, int]:
+        return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}
+
+    def running(self) -> dict[str, int]:
+        return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}
+
+    def exited(self, name: str) -> int | None:
+        """Exit code of a process started by this object, if it has ended."""
+        proc = self._procs.get(name)
+        return None if proc is None else proc.poll()
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child (tests start the plane in-process).
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
