@@ -1,17 +1,123 @@
-"""ingestion-job command line."""
+"""ingestion-job: one probe-and-repair run, and reports over the store.
+
+Exit codes: 0 success; 1 the run failed (one-line reason last on stderr); 2 bad usage or
+a broken operator-job contract.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import contract
+
+
+class _RunFields(logging.Filter):
+    def filter(self, record):
+        for k in ("schedule", "namespace", "run_id"):
+            if not hasattr(record, k):
+                setattr(record, k, "-")
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RunFields())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s level=%(levelname)s schedule=%(schedule)s namespace=%(namespace)s run_id=%(run_id)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def context_from_args(args) -> contract.RunContext:
+    """The same contract path in a pod and on a laptop: a spec file becomes the env."""
+    if not args.spec:
+        return contract.read_environment(os.environ)
+    doc = yaml.safe_load(Path(args.spec).read_text())
+    spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+    if not isinstance(spec, dict):
+        raise contract.ContractError(f"{args.spec}: expected an IngestionSchedule or its spec as a YAML mapping")
+    name = args.schedule or (doc.get("metadata") or {}).get("name") or Path(args.spec).stem
+    env = {**os.environ, contract.SPEC_ENV: json.dumps(contract.job_spec(spec), default=str),
+           contract.SCHEDULE_ENV: name, contract.NAMESPACE_ENV: args.namespace or (doc.get("metadata") or {}).get("namespace") or "local"}
+    env.pop(contract.JOB_NAME_ENV, None)
+    return contract.read_environment(env)
+
+
+def store_path(ctx: contract.RunContext, override: str | None) -> Path:
+    if override:
+        return Path(override)
+    storage = ctx.spec.get("storage") or {}
+    if "duckdb" in storage:
+        return Path(storage["duckdb"].get("path", "/data/ingestion.duckdb"))
+    raise contract.ContractError("storage.objectStore is not supported by this job version; use storage.duckdb "
+                                 "or pass --db for a local file")
+
+
+def cmd_run(args) -> int:
+    from .run import run
+
+    setup_logging(args.log_level)
+    try:
+        ctx = context_from_args(args)
+        path = store_path(ctx, args.db)
+    except (contract.ContractError, OSError, yaml.YAMLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run(ctx, path, concurrency=args.concurrency)
+    except Exception as e:  # a bug: keep the traceback in the log, end with one line
+        logging.getLogger("ingestion_job").exception("event=run_crashed")
+        print(f"error: unexpected {e.__class__.__name__}: {e}", file=sys.stderr)
+        return 1
+    return result.exit_code
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    try:
+        text = report(Path(args.db), args.schedule, args.days, args.format)
+    except Exception as e:  # a report never shows a traceback for a bad path or an empty store
+        from .store import StoreError
+
+        if isinstance(e, StoreError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    print(text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ingestion-job", description="One probe-and-repair run of an IngestionSchedule.")
-    p.add_subparsers(dest="command")
-    p.parse_args(argv)
-    p.print_help()
-    return 0
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="probe S3, record availability and gaps, repair, write the store, push metrics")
+    r.add_argument("--spec", help="an IngestionSchedule YAML (or its spec) to run without Kubernetes; default: the pod env contract")
+    r.add_argument("--db", help="DuckDB file to use instead of spec.storage.duckdb.path")
+    r.add_argument("--schedule", help="schedule name (default: metadata.name of --spec)")
+    r.add_argument("--namespace", help="namespace label for the run (default: metadata.namespace or 'local')")
+    r.add_argument("--concurrency", type=int, default=int(os.environ.get("INGESTION_CONCURRENCY", "16")))
+    r.add_argument("--log-level", default=os.environ.get("INGESTION_LOG_LEVEL", "INFO"))
+    r.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="availability, open gaps, recent runs and success rate")
+    rep.add_argument("--db", required=True, help="the DuckDB file")
+    rep.add_argument("--schedule", help="only this schedule")
+    rep.add_argument("--days", type=int, default=30, help="period for the success rate (default 30)")
+    rep.add_argument("--format", choices=["table", "json"], default="table")
+    rep.set_defaults(func=cmd_report)
+    args = p.parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Sample data shaped like Binance Vision USD-M futures daily klines.
+
+``data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip`` holding one CSV with
+a header row, and a ``.CHECKSUM`` sidecar of the form ``<sha256>  <file name>`` (as
+Binance publishes). Generated, so tests need no network and can choose what is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import io
+import random
+import zipfile
+
+KEY_TEMPLATE = "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"
+HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+
+
+def kline_zip(symbol: str, date: dt.date, rows: int = 5) -> bytes:
+    rnd = random.Random(f"{symbol}{date}")
+    start = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    price = 100 + rnd.random() * 1000
+    lines = [HEADER]
+    for i in range(rows):
+        o = price * (1 + rnd.uniform(-0.001, 0.001))
+        c = o * (1 + rnd.uniform(-0.001, 0.001))
+        t = start + i * 60_000
+        vol = rnd.uniform(1, 100)
+        lines.append(f"{t},{o:.2f},{max(o, c) * 1.0005:.2f},{min(o, c) * 0.9995:.2f},{c:.2f},{vol:.3f},{t + 59_999},"
+                     f"{vol * c:.2f},{rnd.randint(10, 500)},{vol / 2:.3f},{vol * c / 2:.2f},0")
+        price = c
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{symbol}-1m-{date}.csv", "\n".join(lines) + "\n")
+    return buf.getvalue()
+
+
+def checksum(body: bytes, key: str) -> bytes:
+    return f"{hashlib.sha256(body).hexdigest()}  {key.rsplit('/', 1)[-1]}\n".encode()
+
+
+def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, with_checksum: bool = True,
+           workers: int = 16) -> int:
+    """Upload one zip (+ checksum) per (symbol, date); returns the number of objects written."""
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except s3.exceptions.BucketAlreadyExists:
+        pass
+
+    def one(cell):
+        sym, date = cell
+        key = KEY_TEMPLATE.format(symbol=sym, date=date.isoformat())
+        body = kline_zip(sym, date, rows)
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        if with_checksum:
+            s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))
+        return 2 if with_checksum else 1
+
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(pool.map(one, cells))
+
+
+def spec(endpoint: str, bucket: str, symbols: list[str], lookback: int, **extra) -> dict:
+    """A job-facing spec for the sample data."""
+    target = {"endpoint": endpoint, "region": "us-east-1", "bucket": bucket, "anonymous": True,
+              "keyTemplate": KEY_TEMPLATE, "checksumSuffix": ".CHECKSUM", "symbols": symbols,
+              "lagDays": 1, "lookbackDays": lookback, **extra.pop("target", {})}
+    return {"schedule": "0 2 * * *", "timezone": "UTC", "target": target,
+            "repair": {"maxRepairsPerRun": 100, "load": "none"},
+            "storage": {"duckdb": {"claimName": "ingestion-data", "path": "/data/ingestion.duckdb"}}, **extra}

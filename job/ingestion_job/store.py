@@ -1,0 +1,223 @@
+"""The DuckDB store: availability, gaps, runs and loaded data, written once per run.
+
+* One transaction per run: a run killed half way leaves the file as it was before.
+* Upserts are explicit ``INSERT ... ON CONFLICT (...) DO UPDATE SET ...`` from Arrow
+  tables, deduplicated first (DuckDB lets the first duplicate in a batch win silently),
+  and no secondary index sits on a column that gets rewritten (DuckDB 1.4's
+  ``INSERT OR REPLACE`` skipped such columns and left 201,000 rows wrong in the system
+  we replace).
+* Integrity invariants gate the commit: ``present`` exactly when the probe saw the object,
+  ``size``/``etag`` set exactly when present, a repaired gap has its sha256 and time.
+* A second writer gets one line naming the file and the holder, not a corrupt store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS = {
+    1: [
+        """CREATE TABLE objects (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, date DATE NOT NULL,
+            key VARCHAR NOT NULL, present BOOLEAN NOT NULL, size BIGINT, etag VARCHAR,
+            last_modified TIMESTAMPTZ, first_seen_at TIMESTAMPTZ,
+            PRIMARY KEY (schedule, symbol, date))""",
+        """CREATE TABLE gaps (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, date DATE NOT NULL, key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL, reason VARCHAR, detected_at TIMESTAMPTZ NOT NULL,
+            repaired_at TIMESTAMPTZ, attempts INTEGER NOT NULL, last_error VARCHAR, sha256 VARCHAR,
+            bytes BIGINT, PRIMARY KEY (schedule, symbol, date))""",
+        """CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, schedule VARCHAR NOT NULL, namespace VARCHAR, trigger VARCHAR NOT NULL,
+            scheduled_time TIMESTAMPTZ, job_name VARCHAR, attempt INTEGER NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ NOT NULL, outcome VARCHAR NOT NULL,
+            window_first DATE, window_last DATE, symbols INTEGER, expected INTEGER, present INTEGER, missing INTEGER,
+            gaps_open INTEGER, gaps_repaired INTEGER, repairs_failed INTEGER, bytes_fetched BIGINT,
+            s3_requests INTEGER, s3_errors INTEGER, error VARCHAR, warnings VARCHAR)""",
+    ],
+}
+
+OBJECT_COLS = ["schedule", "symbol", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
+GAP_COLS = ["schedule", "symbol", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
+            "last_error", "sha256", "bytes"]
+RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
+            "finished_at", "outcome", "window_first", "window_last", "symbols", "expected", "present", "missing",
+            "gaps_open", "gaps_repaired", "repairs_failed", "bytes_fetched", "s3_requests", "s3_errors", "error", "warnings"]
+KEY = ["schedule", "symbol", "date"]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or would be left inconsistent; one line, names the file."""
+
+
+class IntegrityError(StoreError):
+    pass
+
+
+def open_store(path: str | Path, read_only: bool = False) -> "Store":
+    return Store(Path(path), read_only)
+
+
+class Store:
+    def __init__(self, path: Path, read_only: bool = False):
+        self.path = path
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise StoreError(f"{path}: no such store (run the job first)")
+        try:
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+            holder = f" by {m.group(1)} (PID {m.group(2)})" if m else ""
+            raise StoreError(f"{path} is in use{holder}: one writer at a time; wait for the other run "
+                             "or give this schedule its own file") from None
+        except duckdb.Error as e:
+            raise StoreError(f"{path}: cannot open the store: {str(e).splitlines()[0]}") from None
+        if not read_only:
+            self.migrate()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # schema -------------------------------------------------------------------------------
+    def version(self) -> int:
+        exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()[0]
+        if not exists:
+            return 0
+        return self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+
+    def migrate(self) -> None:
+        current = self.version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {current}, newer than this job's {SCHEMA_VERSION}; upgrade the job image")
+        if current == SCHEMA_VERSION:
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[v]:
+                    self.con.execute(stmt)
+                self.con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    # reads --------------------------------------------------------------------------------
+    def known_symbols(self, schedule: str) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT DISTINCT symbol FROM objects WHERE schedule = ?", [schedule]).fetchall()}
+
+    def held(self, schedule: str) -> set[tuple[str, dt.date]]:
+        """Cells the store holds verified (repaired gaps)."""
+        rows = self.con.execute("SELECT symbol, date FROM gaps WHERE schedule = ? AND status = 'repaired'", [schedule]).fetchall()
+        return {(s, d) for s, d in rows}
+
+    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
+        cur = self.con.execute(f"SELECT {', '.join(GAP_COLS)} FROM gaps WHERE schedule = ?", [schedule])
+        return {(r[1], r[2]): dict(zip(GAP_COLS, r)) for r in cur.fetchall()}
+
+    def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]:
+        rows = self.con.execute("SELECT symbol, date, first_seen_at FROM objects WHERE schedule = ? AND first_seen_at IS NOT NULL",
+                                [schedule]).fetchall()
+        return {(s, d): t for s, d, t in rows}
+
+    def run_attempts(self, run_id: str) -> int:
+        row = self.con.execute("SELECT attempt FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        return row[0] if row else 0
+
+    def run_counts(self, schedule: str) -> dict[str, int]:
+        return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall())
+
+    # the one write of a run ---------------------------------------------------------------
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[tuple] = ()) -> None:
+        """Everything a run learnt, in one transaction. ``loads`` are (schedule, symbol,
+        date, local file path, "csv"|"parquet") loaded into table ``loaded`` idempotently
+        (the cell's rows are replaced)."""
+        check_invariants(objects, gaps)
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self._upsert("objects", objects, OBJECT_COLS, KEY)
+            self._upsert("gaps", gaps, GAP_COLS, KEY)
+            for schedule, symbol, date, path, fmt in loads:
+                self._load(schedule, symbol, date, path, fmt)
+            self._upsert("runs", [run], RUN_COLS, ["run_id"])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def write_run_record(self, run: dict) -> None:
+        """A failed run still leaves its record (and nothing else)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._upsert("runs", [run], RUN_COLS, ["run_id"])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str]) -> None:
+        if not rows:
+            return
+        dedup = {tuple(r[k] for k in key): r for r in rows}  # last wins, explicitly
+        arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in dedup.values()],
+                                     schema=self._arrow_schema(table, cols))
+        self.con.register("_incoming", arrow)
+        try:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+            self.con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _incoming "
+                             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+        finally:
+            self.con.unregister("_incoming")
+
+    _schemas: dict = {}
+
+    def _arrow_schema(self, table: str, cols: list[str]) -> pa.Schema:
+        if table not in self._schemas:
+            types = dict(self.con.execute(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'").fetchall())
+            mapping = {"VARCHAR": pa.string(), "BOOLEAN": pa.bool_(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
+                       "DATE": pa.date32(), "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC")}
+            self._schemas[table] = pa.schema([(c, mapping[types[c]]) for c in cols])
+        return self._schemas[table]
+
+    def _load(self, schedule: str, symbol: str, date: dt.date, path: str, fmt: str) -> None:
+        reader = "read_parquet(?)" if fmt == "parquet" else "read_csv(?, auto_detect = true, header = true)"
+        src = f"SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM {reader}"
+        params = [schedule, symbol, date, path]
+        exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchone()[0]
+        if not exists:
+            self.con.execute(f"CREATE TABLE loaded AS {src} LIMIT 0", params)
+        self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND date = ?", [schedule, symbol, date])
+        self.con.execute(f"INSERT INTO loaded BY NAME {src}", params)
+
+
+def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
+    """Refuse to write what cannot be true; names the first offending row."""
+    for o in objects:
+        where = f"objects {o['schedule']}/{o['symbol']}/{o['date']}"
+        if o["present"] != (o["size"] is not None) or o["present"] != (o["etag"] is not None):
+            raise IntegrityError(f"{where}: size/etag must be set exactly when present (present={o['present']}, size={o['size']})")
+        if o["present"] and o["size"] < 0:
+            raise IntegrityError(f"{where}: negative size {o['size']}")
+    for g in gaps:
+        where = f"gaps {g['schedule']}/{g['symbol']}/{g['date']}"
+        if g["status"] not in ("open", "repaired"):
+            raise IntegrityError(f"{where}: unknown status {g['status']!r}")
+        if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
+            raise IntegrityError(f"{where}: a gap is repaired exactly when it has repaired_at and sha256")
