@@ -1,0 +1,83 @@
+"""Real servers for the job's tests: SeaweedFS (S3) and Debian's Pushgateway, once per
+session. A server that cannot start fails the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from ingestion_dev import sampledata
+from ingestion_dev.processes import ProcessGroup
+from ingestion_dev.services import start_pushgateway, start_seaweed
+from ingestion_job import contract
+
+PUBLIC = "data.binance.vision"
+PRIVATE = "private-market-data"
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+class Servers:
+    def __init__(self, s3, pushgateway):
+        self.s3 = s3
+        self.pushgateway = pushgateway
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    group = ProcessGroup(tmp_path_factory.mktemp("servers"))
+    try:
+        s3 = start_seaweed(group, [PUBLIC])
+        pg = start_pushgateway(group)
+        client = s3.client()
+        for b in (PUBLIC, PRIVATE):
+            client.create_bucket(Bucket=b)
+        yield Servers(s3, pg)
+    finally:
+        group.down(log=lambda m: None)
+
+
+class Dataset:
+    """One test's slice of the public bucket: a unique key prefix, its own symbols."""
+
+    def __init__(self, servers: Servers, prefix: str):
+        self.servers = servers
+        self.prefix = prefix
+        self.template = f"{prefix}/{sampledata.KEY_TEMPLATE}"
+
+    def upload(self, cells, bucket=PUBLIC, **kw):
+        s3 = self.servers.s3.client()
+        for sym, d in cells:
+            key = self.template.format(symbol=sym, date=d.isoformat())
+            body = sampledata.kline_zip(sym, d)
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            if kw.get("checksum", True):
+                s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=kw.get("checksum_body") or sampledata.checksum(body, key))
+
+    def spec(self, symbols, lookback=7, endpoint=None, **extra):
+        s = sampledata.spec(endpoint or self.servers.s3.endpoint, PUBLIC, symbols, lookback, **extra)
+        s["target"]["keyTemplate"] = self.template
+        s["metrics"] = {"pushgatewayUrl": self.servers.pushgateway}
+        return s
+
+
+@pytest.fixture
+def dataset(servers):
+    return Dataset(servers, f"t{uuid.uuid4().hex[:8]}")
+
+
+def days_ago(*ns):
+    return [TODAY - dt.timedelta(days=n) for n in ns]
+
+
+def context(spec: dict, schedule: str = "demo", namespace: str = "data", job_name: str | None = None,
+            credentials: tuple[str, str] | None = None) -> contract.RunContext:
+    """Through the same env contract a pod uses."""
+    env = {contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: schedule, contract.NAMESPACE_ENV: namespace}
+    if job_name:
+        env[contract.JOB_NAME_ENV] = job_name
+    if credentials:
+        env[contract.SOURCE_KEY_ID_ENV], env[contract.SOURCE_SECRET_ENV] = credentials
+    return contract.read_environment(env)

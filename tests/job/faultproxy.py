@@ -1,0 +1,108 @@
+"""A small fault-injecting HTTP proxy in front of the real S3 server (tests only).
+
+Rules are consumed in order: each matches a method and a path/query substring and
+applies its fault to the next ``times`` matching requests; everything else is forwarded
+unchanged. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
+``reset`` (close the connection without answering), ``delay`` (sleep, then forward).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+S3_ERROR = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{msg}</Message></Error>'
+
+
+@dataclasses.dataclass
+class Rule:
+    fault: str
+    method: str = ""
+    match: str = ""
+    times: int = 1
+    seconds: float = 0.0
+    hits: int = 0
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        u = urlparse(upstream)
+        self.host, self.port = u.hostname, u.port
+        self.rules: list[Rule] = []
+        self.lock = threading.Lock()
+        self.seen = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rule = proxy._take(self.command, self.path)
+                if rule and rule.fault == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if rule and rule.fault in ("slowdown", "throttle", "error"):
+                    status, code = {"slowdown": (503, "SlowDown"), "throttle": (429, "TooManyRequests"),
+                                    "error": (500, "InternalError")}[rule.fault]
+                    payload = S3_ERROR.format(code=code, msg="injected by the fault proxy").encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if rule and rule.fault == "delay":
+                    time.sleep(rule.seconds)
+                conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, fault: str, method: str = "", match: str = "", times: int = 1, seconds: float = 0.0) -> Rule:
+        rule = Rule(fault, method, match, times, seconds)
+        with self.lock:
+            self.rules.append(rule)
+        return rule
+
+    def _take(self, method: str, path: str) -> Rule | None:
+        with self.lock:
+            self.seen += 1
+            for r in self.rules:
+                if r.hits < r.times and (not r.method or r.method == method) and r.match in path:
+                    r.hits += 1
+                    return r
+        return None
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,76 @@
+"""Pure planning: windows across DST and month ends, key templates, gap diffs."""
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingestion_job.plan import Cell, KeyTemplate, Listed, Window, expected_cells, plan_gaps, plan_window
+
+U = dt.timezone.utc
+T = KeyTemplate("data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip")
+
+
+@pytest.mark.parametrize("now,tz,lag,lookback,first,last", [
+    (dt.datetime(2026, 11, 23, 2, 0, tzinfo=U), "UTC", 1, 30, dt.date(2026, 10, 23), dt.date(2026, 11, 22)),
+    # 23:30 UTC on 31 March is already 1 April in Tokyo: dates are the schedule's zone's
+    (dt.datetime(2026, 3, 31, 23, 30, tzinfo=U), "Asia/Tokyo", 1, 0, dt.date(2026, 3, 31), dt.date(2026, 3, 31)),
+    (dt.datetime(2026, 3, 31, 23, 30, tzinfo=U), "UTC", 1, 0, dt.date(2026, 3, 30), dt.date(2026, 3, 30)),
+    # across a leap day and a year end
+    (dt.datetime(2028, 3, 1, 12, tzinfo=U), "UTC", 1, 2, dt.date(2028, 2, 27), dt.date(2028, 2, 29)),
+    (dt.datetime(2027, 1, 1, 0, 30, tzinfo=U), "Europe/London", 1, 1, dt.date(2026, 12, 30), dt.date(2026, 12, 31)),
+    # London spring-forward day: 00:30 UTC is 00:30 GMT, still 29 March
+    (dt.datetime(2026, 3, 29, 0, 30, tzinfo=U), "Europe/London", 0, 0, dt.date(2026, 3, 29), dt.date(2026, 3, 29)),
+    (dt.datetime(2026, 11, 23, 2, 0, tzinfo=U), "UTC", 0, 0, dt.date(2026, 11, 23), dt.date(2026, 11, 23)),
+])
+def test_plan_window(now, tz, lag, lookback, first, last):
+    assert plan_window(now, tz, lag, lookback) == Window(first, last)
+
+
+@settings(max_examples=300, deadline=None)
+@given(now=st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 12, 31), timezones=st.just(U)),
+       tz=st.sampled_from(["UTC", "Europe/London", "America/New_York", "Australia/Lord_Howe", "Pacific/Kiritimati",
+                           "Pacific/Pago_Pago", "America/Sao_Paulo"]),
+       lag=st.integers(0, 5), lookback=st.integers(0, 400))
+def test_window_has_lookback_plus_one_consecutive_days_ending_lag_days_before_local_today(now, tz, lag, lookback):
+    from zoneinfo import ZoneInfo
+
+    w = plan_window(now, tz, lag, lookback)
+    dates = w.dates()
+    assert len(dates) == lookback + 1 and len(set(dates)) == len(dates)
+    assert all((b - a).days == 1 for a, b in zip(dates, dates[1:]))
+    assert dates[-1] == now.astimezone(ZoneInfo(tz)).date() - dt.timedelta(days=lag)
+
+
+def test_key_template_round_trip_and_prefixes():
+    d = dt.date(2026, 11, 22)
+    key = T.key("BTCUSDT", d)
+    assert key == "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2026-11-22.zip"
+    assert T.parse("BTCUSDT", key) == d
+    assert T.parse("BTCUSDT", key + ".CHECKSUM") is None
+    assert T.parse("BTCUSDT", key.replace("2026-11-22", "2026-02-30")) is None
+    assert T.parse("BTC", key) is None
+    assert T.list_prefix("BTCUSDT") == "data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-"
+    assert T.discovery_prefix() == "data/futures/um/daily/klines/"
+
+
+@given(st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2099, 12, 31)), st.from_regex(r"[A-Z0-9]{2,12}", fullmatch=True))
+def test_parse_inverts_key(d, sym):
+    assert T.parse(sym, T.key(sym, d)) == d
+
+
+def test_new_symbols_backfill_their_upstream_history():
+    w = Window(dt.date(2026, 11, 20), dt.date(2026, 11, 22))
+    cells = expected_cells(["OLD", "NEW"], w, {"NEW": dt.date(2026, 11, 1), "OLD": dt.date(2020, 1, 1)}, known_symbols={"OLD"})
+    assert len([c for c in cells if c.symbol == "OLD"]) == 3
+    assert len([c for c in cells if c.symbol == "NEW"]) == 22
+
+
+def test_plan_gaps_separates_missing_candidates_and_held():
+    d1, d2, d3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+    lst = Listed("k", 1, "e", dt.datetime(2026, 1, 1, tzinfo=U))
+    plan = plan_gaps([Cell("A", d1), Cell("A", d2), Cell("A", d3)], {"A": {d1: lst, d2: lst}}, held={("A", d1)})
+    assert plan.present == [Cell("A", d1), Cell("A", d2)]
+    assert plan.candidates == [Cell("A", d2)]
+    assert plan.missing == [Cell("A", d3)]

@@ -1,0 +1,285 @@
+"""One probe-and-repair run against a real S3 server, a real Pushgateway, a real DuckDB file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import duckdb
+import pytest
+import yaml
+
+from ingestion_job.run import run
+
+from .conftest import PRIVATE, TODAY, context, days_ago
+from .faultproxy import FaultProxy
+
+SYMS = ["BTCUSDT", "ETHUSDT"]
+
+
+def rows(db, sql, *params):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def snapshot(db):
+    return {t: rows(db, f"SELECT * FROM {t} ORDER BY ALL") for t in ("objects", "gaps")}
+
+
+def test_first_run_records_availability_gaps_and_repairs(dataset, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 2, 4, 5, 6, 7, 8)])  # day 3 missing for both
+    db = tmp_path / "s.duckdb"
+    res = run(context(dataset.spec(SYMS)), db)
+    assert res.outcome == "succeeded" and res.exit_code == 0
+    # window: 8 days (lookback 7 + the newest) per symbol
+    assert rows(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(16, 14)]
+    assert rows(db, "SELECT count(*) FROM objects WHERE present AND (size IS NULL OR etag IS NULL)") == [(0,)]
+    open_gaps = rows(db, "SELECT symbol, date, reason FROM gaps WHERE status = 'open' ORDER BY symbol")
+    assert [(s, d, r) for s, d, r in open_gaps] == [(s, TODAY - dt.timedelta(days=3), "absent upstream") for s in SYMS]
+    assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'repaired' AND sha256 IS NOT NULL AND attempts = 1") == [(14,)]
+    (run_row,) = rows(db, "SELECT outcome, trigger, expected, present, missing, gaps_repaired, gaps_open, s3_errors FROM runs")
+    assert run_row == ("succeeded", "manual", 16, 14, 2, 14, 2, 0)
+
+
+def test_rerun_of_the_same_window_changes_nothing(dataset, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 2, 4)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(SYMS, lookback=3, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    assert run(context(spec), db).outcome == "succeeded"
+    before = snapshot(db)
+    loaded = rows(db, "SELECT count(*) FROM loaded")
+    res = run(context(spec), db)
+    assert res.outcome == "succeeded" and res.summary["gaps_repaired"] == 0 and res.summary["bytes_fetched"] == 0
+    assert snapshot(db) == before
+    assert rows(db, "SELECT count(*) FROM loaded") == loaded == [(6 * 5,)]  # 6 files x 5 rows, no duplicates
+    assert rows(db, "SELECT count(*) FROM runs") == [(2,)]
+
+
+def test_late_arrival_flips_from_missing_to_present_and_is_repaired(dataset, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1, 3)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["BTCUSDT"], lookback=2)
+    run(context(spec), db)
+    late = days_ago(2)[0]
+    assert rows(db, "SELECT present, size FROM objects WHERE date = ?", late) == [(False, None)]
+    dataset.upload([("BTCUSDT", late)])
+    res = run(context(spec), db)
+    assert res.summary["gaps_repaired"] == 1
+    (present, size), = rows(db, "SELECT present, size FROM objects WHERE date = ?", late)
+    assert present is True and size > 0
+    assert rows(db, "SELECT status, attempts FROM gaps WHERE date = ?", late) == [("repaired", 1)]
+
+
+def test_s3_requests_grow_with_symbols_not_dates(dataset, tmp_path):
+    syms = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+    dataset.upload([(s, d) for s in syms for d in days_ago(*range(1, 61))], checksum=False)
+    spec = dataset.spec(syms, lookback=59, repair={"maxRepairsPerRun": 0, "load": "none"})
+    spec["target"]["checksumSuffix"] = None
+    short = run(context({**spec, "target": {**spec["target"], "lookbackDays": 9}}), tmp_path / "a.duckdb")
+    long = run(context(spec), tmp_path / "b.duckdb")
+    assert long.summary["expected"] == 3 * 60 and long.summary["present"] == 180
+    # one bucket check + one listing per symbol, whatever the window length
+    assert short.summary["expected"] == long.summary["expected"]  # new symbols backfill their whole history
+    lists = rows(tmp_path / "b.duckdb", "SELECT s3_requests FROM runs")[0][0]
+    assert lists == 1 + len(syms)
+
+
+def test_bad_checksum_keeps_the_gap_open_with_the_reason(dataset, tmp_path):
+    d = days_ago(1)[0]
+    dataset.upload([("BTCUSDT", d)], checksum_body=b"0" * 64 + b"  wrong.zip\n")
+    db = tmp_path / "s.duckdb"
+    res = run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
+    assert res.outcome == "succeeded" and res.summary["repairs_failed"] == 1
+    (status, reason, attempts, err), = rows(db, "SELECT status, reason, attempts, last_error FROM gaps")
+    assert (status, reason, attempts) == ("open", "repair failed", 1) and "does not match the checksum" in err
+    run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
+    assert rows(db, "SELECT attempts FROM gaps") == [(2,)]
+
+
+def test_max_repairs_per_run_defers_the_rest(dataset, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1, 2, 3, 4, 5)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["BTCUSDT"], lookback=4, repair={"maxRepairsPerRun": 2, "load": "none"})
+    res = run(context(spec), db)
+    assert res.summary["gaps_repaired"] == 2
+    assert rows(db, "SELECT count(*) FROM gaps WHERE reason LIKE 'deferred: maxRepairsPerRun=2%'") == [(3,)]
+    run(context(spec), db)
+    run(context(spec), db)
+    assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'repaired'") == [(5,)]
+
+
+def test_discovery_lists_symbols_under_the_prefix(dataset, tmp_path):
+    dataset.upload([(s, d) for s in ["XUSDT", "YUSDT", "ZUSDT"] for d in days_ago(1)])
+    spec = dataset.spec([], lookback=0)
+    spec["target"].pop("symbols")
+    spec["target"]["discover"] = True
+    res = run(context(spec), tmp_path / "s.duckdb")
+    assert res.summary["symbols"] == 3 and res.summary["present"] == 3
+
+
+def test_missing_bucket_fails_at_once_with_one_line(dataset, servers, tmp_path):
+    # authenticated: an anonymous caller is refused (403) before existence is revealed
+    spec = dataset.spec(SYMS)
+    spec["target"].update(bucket="no-such-bucket-here", anonymous=False)
+    res = run(context(spec, credentials=(servers.s3.access_key, servers.s3.secret_key)), tmp_path / "s.duckdb")
+    assert res.outcome == "failed" and res.exit_code == 1
+    assert "the bucket does not exist (NoSuchBucket)" in res.error and "\n" not in res.error
+    assert rows(tmp_path / "s.duckdb", "SELECT outcome, error FROM runs")[0][0] == "failed"
+    assert rows(tmp_path / "s.duckdb", "SELECT count(*) FROM objects") == [(0,)]
+
+
+def test_anonymous_access_to_a_private_bucket_is_refused(dataset, tmp_path):
+    spec = dataset.spec(SYMS)
+    spec["target"]["bucket"] = PRIVATE
+    res = run(context(spec), tmp_path / "s.duckdb")
+    assert res.outcome == "failed" and "access denied" in res.error.lower()
+
+
+def test_credentials_arrive_through_the_contract(dataset, servers, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)], bucket=PRIVATE)
+    spec = dataset.spec(["BTCUSDT"], lookback=0)
+    spec["target"].update(bucket=PRIVATE, anonymous=False)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    assert run(context(spec, credentials=creds), tmp_path / "s.duckdb").summary["gaps_repaired"] == 1
+    wrong = run(context(spec, credentials=(servers.s3.access_key, "wrong")), tmp_path / "t.duckdb")
+    assert wrong.outcome == "failed" and "secret key is wrong" in wrong.error
+
+
+def test_transient_errors_are_retried_and_counted(dataset, servers, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 2)])
+    proxy = FaultProxy(servers.s3.endpoint)
+    try:
+        proxy.add("slowdown", "GET", "list-type=2", times=2)
+        proxy.add("throttle", "GET", "list-type=2", times=1)
+        proxy.add("error", "GET", ".zip", times=2)
+        proxy.add("reset", "GET", ".CHECKSUM", times=1)
+        res = run(context(dataset.spec(SYMS, lookback=1, endpoint=proxy.endpoint)), tmp_path / "s.duckdb")
+    finally:
+        proxy.close()
+    assert res.outcome == "succeeded", res.error
+    assert res.summary["gaps_repaired"] == 4
+    errors = rows(tmp_path / "s.duckdb", "SELECT s3_errors FROM runs")[0][0]
+    assert errors == 6  # every injected fault was seen, retried and counted
+
+
+def test_second_writer_gets_a_clear_error_naming_the_file(dataset, tmp_path):
+    db = tmp_path / "s.duckdb"
+    duckdb.connect(str(db)).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        res = run(context(dataset.spec(SYMS)), db)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.outcome == "failed"
+    assert str(db) in res.error and "in use" in res.error and f"PID {holder.pid}" in res.error
+
+
+def test_sigkill_half_way_leaves_the_store_as_it_was(dataset, servers, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["BTCUSDT"], lookback=5, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    run(context(spec), db)
+    before = snapshot(db)
+    dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3, 4)])
+    proxy = FaultProxy(servers.s3.endpoint)
+    proxy.add("delay", "GET", ".zip", times=100, seconds=30)  # repairs hang: the run is mid-way
+    try:
+        f = tmp_path / "spec.yaml"
+        f.write_text(yaml.safe_dump({"metadata": {"name": "demo", "namespace": "data"},
+                                     "spec": {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}}))
+        proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
+                                 "--db", str(db)], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while proxy.rules[0].hits == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proxy.rules[0].hits > 0, "the run never reached the repair step"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proxy.close()
+    assert snapshot(db) == before
+    assert rows(db, "SELECT count(*) FROM runs") == [(1,)]
+    assert run(context(spec), db).summary["gaps_repaired"] == 3  # and the next run picks up cleanly
+
+
+def scrape(url):
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    return [line for line in text.splitlines() if line.startswith("ingestion_")]
+
+
+def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
+    spec = dataset.spec(SYMS, lookback=2)
+    schedule = f"metrics-{dataset.prefix}"
+    run(context(spec, schedule=schedule, namespace="data"), tmp_path / "s.duckdb")
+    run(context(spec, schedule=schedule, namespace="data"), tmp_path / "s.duckdb")
+    mine = [line for line in scrape(servers.pushgateway) if f'schedule="{schedule}"' in line]
+    metric = {line.split("{")[0]: line for line in mine}
+    for name in ("ingestion_run_duration_seconds", "ingestion_last_success_timestamp_seconds", "ingestion_objects_expected",
+                 "ingestion_objects_present", "ingestion_objects_missing", "ingestion_gaps_open", "ingestion_gaps_repaired",
+                 "ingestion_fetched_bytes", "ingestion_s3_requests", "ingestion_runs_total", "ingestion_run_success"):
+        assert name in metric, name
+    assert 'job="ingestion"' in metric["ingestion_objects_expected"] and 'namespace="data"' in metric["ingestion_objects_expected"]
+    assert metric["ingestion_objects_missing"].endswith(" 2")
+    runs_ok = next(line for line in mine if line.startswith("ingestion_runs_total") and 'outcome="succeeded"' in line)
+    assert runs_ok.endswith(" 2")  # cumulative, from the store
+
+
+def test_unreachable_pushgateway_is_a_warning_not_a_failure(dataset, tmp_path):
+    from ingestion_dev.cluster import free_ports
+
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    spec = dataset.spec(["BTCUSDT"], lookback=0)
+    spec["metrics"] = {"pushgatewayUrl": f"http://127.0.0.1:{free_ports(1)[0]}"}
+    res = run(context(spec), tmp_path / "s.duckdb")
+    assert res.outcome == "succeeded" and res.warnings
+    (warnings, repaired), = rows(tmp_path / "s.duckdb", "SELECT warnings, gaps_repaired FROM runs")
+    assert "unreachable" in warnings and repaired == 1
+
+
+def test_a_retried_slot_updates_its_run_row(dataset, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["BTCUSDT"], lookback=0)
+    job = "demo-29400000"  # a CronJob tick's Job name: <cronjob>-<minutes since epoch>
+    run(context(spec, job_name=job), db)
+    run(context(spec, job_name=job), db)
+    assert rows(db, "SELECT trigger, attempt, scheduled_time IS NOT NULL FROM runs") == [("scheduled", 2, True)]
+
+
+def test_cli_run_and_report(dataset, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
+    f = tmp_path / "spec.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "cli-demo"}, "spec": dataset.spec(SYMS, lookback=2)}))
+    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
+    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "event=run_finished outcome=succeeded" in last and "schedule=cli-demo" in last and "run_id=" in last
+    table = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True).stdout
+    assert "OPEN GAPS (2)" in table and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 runs)" in table
+    js = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb"), "--format", "json"], capture_output=True, text=True).stdout
+    data = json.loads(js)
+    assert {a["symbol"]: a["present"] for a in data["availability"]} == {"BTCUSDT": 2, "ETHUSDT": 2}
+    missing = subprocess.run([exe, "run"], capture_output=True, text=True, env={k: v for k, v in os.environ.items() if not k.startswith("INGESTION_")})
+    assert missing.returncode == 2 and "INGESTION_SPEC is missing" in missing.stderr
+
+
+@pytest.mark.parametrize("load", ["csv-zip"])
+def test_loaded_rows_carry_symbol_and_date(dataset, tmp_path, load):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1, 2)])
+    db = tmp_path / "s.duckdb"
+    run(context(dataset.spec(["BTCUSDT"], lookback=1, repair={"maxRepairsPerRun": 10, "load": load})), db)
+    assert rows(db, "SELECT symbol, count(*), count(DISTINCT date), min(open_time) > 0 FROM loaded GROUP BY symbol") == [("BTCUSDT", 10, 2, True)]

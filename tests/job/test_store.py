@@ -1,0 +1,68 @@
+"""The DuckDB store on a real file: migrations, invariants, upserts."""
+
+import datetime as dt
+
+import pytest
+
+from ingestion_job.store import SCHEMA_VERSION, IntegrityError, StoreError, open_store
+
+D = dt.date(2026, 11, 22)
+NOW = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
+
+
+def obj(present, date=D, size=10):
+    return {"schedule": "s", "symbol": "BTCUSDT", "date": date, "key": f"k/{date}", "present": present,
+            "size": size if present else None, "etag": "e" if present else None,
+            "last_modified": NOW if present else None, "first_seen_at": NOW if present else None}
+
+
+def run_row(run_id="r1", outcome="succeeded"):
+    return {"run_id": run_id, "schedule": "s", "namespace": "n", "trigger": "manual", "attempt": 1,
+            "started_at": NOW, "finished_at": NOW, "outcome": outcome}
+
+
+def test_migrates_to_current_version_and_refuses_newer(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:
+        assert s.version() == SCHEMA_VERSION
+        s.con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION + 1])
+    with pytest.raises(StoreError, match="newer than this job"):
+        open_store(db)
+
+
+def test_missing_flips_to_present_on_upsert(tmp_path):
+    # The system we replace lost 201,000 such flips to INSERT OR REPLACE with secondary indexes.
+    with open_store(tmp_path / "s.duckdb") as s:
+        s.write_run([obj(False)], [], run_row("r1"))
+        s.write_run([obj(True, size=123)], [], run_row("r2"))
+        assert s.con.execute("SELECT present, size, etag FROM objects").fetchall() == [(True, 123, "e")]
+
+
+def test_duplicates_in_one_batch_keep_the_last_explicitly(tmp_path):
+    with open_store(tmp_path / "s.duckdb") as s:
+        s.write_run([obj(False), obj(True, size=7)], [], run_row())
+        assert s.con.execute("SELECT count(*), max(size) FROM objects").fetchall() == [(1, 7)]
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({**obj(True), "size": None}, "size/etag must be set exactly when present"),
+    ({**obj(False), "size": 5}, "size/etag must be set exactly when present"),
+    ({**obj(True), "size": -1}, "negative size"),
+])
+def test_invariants_gate_the_write(tmp_path, bad, msg):
+    with open_store(tmp_path / "s.duckdb") as s:
+        with pytest.raises(IntegrityError, match=msg):
+            s.write_run([bad], [], run_row())
+        assert s.con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+def test_repaired_gap_needs_its_evidence(tmp_path):
+    gap = {"schedule": "s", "symbol": "BTCUSDT", "date": D, "key": "k", "status": "repaired", "reason": None,
+           "detected_at": NOW, "repaired_at": NOW, "attempts": 1, "last_error": None, "sha256": None, "bytes": 1}
+    with open_store(tmp_path / "s.duckdb") as s, pytest.raises(IntegrityError, match="repaired exactly when"):
+        s.write_run([], [gap], run_row())
+
+
+def test_read_only_open_of_a_missing_file_says_so(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        open_store(tmp_path / "absent.duckdb", read_only=True)
