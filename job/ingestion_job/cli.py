@@ -53,14 +53,16 @@ def context_from_args(args) -> contract.RunContext:
     return contract.read_environment(env)
 
 
-def store_path(ctx: contract.RunContext, override: str | None) -> Path:
+def store_path(ctx: contract.RunContext, override: str | None) -> Path | None:
+    """The DuckDB file to use, or None for the spec's object store."""
     if override:
         return Path(override)
     storage = ctx.spec.get("storage") or {}
     if "duckdb" in storage:
         return Path(storage["duckdb"].get("path", "/data/ingestion.duckdb"))
-    raise contract.ContractError("storage.objectStore is not supported by this job version; use storage.duckdb "
-                                 "or pass --db for a local file")
+    if "objectStore" in storage:
+        return None
+    raise contract.ContractError("the spec has neither storage.duckdb nor storage.objectStore")
 
 
 def cmd_run(args) -> int:

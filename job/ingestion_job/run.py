@@ -48,7 +48,20 @@ def run_id_for(ctx: RunContext) -> str:
     return f"{ctx.namespace}/{ctx.schedule}@manual:{ctx.job_name or uuid.uuid4().hex[:12]}"
 
 
-def run(ctx: RunContext, store_path: Path, now: dt.datetime | None = None, concurrency: int = 16) -> RunResult:
+def open_backend(ctx: RunContext, store_path: Path | None) -> Store:
+    """A DuckDB file (``store_path``), or the spec's object store as partitioned Parquet."""
+    if store_path is not None:
+        return open_store(store_path)
+    from .objectstore import ObjectStore
+
+    cfg = (ctx.spec.get("storage") or {}).get("objectStore")
+    if not cfg:
+        raise StoreError("no store: the spec has neither storage.duckdb nor storage.objectStore")
+    return ObjectStore(cfg, ctx.schedule, ctx.store_credentials)
+
+
+def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16) -> RunResult:
+    """One run; ``store_path`` None means the spec's object store."""
     started = now or dt.datetime.now(UTC)
     t0 = time.monotonic()
     run_id = run_id_for(ctx)
@@ -56,12 +69,12 @@ def run(ctx: RunContext, store_path: Path, now: dt.datetime | None = None, concu
     schedule = ctx.schedule
     lg = logging.LoggerAdapter(log, {"schedule": schedule, "namespace": ctx.namespace, "run_id": run_id})
     lg.info("event=run_started trigger=%s scheduled_time=%s store=%s", ctx.trigger,
-            ctx.scheduled_time.isoformat() if ctx.scheduled_time else "-", store_path)
+            ctx.scheduled_time.isoformat() if ctx.scheduled_time else "-", store_path or "objectStore")
     summary = {k: 0 for k in ("symbols", "expected", "present", "missing", "gaps_open", "gaps_repaired", "repairs_failed",
                               "bytes_fetched")}
     source = None
     try:
-        store = open_store(store_path)
+        store = open_backend(ctx, store_path)
     except StoreError as e:
         return _finish(ctx, None, None, run_id, started, t0, summary, "failed", str(e), lg)
     try:

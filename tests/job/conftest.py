@@ -73,11 +73,13 @@ def days_ago(*ns):
 
 
 def context(spec: dict, schedule: str = "demo", namespace: str = "data", job_name: str | None = None,
-            credentials: tuple[str, str] | None = None) -> contract.RunContext:
+            credentials: tuple[str, str] | None = None, store_credentials: tuple[str, str] | None = None) -> contract.RunContext:
     """Through the same env contract a pod uses."""
     env = {contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: schedule, contract.NAMESPACE_ENV: namespace}
     if job_name:
         env[contract.JOB_NAME_ENV] = job_name
     if credentials:
         env[contract.SOURCE_KEY_ID_ENV], env[contract.SOURCE_SECRET_ENV] = credentials
+    if store_credentials:
+        env[contract.STORE_KEY_ID_ENV], env[contract.STORE_SECRET_ENV] = store_credentials
     return contract.read_environment(env)
