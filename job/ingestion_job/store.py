@@ -178,6 +178,12 @@ class Store:
         dedup = {tuple(r[k] for k in key): r for r in rows}  # last wins, explicitly
         arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in dedup.values()],
                                      schema=self._arrow_schema(table, cols))
+        self.upsert_arrow(table, arrow, key)
+
+    def upsert_arrow(self, table: str, arrow: pa.Table, key: list[str]) -> None:
+        """Bulk ``INSERT ... ON CONFLICT DO UPDATE`` from an Arrow table whose keys are unique
+        (callers deduplicate). Must run inside the caller's transaction."""
+        cols = arrow.column_names
         self.con.register("_incoming", arrow)
         try:
             updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)

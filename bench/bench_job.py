@@ -1,0 +1,160 @@
+"""Benchmarks of the probe-and-repair job against a local S3 server (SeaweedFS).
+
+    .venv/bin/python bench/bench_job.py                      # 708 symbols x 365 days (as the issue asks)
+    .venv/bin/python bench/bench_job.py --symbols 50 --days 60   # a quick look
+
+Prints a table: S3 requests and wall time of a list-based probe against one HEAD per
+object at equal concurrency; a 1,000,000-row availability upsert into DuckDB; repairs per
+second (GET + size + sha256 sidecar check). Targets: list <= 1/50 of the baseline's
+requests and >= 20x faster; the upsert under 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ingestion_dev import sampledata  # noqa: E402
+from ingestion_dev.processes import ProcessGroup  # noqa: E402
+from ingestion_dev.services import start_seaweed  # noqa: E402
+from ingestion_job.plan import KeyTemplate  # noqa: E402
+from ingestion_job.source import S3Source  # noqa: E402
+from ingestion_job.store import open_store  # noqa: E402
+
+BUCKET = "bench-vision"
+
+
+def upload_tiny(s3, symbols, dates, workers=32):
+    t = KeyTemplate(sampledata.KEY_TEMPLATE)
+    s3.create_bucket(Bucket=BUCKET)
+    cells = [(s, d) for s in symbols for d in dates]
+
+    def put(cell):
+        s3.put_object(Bucket=BUCKET, Key=t.key(*cell), Body=b"x")
+
+    with cf.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, cells, chunksize=64))
+    return len(cells)
+
+
+def target(endpoint):
+    return {"endpoint": endpoint, "region": "us-east-1", "bucket": BUCKET, "anonymous": True,
+            "keyTemplate": sampledata.KEY_TEMPLATE, "checksumSuffix": None}
+
+
+def bench_list(endpoint, symbols, concurrency):
+    src = S3Source(target(endpoint), concurrency=concurrency)
+    t0 = time.perf_counter()
+    listed = src.list_all(symbols)
+    wall = time.perf_counter() - t0
+    return sum(len(v) for v in listed.values()), src.stats.total_requests, wall
+
+
+def bench_head(endpoint, symbols, dates, concurrency):
+    src = S3Source(target(endpoint), concurrency=concurrency)
+    t = KeyTemplate(sampledata.KEY_TEMPLATE)
+    from botocore.exceptions import ClientError
+
+    def head(cell):
+        try:
+            src.client.head_object(Bucket=BUCKET, Key=t.key(*cell))
+            return 1
+        except ClientError:
+            return 0
+
+    cells = [(s, d) for s in symbols for d in dates]
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        found = sum(pool.map(head, cells, chunksize=256))
+    return found, src.stats.total_requests, time.perf_counter() - t0
+
+
+def bench_upsert(n, tmp):
+    syms = [f"S{i:04d}" for i in range(1000)]
+    days = n // len(syms)
+    start = dt.date(2020, 1, 1)
+    sym_col = [s for s in syms for _ in range(days)]
+    date_col = [start + dt.timedelta(days=i) for _ in syms for i in range(days)]
+    now = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
+    table = pa.table({
+        "schedule": pa.array(["bench"] * len(sym_col)), "symbol": pa.array(sym_col), "date": pa.array(date_col, pa.date32()),
+        "key": pa.array([f"k/{s}/{d}" for s, d in zip(sym_col, date_col)]), "present": pa.array([True] * len(sym_col)),
+        "size": pa.array([100] * len(sym_col), pa.int64()), "etag": pa.array(["e"] * len(sym_col)),
+        "last_modified": pa.array([now] * len(sym_col), pa.timestamp("us", tz="UTC")),
+        "first_seen_at": pa.array([now] * len(sym_col), pa.timestamp("us", tz="UTC")),
+    })
+    store = open_store(Path(tmp) / "bench.duckdb")
+    timings = []
+    for label in ("insert", "update"):  # second pass: every row conflicts
+        t0 = time.perf_counter()
+        store.con.execute("BEGIN TRANSACTION")
+        store.upsert_arrow("objects", table, ["schedule", "symbol", "date"])
+        store.con.execute("COMMIT")
+        timings.append((label, time.perf_counter() - t0))
+    rows = store.con.execute("SELECT count(*) FROM objects").fetchone()[0]
+    store.close()
+    return rows, timings
+
+
+def bench_repairs(s3, endpoint, n, concurrency):
+    today = dt.date(2026, 11, 22)
+    cells = [(f"R{i % 20:02d}USDT", today - dt.timedelta(days=i // 20)) for i in range(n)]
+    sampledata.upload(s3, BUCKET, cells, rows=1440)  # a full day of 1m klines per file
+    t = dict(target(endpoint), checksumSuffix=".CHECKSUM")
+    src = S3Source(t, concurrency=concurrency)
+    listed = src.list_all(sorted({c[0] for c in cells}))
+    todo = [listed[s][d] for s, d in cells]
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(8) as pool:
+        list(pool.map(src.fetch, todo))
+    wall = time.perf_counter() - t0
+    return n, wall, src.stats.bytes_fetched
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--symbols", type=int, default=708)
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--upsert-rows", type=int, default=1_000_000)
+    p.add_argument("--repairs", type=int, default=400)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        group = ProcessGroup(Path(tmp))
+        try:
+            server = start_seaweed(group, [BUCKET])
+            s3 = server.client(max_pool_connections=32)
+            symbols = [f"B{i:04d}USDT" for i in range(a.symbols)]
+            dates = [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(a.days)]
+            t0 = time.perf_counter()
+            n = upload_tiny(s3, symbols, dates)
+            print(f"setup: uploaded {n:,} objects in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+            l_found, l_req, l_wall = bench_list(server.endpoint, symbols, a.concurrency)
+            h_found, h_req, h_wall = bench_head(server.endpoint, symbols, dates, a.concurrency)
+            assert l_found == h_found == n, (l_found, h_found, n)
+            rows, upserts = bench_upsert(a.upsert_rows, tmp)
+            r_n, r_wall, r_bytes = bench_repairs(s3, server.endpoint, a.repairs, a.concurrency)
+        finally:
+            group.down(log=lambda m: None)
+    print(f"\n{a.symbols} symbols x {a.days} days = {n:,} objects, concurrency {a.concurrency}, SeaweedFS on 127.0.0.1\n")
+    print("| benchmark | requests | wall time | result |")
+    print("|---|---|---|---|")
+    print(f"| probe, one HEAD per object (baseline) | {h_req:,} | {h_wall:.1f} s | {h_found:,} found |")
+    print(f"| probe, list by symbol prefix (ours) | {l_req:,} | {l_wall:.1f} s | {l_found:,} found |")
+    print(f"| ratio (baseline / ours) | {h_req / l_req:.0f}x fewer | {h_wall / l_wall:.0f}x faster | target >= 50x, >= 20x |")
+    for label, secs in upserts:
+        print(f"| DuckDB upsert of {rows:,} rows ({label}) | - | {secs:.2f} s | target < 3 s |")
+    print(f"| repairs (GET + size + sha256 sidecar), 1440-row zips | {r_n * 2:,} | {r_wall:.1f} s | {r_n / r_wall:.0f} repairs/s, {r_bytes / r_wall / 1e6:.1f} MB/s |")
+
+
+if __name__ == "__main__":
+    main()
