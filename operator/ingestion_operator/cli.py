@@ -30,7 +30,8 @@ def cmd_run(args) -> int:
                    verbose=args.verbose, log_refkey="object")
     api = _load_client(args.kubeconfig)
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
-                              job_service_account=args.job_service_account or None)
+                              job_service_account=args.job_service_account or None,
+                              default_pushgateway_url=args.default_pushgateway_url or None)
     handlers.configure(Reconciler(api, settings))
     disable_created_metrics()
     try:
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--job-image", default=os.environ.get("INGESTION_JOB_IMAGE", DEFAULT_JOB_IMAGE))
     r.add_argument("--image-pull-policy", default=os.environ.get("INGESTION_JOB_IMAGE_PULL_POLICY", "IfNotPresent"))
     r.add_argument("--job-service-account", default=os.environ.get("INGESTION_JOB_SERVICE_ACCOUNT", ""))
+    r.add_argument("--default-pushgateway-url", default=os.environ.get("INGESTION_DEFAULT_PUSHGATEWAY_URL", ""),
+                   help="Pushgateway for schedules whose spec.metrics.pushgatewayUrl is empty")
     r.add_argument("--bind", default=os.environ.get("INGESTION_BIND_ADDRESS", "0.0.0.0"))
     r.add_argument("--metrics-port", type=int, default=int(os.environ.get("INGESTION_METRICS_PORT", "8080")))
     r.add_argument("--health-port", type=int, default=int(os.environ.get("INGESTION_HEALTH_PORT", "8081")))

@@ -21,6 +21,7 @@ class RenderSettings:
     job_image: str = names.DEFAULT_JOB_IMAGE
     image_pull_policy: str = "IfNotPresent"
     job_service_account: str | None = None
+    default_pushgateway_url: str | None = None  # for schedules whose spec.metrics names none
 
 
 def cronjob_name(schedule_name: str) -> str:
@@ -81,7 +82,7 @@ def render_pod_spec(schedule_name: str, spec: dict, settings: RenderSettings) ->
         "image": spec.get("image") or settings.job_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(names.JOB_COMMAND),
-        "env": render_env(schedule_name, spec),
+        "env": render_env(schedule_name, with_defaults(spec, settings)),
         "volumeMounts": mounts,
         "resources": spec.get("resources") or {},
         "securityContext": {
@@ -106,6 +107,13 @@ def render_pod_spec(schedule_name: str, spec: dict, settings: RenderSettings) ->
     if settings.job_service_account:
         pod["serviceAccountName"] = settings.job_service_account
     return pod
+
+
+def with_defaults(spec: dict, settings: RenderSettings) -> dict:
+    """The spec with the operator's defaults filled in where the schedule is silent."""
+    if settings.default_pushgateway_url and not (spec.get("metrics") or {}).get("pushgatewayUrl"):
+        return {**spec, "metrics": {**(spec.get("metrics") or {}), "pushgatewayUrl": settings.default_pushgateway_url}}
+    return spec
 
 
 def render_env(schedule_name: str, spec: dict) -> list[dict]:

@@ -150,3 +150,13 @@ def test_manual_job_name_means_manual_trigger():
     env = _pod_runner_env(render())
     env[contract.JOB_NAME_ENV] = "manual-1"
     assert contract.read_environment(env).trigger == "manual"
+
+
+def test_default_pushgateway_fills_only_a_silent_spec():
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"].pop("metrics")
+    settings = RenderSettings(default_pushgateway_url="http://pg.monitoring:9091")
+    env = {e["name"]: e.get("value") for e in pod(render_cronjob(s, settings))["containers"][0]["env"]}
+    assert json.loads(env[contract.SPEC_ENV])["metrics"] == {"pushgatewayUrl": "http://pg.monitoring:9091"}
+    env = {e["name"]: e.get("value") for e in pod(render_cronjob(SCHEDULE, settings))["containers"][0]["env"]}
+    assert json.loads(env[contract.SPEC_ENV])["metrics"]["pushgatewayUrl"] == "http://pushgateway.monitoring:9091"

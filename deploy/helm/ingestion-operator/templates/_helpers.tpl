@@ -1,0 +1,44 @@
+{{- define "ingestion.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{- define "ingestion.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "ingestion.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ingestion.serviceAccount" -}}
+{{- default (include "ingestion.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "ingestion.image" -}}
+{{- printf "%s:%s" .repository (default $.appVersion .tag) }}
+{{- end }}
+
+{{/* The operator's permissions: every verb it uses, and nothing more (tested). */}}
+{{- define "ingestion.rules" -}}
+- apiGroups: [ingestion.dev]
+  resources: [ingestionschedules]
+  verbs: [get, list, watch]
+- apiGroups: [ingestion.dev]
+  resources: [ingestionschedules/status]
+  verbs: [patch]
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, list, watch, create, update]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
