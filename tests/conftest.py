@@ -33,9 +33,10 @@ def pytest_sessionfinish(session, exitstatus):
 class Cluster:
     """What tests get: a kubeconfig path, API clients, and where exec-mode pods keep files."""
 
-    def __init__(self, kubeconfig: Path, pod_state: Path | None):
+    def __init__(self, kubeconfig: Path, pod_state: Path | None, audit_log: Path | None = None):
         self.kubeconfig = kubeconfig
         self.pod_state = pod_state
+        self.audit_log = audit_log
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
@@ -52,11 +53,11 @@ def cluster(tmp_path_factory) -> Cluster:
         yield Cluster(Path(external), None)
         return
     state = tmp_path_factory.mktemp("plane")
-    plane = ControlPlane(state, ports=Ports.free())
+    plane = ControlPlane(state, ports=Ports.free(), audit=True)
     try:
         plane.up(timeout=90, log=lambda m: print(m, file=sys.stderr))
         plane.start_process("pod-runner", pod_runner_argv(plane, "exec"))
-        c = Cluster(plane.kubeconfig, state / "pods")
+        c = Cluster(plane.kubeconfig, state / "pods", plane.audit_log)
         _wait_for(lambda: _default_sa_ready(c), 60, "the default ServiceAccount and the runner's node")
         yield c
     finally:
@@ -207,3 +208,33 @@ def operator(cluster, crd, tmp_path_factory):
     op.start()
     yield op
     op.stop()
+
+
+# -- S3 (SeaweedFS) and the Pushgateway, once per session -------------------------------------
+PUBLIC = "data.binance.vision"
+PRIVATE = "private-market-data"
+
+
+class Servers:
+    def __init__(self, s3, pushgateway):
+        self.s3 = s3
+        self.pushgateway = pushgateway
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    from ingestion_dev.processes import ProcessGroup
+    from ingestion_dev.services import start_pushgateway, start_seaweed
+
+    group = ProcessGroup(tmp_path_factory.mktemp("servers"))
+    try:
+        s3 = start_seaweed(group, [PUBLIC])
+        pg = start_pushgateway(group)
+        client = s3.client()
+        for b in (PUBLIC, PRIVATE):
+            client.create_bucket(Bucket=b)
+        yield Servers(s3, pg)
+    finally:
+        group.down(log=lambda m: None)
+
+

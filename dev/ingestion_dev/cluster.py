@@ -99,9 +99,10 @@ def _run(cmd: list[str], **kw) -> None:
 class ControlPlane(ProcessGroup):
     """One control plane rooted at ``state_dir`` (certs, data, logs, PID files, kubeconfig)."""
 
-    def __init__(self, state_dir: Path, ports: Ports | None = None, bin_dir: Path | None = None):
+    def __init__(self, state_dir: Path, ports: Ports | None = None, bin_dir: Path | None = None, audit: bool = False):
         super().__init__(state_dir)
         self._ports = ports
+        self.audit = audit
         self._bin_dir = bin_dir
 
     # -- layout -----------------------------------------------------------------------
@@ -112,6 +113,11 @@ class ControlPlane(ProcessGroup):
     @property
     def pki(self) -> Path:
         return self.state_dir / "pki"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per request (Metadata level), when started with audit=True."""
+        return self.logs / "audit.log"
 
     @property
     def meta_file(self) -> Path:
@@ -268,7 +274,17 @@ class ControlPlane(ProcessGroup):
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            *self._audit_args(),
         ]
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.pki / "audit-policy.yaml"
+        policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+                          "rules:\n  - level: Metadata\n")
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+                "--audit-log-mode=blocking"]
 
     def _controller_manager_args(self) -> list[str]:
         return [

@@ -12,8 +12,8 @@ Ready, and then, per pod:
 
 The mode is the pod's annotation :data:`MODE_ANNOTATION`, else the same annotation on
 its namespace, else the runner's default. In ``exec`` mode, each ``volumeMount`` is mapped to a local
-folder under the runner's state dir: any argument or env value that starts with a
-mount path is rewritten to that folder (a PVC maps to one folder per claim, so two
+folder under the runner's state dir: a mount path standing as a whole path in an
+argument or env value (also inside a JSON value) is rewritten to that folder (a PVC maps to one folder per claim, so two
 runs of a schedule see the same files). A pod deleted while its process runs has the
 process killed, as the kubelet would.
 """
@@ -146,10 +146,14 @@ def map_mounts(pod: dict, container: dict, root: Path) -> dict[str, Path]:
 
 
 def rewrite_paths(value: str, mounts: dict[str, Path]) -> str:
-    for mount in sorted(mounts, key=len, reverse=True):
-        if value == mount or value.startswith(mount + "/"):
-            return str(mounts[mount]) + value[len(mount):]
-    return value
+    """Map mount paths to their local folders wherever they stand as a whole path in the
+    value: the whole value, or inside it (e.g. a JSON spec holding "/data/x.duckdb").
+    One pass, longest mount first, so a replacement is never rewritten again."""
+    names = sorted((m for m in mounts if m != "/"), key=len, reverse=True)
+    if not names:
+        return value
+    pattern = r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")(?=/|$|[\"'\s,;:])"
+    return re.sub(pattern, lambda m: str(mounts[m.group(1)]), value)
 
 
 # -- the runner ---------------------------------------------------------------------------

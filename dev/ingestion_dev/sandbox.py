@@ -1,22 +1,38 @@
 """The sandbox: everything a user needs to try the product on a machine with no cluster.
 
-The control plane, the pod runner in exec mode (pods of Jobs run as local processes),
-the IngestionSchedule CRD and the operator. Each part is a process recorded under the
-state dir and stopped by ``down``.
+The control plane, the pod runner in exec mode (pods of Jobs run as local processes, so a
+CronJob tick really runs ``ingestion-job run``), the IngestionSchedule CRD and the operator,
+a local S3 server (SeaweedFS) with generated Binance-Vision-shaped data (some days missing,
+some arriving late), a Pushgateway, and a schedule that fires every minute. Each part is a
+process recorded under the state dir and stopped by ``down``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from . import sampledata
+from .services import start_pushgateway, start_seaweed
+
 from .cluster import REPO_ROOT, ClusterError, ControlPlane, port_in_use
 
 OPERATOR_METRICS_PORT = 38080
 OPERATOR_HEALTH_PORT = 38081
+S3_PORT = 38333
+PUSHGATEWAY_PORT = 39091
+BUCKET = "data.binance.vision"
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+LOOKBACK = 9
+MISSING = {("ETHUSDT", 3), ("SOLUSDT", 5)}   # (symbol, days ago) never published
+LATE = {("BTCUSDT", 2), ("SOLUSDT", 1)}      # published ~90 s after the sandbox starts
+SCHEDULE_NAME = "sandbox-every-minute"
 CRDS = REPO_ROOT / "deploy" / "crds"
 
 
@@ -39,24 +55,67 @@ def operator_argv(plane: ControlPlane) -> list[str]:
     ]
 
 
-def kubectl(plane: ControlPlane, *args: str) -> None:
+def kubectl(plane: ControlPlane, *args: str, input: str | None = None) -> None:
     exe = Path(sys.executable).parent / "kubectl"
-    proc = subprocess.run([str(exe), f"--kubeconfig={plane.kubeconfig}", *args], capture_output=True, text=True)
+    proc = subprocess.run([str(exe), f"--kubeconfig={plane.kubeconfig}", *args], capture_output=True, text=True, input=input)
     if proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
+def _cells(which: set | None = None, exclude: set = frozenset()) -> list:
+    today = dt.datetime.now(dt.timezone.utc).date()
+    cells = [(s, n) for s in SYMBOLS for n in range(1, LOOKBACK + 3)]
+    if which is not None:
+        cells = [c for c in cells if c in which]
+    return [(s, today - dt.timedelta(days=n)) for s, n in cells if (s, n) not in exclude]
+
+
+def seed_sample_data(s3) -> None:
+    sampledata.upload(s3.client(), BUCKET, _cells(exclude=MISSING | LATE), rows=60)
+
+
+def late_arrivals(endpoint: str, delay: float = 90.0) -> None:
+    """Publish the late objects after the first runs have seen them missing."""
+    time.sleep(delay)
+    from .services import S3Server
+
+    sampledata.upload(S3Server(endpoint).client(), BUCKET, _cells(which=LATE), rows=60)
+    print(f"published {len(LATE)} late objects: {sorted(LATE)}", flush=True)
+
+
+def sandbox_schedule(s3_endpoint: str, pushgateway: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule",
+        "metadata": {"name": SCHEDULE_NAME, "namespace": "default"},
+        "spec": {
+            "schedule": "* * * * *", "timezone": "UTC", "startingDeadlineSeconds": 120, "activeDeadlineSeconds": 300,
+            "backoffLimit": 1,
+            "target": {"endpoint": s3_endpoint, "region": "us-east-1", "bucket": BUCKET, "anonymous": True,
+                       "keyTemplate": sampledata.KEY_TEMPLATE, "checksumSuffix": ".CHECKSUM", "symbols": SYMBOLS,
+                       "lagDays": 1, "lookbackDays": LOOKBACK},
+            "repair": {"maxRepairsPerRun": 100, "load": "csv-zip"},
+            "storage": {"duckdb": {"claimName": "sandbox-data", "path": "/data/sandbox.duckdb"}},
+            "metrics": {"pushgatewayUrl": pushgateway},
+        },
+    })
+
+
 def up(state_dir: Path) -> int:
     plane = ControlPlane(state_dir)
-    busy = [p for p in (OPERATOR_METRICS_PORT, OPERATOR_HEALTH_PORT) if port_in_use(p)]
+    busy = [p for p in (OPERATOR_METRICS_PORT, OPERATOR_HEALTH_PORT, S3_PORT, PUSHGATEWAY_PORT) if port_in_use(p)]
     if busy and not plane.running():
-        raise ClusterError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 (the operator's) are taken by another process")
+        raise ClusterError(f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 (the sandbox's fixed ports) are taken by another process")
     plane.up()
     try:
         plane.start_process("pod-runner", pod_runner_argv(plane, "exec"))
         kubectl(plane, "apply", "-f", str(CRDS))
         kubectl(plane, "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev", "--timeout=30s")
         plane.start_process("operator", operator_argv(plane))
+        s3 = start_seaweed(plane, [BUCKET], s3_port=S3_PORT)
+        pushgateway = start_pushgateway(plane, PUSHGATEWAY_PORT)
+        seed_sample_data(s3)
+        plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.sandbox", "late-arrivals", s3.endpoint])
+        kubectl(plane, "apply", "-f", "-", input=sandbox_schedule(s3.endpoint, pushgateway))
         time.sleep(2.0)
         for name, log in (("pod-runner", "pod-runner.log"), ("operator", "operator.log")):
             if name not in plane.running():
@@ -64,20 +123,29 @@ def up(state_dir: Path) -> int:
     except BaseException:
         plane.down(log=lambda *_: None)
         raise
+    db = plane.state_dir / "pods" / "pvc" / "default" / "sandbox-data" / "sandbox.duckdb"
     print(f"""
 sandbox is up (state in {plane.state_dir})
+  schedule '{SCHEDULE_NAME}' runs every minute against s3://{BUCKET} at http://127.0.0.1:{S3_PORT}
+  ({len(SYMBOLS)} symbols x {LOOKBACK + 1} days; {len(MISSING)} objects never published, {len(LATE)} arrive ~90 s from now)
+
   export KUBECONFIG={plane.kubeconfig}
-  kubectl apply -f examples/                     # IngestionSchedules; the operator makes their CronJobs
-  kubectl get isched,cronjobs,jobs               # next runs, last success, Ready
-  kubectl create job manual-1 --from=cronjob/binance-um-klines-daily
-  curl -s 127.0.0.1:{OPERATOR_METRICS_PORT}/metrics | grep ingestion_operator_
-  logs: {plane.logs}/ (operator.log, pod-runner.log); pod output: {plane.state_dir / 'pods' / 'logs'}/
-  dev/sandbox status | down                      # down stops exactly what 'up' started
+  kubectl get isched,cronjobs,jobs                            # next runs, last run, Ready
+  kubectl create job manual-1 --from=cronjob/{SCHEDULE_NAME}  # a run now
+  .venv/bin/ingestion-job report --db {db}
+  curl -s 127.0.0.1:{PUSHGATEWAY_PORT}/metrics | grep '^ingestion_'     # the runs' metrics
+  curl -s 127.0.0.1:{OPERATOR_METRICS_PORT}/metrics | grep '^ingestion_operator_'
+  kubectl apply -f examples/                                  # more schedules (they point at the real Binance bucket)
+  logs: {plane.logs}/ ; each run's output: {plane.state_dir / 'pods' / 'logs' / 'default'}/
+  dev/sandbox status | down                                   # down stops exactly what 'up' started
 """)
     return 0
 
 
 def main(action: str, state_dir: Path) -> int:
+    if action == "late-arrivals":  # internal: the delayed publisher process
+        late_arrivals(str(state_dir))
+        return 0
     plane = ControlPlane(state_dir)
     if action == "up":
         return up(state_dir)
@@ -88,3 +156,7 @@ def main(action: str, state_dir: Path) -> int:
     st = plane.status()
     print(json.dumps(st, indent=2))
     return 0 if st["ready"] else 3
+
+
+if __name__ == "__main__":  # python -m ingestion_dev.sandbox late-arrivals <endpoint>
+    raise SystemExit(main(sys.argv[1], Path(sys.argv[2])))

@@ -74,3 +74,11 @@ def test_mounts_map_pvcs_by_claim_and_rewrite_paths(tmp_path):
     assert rewrite_paths("/data/ingestion.duckdb", mounts) == str(tmp_path / "pvc/data/ingestion-data/ingestion.duckdb")
     assert rewrite_paths("/database", mounts) == "/database"
     assert rewrite_paths("--flag", mounts) == "--flag"
+
+
+def test_mount_paths_inside_json_values_are_rewritten(tmp_path):
+    mounts = {"/data": tmp_path / "pvc", "/tmp": tmp_path / "tmp"}
+    spec = '{"storage":{"duckdb":{"path":"/data/x.duckdb"}},"note":"/database and /tmpfs stay"}'
+    out = rewrite_paths(spec, mounts)
+    assert f'"path":"{tmp_path}/pvc/x.duckdb"' in out
+    assert '"/database and /tmpfs stay"' in out

@@ -1,5 +1,4 @@
-"""Real servers for the job's tests: SeaweedFS (S3) and Debian's Pushgateway, once per
-session. A server that cannot start fails the run."""
+"""The job's test data: one key prefix per test in the real S3 server of the session."""
 
 from __future__ import annotations
 
@@ -10,33 +9,11 @@ import uuid
 import pytest
 
 from ingestion_dev import sampledata
-from ingestion_dev.processes import ProcessGroup
-from ingestion_dev.services import start_pushgateway, start_seaweed
 from ingestion_job import contract
 
-PUBLIC = "data.binance.vision"
-PRIVATE = "private-market-data"
+from ..conftest import PRIVATE, PUBLIC, Servers  # noqa: F401  (the servers fixture is session-wide)
+
 TODAY = dt.datetime.now(dt.timezone.utc).date()
-
-
-class Servers:
-    def __init__(self, s3, pushgateway):
-        self.s3 = s3
-        self.pushgateway = pushgateway
-
-
-@pytest.fixture(scope="session")
-def servers(tmp_path_factory):
-    group = ProcessGroup(tmp_path_factory.mktemp("servers"))
-    try:
-        s3 = start_seaweed(group, [PUBLIC])
-        pg = start_pushgateway(group)
-        client = s3.client()
-        for b in (PUBLIC, PRIVATE):
-            client.create_bucket(Bucket=b)
-        yield Servers(s3, pg)
-    finally:
-        group.down(log=lambda m: None)
 
 
 class Dataset:

@@ -1,0 +1,115 @@
+"""The user's whole path on the real control plane, with real S3 and Pushgateway:
+
+apply YAML -> the operator renders a CronJob -> Kubernetes fires it -> the pod runner
+executes the real `ingestion-job run` with the pod's environment -> rows in DuckDB,
+metrics in the Pushgateway, lastRun on the IngestionSchedule; then a manual run with
+`kubectl create job --from=cronjob/...` repairs a late arrival; disabling stops ticks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import urllib.request
+import uuid
+
+import duckdb
+import yaml
+
+from ingestion_dev import sampledata
+
+from ..conftest import PUBLIC, kubectl, make_namespace
+from .test_operator import cond, get
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+def upload(servers, template, cells):
+    s3 = servers.s3.client()
+    for sym, d in cells:
+        key = template.format(symbol=sym, date=d.isoformat())
+        body = sampledata.kline_zip(sym, d)
+        s3.put_object(Bucket=PUBLIC, Key=key, Body=body)
+        s3.put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
+
+
+def query(db, sql, timeout=30):
+    """Read the run's DuckDB file (a run may hold the lock for a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                con.close()
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def last_run(cluster, ns, name, outcome, trigger):
+    obj = get(cluster, ns, name)
+    run = (obj.get("status") or {}).get("lastRun") or {}
+    return obj if (run.get("outcome"), run.get("trigger")) == (outcome, trigger) else None
+
+
+def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, wait_for):
+    assert cluster.pod_state, "needs the session's own control plane (its pod runner executes pods)"
+    ns = make_namespace(cluster, "e2e")
+    template = f"e2e{uuid.uuid4().hex[:6]}/{sampledata.KEY_TEMPLATE}"
+    days = [TODAY - dt.timedelta(days=n) for n in (1, 2, 3, 4)]
+    late = ("ETHUSDT", days[1])
+    upload(servers, template, [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days if (s, d) != late])
+    schedule = {
+        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "e2e"},
+        "spec": {
+            "schedule": "* * * * *", "timezone": "UTC", "startingDeadlineSeconds": 120, "backoffLimit": 0,
+            "target": {"endpoint": servers.s3.endpoint, "bucket": PUBLIC, "anonymous": True, "keyTemplate": template,
+                       "checksumSuffix": ".CHECKSUM", "symbols": ["BTCUSDT", "ETHUSDT"], "lagDays": 1, "lookbackDays": 3},
+            "repair": {"maxRepairsPerRun": 100, "load": "csv-zip"},
+            "storage": {"duckdb": {"claimName": "e2e-data", "path": "/data/e2e.duckdb"}},
+            "metrics": {"pushgatewayUrl": servers.pushgateway},
+        },
+    }
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(schedule))
+
+    # A CronJob tick runs the real job.
+    obj = wait_for(lambda: last_run(cluster, ns, "e2e", "Succeeded", "scheduled"), 110, "a scheduled run to succeed")
+    # Stop the ticks before reading the store, so no run holds its lock meanwhile.
+    kubectl(cluster, "patch", "isched", "e2e", "-n", ns, "--type", "merge", "-p", '{"spec": {"enabled": false}}')
+    wait_for(lambda: cond(get(cluster, ns, "e2e"), "Suspended").get("status") == "True", 30, "Suspended")
+    st = obj["status"]
+    assert st["lastSuccessfulTime"] and len(st["nextRuns"]) == 5 and cond(obj, "Ready")["status"] == "True"
+
+    db = cluster.pod_state / "pvc" / ns / "e2e-data" / "e2e.duckdb"
+    wait_for(db.exists, 10, f"the DuckDB file at {db}")
+    assert query(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(8, 7)]
+    assert query(db, "SELECT symbol, date, reason FROM gaps WHERE status = 'open'") == [("ETHUSDT", late[1], "absent upstream")]
+    assert query(db, "SELECT count(*) FROM loaded") == [(7 * 5,)]
+    runs = query(db, "SELECT trigger, outcome, job_name FROM runs")
+    assert runs and all(r[0] == "scheduled" and r[1] == "succeeded" and r[2].startswith("e2e-") for r in runs)
+
+    metrics = urllib.request.urlopen(servers.pushgateway + "/metrics").read().decode()
+    mine = [line for line in metrics.splitlines() if f'namespace="{ns}"' in line and 'schedule="e2e"' in line]
+    assert any(line.startswith("ingestion_objects_missing") and line.endswith(" 1") for line in mine), mine
+    assert any(line.startswith("ingestion_runs_total") and 'outcome="succeeded"' in line for line in mine)
+
+    # The late object arrives; a manual run repairs it.
+    upload(servers, template, [late])
+    kubectl(cluster, "create", "job", "manual-1", "--from=cronjob/e2e", "-n", ns)
+    wait_for(lambda: last_run(cluster, ns, "e2e", "Succeeded", "manual"), 60, "the manual run to succeed")
+    assert query(db, "SELECT status FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'" % late[1]) == [("repaired",)]
+    assert query(db, "SELECT count(*) FILTER (WHERE present) FROM objects") == [(8,)]
+    assert query(db, "SELECT trigger, job_name FROM runs WHERE trigger = 'manual'") == [("manual", "manual-1")]
+
+    # Disabled: no new scheduled Job across the next tick.
+    def scheduled_jobs():
+        out = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+        return {j for j in out if j != "manual-1"}
+
+    before = scheduled_jobs()
+    time.sleep(65)
+    assert scheduled_jobs() == before
+    cluster.core.delete_namespace(ns)

@@ -1,0 +1,155 @@
+"""The Helm chart: lint, template, install on the real control plane, and least-privilege
+RBAC proven by the API server's audit log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ..conftest import CRD, REPO, Operator, kubectl, make_namespace
+
+CHART = REPO / "deploy" / "helm" / "ingestion-operator"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    out = subprocess.run([str(REPO / "dev" / "build-helm")], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, f"building helm failed: {out.stderr[-2000:]}"
+    return out.stdout.strip().splitlines()[-1]
+
+
+def template(helm, *sets, namespace="ingestion-system", check=True):
+    args = [helm, "template", "ingestion", str(CHART), "--namespace", namespace]
+    for s in sets:
+        args += ["--set", s]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if check:
+        assert out.returncode == 0, out.stderr
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return out
+
+
+def test_chart_copies_match_their_sources():
+    assert (CHART / "crds" / CRD.name).read_text() == CRD.read_text()
+    assert (CHART / "dashboards" / "ingestion.json").read_text() == (REPO / "deploy" / "grafana" / "ingestion.json").read_text()
+
+
+def test_helm_lint(helm):
+    out = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_template_cluster_wide(helm):
+    docs = template(helm)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]
+    assert "--job-image=ghcr.io/ingestion-operator/ingestion-job:0.1.0" in c["args"]
+    assert "--default-pushgateway-url=http://prometheus-pushgateway.monitoring:9091" in c["args"]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and json.loads(cm["data"]["ingestion.json"])["panels"]
+
+
+def test_template_namespaced_has_roles_only_in_watched_namespaces(helm):
+    docs = template(helm, "clusterWide=false", "watchNamespaces={data,market}")
+    roles = [(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole")]
+    assert sorted(roles) == [("Role", "data"), ("Role", "market"), ("RoleBinding", "data"), ("RoleBinding", "market")]
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=data" in args and "--namespace=market" in args
+
+
+def test_optional_parts_and_refusals(helm):
+    docs = template(helm, "persistence.enabled=true", "metrics.serviceMonitor.enabled=true")
+    assert {"PersistentVolumeClaim", "ServiceMonitor"} <= {d["kind"] for d in docs}
+    bad = template(helm, "clusterWide=false", check=False)
+    assert bad.returncode != 0 and "watchNamespaces must list namespaces" in bad.stderr
+    bad = template(helm, "logFormat=xml", check=False)
+    assert bad.returncode != 0 and "logFormat" in bad.stderr
+
+
+def test_helm_install_on_the_control_plane(helm, cluster, wait_for):
+    ns = make_namespace(cluster, "ingestion-system")
+    # no image can run here: hold the operator's pod Running instead of executing it
+    kubectl(cluster, "annotate", "namespace", ns, "ingestion.dev/pod-runner-mode=hold")
+    out = subprocess.run([helm, "install", "ingestion", str(CHART), "--namespace", ns, "--kubeconfig", str(cluster.kubeconfig),
+                          "--set", "dashboard.enabled=true", "--skip-crds"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "kubectl get isched" in out.stdout and "kubectl create job manual-1" in out.stdout  # NOTES
+    wait_for(lambda: kubectl(cluster, "get", "pods", "-n", ns, "-o", "jsonpath={.items[0].status.phase}", check=False).stdout == "Running",
+             60, "the operator Deployment's pod")
+    st = subprocess.run([helm, "status", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"],
+                        capture_output=True, text=True)
+    assert json.loads(st.stdout)["info"]["status"] == "deployed"
+    subprocess.run([helm, "uninstall", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)], capture_output=True)
+    cluster.core.delete_namespace(ns)
+
+
+def granted(rules) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_verb(helm, cluster, crd, tmp_path, wait_for):
+    """Least privilege, proven: run the operator with a TokenRequest token of the chart's
+    ServiceAccount, drive every path, then read the API server's audit log."""
+    assert cluster.audit_log, "the audit log is needed (the session control plane has it)"
+    ns = make_namespace(cluster, "rbac-operator")
+    docs = template(helm, namespace=ns)
+    rbac_docs = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    for d in rbac_docs:
+        d["metadata"]["name"] = d["metadata"]["name"] + "-" + ns if d["kind"] != "ServiceAccount" else d["metadata"]["name"]
+    binding = next(d for d in rbac_docs if d["kind"] == "ClusterRoleBinding")
+    binding["roleRef"]["name"] = next(d for d in rbac_docs if d["kind"] == "ClusterRole")["metadata"]["name"]
+    kubectl(cluster, "apply", "-f", "-", input=yaml.safe_dump_all(rbac_docs))
+    sa = next(d for d in rbac_docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    token = cluster.core.create_namespaced_service_account_token(sa, ns, {"spec": {"expirationSeconds": 3600}}).status.token
+    cfg = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    cfg["users"] = [{"name": "operator-sa", "user": {"token": token}}]
+    cfg["contexts"][0]["context"]["user"] = "operator-sa"
+    sa_kubeconfig = tmp_path / "sa.kubeconfig"
+    sa_kubeconfig.write_text(yaml.safe_dump(cfg))
+
+    from ..conftest import Cluster
+    from ..cluster.test_operator import cond, get, get_cronjob, ready, schedule_yaml
+
+    work = make_namespace(cluster, "rbac-work")
+    kubectl(cluster, "annotate", "namespace", work, "ingestion.dev/pod-runner-mode=complete")
+    op = Operator(Cluster(sa_kubeconfig, None), tmp_path)
+    start = time.time()
+    op.start()
+    try:
+        kubectl(cluster, "apply", "-n", work, "-f", "-", input=schedule_yaml("r"))
+        wait_for(lambda: ready(cluster, work, "r"), 30, "Ready via the SA")                     # create, status patch
+        kubectl(cluster, "patch", "isched", "r", "-n", work, "--type", "merge", "-p", '{"spec": {"schedule": "0 3 * * *"}}')
+        wait_for(lambda: get_cronjob(cluster, work, "r")["spec"]["schedule"] == "0 3 * * *", 30, "update via the SA")
+        kubectl(cluster, "create", "job", "m-1", "--from=cronjob/r", "-n", work)
+        wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("lastRun") or {}).get("outcome") == "Succeeded", 30, "lastRun")
+        kubectl(cluster, "patch", "isched", "r", "-n", work, "--type", "merge", "-p", '{"spec": {"timezone": "Nowhere/Zone"}}')
+        wait_for(lambda: cond(get(cluster, work, "r"), "Ready").get("status") == "False", 30, "an invalid spec event")
+    finally:
+        op.stop()
+    user = f"system:serviceaccount:{ns}:{sa}"
+    used, denied = set(), []
+    for line in cluster.audit_log.read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("user", {}).get("username") != user or "objectRef" not in ev:
+            continue
+        ref = ev["objectRef"]
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.add((ref.get("apiGroup", ""), resource, ev["verb"]))
+        if ev.get("responseStatus", {}).get("code") == 403:
+            denied.append((resource, ev["verb"]))
+    rules = next(d for d in rbac_docs if d["kind"] == "ClusterRole")["rules"]
+    assert denied == [], f"the operator was refused: {denied}"
+    assert used == granted(rules), f"unused grants: {granted(rules) - used}; used but not granted: {used - granted(rules)}"
+    for n in (ns, work):
+        cluster.core.delete_namespace(n)
