@@ -25,7 +25,7 @@ def helm() -> str:
 
 
 def template(helm, *sets, namespace="ingestion-system", check=True):
-    args = [helm, "template", "ingestion", str(CHART), "--namespace", namespace]
+    args = [helm, "template", "ingestion", str(CHART), "--namespace", namespace, "--kube-version", "1.36.3"]
     for s in sets:
         args += ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True)
