@@ -143,9 +143,6 @@ sandbox is up (state in {plane.state_dir})
 
 
 def main(action: str, state_dir: Path) -> int:
-    if action == "late-arrivals":  # internal: the delayed publisher process
-        late_arrivals(str(state_dir))
-        return 0
     plane = ControlPlane(state_dir)
     if action == "up":
         return up(state_dir)
@@ -158,5 +155,7 @@ def main(action: str, state_dir: Path) -> int:
     return 0 if st["ready"] else 3
 
 
-if __name__ == "__main__":  # python -m ingestion_dev.sandbox late-arrivals <endpoint>
-    raise SystemExit(main(sys.argv[1], Path(sys.argv[2])))
+if __name__ == "__main__":  # the delayed publisher: python -m ingestion_dev.sandbox late-arrivals <endpoint>
+    if sys.argv[1:2] != ["late-arrivals"] or len(sys.argv) != 3:
+        raise SystemExit("usage: python -m ingestion_dev.sandbox late-arrivals <s3 endpoint>")
+    late_arrivals(sys.argv[2])

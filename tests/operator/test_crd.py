@@ -46,3 +46,10 @@ def test_every_schema_node_uses_known_keys_and_every_field_is_described():
 def test_printer_columns():
     cols = [c["name"] for c in crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert cols == ["Schedule", "Timezone", "Enabled", "Next Run", "Last Success", "Ready", "Age"]
+
+
+def test_readme_reference_matches_the_crd():
+    from ingestion_dev.crdref import README, render
+
+    text = README.read_text()
+    assert render(text) == text, "README's IngestionSchedule reference is stale: python -m ingestion_dev.crdref --write"
