@@ -127,3 +127,25 @@ def start_pushgateway(group: ProcessGroup, port: int | None = None, name: str = 
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/-/ready", group, name, 15)
     return url
+
+
+def start_prometheus(group: ProcessGroup, scrape_urls: list[str], interval: str = "1s", name: str = "prometheus") -> str:
+    """Debian's Prometheus scraping the given base URLs' /metrics (honor_labels, as for a
+    Pushgateway); returns its URL."""
+    exe = shutil.which("prometheus")
+    if not exe:
+        raise ClusterError("prometheus is missing; install Debian's package "
+                           "(apt-get install --no-install-recommends prometheus; dev/bootstrap does)")
+    port = free_ports(1)[0]
+    data = group.state_dir / name
+    data.mkdir(parents=True, exist_ok=True)
+    targets = [u.split("://", 1)[-1] for u in scrape_urls]
+    (data / "prometheus.yml").write_text(json.dumps({
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [{"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": targets}]}],
+    }))
+    group.start_process(name, [exe, f"--config.file={data / 'prometheus.yml'}", f"--storage.tsdb.path={data / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/-/ready", group, name, 30)
+    return url
