@@ -336,22 +336,21 @@ class PodRunner:
     def _secret(self, ns: str, name: str) -> dict[str, str]:
         import base64
 
-        try:
-            s = self.api.read_namespaced_secret(name, ns)
-        except ApiException as e:
-            if e.status == 404:
-                raise KeyError(f"secret {ns}/{name} not found") from None
-            raise
-        return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+        return self._data("secret", self.api.read_namespaced_secret, ns, name, lambda v: base64.b64decode(v).decode())
 
     def _config_map(self, ns: str, name: str) -> dict[str, str]:
+        return self._data("configmap", self.api.read_namespaced_config_map, ns, name, str)
+
+    @staticmethod
+    def _data(kind: str, read, ns: str, name: str, decode) -> dict[str, str]:
+        """An object's .data, decoded; KeyError (a container config error) when missing."""
         try:
-            cm = self.api.read_namespaced_config_map(name, ns)
+            obj = read(name, ns)
         except ApiException as e:
             if e.status == 404:
-                raise KeyError(f"configmap {ns}/{name} not found") from None
+                raise KeyError(f"{kind} {ns}/{name} not found") from None
             raise
-        return dict(cm.data or {})
+        return {k: decode(v) for k, v in (obj.data or {}).items()}
 
     def _container_names(self, pod: dict) -> list[tuple[str, str]]:
         return [(c["name"], c.get("image", "")) for c in pod["spec"]["containers"]]
