@@ -283,3 +283,34 @@ def test_loaded_rows_carry_symbol_and_date(dataset, tmp_path, load):
     db = tmp_path / "s.duckdb"
     run(context(dataset.spec(["BTCUSDT"], lookback=1, repair={"maxRepairsPerRun": 10, "load": load})), db)
     assert rows(db, "SELECT symbol, count(*), count(DISTINCT date), min(open_time) > 0 FROM loaded GROUP BY symbol") == [("BTCUSDT", 10, 2, True)]
+
+
+def test_csv_and_parquet_objects_load_idempotently(dataset, servers, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingestion_dev import sampledata
+
+    s3 = servers.s3.client()
+    d1, d2 = days_ago(1, 2)
+    for fmt in ("csv", "parquet"):
+        template = f"{dataset.prefix}/{fmt}/{{symbol}}/{{symbol}}-{{date}}.{fmt}"
+        for d in (d1, d2):
+            if fmt == "csv":
+                body = f"price,qty\n{d.day}.5,1\n{d.day}.75,2\n".encode()
+            else:
+                buf = io.BytesIO()
+                pq.write_table(pa.table({"price": [float(d.day)], "qty": [3]}), buf)
+                body = buf.getvalue()
+            key = template.format(symbol="XUSDT", date=d.isoformat())
+            s3.put_object(Bucket="data.binance.vision", Key=key, Body=body)
+            s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
+        spec = dataset.spec(["XUSDT"], lookback=1, repair={"maxRepairsPerRun": 10, "load": fmt})
+        spec["target"]["keyTemplate"] = template
+        db = tmp_path / f"{fmt}.duckdb"
+        for _ in range(2):  # the second run loads nothing again and duplicates nothing
+            assert run(context(spec, schedule=f"load-{fmt}"), db).outcome == "succeeded"
+        expected = 4 if fmt == "csv" else 2
+        assert rows(db, "SELECT count(*), count(DISTINCT date), sum(qty) FROM loaded") == [(expected, 2, 6)]
