@@ -113,19 +113,20 @@ def _probe_and_repair(ctx: RunContext, store: Store, source: S3Source, started: 
     # 4. Repair: fetch and verify (and stage loads), bounded concurrency.
     load = (spec.get("repair") or {}).get("load", "none")
     repaired, failed = _repair(source, todo, upstream, load, tmp, lg)
-    objects, gaps, loads = _rows(ctx, store, expected, upstream, plan, repaired, failed, deferred, limit, started)
+    prior_gaps = store.gaps(schedule)  # read once: both the new rows and the open count need it
+    objects, gaps, loads = _rows(ctx, store, prior_gaps, expected, upstream, repaired, failed, deferred, limit, started)
     open_now = len(plan.missing) + len(failed) + len(deferred)
     summary.update(symbols=len(symbols), expected=len(expected), present=len(plan.present), missing=len(plan.missing),
                    gaps_repaired=len(repaired), repairs_failed=len(failed),
-                   gaps_open=open_now + _open_elsewhere(store, schedule, expected),
+                   gaps_open=open_now + _open_elsewhere(prior_gaps, expected),
                    bytes_fetched=source.stats.bytes_fetched, window=(window.first, window.last))
     return {"objects": objects, "gaps": gaps, "loads": loads}
 
 
-def _open_elsewhere(store: Store, schedule: str, expected: list[Cell]) -> int:
+def _open_elsewhere(prior_gaps: dict, expected: list[Cell]) -> int:
     """Open gaps of cells outside this run's expected set (e.g. older than the window)."""
     cells = {(c.symbol, c.date) for c in expected}
-    return sum(1 for k, g in store.gaps(schedule).items() if g["status"] == "open" and k not in cells)
+    return sum(1 for k, g in prior_gaps.items() if g["status"] == "open" and k not in cells)
 
 
 def _repair(source: S3Source, todo: list[Cell], upstream: dict, load: str, tmp: Path, lg):
@@ -176,9 +177,8 @@ def _stage(body: bytes, key: str, load: str, base: Path) -> tuple[str, str]:
     raise ObjectError(f"unknown load mode {load!r}")
 
 
-def _rows(ctx, store, expected, upstream, plan, repaired, failed, deferred, limit, now):
+def _rows(ctx, store, prior_gaps, expected, upstream, repaired, failed, deferred, limit, now):
     schedule = ctx.schedule
-    prior_gaps = store.gaps(schedule)
     first_seen = store.first_seen(schedule)
     deferred_keys = {(c.symbol, c.date) for c in deferred}
     objects, gaps, loads = [], [], []
