@@ -50,9 +50,16 @@ def query(db, sql, timeout=30):
 
 
 def last_run(cluster, ns, name, outcome, trigger):
+    """The schedule once status shows this run; a success also waits for lastSuccessfulTime,
+    which is mirrored from the CronJob, whose controller records the completion a moment later."""
     obj = get(cluster, ns, name)
-    run = (obj.get("status") or {}).get("lastRun") or {}
-    return obj if (run.get("outcome"), run.get("trigger")) == (outcome, trigger) else None
+    st = obj.get("status") or {}
+    run = st.get("lastRun") or {}
+    if (run.get("outcome"), run.get("trigger")) != (outcome, trigger):
+        return None
+    if outcome == "Succeeded" and trigger == "scheduled" and not st.get("lastSuccessfulTime"):
+        return None
+    return obj
 
 
 def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, wait_for):
