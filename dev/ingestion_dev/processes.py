@@ -46,6 +46,12 @@ class ProcessGroup:
         record = {"pid": proc.pid, "exe": os.path.realpath(exe), "argv": argv, "started": time.time()}
         (self.run_dir / f"{name}.pid").write_text(json.dumps(record))
         self._procs[name] = proc
+        # Return only once /proc shows what the PID file records, so running() and down()
+        # recognise the process from the first moment (seen once in a full suite: an
+        # immediate running() missed a process just started).
+        deadline = time.monotonic() + 5
+        while self._owned_pid(name) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return proc.pid
 
     def _owned_pid(self, name: str) -> int | None:
