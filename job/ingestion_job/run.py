@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import metrics
 from .contract import RunContext
-from .plan import Cell, expected_cells, plan_gaps, plan_window
+from .plan import Cell, KeyTemplate, expected_cells, plan_gaps, plan_window
 from .source import ObjectError, S3Source, SourceError
 from .store import Store, StoreError, open_store
 
@@ -179,13 +179,14 @@ def _stage(body: bytes, key: str, load: str, base: Path) -> tuple[str, str]:
 
 def _rows(ctx, store, prior_gaps, expected, upstream, repaired, failed, deferred, limit, now):
     schedule = ctx.schedule
+    template = KeyTemplate(ctx.spec["target"]["keyTemplate"])
     first_seen = store.first_seen(schedule)
     deferred_keys = {(c.symbol, c.date) for c in deferred}
     objects, gaps, loads = [], [], []
     for c in expected:
         k = (c.symbol, c.date)
         listed = upstream.get(c.symbol, {}).get(c.date)
-        key = listed.key if listed else source_key(ctx, c)
+        key = listed.key if listed else template.key(c.symbol, c.date)
         objects.append({
             "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
             "size": listed.size if listed else None, "etag": listed.etag if listed else None,
@@ -217,12 +218,6 @@ def _rows(ctx, store, prior_gaps, expected, upstream, repaired, failed, deferred
 
 def _changed(new: dict, old: dict | None) -> bool:
     return old is None or any(new[k] != old.get(k) for k in new)
-
-
-def source_key(ctx: RunContext, c: Cell) -> str:
-    from .plan import KeyTemplate
-
-    return KeyTemplate(ctx.spec["target"]["keyTemplate"]).key(c.symbol, c.date)
 
 
 def _finish(ctx: RunContext, store: Store | None, source: S3Source | None, run_id: str, started: dt.datetime, t0: float,
@@ -276,7 +271,7 @@ def _push(ctx, store, run_row, summary, stats, url, lg) -> list[str]:
 
     counts = store.run_counts(ctx.schedule) if store else {}
     counts = dict(counts)
-    if not (store and store.run_attempts(run_row["run_id"])):  # a retried slot is not a new run
+    if run_row["attempt"] == 1:  # a retried slot is not a new run
         counts[run_row["outcome"]] = counts.get(run_row["outcome"], 0) + 1
     last = _last_times(store, ctx.schedule) if store else {}
     last[run_row["outcome"]] = run_row["finished_at"].timestamp()

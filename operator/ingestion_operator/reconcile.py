@@ -131,7 +131,6 @@ class Reconciler:
         if problem is None:
             desired = render_cronjob(schedule, self.settings)
             kopf.adopt(desired, owner=schedule)
-            desired["metadata"]["labels"] = {**desired["metadata"]["labels"]}
             try:
                 live, action = self._converge(namespace, desired, live)
             except ApiException as e:

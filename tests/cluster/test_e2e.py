@@ -19,7 +19,7 @@ import yaml
 from ingestion_dev import sampledata
 
 from ..conftest import PUBLIC, kubectl, make_namespace
-from .test_operator import cond, get
+from .test_operator import cond, get, last_run
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 
@@ -47,19 +47,6 @@ def query(db, sql, timeout=30):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-
-
-def last_run(cluster, ns, name, outcome, trigger):
-    """The schedule once status shows this run; a success also waits for lastSuccessfulTime,
-    which is mirrored from the CronJob, whose controller records the completion a moment later."""
-    obj = get(cluster, ns, name)
-    st = obj.get("status") or {}
-    run = st.get("lastRun") or {}
-    if (run.get("outcome"), run.get("trigger")) != (outcome, trigger):
-        return None
-    if outcome == "Succeeded" and trigger == "scheduled" and not st.get("lastSuccessfulTime"):
-        return None
-    return obj
 
 
 def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, wait_for):

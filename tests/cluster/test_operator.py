@@ -54,6 +54,19 @@ def ready(cluster, ns, name, status="True"):
     return None
 
 
+def last_run(cluster, ns, name, outcome, trigger) -> dict | None:
+    """The schedule once status shows this run; a scheduled success also waits for
+    lastSuccessfulTime, mirrored from the CronJob, whose controller records it a moment later."""
+    obj = get(cluster, ns, name)
+    st = obj.get("status") or {}
+    run = st.get("lastRun") or {}
+    if (run.get("outcome"), run.get("trigger")) != (outcome, trigger):
+        return None
+    if outcome == "Succeeded" and trigger == "scheduled" and not st.get("lastSuccessfulTime"):
+        return None
+    return obj
+
+
 def events(cluster, ns, name) -> list[dict]:
     out = kubectl(cluster, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
     return json.loads(out.stdout)["items"]
@@ -192,28 +205,17 @@ def test_hand_edited_cronjob_is_put_back_and_deleted_one_recreated(cluster, oper
 def test_status_follows_scheduled_and_manual_runs(cluster, operator, ticking, wait_for):
     ok, bad = ticking
 
-    def last_run(ns, outcome, trigger):
-        obj = get(cluster, ns, "every-minute")
-        st = obj.get("status", {})
-        run = st.get("lastRun") or {}
-        if (run.get("outcome"), run.get("trigger")) != (outcome, trigger):
-            return None
-        # lastSuccessfulTime is mirrored from the CronJob, whose controller records a success a moment later
-        if outcome == "Succeeded" and trigger == "scheduled" and not st.get("lastSuccessfulTime"):
-            return None
-        return obj
-
-    obj = wait_for(lambda: last_run(ok, "Succeeded", "scheduled"), 100, "a scheduled run to succeed")
+    obj = wait_for(lambda: last_run(cluster, ok, "every-minute", "Succeeded", "scheduled"), 100, "a scheduled run to succeed")
     st = obj["status"]
     assert st["lastSuccessfulTime"] and st["lastScheduleTime"] and st["lastRun"]["end"]
     assert st["lastRun"]["job"].startswith("every-minute-")
     assert cond(obj, "Degraded")["status"] == "False"
 
     kubectl(cluster, "create", "job", "manual-1", "--from=cronjob/every-minute", "-n", ok)
-    obj = wait_for(lambda: last_run(ok, "Succeeded", "manual"), 30, "the manual run in status")
+    obj = wait_for(lambda: last_run(cluster, ok, "every-minute", "Succeeded", "manual"), 30, "the manual run in status")
     assert obj["status"]["lastRun"]["job"] == "manual-1"
 
-    obj = wait_for(lambda: last_run(bad, "Failed", "scheduled"), 100, "a failing scheduled run in status")
+    obj = wait_for(lambda: last_run(cluster, bad, "every-minute", "Failed", "scheduled"), 100, "a failing scheduled run in status")
     d = cond(obj, "Degraded")
     assert d["status"] == "True" and d["reason"] == "LastRunFailed" and "BackoffLimitExceeded" in d["message"]
     assert "lastSuccessfulTime" not in obj["status"]
