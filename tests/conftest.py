@@ -129,7 +129,7 @@ class Operator:
     """The real operator as a subprocess (`ingestion-operator run`), restartable."""
 
     def __init__(self, cluster: Cluster, log_dir: Path, namespaces: list[str] | None = None):
-        from ingestion_dev.cluster import free_ports
+        from ingestion_dev.workspace import free_ports
 
         self.cluster = cluster
         self.metrics_port, self.health_port = free_ports(2)

@@ -1,4 +1,4 @@
-"""ingestion-dev: bring up and tear down the local control plane and sandbox."""
+"""ingestion-dev: the local control plane, the sandbox and the other dev commands."""
 
 from __future__ import annotations
 
@@ -7,32 +7,40 @@ import json
 import sys
 from pathlib import Path
 
-from .cluster import REPO_ROOT, ClusterError, ControlPlane, Ports
+from .cluster import ControlPlane, Ports
+from .workspace import REPO_ROOT, ClusterError
 
 DEFAULT_STATE = REPO_ROOT / ".sandbox"
 
 
-def _plane(args) -> ControlPlane:
-    ports = Ports.free() if getattr(args, "free_ports", False) else None
-    return ControlPlane(Path(args.state_dir), ports=ports)
-
-
 def cmd_cluster(args) -> int:
-    plane = _plane(args)
-    if args.action == "up":
-        plane.up()
-        print(f"kubeconfig: {plane.kubeconfig}")
-        print(f"  export KUBECONFIG={plane.kubeconfig}")
-        print("  kubectl get namespaces")
-        print(f"logs: {plane.logs}/   stop with: dev/cluster down")
-    elif args.action == "down":
+    plane = ControlPlane(Path(args.state_dir), ports=Ports.free() if args.free_ports else None)
+    if args.action != "up":
+        return _down_or_status(plane, args.action)
+    plane.up()
+    print(f"kubeconfig: {plane.kubeconfig}")
+    print(f"  export KUBECONFIG={plane.kubeconfig}")
+    print("  kubectl get namespaces")
+    print(f"logs: {plane.logs}/   stop with: dev/cluster down")
+    return 0
+
+
+def cmd_sandbox(args) -> int:
+    if args.action != "up":
+        return _down_or_status(ControlPlane(Path(args.state_dir)), args.action)
+    from . import sandbox
+
+    return sandbox.up(Path(args.state_dir))
+
+
+def _down_or_status(plane: ControlPlane, action: str) -> int:
+    if action == "down":
         if not plane.down():
             print(f"nothing running from {plane.state_dir}")
-    else:
-        st = plane.status()
-        print(json.dumps(st, indent=2))
-        return 0 if st["ready"] else 3
-    return 0
+        return 0
+    st = plane.status()
+    print(json.dumps(st, indent=2))
+    return 0 if st["ready"] else 3
 
 
 def cmd_pod_runner(args) -> int:
@@ -41,10 +49,21 @@ def cmd_pod_runner(args) -> int:
     return podrunner.main(args.kubeconfig, args.mode, args.state_dir, args.extra_path)
 
 
-def cmd_sandbox(args) -> int:
+def cmd_late_arrivals(args) -> int:
     from . import sandbox
 
-    return sandbox.main(args.action, Path(args.state_dir))
+    sandbox.late_arrivals(args.endpoint)
+    return 0
+
+
+def cmd_crd_reference(args) -> int:
+    from . import crdref
+
+    if args.write:
+        crdref.README.write_text(crdref.render(crdref.README.read_text()))
+    else:
+        print(crdref.table())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--state-dir", default=str(DEFAULT_STATE))
     s.set_defaults(func=cmd_sandbox)
+
+    la = sub.add_parser("late-arrivals", help="(started by 'sandbox up') publish the sandbox's late objects after ~90 s")
+    la.add_argument("endpoint", help="the sandbox's S3 endpoint")
+    la.set_defaults(func=cmd_late_arrivals)
+
+    d = sub.add_parser("crd-reference", help="print the README's IngestionSchedule reference, generated from the CRD")
+    d.add_argument("--write", action="store_true", help="refresh README.md between its crd-reference markers")
+    d.set_defaults(func=cmd_crd_reference)
 
     args = p.parse_args(argv)
     try:

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import time
@@ -24,15 +23,11 @@ import urllib.request
 from pathlib import Path
 
 from .processes import ProcessGroup
+from .workspace import REPO_ROOT, ClusterError, free_ports, port_in_use
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "dev" / "build-kube"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.96.0.0/16"
-
-
-class ClusterError(RuntimeError):
-    """A control-plane problem a person can act on; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,29 +46,6 @@ class Ports:
     def free(cls) -> "Ports":
         """Ports the kernel reports free right now (for parallel test sessions)."""
         return cls(*free_ports(4))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 def build_binaries() -> Path:

@@ -1,17 +1,14 @@
 """Generate the README's IngestionSchedule reference from the CRD (the one contract).
 
-    .venv/bin/python -m ingestion_dev.crdref --write   # refresh README.md between the markers
+    .venv/bin/ingestion-dev crd-reference --write   # refresh README.md between the markers
 A test fails when the README's table and the CRD disagree.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import yaml
 
-from .cluster import REPO_ROOT
+from .workspace import REPO_ROOT
 
 CRD = REPO_ROOT / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
 README = REPO_ROOT / "README.md"
@@ -45,10 +42,3 @@ def render(readme: str) -> str:
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
 
-
-if __name__ == "__main__":
-    text = README.read_text()
-    if "--write" in sys.argv:
-        README.write_text(render(text))
-    else:
-        print(table())

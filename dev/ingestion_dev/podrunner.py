@@ -420,14 +420,3 @@ def main(kubeconfig: str, mode: str, state_dir: str, extra_path: str | None) -> 
     runner.run_forever()
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--mode", choices=MODES, default="exec")
-    p.add_argument("--state-dir", required=True)
-    p.add_argument("--extra-path")
-    a = p.parse_args()
-    raise SystemExit(main(a.kubeconfig, a.mode, a.state_dir, a.extra_path))

@@ -95,9 +95,7 @@ class ProcessGroup:
         return stopped
 
     def running(self) -> dict[str, int]:
-        return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}
-
-    def running(self) -> dict[str, int]:
+        """Name -> PID of each recorded process that still runs what was started."""
         return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}
 
     def exited(self, name: str) -> int | None:
@@ -137,5 +135,3 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
-
-

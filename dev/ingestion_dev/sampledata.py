@@ -41,8 +41,7 @@ def checksum(body: bytes, key: str) -> bytes:
     return f"{hashlib.sha256(body).hexdigest()}  {key.rsplit('/', 1)[-1]}\n".encode()
 
 
-def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, with_checksum: bool = True,
-           workers: int = 16) -> int:
+def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, workers: int = 16) -> int:
     """Upload one zip (+ checksum) per (symbol, date); returns the number of objects written."""
     try:
         s3.create_bucket(Bucket=bucket)
@@ -56,9 +55,8 @@ def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, wit
         key = KEY_TEMPLATE.format(symbol=sym, date=date.isoformat())
         body = kline_zip(sym, date, rows)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-        if with_checksum:
-            s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))
-        return 2 if with_checksum else 1
+        s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))
+        return 2
 
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         return sum(pool.map(one, cells))

@@ -10,7 +10,6 @@ process recorded under the state dir and stopped by ``down``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import sys
 import time
@@ -19,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from . import sampledata
-from .services import start_pushgateway, start_seaweed
-
-from .cluster import REPO_ROOT, ClusterError, ControlPlane, port_in_use
+from .cluster import ControlPlane
+from .services import S3Server, start_pushgateway, start_seaweed
+from .workspace import REPO_ROOT, ClusterError, port_in_use
 
 OPERATOR_METRICS_PORT = 38080
 OPERATOR_HEALTH_PORT = 38081
@@ -77,8 +76,6 @@ def seed_sample_data(s3) -> None:
 def late_arrivals(endpoint: str, delay: float = 90.0) -> None:
     """Publish the late objects after the first runs have seen them missing."""
     time.sleep(delay)
-    from .services import S3Server
-
     sampledata.upload(S3Server(endpoint).client(), BUCKET, _cells(which=LATE), rows=60)
     print(f"published {len(LATE)} late objects: {sorted(LATE)}", flush=True)
 
@@ -114,7 +111,7 @@ def up(state_dir: Path) -> int:
         s3 = start_seaweed(plane, [BUCKET], s3_port=S3_PORT)
         pushgateway = start_pushgateway(plane, PUSHGATEWAY_PORT)
         seed_sample_data(s3)
-        plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.sandbox", "late-arrivals", s3.endpoint])
+        plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.cli", "late-arrivals", s3.endpoint])
         kubectl(plane, "apply", "-f", "-", input=sandbox_schedule(s3.endpoint, pushgateway))
         time.sleep(2.0)
         for name, log in (("pod-runner", "pod-runner.log"), ("operator", "operator.log")):
@@ -141,21 +138,3 @@ sandbox is up (state in {plane.state_dir})
 """)
     return 0
 
-
-def main(action: str, state_dir: Path) -> int:
-    plane = ControlPlane(state_dir)
-    if action == "up":
-        return up(state_dir)
-    if action == "down":
-        if not plane.down():
-            print(f"nothing running from {plane.state_dir}")
-        return 0
-    st = plane.status()
-    print(json.dumps(st, indent=2))
-    return 0 if st["ready"] else 3
-
-
-if __name__ == "__main__":  # the delayed publisher: python -m ingestion_dev.sandbox late-arrivals <endpoint>
-    if sys.argv[1:2] != ["late-arrivals"] or len(sys.argv) != 3:
-        raise SystemExit("usage: python -m ingestion_dev.sandbox late-arrivals <s3 endpoint>")
-    late_arrivals(sys.argv[2])

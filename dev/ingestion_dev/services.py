@@ -17,8 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .cluster import ClusterError, free_ports, port_in_use
 from .processes import ProcessGroup
+from .workspace import ClusterError, free_ports, port_in_use
 
 ADMIN_KEY, ADMIN_SECRET = "ingestion-admin", "ingestion-admin-secret"
 
@@ -47,14 +47,10 @@ class S3Server:
     secret_key: str = ADMIN_SECRET
     region: str = "us-east-1"
 
-    def client(self, anonymous: bool = False, **config):
+    def client(self, **config):
         import boto3
-        import botocore
         from botocore.config import Config
 
-        if anonymous:
-            return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
-                                config=Config(signature_version=botocore.UNSIGNED, **config))
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, config=Config(**config))
 

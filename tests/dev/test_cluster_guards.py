@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from ingestion_dev.cluster import ClusterError, ControlPlane, Ports, free_ports
+from ingestion_dev.cluster import ControlPlane, Ports
+from ingestion_dev.workspace import ClusterError, free_ports
 
 
 def test_refuses_when_a_port_is_taken(tmp_path):

@@ -1,0 +1,38 @@
+"""What every dev tool shares: the repository's root, ports on 127.0.0.1, and the one
+error a person can act on."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ClusterError(RuntimeError):
+    """A problem with the local control plane or its servers that a person can act on;
+    the message says what to do. ``ingestion-dev`` prints it and exits with code 2."""
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports the kernel reports free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
