@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ingestion_dev import sampledata  # noqa: E402
 from ingestion_dev.processes import ProcessGroup  # noqa: E402
 from ingestion_dev.services import start_seaweed  # noqa: E402
+from ingestion_contract.spec import Target  # noqa: E402
 from ingestion_job.plan import KeyTemplate  # noqa: E402
 from ingestion_job.source import S3Source  # noqa: E402
 from ingestion_job.store import open_store  # noqa: E402
@@ -46,9 +47,9 @@ def upload_tiny(s3, symbols, dates, workers=32):
     return len(cells)
 
 
-def target(endpoint):
-    return {"endpoint": endpoint, "region": "us-east-1", "bucket": BUCKET, "anonymous": True,
-            "keyTemplate": sampledata.KEY_TEMPLATE, "checksumSuffix": None}
+def target(endpoint, checksum_suffix=None):
+    return Target(endpoint=endpoint, region="us-east-1", bucket=BUCKET, anonymous=True,
+                  key_template=sampledata.KEY_TEMPLATE, checksum_suffix=checksum_suffix)
 
 
 def bench_list(endpoint, symbols, concurrency):
@@ -109,8 +110,7 @@ def bench_repairs(s3, endpoint, n, concurrency):
     today = dt.date(2026, 11, 22)
     cells = [(f"R{i % 20:02d}USDT", today - dt.timedelta(days=i // 20)) for i in range(n)]
     sampledata.upload(s3, BUCKET, cells, rows=1440)  # a full day of 1m klines per file
-    t = dict(target(endpoint), checksumSuffix=".CHECKSUM")
-    src = S3Source(t, concurrency=concurrency)
+    src = S3Source(target(endpoint, ".CHECKSUM"), concurrency=concurrency)
     listed = src.list_all(sorted({c[0] for c in cells}))
     todo = [listed[s][d] for s, d in cells]
     t0 = time.perf_counter()

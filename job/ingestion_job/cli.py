@@ -7,7 +7,6 @@ a broken operator-job contract.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from . import contract
+import ingestion_contract as contract
 
 
 class _RunFields(logging.Filter):
@@ -43,12 +42,17 @@ def context_from_args(args) -> contract.RunContext:
     if not args.spec:
         return contract.read_environment(os.environ)
     doc = yaml.safe_load(Path(args.spec).read_text())
-    spec = doc.get("spec", doc) if isinstance(doc, dict) else None
-    if not isinstance(spec, dict):
+    raw = doc.get("spec", doc) if isinstance(doc, dict) else None
+    if not isinstance(raw, dict):
         raise contract.ContractError(f"{args.spec}: expected an IngestionSchedule or its spec as a YAML mapping")
-    name = args.schedule or (doc.get("metadata") or {}).get("name") or Path(args.spec).stem
-    env = {**os.environ, contract.SPEC_ENV: json.dumps(contract.job_spec(spec), default=str),
-           contract.SCHEDULE_ENV: name, contract.NAMESPACE_ENV: args.namespace or (doc.get("metadata") or {}).get("namespace") or "local"}
+    try:
+        spec = contract.parse_spec(raw)
+    except contract.SpecError as e:
+        raise contract.ContractError(f"{args.spec}: {e}") from None
+    meta = doc.get("metadata") or {}
+    env = {**os.environ, contract.SPEC_ENV: contract.encode_job_spec(spec.job()),
+           contract.SCHEDULE_ENV: args.schedule or meta.get("name") or Path(args.spec).stem,
+           contract.NAMESPACE_ENV: args.namespace or meta.get("namespace") or "local"}
     env.pop(contract.JOB_NAME_ENV, None)
     return contract.read_environment(env)
 
@@ -57,12 +61,8 @@ def store_path(ctx: contract.RunContext, override: str | None) -> Path | None:
     """The DuckDB file to use, or None for the spec's object store."""
     if override:
         return Path(override)
-    storage = ctx.spec.get("storage") or {}
-    if "duckdb" in storage:
-        return Path(storage["duckdb"].get("path", "/data/ingestion.duckdb"))
-    if "objectStore" in storage:
-        return None
-    raise contract.ContractError("the spec has neither storage.duckdb nor storage.objectStore")
+    duck = ctx.spec.storage.duckdb
+    return Path(duck.path) if duck else None
 
 
 def cmd_run(args) -> int:

@@ -4,53 +4,39 @@ Grouping key: job="ingestion", namespace, schedule. ``push_to_gateway`` replaces
 group, so each run's values stand alone; cumulative run counts are read from the store,
 so ``increase(ingestion_runs_total[30d])`` gives an SLO success rate that survives pod
 restarts. An unreachable Pushgateway is a warning, never a failed run or lost data.
+The per-run gauges are the counters of :class:`ingestion_contract.RunSummary`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway
 
-JOB = "ingestion"
+from ingestion_contract import RunSummary
 
-# name -> help; every name is defined once here and listed in the README
-GAUGES = {
-    "ingestion_run_duration_seconds": "Wall time of the last run.",
-    "ingestion_run_success": "1 if the last run succeeded, else 0.",
-    "ingestion_last_success_timestamp_seconds": "Unix time the last successful run finished.",
-    "ingestion_last_failure_timestamp_seconds": "Unix time the last failed run finished.",
-    "ingestion_objects_expected": "Cells (symbol, date) the last run expected.",
-    "ingestion_objects_present": "Expected cells present upstream.",
-    "ingestion_objects_missing": "Expected cells absent upstream.",
-    "ingestion_gaps_open": "Gaps still open after the last run.",
-    "ingestion_gaps_repaired": "Gaps the last run repaired.",
-    "ingestion_repairs_failed": "Repairs the last run attempted that failed.",
-    "ingestion_fetched_bytes": "Bytes the last run fetched from the source.",
-}
+JOB = "ingestion"
+RUN_SUCCESS = "ingestion_run_success"
+LAST_SUCCESS = "ingestion_last_success_timestamp_seconds"
+LAST_FAILURE = "ingestion_last_failure_timestamp_seconds"
 S3_REQUESTS = "ingestion_s3_requests"
 S3_ERRORS = "ingestion_s3_errors"
 RUNS_TOTAL = "ingestion_runs_total"
+OUTCOMES = ("succeeded", "failed")
 
 
-def build_registry(summary: dict, stats, run_counts: dict[str, int], last_times: dict[str, float]) -> CollectorRegistry:
+def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int],
+                   last_finished: dict[str, dt.datetime]) -> CollectorRegistry:
+    """The run's gauges. ``run_counts`` and ``last_finished`` already include this run."""
     reg = CollectorRegistry()
-    values = {
-        "ingestion_run_duration_seconds": summary["duration_seconds"],
-        "ingestion_run_success": 1.0 if summary["outcome"] == "succeeded" else 0.0,
-        "ingestion_objects_expected": summary["expected"],
-        "ingestion_objects_present": summary["present"],
-        "ingestion_objects_missing": summary["missing"],
-        "ingestion_gaps_open": summary["gaps_open"],
-        "ingestion_gaps_repaired": summary["gaps_repaired"],
-        "ingestion_repairs_failed": summary["repairs_failed"],
-        "ingestion_fetched_bytes": summary["bytes_fetched"],
-    }
-    for name, help_ in GAUGES.items():
-        if name in values:
-            Gauge(name, help_, registry=reg).set(values[name])
-    for name, key in (("ingestion_last_success_timestamp_seconds", "succeeded"), ("ingestion_last_failure_timestamp_seconds", "failed")):
-        if last_times.get(key):
-            Gauge(name, GAUGES[name], registry=reg).set(last_times[key])
+    Gauge(RUN_SUCCESS, "1 if the last run succeeded, else 0.", registry=reg).set(1.0 if outcome == "succeeded" else 0.0)
+    for field, name, help_ in RunSummary.gauges():
+        Gauge(name, help_, registry=reg).set(getattr(summary, field))
+    for name, help_, key in ((LAST_SUCCESS, "Unix time the last successful run finished.", "succeeded"),
+                             (LAST_FAILURE, "Unix time the last failed run finished.", "failed")):
+        if last_finished.get(key):
+            Gauge(name, help_, registry=reg).set(last_finished[key].timestamp())
     req = Gauge(S3_REQUESTS, "S3 HTTP requests of the last run (retries included), by operation.", ["operation"], registry=reg)
     for op, n in stats.requests.items():
         req.labels(op).set(n)
@@ -60,8 +46,8 @@ def build_registry(summary: dict, stats, run_counts: dict[str, int], last_times:
     # A counter in meaning (read from the store, monotonic per schedule), exposed untyped-safe as a gauge
     # named *_total so increase() works across pushes.
     runs = Gauge(RUNS_TOTAL, "Runs recorded in the store, by outcome (cumulative).", ["outcome"], registry=reg)
-    for outcome in ("succeeded", "failed"):
-        runs.labels(outcome).set(run_counts.get(outcome, 0))
+    for o in OUTCOMES:
+        runs.labels(o).set(run_counts.get(o, 0))
     return reg
 
 

@@ -23,10 +23,9 @@ import re
 import tempfile
 from pathlib import Path
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from ingestion_contract.spec import ObjectStoreStorage
 
+from . import s3
 from .store import Store, StoreError
 
 TABLES = ("objects", "gaps")
@@ -37,23 +36,16 @@ def _safe(s: str) -> str:
 
 
 class ObjectStore(Store):
-    def __init__(self, cfg: dict, schedule: str, credentials: tuple[str, str] | None = None):
+    def __init__(self, cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str] | None = None):
         self.cfg = cfg
-        self.bucket = cfg["bucket"]
-        self.prefix = cfg.get("prefix") or ""
+        self.bucket = cfg.bucket
+        self.prefix = cfg.prefix
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
         self.schedule = schedule
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-objectstore-")
         self.work = Path(self._tmp.name)
-        kwargs = {"region_name": cfg.get("region") or "us-east-1",
-                  "config": Config(retries={"mode": "standard", "max_attempts": 8},
-                                   s3={"addressing_style": "path"} if cfg.get("endpoint") else None)}
-        if cfg.get("endpoint"):
-            kwargs["endpoint_url"] = cfg["endpoint"]
-        if credentials:
-            kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials
-        self.s3 = boto3.session.Session().client("s3", **kwargs)
+        self.s3 = s3.client(cfg.endpoint, cfg.region, credentials)
         super().__init__(self.work / "state.duckdb")
         self.version_loaded: str | None = None
         self._hydrate()
@@ -78,7 +70,7 @@ class ObjectStore(Store):
     def _load_file(self, table: str, key: str) -> None:
         local = self.work / _safe(key)
         self._call(lambda: self.s3.download_file(self.bucket, key, str(local)), f"download {key}")
-        self.con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM read_parquet(?)", [str(local)])
+        self.con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(local)])
 
     # publish a new version ------------------------------------------------------------------
     def write_run(self, objects, gaps, run, loads=()) -> None:
@@ -97,9 +89,10 @@ class ObjectStore(Store):
                                               Body=body.encode(), ContentType="application/json"), "write the manifest")
         if self.version_loaded:  # the old version is no longer referenced
             for table in TABLES:
+                old = f"{self.prefix}{table}/schedule={sched}/version={self.version_loaded}.parquet"
                 try:
-                    self.s3.delete_object(Bucket=self.bucket, Key=f"{self.prefix}{table}/schedule={sched}/version={self.version_loaded}.parquet")
-                except (ClientError, BotoCoreError):
+                    self._call(lambda: self.s3.delete_object(Bucket=self.bucket, Key=old), f"delete {old}")
+                except StoreError:
                     pass  # garbage left behind is harmless: nothing points at it
         self.version_loaded = version
 
@@ -119,27 +112,12 @@ class ObjectStore(Store):
 
     # S3 helpers -----------------------------------------------------------------------------
     def _get_json(self, key: str) -> dict | None:
-        try:
-            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise StoreError(self._reason(e, f"read {key}")) from None
-        except BotoCoreError as e:
-            raise StoreError(f"{self.where()}: read {key}: {e}") from None
+        body = self._call(lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), f"read {key}", missing_ok=True)
+        return None if body is None else json.loads(body)
 
     def _list(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [o["Key"] for page in self._call(lambda: list(pages), f"list {prefix}") for o in page.get("Contents") or []]
 
-    def _call(self, fn, what: str):
-        try:
-            return fn()
-        except ClientError as e:
-            raise StoreError(self._reason(e, what)) from None
-        except BotoCoreError as e:
-            raise StoreError(f"{self.where()}: {what}: {e}") from None
-
-    def _reason(self, e: ClientError, what: str) -> str:
-        err = e.response.get("Error", {})
-        return f"{self.where()}: {what}: {err.get('Code', '?')} {err.get('Message', '')}".strip()
+    def _call(self, fn, what: str, missing_ok: bool = False):
+        return s3.guarded(fn, lambda code, message: StoreError(f"{self.where()}: {what}: {code} {message}".strip()), missing_ok)

@@ -17,22 +17,18 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-import boto3
-import botocore
 import httpx
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ingestion_contract.spec import Target
+
+from . import s3
 from .plan import KeyTemplate, Listed
 
-MAX_ATTEMPTS = 8
 RETRY_STATUS = {429, 500, 502, 503, 504}
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-FATAL_CODES = {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-               "403", "AccountProblem", "InvalidBucketName"}
 
 
 class SourceError(RuntimeError):
@@ -72,32 +68,22 @@ class RequestStats:
 
 
 class S3Source:
-    def __init__(self, target: dict, credentials: tuple[str, str] | None = None, concurrency: int = 16,
-                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int = MAX_ATTEMPTS):
-        self.bucket = target["bucket"]
-        self.template = KeyTemplate(target["keyTemplate"])
-        self.checksum_suffix = target.get("checksumSuffix") or None
+    def __init__(self, target: Target, credentials: tuple[str, str] | None = None, concurrency: int = 16,
+                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int = s3.MAX_ATTEMPTS):
+        self.bucket = target.bucket
+        self.template = KeyTemplate(target.key_template)
+        self.checksum_suffix = target.checksum_suffix or None
         self.concurrency = concurrency
         self.stats = RequestStats()
-        cfg = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            connect_timeout=connect_timeout, read_timeout=read_timeout,
-            max_pool_connections=max(concurrency, 10),
-            signature_version=botocore.UNSIGNED if target.get("anonymous") else None,
-            s3={"addressing_style": "path"} if target.get("endpoint") else None,
-        )
-        kwargs = {"region_name": target.get("region") or "us-east-1", "config": cfg}
-        if target.get("endpoint"):
-            kwargs["endpoint_url"] = target["endpoint"]
-        if credentials and not target.get("anonymous"):
-            kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = credentials
-        self.client = boto3.session.Session().client("s3", **kwargs)
+        credentials = None if target.anonymous else credentials
+        self.client = s3.client(target.endpoint, target.region, credentials, target.anonymous, max_attempts,
+                                connect_timeout, read_timeout, max_connections=max(concurrency, 10))
         self.client.meta.events.register("needs-retry.s3", self._on_attempt)
         # Listing fast path: botocore's modelled XML parser costs ~8x the request itself for a
         # 1,000-key page; listings go over httpx and the C ElementTree instead (same signing).
-        self.region = kwargs["region_name"]
+        self.region = self.client.meta.region_name
         self.base_url = f"{self.client.meta.endpoint_url.rstrip('/')}/{self.bucket}"
-        self.credentials = Credentials(*credentials) if credentials and not target.get("anonymous") else None
+        self.credentials = Credentials(*credentials) if credentials else None
         self.max_attempts = max_attempts
         self.http = httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
                                  limits=httpx.Limits(max_connections=max(concurrency, 10)))
@@ -176,7 +162,7 @@ class S3Source:
                 code = _error_code(resp)
                 self.stats.on_response(operation, code)
                 if resp.status_code not in RETRY_STATUS or attempt == self.max_attempts:
-                    raise SourceError(self._describe(operation, code))
+                    raise SourceError(s3.describe(self.bucket, operation, code))
             time.sleep(random.uniform(0, min(20.0, 0.05 * 2 ** attempt)))
         raise AssertionError("unreachable")
 
@@ -209,37 +195,14 @@ class S3Source:
         return body, digest
 
     def _object(self, key: str) -> bytes:
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key)
-            body = resp["Body"].read()
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket",) or code in FATAL_CODES and code not in ("NoSuchKey",):
-                raise SourceError(self._reason(e)) from None
-            raise ObjectError(f"{key}: {code or 'error'} {e.response.get('Error', {}).get('Message', '')}".strip()) from None
-        except BotoCoreError as e:
-            raise ObjectError(f"{key}: {e}") from None
+        def error(code: str, message: str) -> Exception:
+            if code in s3.FATAL_CODES:
+                return SourceError(s3.describe(self.bucket, "GetObject", code))
+            return ObjectError(f"{key}: {code or 'error'} {message}".strip())
+
+        body = s3.guarded(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), error)
         self.stats.add_bytes(len(body))
         return body
-
-    def _call(self, fn):
-        try:
-            return fn()
-        except ClientError as e:
-            raise SourceError(self._reason(e)) from None
-        except BotoCoreError as e:
-            raise SourceError(f"s3://{self.bucket}: {e} (after {MAX_ATTEMPTS} attempts)") from None
-
-    def _reason(self, e: ClientError) -> str:
-        err = e.response.get("Error", {})
-        code = err.get("Code") or str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
-        return self._describe(e.operation_name, code)
-
-    def _describe(self, operation: str, code: str) -> str:
-        hints = {"NoSuchBucket": "the bucket does not exist", "AccessDenied": "access denied (403): check credentials or anonymous",
-                 "403": "access denied (403): check credentials or anonymous",
-                 "InvalidAccessKeyId": "the access key id is not known", "SignatureDoesNotMatch": "the secret key is wrong"}
-        return f"s3://{self.bucket} {operation}: {hints.get(code, code)} ({code})"
 
 
 def _error_code(resp: httpx.Response) -> str:

@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
+from ingestion_contract import RunSummary
 
 SCHEMA_VERSION = 1
 
@@ -38,18 +41,18 @@ MIGRATIONS = {
             run_id VARCHAR PRIMARY KEY, schedule VARCHAR NOT NULL, namespace VARCHAR, trigger VARCHAR NOT NULL,
             scheduled_time TIMESTAMPTZ, job_name VARCHAR, attempt INTEGER NOT NULL,
             started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ NOT NULL, outcome VARCHAR NOT NULL,
-            window_first DATE, window_last DATE, symbols INTEGER, expected INTEGER, present INTEGER, missing INTEGER,
-            gaps_open INTEGER, gaps_repaired INTEGER, repairs_failed INTEGER, bytes_fetched BIGINT,
-            s3_requests INTEGER, s3_errors INTEGER, error VARCHAR, warnings VARCHAR)""",
+            window_first DATE, window_last DATE, error VARCHAR, warnings VARCHAR)""",
+        # ...and one column per counter of ingestion_contract.RunSummary, added by migrate().
     ],
 }
 
 OBJECT_COLS = ["schedule", "symbol", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
 GAP_COLS = ["schedule", "symbol", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
             "last_error", "sha256", "bytes"]
+# The run's own columns, then one per counter of the run summary (added to older files on open).
 RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
-            "finished_at", "outcome", "window_first", "window_last", "symbols", "expected", "present", "missing",
-            "gaps_open", "gaps_repaired", "repairs_failed", "bytes_fetched", "s3_requests", "s3_errors", "error", "warnings"]
+            "finished_at", "outcome", "window_first", "window_last", "error", "warnings",
+            *(name for name, _ in RunSummary.columns())]
 KEY = ["schedule", "symbol", "date"]
 
 
@@ -81,6 +84,7 @@ class Store:
                              "or give this schedule its own file") from None
         except duckdb.Error as e:
             raise StoreError(f"{path}: cannot open the store: {str(e).splitlines()[0]}") from None
+        self._schemas: dict[str, pa.Schema] = {}
         if not read_only:
             self.migrate()
 
@@ -104,15 +108,25 @@ class Store:
         current = self.version()
         if current > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {current}, newer than this job's {SCHEMA_VERSION}; upgrade the job image")
-        if current == SCHEMA_VERSION:
-            return
+        have = {r[0] for r in self.con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()}
+        if current == SCHEMA_VERSION and all(name in have for name, _ in RunSummary.columns()):
+            return  # nothing to do: the file is not touched
+        with self.transaction():
+            if current < SCHEMA_VERSION:
+                self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+                for v in range(current + 1, SCHEMA_VERSION + 1):
+                    for stmt in MIGRATIONS[v]:
+                        self.con.execute(stmt)
+                    self.con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+            for name, sql_type in RunSummary.columns():  # a new counter is a new column, nothing more
+                self.con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """All of the block's statements, or none of them."""
         self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
-            for v in range(current + 1, SCHEMA_VERSION + 1):
-                for stmt in MIGRATIONS[v]:
-                    self.con.execute(stmt)
-                self.con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+            yield self.con
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -143,34 +157,28 @@ class Store:
     def run_counts(self, schedule: str) -> dict[str, int]:
         return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall())
 
+    def last_finished(self, schedule: str) -> dict[str, dt.datetime]:
+        """When the schedule's newest run of each outcome finished."""
+        rows = self.con.execute("SELECT outcome, max(finished_at) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall()
+        return {o: t for o, t in rows if t is not None}
+
     # the one write of a run ---------------------------------------------------------------
     def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[tuple] = ()) -> None:
         """Everything a run learnt, in one transaction. ``loads`` are (schedule, symbol,
         date, local file path, "csv"|"parquet") loaded into table ``loaded`` idempotently
         (the cell's rows are replaced)."""
         check_invariants(objects, gaps)
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with self.transaction():
             self._upsert("objects", objects, OBJECT_COLS, KEY)
             self._upsert("gaps", gaps, GAP_COLS, KEY)
             for schedule, symbol, date, path, fmt in loads:
                 self._load(schedule, symbol, date, path, fmt)
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def write_run_record(self, run: dict) -> None:
         """A failed run still leaves its record (and nothing else)."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self.transaction():
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str]) -> None:
         if not rows:
@@ -192,13 +200,12 @@ class Store:
         finally:
             self.con.unregister("_incoming")
 
-    _schemas: dict = {}
-
     def _arrow_schema(self, table: str, cols: list[str]) -> pa.Schema:
         if table not in self._schemas:
-            types = dict(self.con.execute(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'").fetchall())
+            types = dict(self.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
+                                          [table]).fetchall())
             mapping = {"VARCHAR": pa.string(), "BOOLEAN": pa.bool_(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
-                       "DATE": pa.date32(), "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC")}
+                       "DOUBLE": pa.float64(), "DATE": pa.date32(), "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC")}
             self._schemas[table] = pa.schema([(c, mapping[types[c]]) for c in cols])
         return self._schemas[table]
 

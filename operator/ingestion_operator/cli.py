@@ -22,7 +22,7 @@ def cmd_run(args) -> int:
     import kopf
     from prometheus_client import disable_created_metrics, start_http_server
 
-    from . import handlers
+    from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .reconcile import Reconciler
     from .render import RenderSettings
 
@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
                               default_pushgateway_url=args.default_pushgateway_url or None)
-    handlers.configure(Reconciler(api, settings))
+    memo = kopf.Memo(reconciler=Reconciler(api, settings))
     disable_created_metrics()
     try:
         start_http_server(args.metrics_port, addr=args.bind)
@@ -48,6 +48,7 @@ def cmd_run(args) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{args.bind}:{args.health_port}/healthz",
+        memo=memo,
     )
     return 0
 

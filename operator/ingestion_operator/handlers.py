@@ -2,51 +2,38 @@
 
 Only ``on.event`` handlers are used: they keep no progress on the resource, add no
 finalizers and post no events of their own, so kopf itself never writes to the API.
+The reconciler reaches the handlers through kopf's ``memo`` (``memo.reconciler``), set
+by :func:`ingestion_operator.cli.cmd_run`; nothing is global.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import threading
 
 import kopf
 from kubernetes import client
 
 from . import names
-from .reconcile import Reconciler
 
 log = logging.getLogger("ingestion_operator")
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
-class State:
-    reconciler: Reconciler | None = None
-    stop = threading.Event()
-    api_client: client.ApiClient | None = None
-
-
-def configure(reconciler: Reconciler) -> None:
-    State.reconciler = reconciler
-    State.api_client = reconciler.batch.api_client
-
-
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_):
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False  # our own events, on transitions only
     settings.scanning.disabled = True  # no CRD/namespace scanning: fewer permissions
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 8
-    State.stop.clear()
-    threading.Thread(target=_due_loop, name="next-run-refresh", daemon=True).start()
+    memo.reconciler.timer.start()
 
 
 @kopf.on.login()
-def login(**_):
+def login(memo: kopf.Memo, **_):
     """kopf connects with exactly the credentials the reconciler uses (kubeconfig or
     in-cluster). On a 401 kopf calls this again, and a rotated token is re-read."""
-    cfg = State.api_client.configuration
+    cfg = memo.reconciler.api_client.configuration
     if cfg.refresh_api_key_hook:
         cfg.refresh_api_key_hook(cfg)
     auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
@@ -64,48 +51,30 @@ def login(**_):
 
 
 @kopf.on.cleanup()
-def cleanup(**_):
-    State.stop.set()
+def cleanup(memo: kopf.Memo, **_):
+    memo.reconciler.timer.stop()
 
 
 @kopf.on.probe(id="api")
-def api_reachable(**_):
+def api_reachable(memo: kopf.Memo, **_):
     """The health endpoint fails while the API server cannot be reached."""
-    client.VersionApi(State.api_client).get_code(_request_timeout=5)
+    client.VersionApi(memo.reconciler.api_client).get_code(_request_timeout=5)
     return True
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def on_schedule(type, body, namespace, name, **_):
+def on_schedule(type, namespace, name, memo: kopf.Memo, **_):
     if type == "DELETED":
-        State.reconciler.forget(namespace, name)
+        memo.reconciler.forget(namespace, name)
         log.info("event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)", namespace, name)
         return
-    State.reconciler.reconcile(namespace, name)
+    memo.reconciler.reconcile(namespace, name)
 
 
-@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
-def on_cronjob(body, namespace, **_):
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob")
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job")
+def on_child(body, namespace, memo: kopf.Memo, **_):
+    """A CronJob or Job of ours changed: reconcile the schedule its label names."""
     owner = (body.get("metadata", {}).get("labels") or {}).get(names.LABEL_SCHEDULE)
     if owner:
-        State.reconciler.reconcile(namespace, owner)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def on_job(body, namespace, **_):
-    owner = (body.get("metadata", {}).get("labels") or {}).get(names.LABEL_SCHEDULE)
-    if owner:
-        State.reconciler.reconcile(namespace, owner)
-
-
-def _due_loop(interval: float = 15.0) -> None:
-    """Refresh status.nextRuns of schedules whose first next run has passed, even when no
-    Job appeared (a tick skipped by Forbid or by the misfire window)."""
-    while not State.stop.wait(interval):
-        now = dt.datetime.now(dt.timezone.utc)
-        for (ns, name), due in list(State.reconciler.next_due.items()):
-            if due is not None and due <= now:
-                try:
-                    State.reconciler.reconcile(ns, name)
-                except Exception:  # logged and counted by reconcile; retried next round
-                    pass
+        memo.reconciler.reconcile(namespace, owner)

@@ -8,12 +8,10 @@ KIND = "IngestionSchedule"
 LABEL_SCHEDULE = "ingestion.dev/schedule"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "ingestion-operator"
 
-# Set by Kubernetes on Jobs: a manual run, and the scheduled time of a tick.
+# Set by Kubernetes on a Job made by `kubectl create job --from=cronjob/...`.
 ANNOTATION_INSTANTIATE = "cronjob.kubernetes.io/instantiate"
-ANNOTATION_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 
 FIELD_MANAGER = "ingestion-operator"
 DEFAULT_JOB_IMAGE = "ghcr.io/ingestion-operator/ingestion-job:0.1.0"

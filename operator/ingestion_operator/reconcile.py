@@ -10,6 +10,7 @@ with nothing changed therefore writes nothing (counted by ingestion_operator_api
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -21,11 +22,11 @@ from kubernetes.client.rest import ApiException
 
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
-from .spec import validate
-from .status import derive_status
+from .resource import ScheduleResource
+from .status import Event, derive_status, transition_events
+from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
-MAX_NAME = 52
 
 
 def is_subset(desired, live) -> bool:
@@ -50,14 +51,15 @@ def status_patch(new: dict, live: dict) -> dict:
 
 class Reconciler:
     def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None):
+        self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.settings = settings
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.timer = NextRunTimer(self.reconcile, clock=self.clock)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self.next_due: dict[tuple[str, str], dt.datetime | None] = {}
         self.ready: dict[tuple[str, str], bool] = {}
 
     def _lock(self, key) -> threading.Lock:
@@ -96,41 +98,36 @@ class Reconciler:
             metrics.SCHEDULES.labels("false").set(len(self.ready) - sum(self.ready.values()))
 
     def forget(self, namespace: str, name: str) -> None:
-        self.next_due.pop((namespace, name), None)
+        self.timer.set((namespace, name), None)
         self.ready.pop((namespace, name), None)
 
     def _reconcile_once(self, namespace: str, name: str) -> str:
         # 1. Load the schedule; a deleted one is left to garbage collection (ownerReferences).
         try:
-            schedule = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+            body = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
         except ApiException as e:
             if e.status == 404:
                 self.forget(namespace, name)
                 return "gone"
             raise
-        if schedule["metadata"].get("deletionTimestamp"):
+        if body["metadata"].get("deletionTimestamp"):
             return "deleting"
-        spec = schedule["spec"]
 
-        # 2. Validate what the schema could not.
-        errors = [str(e) for e in validate(spec)]
-        if len(name) > MAX_NAME:
-            errors.append(f"metadata.name={name!r}: at most {MAX_NAME} characters (the CronJob's Jobs need the rest)")
-        problem = "; ".join(errors) or None
-        reason = "InvalidSpec"
+        # 2. Parse and validate the spec once: field errors, or the typed spec.
+        schedule = ScheduleResource.from_body(body)
+        problem, reason = schedule.problem, "InvalidSpec"
 
         # 3. Load the live CronJob and check it is ours.
         cj_name = cronjob_name(name)
         live = self._read_cronjob(namespace, cj_name)
-        uid = schedule["metadata"]["uid"]
-        if live is not None and not any(o.get("uid") == uid for o in live["metadata"].get("ownerReferences") or []):
+        if live is not None and not any(o.get("uid") == schedule.uid for o in live["metadata"].get("ownerReferences") or []):
             problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
 
         # 4. Converge the CronJob to the rendered one (only when it differs).
         action = None
         if problem is None:
-            desired = render_cronjob(schedule, self.settings)
-            kopf.adopt(desired, owner=schedule)
+            desired = render_cronjob(name, namespace, schedule.spec, self.settings)
+            kopf.adopt(desired, owner=body)
             try:
                 live, action = self._converge(namespace, desired, live)
             except ApiException as e:
@@ -142,28 +139,21 @@ class Reconciler:
         jobs = self._jobs(namespace, name, live) if live is not None else []
 
         # 6. Status, written only when it changed.
-        now = self.clock()
-        new_status = derive_status(schedule, live, jobs, now, problem, reason)
-        live_status = schedule.get("status") or {}
-        if new_status != live_status:
+        new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason)
+        if new_status != schedule.status:
             self.custom.patch_namespaced_custom_object_status(
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status_patch(new_status, live_status)})
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status_patch(new_status, schedule.status)})
             self._wrote("ingestionschedules/status", "patch")
 
         # 7. Events on transitions only.
-        was_ready = _condition(live_status, "Ready")
-        now_ready = _condition(new_status, "Ready")
-        if problem is not None and (was_ready is None or was_ready.get("status") != "False" or was_ready.get("message") != problem):
-            self._event(schedule, "Warning", reason, problem)
-            log.warning("event=invalid namespace=%s name=%s reason=%s message=%r", namespace, name, reason, problem)
-        elif problem is None and was_ready is not None and was_ready.get("status") == "False" and now_ready["status"] == "True":
-            self._event(schedule, "Normal", "Recovered", f"spec is valid again; CronJob {cj_name} is in sync")
-        if action:
-            self._event(schedule, "Normal", action, f"CronJob {cj_name} {action.lower().replace('cronjob', '')}".strip())
-            log.info("event=%s namespace=%s name=%s cronjob=%s", action, namespace, name, cj_name)
+        for event in transition_events(schedule.status, new_status, problem, reason, action):
+            self._event(schedule, event)
+            log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "event=%s namespace=%s name=%s cronjob=%s message=%r",
+                    event.reason, namespace, name, cj_name, event.message)
 
-        self.next_due[(namespace, name)] = _parse_time((new_status.get("nextRuns") or [None])[0])
-        self.ready[(namespace, name)] = now_ready["status"] == "True"
+        # 8. Wake again just after the next run, should no Job event come first.
+        self.timer.set((namespace, name), _parse_time((new_status.get("nextRuns") or [None])[0]))
+        self.ready[(namespace, name)] = new_status["conditions"][0]["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
@@ -202,31 +192,26 @@ class Reconciler:
                 out.append(d)
         return out
 
-    def _event(self, schedule: dict, type_: str, reason: str, message: str) -> None:
-        meta = schedule["metadata"]
-        now = self.clock()
+    def _event(self, schedule: ScheduleResource, event: Event) -> None:
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": names.KIND, "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "type": type_, "reason": reason, "message": message[:1024],
+            "metadata": {"name": f"{schedule.name}.{uuid.uuid4().hex[:12]}", "namespace": schedule.namespace},
+            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": names.KIND, "name": schedule.name,
+                               "namespace": schedule.namespace, "uid": schedule.uid},
+            "type": event.type, "reason": event.reason, "message": event.message[:1024],
             "source": {"component": names.MANAGED_BY},
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firstTimestamp": now, "lastTimestamp": now,
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(schedule.namespace, body)
             self._wrote("events", "create")
         except ApiException as e:  # an event is best effort; status carries the truth
-            log.warning("event=event_post_failed namespace=%s name=%s status=%s", meta["namespace"], meta["name"], e.status)
+            log.warning("event=event_post_failed namespace=%s name=%s status=%s", schedule.namespace, schedule.name, e.status)
 
 
 def _gone(e: ApiException) -> bool:
     return e.status == 404 or (e.status == 403 and "being terminated" in (e.body or ""))
-
-
-def _condition(status: dict, type_: str) -> dict | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
 
 
 def _parse_time(s: str | None) -> dt.datetime | None:
@@ -234,8 +219,6 @@ def _parse_time(s: str | None) -> dt.datetime | None:
 
 
 def _api_message(e: ApiException) -> str:
-    import json
-
     try:
         return json.loads(e.body).get("message", e.reason)
     except (TypeError, ValueError):

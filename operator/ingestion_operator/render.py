@@ -2,16 +2,16 @@
 
 The pod template carries the job-facing spec as JSON in one environment variable, the
 identity of the run through the downward API, and credentials only as ``secretKeyRef``
-(see :mod:`ingestion_job.contract`).
+(see :mod:`ingestion_contract.podenv`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import posixpath
 
-from ingestion_job import contract
+import ingestion_contract as contract
+from ingestion_contract.spec import MAX_NAME, JobSpec, ScheduleSpec, SecretRef
 
 from . import names
 
@@ -25,9 +25,8 @@ class RenderSettings:
 
 
 def cronjob_name(schedule_name: str) -> str:
-    # Job names are <cronjob>-<8+ digit minute stamp> and must fit in 63 characters,
-    # which the API server enforces as a 52-character CronJob name.
-    return schedule_name[:52].rstrip("-.")
+    """The CronJob's name: the schedule's (validation refuses names longer than MAX_NAME)."""
+    return schedule_name[:MAX_NAME].rstrip("-.")
 
 
 def labels_for(schedule_name: str) -> dict:
@@ -38,28 +37,26 @@ def labels_for(schedule_name: str) -> dict:
     }
 
 
-def render_cronjob(schedule: dict, settings: RenderSettings = RenderSettings()) -> dict:
-    """The CronJob for a (defaulted, validated) IngestionSchedule object."""
-    meta, spec = schedule["metadata"], schedule["spec"]
-    name = meta["name"]
+def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: RenderSettings = RenderSettings()) -> dict:
+    """The CronJob for the IngestionSchedule ``namespace/name`` with a valid ``spec``."""
     labels = labels_for(name)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": cronjob_name(name), "namespace": meta["namespace"], "labels": labels},
+        "metadata": {"name": cronjob_name(name), "namespace": namespace, "labels": labels},
         "spec": {
-            "schedule": spec["schedule"],
-            "timeZone": spec.get("timezone", "UTC"),
-            "suspend": not spec.get("enabled", True),
+            "schedule": spec.schedule,
+            "timeZone": spec.timezone,
+            "suspend": not spec.enabled,
             "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": spec.get("startingDeadlineSeconds", 300),
-            "successfulJobsHistoryLimit": spec.get("successfulJobsHistoryLimit", 3),
-            "failedJobsHistoryLimit": spec.get("failedJobsHistoryLimit", 3),
+            "startingDeadlineSeconds": spec.starting_deadline_seconds,
+            "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,
+            "failedJobsHistoryLimit": spec.failed_jobs_history_limit,
             "jobTemplate": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "backoffLimit": spec.get("backoffLimit", 2),
-                    "activeDeadlineSeconds": spec.get("activeDeadlineSeconds", 3600),
+                    "backoffLimit": spec.backoff_limit,
+                    "activeDeadlineSeconds": spec.active_deadline_seconds,
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": render_pod_spec(name, spec, settings),
@@ -70,21 +67,21 @@ def render_cronjob(schedule: dict, settings: RenderSettings = RenderSettings()) 
     }
 
 
-def render_pod_spec(schedule_name: str, spec: dict, settings: RenderSettings) -> dict:
+def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSettings) -> dict:
     volumes = [{"name": "tmp", "emptyDir": {}}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
-    duck = (spec.get("storage") or {}).get("duckdb")
+    duck = spec.storage.duckdb
     if duck:
-        volumes.append({"name": "store", "persistentVolumeClaim": {"claimName": duck["claimName"]}})
-        mounts.append({"name": "store", "mountPath": posixpath.dirname(duck.get("path", "/data/ingestion.duckdb"))})
+        volumes.append({"name": "store", "persistentVolumeClaim": {"claimName": duck.claim_name}})
+        mounts.append({"name": "store", "mountPath": posixpath.dirname(duck.path)})
     container = {
         "name": names.JOB_CONTAINER,
-        "image": spec.get("image") or settings.job_image,
+        "image": spec.image or settings.job_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(names.JOB_COMMAND),
-        "env": render_env(schedule_name, with_defaults(spec, settings)),
+        "env": render_env(schedule_name, with_defaults(spec.job(), settings)),
         "volumeMounts": mounts,
-        "resources": spec.get("resources") or {},
+        "resources": spec.resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -109,38 +106,35 @@ def render_pod_spec(schedule_name: str, spec: dict, settings: RenderSettings) ->
     return pod
 
 
-def with_defaults(spec: dict, settings: RenderSettings) -> dict:
-    """The spec with the operator's defaults filled in where the schedule is silent."""
-    if settings.default_pushgateway_url and not (spec.get("metrics") or {}).get("pushgatewayUrl"):
-        return {**spec, "metrics": {**(spec.get("metrics") or {}), "pushgatewayUrl": settings.default_pushgateway_url}}
-    return spec
+def with_defaults(job: JobSpec, settings: RenderSettings) -> JobSpec:
+    """The job's spec with the operator's defaults filled in where the schedule is silent."""
+    if settings.default_pushgateway_url and not job.metrics.pushgateway_url:
+        return dataclasses.replace(job, metrics=dataclasses.replace(job.metrics, pushgateway_url=settings.default_pushgateway_url))
+    return job
 
 
-def render_env(schedule_name: str, spec: dict) -> list[dict]:
+def render_env(schedule_name: str, job: JobSpec) -> list[dict]:
     def field(path: str) -> dict:
         return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
     env = [
-        {"name": contract.SPEC_ENV, "value": json.dumps(contract.job_spec(spec), sort_keys=True, separators=(",", ":"))},
+        {"name": contract.SPEC_ENV, "value": contract.encode_job_spec(job)},
         {"name": contract.SCHEDULE_ENV, "value": schedule_name},
         {"name": contract.NAMESPACE_ENV, **field("metadata.namespace")},
         {"name": contract.POD_NAME_ENV, **field("metadata.name")},
         {"name": contract.JOB_NAME_ENV, **field(f"metadata.labels['{contract.JOB_NAME_LABEL}']")},
     ]
-    env += _secret_env(spec.get("target", {}).get("credentialsSecret"), contract.SOURCE_KEY_ID_ENV, contract.SOURCE_SECRET_ENV)
-    store = (spec.get("storage") or {}).get("objectStore") or {}
-    env += _secret_env(store.get("credentialsSecret"), contract.STORE_KEY_ID_ENV, contract.STORE_SECRET_ENV)
+    env += _secret_env(job.target.credentials_secret, contract.SOURCE_KEY_ID_ENV, contract.SOURCE_SECRET_ENV)
+    store = job.storage.object_store
+    env += _secret_env(store and store.credentials_secret, contract.STORE_KEY_ID_ENV, contract.STORE_SECRET_ENV)
     return env
 
 
-def _secret_env(ref: dict | None, key_env: str, secret_env: str) -> list[dict]:
+def _secret_env(ref: SecretRef | None, key_env: str, secret_env: str) -> list[dict]:
     if not ref:
         return []
 
     def item(env_name: str, key: str) -> dict:
-        return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key}}}
+        return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
 
-    return [
-        item(key_env, ref.get("accessKeyIdKey", "AWS_ACCESS_KEY_ID")),
-        item(secret_env, ref.get("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")),
-    ]
+    return [item(key_env, ref.access_key_id_key), item(secret_env, ref.secret_access_key_key)]

@@ -7,10 +7,13 @@ reconcile with nothing new produces a status equal to the live one (and no write
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+from ingestion_contract.cron import next_runs
+
 from . import names
-from .cron import next_runs
+from .resource import ScheduleResource
 
 NEXT_RUNS = 5
 
@@ -70,7 +73,7 @@ def condition(type_: str, ok: bool, reason: str, message: str, generation: int, 
 
 
 def derive_status(
-    schedule: dict,
+    schedule: ScheduleResource,
     cronjob: dict | None,
     jobs: list[dict],
     now: dt.datetime,
@@ -78,17 +81,17 @@ def derive_status(
     problem_reason: str = "InvalidSpec",
 ) -> dict:
     """The status for ``schedule``; ``problem`` is a validation or apply error, if any."""
-    meta, spec = schedule["metadata"], schedule["spec"]
-    generation = meta.get("generation", 0)
-    previous = (schedule.get("status") or {}).get("conditions") or []
-    enabled = spec.get("enabled", True)
+    generation = schedule.generation
+    previous = schedule.status.get("conditions") or []
+    enabled = schedule.enabled
     cj_status = (cronjob or {}).get("status") or {}
     status: dict = {"observedGeneration": generation}
     if cronjob:
         status["cronJobName"] = cronjob["metadata"]["name"]
 
-    if problem is None and enabled:
-        status["nextRuns"] = [iso(t) for t in next_runs(spec["schedule"], spec.get("timezone", "UTC"), now, NEXT_RUNS)]
+    spec = schedule.spec
+    if problem is None and spec is not None and enabled:
+        status["nextRuns"] = [iso(t) for t in next_runs(spec.schedule, spec.timezone, now, NEXT_RUNS)]
     else:
         status["nextRuns"] = []
     for src, dst in (("lastScheduleTime", "lastScheduleTime"), ("lastSuccessfulTime", "lastSuccessfulTime")):
@@ -120,3 +123,29 @@ def derive_status(
         degraded = condition("Degraded", False, "AsExpected", "no problem seen", generation, previous, now)
     status["conditions"] = [ready, suspended, degraded]
     return status
+
+
+def condition_of(status: dict, type_: str) -> dict | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def transition_events(live: dict, new: dict, problem: str | None, reason: str, action: str | None) -> list[Event]:
+    """The Events a reconcile posts: one on each transition of Ready, and one per CronJob
+    write (``action``). A reconcile that changes nothing posts nothing."""
+    events = []
+    was_ready, now_ready = condition_of(live, "Ready"), condition_of(new, "Ready")
+    if problem is not None:
+        if was_ready is None or was_ready.get("status") != "False" or was_ready.get("message") != problem:
+            events.append(Event("Warning", reason, problem))
+    elif was_ready is not None and was_ready.get("status") == "False" and now_ready and now_ready["status"] == "True":
+        events.append(Event("Normal", "Recovered", f"spec is valid again; CronJob {new.get('cronJobName')} is in sync"))
+    if action:
+        events.append(Event("Normal", action, f"CronJob {new.get('cronJobName')} {action.lower().replace('cronjob', '')}".strip()))
+    return events

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from ingestion_dev import sampledata
-from ingestion_job import contract
+import ingestion_contract as contract
 
 from ..conftest import PRIVATE, PUBLIC, Servers  # noqa: F401  (the servers fixture is session-wide)
 

@@ -238,7 +238,7 @@ def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
 
 
 def test_unreachable_pushgateway_is_a_warning_not_a_failure(dataset, tmp_path):
-    from ingestion_dev.cluster import free_ports
+    from ingestion_dev.workspace import free_ports
 
     dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
     spec = dataset.spec(["BTCUSDT"], lookback=0)

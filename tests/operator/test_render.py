@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ingestion_dev.podrunner import resolve_env
-from ingestion_job import contract
+import ingestion_contract as contract
 from ingestion_operator import names
+from ingestion_contract import parse_spec
 from ingestion_operator.render import RenderSettings, cronjob_name, render_cronjob
 
 SCHEDULE = {
@@ -28,10 +29,14 @@ SCHEDULE = {
 }
 
 
+def render_body(body, settings):
+    return render_cronjob(body["metadata"]["name"], body["metadata"]["namespace"], parse_spec(body["spec"]), settings)
+
+
 def render(**spec_changes):
     s = copy.deepcopy(SCHEDULE)
     s["spec"].update(spec_changes)
-    return render_cronjob(s, RenderSettings(job_image="registry.local/ingestion-job:1"))
+    return render_body(s, RenderSettings(job_image="registry.local/ingestion-job:1"))
 
 
 def pod(cj):
@@ -156,7 +161,7 @@ def test_default_pushgateway_fills_only_a_silent_spec():
     s = copy.deepcopy(SCHEDULE)
     s["spec"].pop("metrics")
     settings = RenderSettings(default_pushgateway_url="http://pg.monitoring:9091")
-    env = {e["name"]: e.get("value") for e in pod(render_cronjob(s, settings))["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod(render_body(s, settings))["containers"][0]["env"]}
     assert json.loads(env[contract.SPEC_ENV])["metrics"] == {"pushgatewayUrl": "http://pg.monitoring:9091"}
-    env = {e["name"]: e.get("value") for e in pod(render_cronjob(SCHEDULE, settings))["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod(render_body(SCHEDULE, settings))["containers"][0]["env"]}
     assert json.loads(env[contract.SPEC_ENV])["metrics"]["pushgatewayUrl"] == "http://pushgateway.monitoring:9091"

@@ -6,6 +6,7 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingestion_operator.resource import ScheduleResource
 from ingestion_operator.status import derive_status, last_run
 
 from .test_render import SCHEDULE
@@ -28,7 +29,7 @@ def cond(status_dict, type_):
 def test_ready_schedule_with_a_successful_scheduled_run():
     jobs = [job("b-1", "2026-11-22T02:00:00Z", [{"type": "Complete", "status": "True"}], completion="2026-11-22T02:01:00Z"),
             job("b-2", "2026-11-23T02:00:00Z", [{"type": "Complete", "status": "True"}], completion="2026-11-23T02:03:10Z")]
-    st = derive_status(SCHEDULE, CJ, jobs, NOW)
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, jobs, NOW)
     assert st["observedGeneration"] == 3 and st["cronJobName"] == "binance-um-klines"
     assert st["nextRuns"] == [f"2026-11-{d}T02:00:00Z" for d in range(24, 29)]
     assert st["lastSuccessfulTime"] == "2026-11-23T02:03:10Z" and st["active"] == 0
@@ -43,7 +44,7 @@ def test_failed_manual_run_degrades_with_reason():
     jobs = [job("manual-1", "2026-11-23T05:00:00Z", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                                       "message": "Job has reached the specified backoff limit",
                                                       "lastTransitionTime": "2026-11-23T05:02:00Z"}], manual=True)]
-    st = derive_status(SCHEDULE, CJ, jobs, NOW)
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, jobs, NOW)
     assert st["lastRun"]["trigger"] == "manual" and st["lastRun"]["outcome"] == "Failed"
     assert st["lastRun"]["end"] == "2026-11-23T05:02:00Z"
     d = cond(st, "Degraded")
@@ -53,32 +54,32 @@ def test_failed_manual_run_degrades_with_reason():
 def test_running_job_and_active_count():
     cj = copy.deepcopy(CJ)
     cj["status"]["active"] = [{"name": "b-3"}]
-    st = derive_status(SCHEDULE, cj, [job("b-3", "2026-11-23T07:29:00Z")], NOW)
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), cj, [job("b-3", "2026-11-23T07:29:00Z")], NOW)
     assert st["active"] == 1 and st["lastRun"]["outcome"] == "Running" and "end" not in st["lastRun"]
 
 
 def test_disabled_schedule_is_suspended_with_no_next_runs():
     s = copy.deepcopy(SCHEDULE)
     s["spec"]["enabled"] = False
-    st = derive_status(s, CJ, [], NOW)
+    st = derive_status(ScheduleResource.from_body(s), CJ, [], NOW)
     assert st["nextRuns"] == [] and cond(st, "Suspended")["status"] == "True"
     assert cond(st, "Ready")["status"] == "True"
 
 
 def test_invalid_spec_is_not_ready_and_degraded_with_the_message():
-    st = derive_status(SCHEDULE, CJ, [], NOW, problem="spec.timezone='Mars/Base': unknown time zone")
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, problem="spec.timezone='Mars/Base': unknown time zone")
     r = cond(st, "Ready")
     assert r["status"] == "False" and r["reason"] == "InvalidSpec" and "Mars/Base" in r["message"]
     assert st["nextRuns"] == []
 
 
 def test_transition_time_is_kept_while_the_status_holds():
-    first = derive_status(SCHEDULE, CJ, [], NOW)
+    first = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW)
     later = NOW + dt.timedelta(minutes=10)
     s = {**SCHEDULE, "status": first}
-    again = derive_status(s, CJ, [], later)
+    again = derive_status(ScheduleResource.from_body(s), CJ, [], later)
     assert again == first  # nothing new: identical status, so no write
-    broken = derive_status(s, CJ, [], later, problem="bad")
+    broken = derive_status(ScheduleResource.from_body(s), CJ, [], later, problem="bad")
     assert cond(broken, "Ready")["lastTransitionTime"] == "2026-11-23T07:40:00Z"
     assert cond(broken, "Suspended")["lastTransitionTime"] == cond(first, "Suspended")["lastTransitionTime"]
 
@@ -108,7 +109,7 @@ def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, mi
     now = NOW + dt.timedelta(minutes=minutes)
     js = [job(f"b-{i}", (NOW + dt.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ"), c, manual=man)
           for i, (m, c, man) in enumerate(jobs)]
-    first = derive_status(s, CJ, js, now, problem)
+    first = derive_status(ScheduleResource.from_body(s), CJ, js, now, problem)
     assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded"]
     assert all(c["status"] in ("True", "False") for c in first["conditions"])
     # Fed back, with a clock that has not passed the first next run: identical, so no write.
@@ -117,7 +118,7 @@ def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, mi
     if first["nextRuns"]:
         again_at = min(again_at, dt.datetime.strptime(first["nextRuns"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) - dt.timedelta(seconds=1))
     again_at = max(again_at, now)
-    assert derive_status(s, CJ, js, again_at, problem) == first
+    assert derive_status(ScheduleResource.from_body(s), CJ, js, again_at, problem) == first
 
 
 def test_times_are_normalised_to_rfc3339_z():

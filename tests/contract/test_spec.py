@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from ingestion_operator.spec import validate
+from ingestion_contract import validate
 
-from .test_render import SCHEDULE
+from ..operator.test_render import SCHEDULE
 
 
 def errors_for(**changes):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion_operator.cron import CronError, load_timezone, matches, next_after, next_runs, parse
+from ingestion_contract.cron import CronError, load_timezone, matches, next_after, next_runs, parse
 
 U = dt.timezone.utc
 

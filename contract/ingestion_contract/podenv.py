@@ -7,7 +7,8 @@ fails a test rather than a production run.
 
 =================================  ===========================================================
 ``INGESTION_SPEC``                 JSON object: the job-facing part of the IngestionSchedule
-                                   spec (keys in :data:`JOB_SPEC_KEYS`), with CRD defaults
+                                   spec (:class:`~ingestion_contract.spec.JobSpec`), every
+                                   field present, defaults filled
 ``INGESTION_SCHEDULE``             the IngestionSchedule's name
 ``INGESTION_NAMESPACE``            the namespace (downward API)
 ``INGESTION_POD_NAME``             the pod's name (downward API)
@@ -28,6 +29,8 @@ import json
 import re
 from collections.abc import Mapping
 
+from .spec import JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, to_json
+
 SPEC_ENV = "INGESTION_SPEC"
 SCHEDULE_ENV = "INGESTION_SCHEDULE"
 NAMESPACE_ENV = "INGESTION_NAMESPACE"
@@ -38,7 +41,6 @@ SOURCE_SECRET_ENV = "INGESTION_SOURCE_SECRET_ACCESS_KEY"
 STORE_KEY_ID_ENV = "INGESTION_STORE_ACCESS_KEY_ID"
 STORE_SECRET_ENV = "INGESTION_STORE_SECRET_ACCESS_KEY"
 
-JOB_SPEC_KEYS = ("schedule", "timezone", "target", "repair", "storage", "metrics")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -50,7 +52,7 @@ class ContractError(ValueError):
 class RunContext:
     schedule: str
     namespace: str
-    spec: dict
+    spec: JobSpec
     job_name: str | None
     pod_name: str | None
     scheduled_time: dt.datetime | None  # None for a manual run
@@ -62,9 +64,14 @@ class RunContext:
         return "scheduled" if self.scheduled_time else "manual"
 
 
-def job_spec(spec: Mapping) -> dict:
-    """The part of an IngestionSchedule spec that the job needs."""
-    return {k: spec[k] for k in JOB_SPEC_KEYS if k in spec}
+def job_spec(spec: Mapping | ScheduleSpec) -> JobSpec:
+    """The part of an IngestionSchedule spec (raw or parsed) that the job needs."""
+    return (spec if isinstance(spec, ScheduleSpec) else parse_spec(spec)).job()
+
+
+def encode_job_spec(spec: JobSpec) -> str:
+    """The value of ``INGESTION_SPEC``: compact, sorted JSON, so rendering is deterministic."""
+    return json.dumps(to_json(spec), sort_keys=True, separators=(",", ":"))
 
 
 def scheduled_time_from_job_name(job_name: str | None, schedule: str) -> dt.datetime | None:
@@ -86,14 +93,11 @@ def read_environment(env: Mapping[str, str]) -> RunContext:
 
     raw = need(SPEC_ENV)
     try:
-        spec = json.loads(raw)
+        spec = parse_job_spec(json.loads(raw))
     except json.JSONDecodeError as e:
         raise ContractError(f"{SPEC_ENV} is not valid JSON: {e}") from None
-    if not isinstance(spec, dict):
-        raise ContractError(f"{SPEC_ENV} must be a JSON object, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - set(JOB_SPEC_KEYS))
-    if unknown:
-        raise ContractError(f"{SPEC_ENV} has keys this job does not understand: {', '.join(unknown)}")
+    except SpecError as e:
+        raise ContractError(f"{SPEC_ENV} does not hold a spec this job can run: {e}") from None
     schedule = need(SCHEDULE_ENV)
     job_name = env.get(JOB_NAME_ENV) or None
 

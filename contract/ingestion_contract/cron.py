@@ -123,7 +123,7 @@ def _parse_range(expr: str, name: str, lo: int, hi: int, names: dict) -> int:
 def _value(token: str, name: str, names: dict) -> int:
     if token.lower() in names:
         return names[token.lower()]
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):  # Go's strconv.Atoi: ASCII digits only
         accepted = f" or a name ({', '.join(n.upper() for n in names)})" if names else ""
         raise CronError(f"{name}: {token!r} is not a number{accepted}")
     return int(token)

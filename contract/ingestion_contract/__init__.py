@@ -1,0 +1,38 @@
+"""ingestion-contract: what the operator and the job agree on, imported by both.
+
+* :mod:`.spec`: the IngestionSchedule spec as typed, frozen dataclasses with the CRD's
+  defaults, and the one validator (field-named errors, never an exception).
+* :mod:`.cron`: cron parsing and next fire times with the CronJob controller's semantics.
+* :mod:`.podenv`: the job pod's environment (names, encoding, :class:`RunContext`).
+* :mod:`.summary`: the run summary the job reports, naming its columns and metrics.
+
+It depends only on the standard library and `tzdata`, so each image carries it cheaply.
+"""
+
+from .podenv import (
+    JOB_NAME_ENV,
+    JOB_NAME_LABEL,
+    NAMESPACE_ENV,
+    POD_NAME_ENV,
+    SCHEDULE_ENV,
+    SOURCE_KEY_ID_ENV,
+    SOURCE_SECRET_ENV,
+    SPEC_ENV,
+    STORE_KEY_ID_ENV,
+    STORE_SECRET_ENV,
+    ContractError,
+    RunContext,
+    encode_job_spec,
+    job_spec,
+    read_environment,
+    scheduled_time_from_job_name,
+)
+from .spec import FieldError, JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, validate, validate_name
+from .summary import RunSummary
+
+__all__ = [
+    "JOB_NAME_ENV", "JOB_NAME_LABEL", "NAMESPACE_ENV", "POD_NAME_ENV", "SCHEDULE_ENV", "SOURCE_KEY_ID_ENV",
+    "SOURCE_SECRET_ENV", "SPEC_ENV", "STORE_KEY_ID_ENV", "STORE_SECRET_ENV", "ContractError", "RunContext",
+    "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",
+    "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary",
+]

@@ -1,0 +1,346 @@
+"""The IngestionSchedule spec as frozen dataclasses: parsed once, defaults in one place.
+
+Every field names its key in the CRD (camelCase), its default and the schema's bounds,
+so the model and ``deploy/crds/`` can be compared field by field (a test does). The
+operator parses a resource's spec with :func:`parse_spec`; the job parses the JSON the
+operator rendered into its pod, or a ``--spec`` file, with the same function. Nothing
+else reads the raw dict, so no default is written twice.
+
+:func:`validate` returns every problem as a :class:`FieldError` that names the field, the
+value and what is accepted, and never raises anything else: a spec that passed
+``kubectl apply`` (the CRD's schema and CEL rules) and a hand-written file get the same
+checks, plus what the schema cannot express (cron syntax, IANA zones, URLs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Mapping
+from urllib.parse import urlparse
+
+from .cron import CronError, load_timezone
+from .cron import parse as parse_cron
+
+# Job names are <cronjob>-<minutes since epoch, 8+ digits> and must fit in 63 characters,
+# so a CronJob's name has at most 52: the schedule's name is refused above that.
+MAX_NAME = 52
+KEY_PLACEHOLDERS = ("symbol", "date")
+LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
+DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+# -- errors -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FieldError:
+    """One problem: the field's path from the resource's root, its value, what is accepted."""
+
+    field: str
+    value: object
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.value!r}: {self.problem}"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; ``errors`` lists every problem, the message joins them."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("; ".join(map(str, errors)))
+
+
+# -- the model --------------------------------------------------------------------------------
+def spec_field(key: str, default=dataclasses.MISSING, *, minimum: int | None = None, maximum: int | None = None,
+               min_length: int | None = None, max_length: int | None = None, max_items: int | None = None,
+               enum: tuple[str, ...] | None = None):
+    """A field of the spec: its CRD key, its CRD default (none: required) and the schema's bounds."""
+    meta = {"key": key, "minimum": minimum, "maximum": maximum, "minLength": min_length, "maxLength": max_length,
+            "maxItems": max_items, "enum": list(enum) if enum else None}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SecretRef:
+    name: str = spec_field("name")
+    access_key_id_key: str = spec_field("accessKeyIdKey", "AWS_ACCESS_KEY_ID")
+    secret_access_key_key: str = spec_field("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Target:
+    bucket: str = spec_field("bucket", min_length=3, max_length=63)
+    key_template: str = spec_field("keyTemplate", min_length=1)
+    endpoint: str | None = spec_field("endpoint", None)
+    region: str = spec_field("region", "us-east-1")
+    anonymous: bool = spec_field("anonymous", False)
+    credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
+    checksum_suffix: str | None = spec_field("checksumSuffix", None)
+    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    discover: bool = spec_field("discover", False)
+    lag_days: int = spec_field("lagDays", 1, minimum=0)
+    lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Repair:
+    max_repairs_per_run: int = spec_field("maxRepairsPerRun", 100, minimum=0)
+    load: str = spec_field("load", "none", enum=LOAD_MODES)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DuckDBStorage:
+    claim_name: str = spec_field("claimName", min_length=1)
+    path: str = spec_field("path", DEFAULT_DUCKDB_PATH)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ObjectStoreStorage:
+    bucket: str = spec_field("bucket", min_length=3, max_length=63)
+    prefix: str = spec_field("prefix", "")
+    endpoint: str | None = spec_field("endpoint", None)
+    region: str = spec_field("region", "us-east-1")
+    credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Storage:
+    ONE_OF: typing.ClassVar[tuple[str, ...]] = ("duckdb", "objectStore")
+
+    duckdb: DuckDBStorage | None = spec_field("duckdb", None)
+    object_store: ObjectStoreStorage | None = spec_field("objectStore", None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Metrics:
+    pushgateway_url: str | None = spec_field("pushgatewayUrl", None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What one run needs: the part of the spec the operator renders into the job's pod."""
+
+    schedule: str = spec_field("schedule", min_length=1, max_length=100)
+    timezone: str = spec_field("timezone", "UTC", max_length=64)
+    target: Target = spec_field("target")
+    repair: Repair = spec_field("repair", Repair())
+    storage: Storage = spec_field("storage")
+    metrics: Metrics = spec_field("metrics", Metrics())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScheduleSpec(JobSpec):
+    """The whole spec: the job's part plus what the operator renders into the CronJob."""
+
+    enabled: bool = spec_field("enabled", True)
+    starting_deadline_seconds: int = spec_field("startingDeadlineSeconds", 300, minimum=0)
+    active_deadline_seconds: int = spec_field("activeDeadlineSeconds", 3600, minimum=1)
+    backoff_limit: int = spec_field("backoffLimit", 2, minimum=0, maximum=20)
+    successful_jobs_history_limit: int = spec_field("successfulJobsHistoryLimit", 3, minimum=0, maximum=100)
+    failed_jobs_history_limit: int = spec_field("failedJobsHistoryLimit", 3, minimum=0, maximum=100)
+    image: str | None = spec_field("image", None)
+    resources: dict = spec_field("resources", {})
+
+    def job(self) -> JobSpec:
+        return JobSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(JobSpec)})
+
+
+# -- parsing ----------------------------------------------------------------------------------
+def parse_spec(raw: object, path: str = "spec") -> ScheduleSpec:
+    """The typed spec of an IngestionSchedule; raises SpecError naming every problem."""
+    return _parse_checked(ScheduleSpec, raw, path)
+
+
+def parse_job_spec(raw: object, path: str = "spec") -> JobSpec:
+    """The job's part only (what the operator renders into the pod); raises SpecError."""
+    return _parse_checked(JobSpec, raw, path)
+
+
+def validate(raw: object, path: str = "spec") -> list[FieldError]:
+    """Every problem with a raw spec; empty when it is valid. Never raises."""
+    errors: list[FieldError] = []
+    spec = _parse_object(ScheduleSpec, raw, path, errors)
+    if spec is not None:
+        errors += check_rules(spec, path)
+    return errors
+
+
+def validate_name(name: object) -> list[FieldError]:
+    """The resource name rule the schema cannot state (its Jobs must fit in 63 characters)."""
+    if isinstance(name, str) and len(name) <= MAX_NAME:
+        return []
+    return [FieldError("metadata.name", name, f"at most {MAX_NAME} characters (the CronJob's Jobs need the rest)")]
+
+
+def read_field(raw: object, key: str, cls=None):
+    """One field of a raw spec that may be invalid elsewhere: its value when valid, else its default."""
+    cls = cls or ScheduleSpec
+    f = next(f for f in dataclasses.fields(cls) if f.metadata["key"] == key)
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    if not isinstance(raw, Mapping) or raw.get(key) is None:
+        return default
+    value = _convert(_hints(cls)[f.name], raw[key], key, f.metadata, [])
+    return default if value is _INVALID else value
+
+
+def to_json(obj) -> object:
+    """The CRD's JSON form of a model object (camelCase keys, every field, defaults filled)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.metadata["key"]: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def _parse_checked(cls, raw: object, path: str):
+    errors: list[FieldError] = []
+    spec = _parse_object(cls, raw, path, errors)
+    if spec is not None:
+        errors += check_rules(spec, path)
+    if errors:
+        raise SpecError(errors)
+    return spec
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _parse_object(cls, raw: object, path: str, errors: list[FieldError]):
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(path, raw, "must be an object"))
+        return None
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+    before = len(errors)
+    for key in raw:
+        if key not in fields:
+            errors.append(FieldError(f"{path}.{key}", raw[key], f"unknown field; known: {', '.join(sorted(fields))}"))
+    one_of = getattr(cls, "ONE_OF", ())
+    if one_of:
+        chosen = [k for k in one_of if raw.get(k) is not None]
+        if len(chosen) != 1:
+            rel = path.split(".", 1)[-1]
+            errors.append(FieldError(path, chosen, f"set exactly one of {' or '.join(f'{rel}.{k}' for k in one_of)}"))
+    values = {}
+    for key, f in fields.items():
+        here = f"{path}.{key}"
+        if raw.get(key) is None:  # absent, or null: the API server prunes such a null and defaults the field
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                errors.append(FieldError(here, None, "is required"))
+            continue
+        value = _convert(_hints(cls)[f.name], raw[key], here, f.metadata, errors)
+        if value is not _INVALID:
+            values[f.name] = value
+    return cls(**values) if len(errors) == before else None
+
+
+_INVALID = object()
+
+
+def _optional(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
+    def bad(problem: str):
+        errors.append(FieldError(path, value, problem))
+        return _INVALID
+
+    if _optional(tp):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        parsed = _parse_object(tp, value, path, errors)
+        return _INVALID if parsed is None else parsed
+    if tp is bool:
+        return value if isinstance(value, bool) else bad("must be true or false")
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return bad("must be an integer")
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            return bad(f"must be >= {meta['minimum']}")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            return bad(f"must be <= {meta['maximum']}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            return bad("must be a string")
+        return _check_string(value, meta, bad)
+    if tp is dict:
+        return dict(value) if isinstance(value, Mapping) else bad("must be an object")
+    if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a list of strings
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return bad("must be a list of strings")
+        if meta.get("maxItems") is not None and len(value) > meta["maxItems"]:
+            return bad(f"must have at most {meta['maxItems']} items")
+        for i, item in enumerate(value):
+            if _check_string(item, meta, lambda p, i=i, item=item: errors.append(FieldError(f"{path}[{i}]", item, p))) is None:
+                return _INVALID
+        return tuple(value)
+    raise TypeError(f"spec model field {path} has an unsupported type {tp!r}")  # a bug in the model, not in input
+
+
+def _check_string(value: str, meta: Mapping, bad):
+    if meta.get("minLength") is not None and len(value) < meta["minLength"]:
+        return bad(f"must have at least {meta['minLength']} characters")
+    if meta.get("maxLength") is not None and len(value) > meta["maxLength"]:
+        return bad(f"must have at most {meta['maxLength']} characters")
+    if meta.get("enum") and value not in meta["enum"]:
+        return bad(f"must be one of {', '.join(meta['enum'])}")
+    return value
+
+
+# -- rules the schema cannot state ------------------------------------------------------------
+def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
+    """Cross-field and syntax rules, each naming the field, the value and what is accepted."""
+    errors: list[FieldError] = []
+
+    def err(field: str, value, problem: str) -> None:
+        errors.append(FieldError(f"{path}.{field}", value, problem))
+
+    try:
+        parse_cron(spec.schedule)
+    except CronError as e:
+        err("schedule", spec.schedule, str(e))
+    try:
+        load_timezone(spec.timezone)
+    except CronError as e:
+        err("timezone", spec.timezone, str(e))
+
+    target = spec.target
+    names = _PLACEHOLDER.findall(target.key_template)
+    if set(names) - set(KEY_PLACEHOLDERS) or not all(p in names for p in KEY_PLACEHOLDERS):
+        err("target.keyTemplate", target.key_template, "must contain {symbol} and {date} and no other placeholders")
+    if bool(target.symbols) == target.discover:
+        err("target.symbols", list(target.symbols) or None,
+            "set exactly one of target.symbols (non-empty) or target.discover=true")
+    if target.anonymous and target.credentials_secret:
+        err("target.anonymous", True, "excludes target.credentialsSecret")
+    urls = (("target.endpoint", target.endpoint),
+            ("storage.objectStore.endpoint", spec.storage.object_store and spec.storage.object_store.endpoint),
+            ("metrics.pushgatewayUrl", spec.metrics.pushgateway_url))
+    for field, url in urls:
+        if url and not _is_http_url(url):
+            err(field, url, "must be an http:// or https:// URL")
+
+    storage = spec.storage
+    if storage.duckdb is not None:
+        p = storage.duckdb.path
+        if not p.startswith("/") or p.rstrip("/").count("/") < 2:
+            err("storage.duckdb.path", p, "must be absolute and inside a folder, e.g. /data/ingestion.duckdb")
+    return errors
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        u = urlparse(url)
+    except ValueError:
+        return False
+    return u.scheme in ("http", "https") and bool(u.netloc)

@@ -1,0 +1,42 @@
+"""Step 4 of a run: fetch, verify and stage the repair candidates, with bounded concurrency.
+
+A cell that cannot be fetched, verified or staged fails alone: its reason is kept for
+its gap, and the other cells go on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from pathlib import Path
+
+from .plan import Cell, Listed
+from .rows import CellKey
+from .source import ObjectError, S3Source
+from .staging import StagingError, stage
+
+
+def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: str, tmp: Path,
+           log: logging.LoggerAdapter) -> tuple[dict[CellKey, dict], dict[CellKey, str]]:
+    """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}) of every cell in ``todo``."""
+    repaired: dict[CellKey, dict] = {}
+    failed: dict[CellKey, str] = {}
+
+    def one(cell: Cell) -> dict:
+        listed: Listed = upstream[cell.symbol][cell.date]
+        body, digest = source.fetch(listed)
+        staged = stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}") if load != "none" else None
+        return {"sha256": digest, "bytes": len(body), "staged": staged}
+
+    with cf.ThreadPoolExecutor(max_workers=min(8, max(1, source.concurrency))) as pool:
+        futures = {pool.submit(one, c): c for c in todo}
+        for i, fut in enumerate(cf.as_completed(futures), 1):
+            cell = futures[fut]
+            try:
+                repaired[(cell.symbol, cell.date)] = fut.result()
+            except (ObjectError, StagingError) as e:
+                failed[(cell.symbol, cell.date)] = str(e)
+                log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
+            if i % 100 == 0 or i == len(todo):
+                log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
+    return repaired, failed

@@ -1,0 +1,80 @@
+"""The rows one run writes: availability of every expected cell, gap changes, loads.
+
+Pure: from what the run planned, listed and repaired, and what the store held before,
+build the rows of the run's one transaction. A gap row identical to the stored one is
+left out, so a rerun with nothing new rewrites no gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from .plan import Cell, KeyTemplate, Listed
+
+CellKey = tuple[str, dt.date]
+
+
+@dataclasses.dataclass(frozen=True)
+class Repairs:
+    """What step 4 did: verified fetches, failures (with their reason), cells left for later."""
+
+    repaired: dict[CellKey, dict]  # {"sha256", "bytes", "staged": (path, format) | None}
+    failed: dict[CellKey, str]
+    deferred: frozenset[CellKey]
+    limit: int  # maxRepairsPerRun, named in the reason of a deferred gap
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    objects: list[dict]
+    gaps: list[dict]
+    loads: list[tuple]  # (schedule, symbol, date, staged file, "csv" | "parquet")
+
+
+def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
+               repairs: Repairs, prior_gaps: dict[CellKey, dict], first_seen: dict[CellKey, dt.datetime],
+               now: dt.datetime) -> Rows:
+    objects, gaps, loads = [], [], []
+    for c in expected:
+        k = (c.symbol, c.date)
+        listed = upstream.get(c.symbol, {}).get(c.date)
+        key = listed.key if listed else template.key(c.symbol, c.date)
+        objects.append({
+            "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
+            "size": listed.size if listed else None, "etag": listed.etag if listed else None,
+            "last_modified": listed.last_modified if listed else None,
+            "first_seen_at": first_seen.get(k) or (now if listed else None),
+        })
+        prior = prior_gaps.get(k)
+        if prior and prior["status"] == "repaired":
+            continue  # held verified: nothing to change
+        base = {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key,
+                "detected_at": prior["detected_at"] if prior else now, "attempts": prior["attempts"] if prior else 0,
+                "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None}
+        if k in repairs.repaired:
+            r = repairs.repaired[k]
+            gaps.append({**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
+                         "sha256": r["sha256"], "bytes": r["bytes"], "last_error": None})
+            if r["staged"]:
+                loads.append((schedule, c.symbol, c.date, *r["staged"]))
+        elif k in repairs.failed:
+            gaps.append({**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
+                         "last_error": repairs.failed[k]})
+        elif k in repairs.deferred:
+            gaps.append({**base, "status": "open", "reason": f"deferred: maxRepairsPerRun={repairs.limit} reached"})
+        else:
+            gaps.append({**base, "status": "open", "reason": "absent upstream"})
+    # Rows identical to what the store holds are not rewritten: a rerun changes nothing.
+    gaps = [g for g in gaps if _changed(g, prior_gaps.get((g["symbol"], g["date"])))]
+    return Rows(objects, gaps, loads)
+
+
+def open_elsewhere(prior_gaps: dict[CellKey, dict], expected: list[Cell]) -> int:
+    """Open gaps of cells outside this run's expected set (e.g. older than the window)."""
+    cells = {(c.symbol, c.date) for c in expected}
+    return sum(1 for k, g in prior_gaps.items() if g["status"] == "open" and k not in cells)
+
+
+def _changed(new: dict, old: dict | None) -> bool:
+    return old is None or any(new[k] != old.get(k) for k in new)

@@ -1,0 +1,157 @@
+"""The typed spec against the CRD, and the validator against anything at all.
+
+The CRD (deploy/crds/) is the contract with users; the dataclasses in
+ingestion_contract.spec are what the code reads. They must agree on every field, every
+default and every bound, or a default would live in two places and drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingestion_contract import FieldError, parse_spec, validate
+from ingestion_contract.spec import JobSpec, ScheduleSpec, read_field, to_json
+
+from ..operator.test_render import SCHEDULE
+
+CRD = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
+BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "maxItems", "enum")
+
+
+def crd_spec_schema() -> dict:
+    doc = yaml.safe_load(CRD.read_text())
+    return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def _inner(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) else tp
+
+
+def compare(cls, schema: dict, path: str) -> list[str]:
+    """Every disagreement between a model class and its CRD object schema."""
+    problems = []
+    props = schema.get("properties", {})
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    if set(props) != set(fields):
+        problems.append(f"{path}: CRD has {sorted(set(props) - set(fields))} only, model has {sorted(set(fields) - set(props))} only")
+    for key in sorted(set(props) & set(fields)):
+        f, prop, here = fields[key], props[key], f"{path}.{key}"
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required != (key in schema.get("required", [])):
+            problems.append(f"{here}: required in model={required}, in CRD={key in schema.get('required', [])}")
+        default = None if required else (f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
+        tp = _inner(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            if default is not None and prop.get("default", {}) != {}:
+                problems.append(f"{here}: CRD default {prop['default']!r} for an object the model defaults field by field")
+            problems += compare(tp, prop, here)
+            continue
+        crd_default = prop.get("default")
+        model_default = list(default) if isinstance(default, tuple) else default
+        if required:
+            model_default = None
+        if model_default in ((), [], {}) and crd_default is None:
+            model_default = None  # an empty list/object is what "absent" reads as
+        if crd_default != model_default:
+            problems.append(f"{here}: default in CRD {crd_default!r}, in model {model_default!r}")
+        bounds = dict(prop)
+        if prop.get("type") == "array":
+            bounds.update({k: v for k, v in prop.get("items", {}).items() if k in ("minLength", "maxLength")})
+        for b in BOUNDS:
+            if bounds.get(b) != f.metadata.get(b):
+                problems.append(f"{here}: {b} in CRD {bounds.get(b)!r}, in model {f.metadata.get(b)!r}")
+    return problems
+
+
+def test_model_fields_defaults_and_bounds_equal_the_crds():
+    assert compare(ScheduleSpec, crd_spec_schema(), "spec") == []
+
+
+def test_the_comparison_catches_a_drifted_default():
+    schema = crd_spec_schema()
+    schema["properties"]["target"]["properties"]["lagDays"]["default"] = 2
+    assert compare(ScheduleSpec, schema, "spec") == ["spec.target.lagDays: default in CRD 2, in model 1"]
+
+
+def test_parsing_fills_every_default_once():
+    minimal = {"schedule": "@daily", "target": {"bucket": "bkt", "keyTemplate": "{symbol}/{date}", "discover": True},
+               "storage": {"duckdb": {"claimName": "c"}}}
+    spec = parse_spec(minimal)
+    assert (spec.timezone, spec.enabled, spec.starting_deadline_seconds, spec.active_deadline_seconds) == ("UTC", True, 300, 3600)
+    assert (spec.target.lag_days, spec.target.lookback_days, spec.target.region) == (1, 30, "us-east-1")
+    assert (spec.repair.max_repairs_per_run, spec.repair.load) == (100, "none")
+    assert spec.storage.duckdb.path == "/data/ingestion.duckdb" and spec.metrics.pushgateway_url is None
+
+
+def test_json_form_round_trips():
+    spec = parse_spec(SCHEDULE["spec"])
+    assert parse_spec(to_json(spec)) == spec
+    assert set(to_json(spec.job())) == {f.metadata["key"] for f in dataclasses.fields(JobSpec)}
+
+
+def test_read_field_survives_an_invalid_spec():
+    broken = {**SCHEDULE["spec"], "timezone": 7, "enabled": False}
+    assert validate(broken) and read_field(broken, "enabled") is False
+    assert read_field({"enabled": "yes"}, "enabled") is True  # not a boolean: the default
+
+
+def test_unknown_and_null_fields():
+    errs = [str(e) for e in validate({**SCHEDULE["spec"], "tagret": {}})]
+    assert any(e.startswith("spec.tagret={}: unknown field") for e in errs), errs
+    spec = parse_spec({**SCHEDULE["spec"], "timezone": None})  # null is pruned and defaulted, as by the API server
+    assert spec.timezone == "UTC"
+    assert [str(e) for e in validate({**SCHEDULE["spec"], "schedule": None})] == ["spec.schedule=None: is required"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+# Mostly valid fields, so that a strange token late in an expression is reached too.
+CRON_FIELD = st.one_of(st.sampled_from(["*", "?", "0", "5", "1-5", "*/2", "1-5/2", "MON", "jan", "sun-sat", "3,4"]),
+                       st.text(alphabet=st.sampled_from(list("0123456789*?,-/²٣LW")), min_size=1, max_size=4))
+CRONISH = st.one_of(st.lists(CRON_FIELD, min_size=4, max_size=6).map(" ".join),
+                    st.text(alphabet=st.sampled_from(list("0123456789*?,-/ @LWadhilmnoruwy\t")), max_size=24))
+KEYS = st.sampled_from(["schedule", "timezone", "enabled", "target", "repair", "storage", "metrics", "backoffLimit",
+                        "startingDeadlineSeconds", "image", "resources"])
+
+
+def mutate(spec: dict, data) -> dict:
+    """The example spec with a few fields (top-level or nested) replaced by arbitrary JSON."""
+    spec = yaml.safe_load(yaml.safe_dump(spec))
+    for _ in range(data.draw(st.integers(1, 3))):
+        node = spec
+        key = data.draw(st.one_of(st.just("schedule"), KEYS))
+        if isinstance(node.get(key), dict) and data.draw(st.booleans()):
+            node = node[key]
+            key = data.draw(st.sampled_from(sorted(node) + ["extra"]))
+        node[key] = data.draw(CRONISH if key == "schedule" else JSON)
+    return spec
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_validation_never_raises_and_names_a_field(data):
+    """Any JSON, or the example spec with fields replaced by anything (cron-like text for
+    the schedule): a list of field errors, never an exception."""
+    raw = mutate(SCHEDULE["spec"], data) if data.draw(st.booleans()) else data.draw(JSON)
+    errors = validate(raw)
+    assert all(isinstance(e, FieldError) and e.field.startswith("spec") for e in errors)
+    if not errors:
+        assert parse_spec(raw) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(CRONISH)
+def test_any_schedule_text_is_a_field_error_or_valid(text):
+    errors = validate({**SCHEDULE["spec"], "schedule": text})
+    assert all(e.field == "spec.schedule" for e in errors), errors

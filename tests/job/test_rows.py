@@ -1,0 +1,59 @@
+"""build_rows: what one run writes, from what it planned, listed and repaired (pure)."""
+
+import datetime as dt
+
+from ingestion_job.plan import Cell, KeyTemplate, Listed
+from ingestion_job.rows import Repairs, build_rows, open_elsewhere
+
+NOW = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
+D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (19, 20, 21, 22))
+T = KeyTemplate("k/{symbol}/{date}.zip")
+EXPECTED = [Cell("BTC", d) for d in (D1, D2, D3, D4)]
+UPSTREAM = {"BTC": {d: Listed(T.key("BTC", d), 10, "e", NOW) for d in (D1, D2, D3)}}  # D4 not published
+
+
+def repairs(repaired=(), failed=None, deferred=(), limit=2):
+    return Repairs({(("BTC", d)): {"sha256": "s", "bytes": 10, "staged": None} for d in repaired},
+                   failed or {}, frozenset(("BTC", d) for d in deferred), limit)
+
+
+def by_date(rows):
+    return {r["date"]: r for r in rows}
+
+
+def test_every_expected_cell_gets_an_availability_row():
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1]), {}, {}, NOW)
+    objects = by_date(rows.objects)
+    assert [objects[d]["present"] for d in (D1, D2, D3, D4)] == [True, True, True, False]
+    assert objects[D4]["key"] == "k/BTC/2026-11-22.zip" and objects[D4]["size"] is None
+
+
+def test_gap_reasons_repaired_failed_deferred_absent():
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1], failed={("BTC", D2): "boom"}, deferred=[D3]), {}, {}, NOW)
+    gaps = by_date(rows.gaps)
+    assert gaps[D1]["status"] == "repaired" and gaps[D1]["attempts"] == 1 and gaps[D1]["sha256"] == "s"
+    assert (gaps[D2]["status"], gaps[D2]["reason"], gaps[D2]["last_error"], gaps[D2]["attempts"]) == ("open", "repair failed", "boom", 1)
+    assert gaps[D3]["reason"] == "deferred: maxRepairsPerRun=2 reached" and gaps[D3]["attempts"] == 0
+    assert gaps[D4]["reason"] == "absent upstream"
+
+
+def test_a_rerun_with_nothing_new_rewrites_no_gap():
+    first = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1, D2], deferred=[D3]), {}, {}, NOW)
+    prior = {(g["symbol"], g["date"]): g for g in first.gaps}
+    again = build_rows("s", T, EXPECTED, UPSTREAM, repairs(deferred=[D3]), prior, {}, NOW + dt.timedelta(days=1))
+    assert again.gaps == []
+
+
+def test_first_seen_is_kept_and_loads_follow_staged_repairs():
+    seen = {("BTC", D1): NOW - dt.timedelta(days=3)}
+    r = Repairs({("BTC", D1): {"sha256": "s", "bytes": 10, "staged": ("/tmp/x.csv", "csv")}}, {}, frozenset(), 5)
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, seen, NOW)
+    assert by_date(rows.objects)[D1]["first_seen_at"] == NOW - dt.timedelta(days=3)
+    assert by_date(rows.objects)[D2]["first_seen_at"] == NOW
+    assert rows.loads == [("s", "BTC", D1, "/tmp/x.csv", "csv")]
+
+
+def test_open_gaps_outside_the_window_still_count():
+    prior = {("BTC", dt.date(2020, 1, 1)): {"status": "open"}, ("BTC", D1): {"status": "open"},
+             ("ETH", D1): {"status": "repaired"}}
+    assert open_elsewhere(prior, EXPECTED) == 1
