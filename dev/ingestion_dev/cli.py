@@ -14,7 +14,8 @@ DEFAULT_STATE = REPO_ROOT / ".sandbox"
 
 
 def cmd_cluster(args) -> int:
-    plane = ControlPlane(Path(args.state_dir), ports=Ports.free() if args.free_ports else None)
+    plane = ControlPlane(Path(args.state_dir), ports=Ports.free() if args.free_ports else None,
+                         node=True if args.action == "up" and args.node else None)
     if args.action != "up":
         return _down_or_status(plane, args.action)
     plane.up()
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--state-dir", default=str(DEFAULT_STATE), help="certs, data, logs, PID files (default: %(default)s)")
     c.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed sandbox ports")
+    c.add_argument("--node", action="store_true",
+                   help="with 'up': also kube-scheduler and a real node (containerd, kubelet, kube-proxy) in a network namespace")
     c.set_defaults(func=cmd_cluster)
 
     r = sub.add_parser("pod-runner", help="complete or execute pods of Jobs (there is no kubelet)")

@@ -6,7 +6,12 @@ admin token, RBAC on. Every process is recorded in a PID file together with the 
 it runs; ``down`` stops exactly those processes (it checks ``/proc/PID/exe`` first, so a
 stale PID that now belongs to something else is never signalled).
 
-There is no kubelet: pods are moved along by :mod:`ingestion_dev.podrunner`.
+Pods run in one of two ways. Without a node, :mod:`ingestion_dev.podrunner` moves them
+along as local processes (fast tests of scheduling and status). With ``node=True`` the
+plane also runs kube-scheduler and a real node (:mod:`ingestion_dev.node`: containerd,
+kubelet and kube-proxy in a network namespace of their own); the API server then listens
+on the host's end of the node's veth pair, where pods reach it through the ``kubernetes``
+Service, and every component authenticates with a certificate of the plane's own CA.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -22,12 +28,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .node import NODE_NAME, Node, NodeNetwork
+from .pki import PKI
 from .processes import ProcessGroup
 from .workspace import REPO_ROOT, ClusterError, free_ports, port_in_use
 
 BUILD_SCRIPT = REPO_ROOT / "dev" / "build-kube"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+NODE_BINARIES = ("kube-scheduler", "kubelet", "kube-proxy")
+NODE_PROGRAMS = {"containerd": "containerd", "runc": "runc", "ctr": "containerd", "iptables": "iptables"}
 SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # the kubernetes Service: the first address of SERVICE_CIDR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,16 +47,17 @@ class Ports:
     etcd_peer: int
     apiserver: int
     controller_manager: int
+    scheduler: int = 30259
 
     @classmethod
     def fixed(cls) -> "Ports":
         """The sandbox's well-known ports (chosen to stay clear of a real cluster's)."""
-        return cls(etcd_client=32379, etcd_peer=32380, apiserver=36443, controller_manager=30257)
+        return cls(etcd_client=32379, etcd_peer=32380, apiserver=36443, controller_manager=30257, scheduler=30259)
 
     @classmethod
     def free(cls) -> "Ports":
         """Ports the kernel reports free right now (for parallel test sessions)."""
-        return cls(*free_ports(4))
+        return cls(*free_ports(5))
 
 
 def build_binaries() -> Path:
@@ -56,7 +68,7 @@ def build_binaries() -> Path:
     if proc.returncode != 0:
         raise ClusterError(f"building the control plane failed (exit {proc.returncode}); see the output above")
     bin_dir = Path(proc.stdout.strip().splitlines()[-1])
-    missing = [b for b in BINARIES if not (bin_dir / b).is_file()]
+    missing = [b for b in BINARIES + NODE_BINARIES if not (bin_dir / b).is_file()]
     if missing:
         raise ClusterError(f"build finished but {', '.join(missing)} missing in {bin_dir}")
     return bin_dir
@@ -71,11 +83,15 @@ def _run(cmd: list[str], **kw) -> None:
 class ControlPlane(ProcessGroup):
     """One control plane rooted at ``state_dir`` (certs, data, logs, PID files, kubeconfig)."""
 
-    def __init__(self, state_dir: Path, ports: Ports | None = None, bin_dir: Path | None = None, audit: bool = False):
+    def __init__(self, state_dir: Path, ports: Ports | None = None, bin_dir: Path | None = None, audit: bool = False,
+                 node: bool | None = None):
         super().__init__(state_dir)
         self._ports = ports
         self.audit = audit
         self._bin_dir = bin_dir
+        meta = json.loads(self.meta_file.read_text()) if self.meta_file.exists() else {}
+        self.network = NodeNetwork(meta["node_index"]) if meta.get("node_index") else None
+        self.with_node = bool(self.network) if node is None else node
 
     # -- layout -----------------------------------------------------------------------
     @property
@@ -96,6 +112,19 @@ class ControlPlane(ProcessGroup):
         return self.state_dir / "cluster.json"
 
     @property
+    def certs(self) -> PKI:
+        return PKI(self.pki / "ca")
+
+    @property
+    def node(self) -> Node | None:
+        return Node(self.state_dir, self.network) if self.network else None
+
+    @property
+    def address(self) -> str:
+        """Where the API server listens: 127.0.0.1, or with a node the host's end of its veth pair."""
+        return self.network.host_ip if self.network else "127.0.0.1"
+
+    @property
     def ports(self) -> Ports:
         if self._ports is None:
             if self.meta_file.exists():
@@ -106,7 +135,7 @@ class ControlPlane(ProcessGroup):
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.address}:{self.ports.apiserver}"
 
     def token(self) -> str:
         return (self.pki / "admin.token").read_text().strip()
@@ -127,15 +156,23 @@ class ControlPlane(ProcessGroup):
                 "stop it or choose other ports"
             )
         bin_dir = self._bin_dir or build_binaries()
-        for b in BINARIES:
+        for b in BINARIES + (NODE_BINARIES if self.with_node else ()):
             if not os.access(bin_dir / b, os.X_OK):
                 raise ClusterError(f"binary {bin_dir / b} is missing or not executable; run dev/build-kube")
+        if self.with_node:
+            missing = sorted({pkg for prog, pkg in NODE_PROGRAMS.items() if not shutil.which(prog)})
+            if missing:
+                raise ClusterError(f"a node needs the Debian packages {', '.join(missing)}: run dev/bootstrap (as root)")
         for d in (self.pki, self.logs, self.run_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self._write_credentials()
-        self.meta_file.write_text(json.dumps({"ports": dataclasses.asdict(self.ports), "bin_dir": str(bin_dir)}))
         t0 = time.monotonic()
         try:
+            if self.with_node:
+                self.network = NodeNetwork.allocate()
+                self.network.create()
+            self.meta_file.write_text(json.dumps({"ports": dataclasses.asdict(self.ports), "bin_dir": str(bin_dir),
+                                                  "node_index": self.network.index if self.network else None}))
+            self._write_credentials()
             self._start("etcd", bin_dir, self._etcd_args())
             self._wait(lambda: self._http_ok(f"http://127.0.0.1:{self.ports.etcd_client}/health"), "etcd", timeout)
             self._start("kube-apiserver", bin_dir, self._apiserver_args())
@@ -147,20 +184,70 @@ class ControlPlane(ProcessGroup):
                 "kube-controller-manager /healthz",
                 timeout,
             )
+            if self.with_node:
+                self._start_node(bin_dir, timeout)
         except BaseException:
             self.down(log=lambda *_: None)
             raise
         log(f"control plane ready in {time.monotonic() - t0:.1f}s at {self.server}")
 
+    def down(self, log=print) -> list[str]:
+        """Stop the processes, then remove what the node made (mounts, cgroups, network)."""
+        stopped = super().down(log=log)
+        node = self.node
+        if node is not None:
+            for what in node.remove():
+                log(f"removed {what}")
+                stopped.append(what)
+        return stopped
+
     def status(self) -> dict:
         running = self.running()
+        wanted = BINARIES + (("kube-scheduler", "containerd", "kubelet", "kube-proxy") if self.network else ())
         return {
             "state_dir": str(self.state_dir),
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
+            "node": {"name": NODE_NAME, "netns": self.network.netns, "address": self.network.node_ip} if self.network else None,
             "processes": running,
-            "ready": all(b in running for b in BINARIES) and self._api_ok("/readyz"),
+            "ready": all(b in running for b in wanted) and self._api_ok("/readyz"),
         }
+
+    # -- the node ---------------------------------------------------------------------
+    def _start_node(self, bin_dir: Path, timeout: float) -> None:
+        """kube-scheduler on the host; containerd, kubelet and kube-proxy in the node's namespace."""
+        from .images import pause_image
+
+        node = self.node
+        for who, cn, org in (("kube-scheduler", "system:kube-scheduler", None), ("kubelet", f"system:node:{NODE_NAME}", "system:nodes"),
+                             ("kube-proxy", "system:kube-proxy", None)):
+            self.certs.issue(who, cn, org)
+        self._write_kubeconfig(self.pki / "kube-scheduler.kubeconfig", "kube-scheduler")
+        self._start("kube-scheduler", bin_dir, [
+            f"--kubeconfig={self.pki / 'kube-scheduler.kubeconfig'}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports.scheduler}", f"--cert-dir={self.pki / 'kube-scheduler-serving'}", "--v=1"])
+        node.write_config(self.certs.ca)
+        node.create_cgroups()
+        self._write_kubeconfig(node.dir / "kubelet.kubeconfig", "kubelet")
+        self._write_kubeconfig(node.dir / "kube-proxy.kubeconfig", "kube-proxy")
+        self.start_process("containerd", node.containerd_argv(), netns=self.network.netns)
+        self._wait(lambda: node.socket.exists(), "containerd's socket", timeout)
+        node.import_image(pause_image())
+        self.start_process("kubelet", node.kubelet_argv(bin_dir), netns=self.network.netns)
+        self.start_process("kube-proxy", node.kube_proxy_argv(bin_dir), netns=self.network.netns)
+        self._wait(self._node_ready, f"node {NODE_NAME} Ready", timeout)
+
+    def _node_ready(self) -> bool:
+        import urllib.request as rq
+
+        try:
+            req = rq.Request(f"{self.server}/api/v1/nodes/{NODE_NAME}", headers={"Authorization": f"Bearer {self.token()}"})
+            ctx = ssl.create_default_context(cafile=str(self.certs.ca))
+            with rq.urlopen(req, timeout=2, context=ctx) as r:
+                node = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
     # -- processes --------------------------------------------------------------------
     def _start(self, name: str, bin_dir: Path, args: list[str]) -> int:
@@ -212,6 +299,13 @@ class ControlPlane(ProcessGroup):
             token_file.write_text(secrets.token_hex(24) + "\n")
             token_file.chmod(0o600)
         (self.pki / "tokens.csv").write_text(f'{self.token()},admin,admin,"system:masters"\n')
+        # The serving certificate names every address a client uses: loopback, the node's way
+        # in, and the kubernetes Service (in-cluster clients).
+        ips = sorted({"127.0.0.1", self.address, SERVICE_IP})
+        self.certs.issue("apiserver", "kube-apiserver", ips=ips, server=True,
+                         dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                              "kubernetes.default.svc.cluster.local"])
+        self.certs.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters")
 
     def _etcd_args(self) -> list[str]:
         p = self.ports
@@ -232,17 +326,25 @@ class ControlPlane(ProcessGroup):
     def _apiserver_args(self) -> list[str]:
         return [
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.ports.apiserver}",
-            f"--cert-dir={self.pki / 'apiserver'}",
+            f"--tls-cert-file={self.certs.cert('apiserver')}",
+            f"--tls-private-key-file={self.certs.key('apiserver')}",
+            f"--client-ca-file={self.certs.ca}",
             f"--token-auth-file={self.pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={self.certs.cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={self.certs.key('apiserver-kubelet-client')}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--endpoint-reconciler-type=none",
+            # With a node, the kubernetes Service's endpoints name the API server (a lease per
+            # server); without one nothing needs them, and a loopback address cannot be one.
+            f"--endpoint-reconciler-type={'lease' if self.network else 'none'}",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -265,7 +367,7 @@ class ControlPlane(ProcessGroup):
             "--leader-elect=false",
             "--use-service-account-credentials=false",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
-            f"--root-ca-file={self.pki / 'apiserver' / 'apiserver.crt'}",
+            f"--root-ca-file={self.certs.ca}",
             "--bind-address=127.0.0.1",
             f"--secure-port={self.ports.controller_manager}",
             f"--cert-dir={self.pki / 'controller-manager'}",
@@ -273,25 +375,28 @@ class ControlPlane(ProcessGroup):
             "--v=1",
         ]
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(self, path: Path | None = None, identity: str | None = None) -> None:
+        """The admin kubeconfig (a token in system:masters), or one for ``identity``'s client certificate."""
         import base64
 
-        ca = (self.pki / "apiserver" / "apiserver.crt").read_bytes()
+        path = path or self.kubeconfig
+        user = {"token": self.token()} if identity is None else {
+            "client-certificate": str(self.certs.cert(identity)), "client-key": str(self.certs.key(identity))}
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
                 {
                     "name": "ingestion-dev",
-                    "cluster": {"server": self.server, "certificate-authority-data": base64.b64encode(ca).decode()},
+                    "cluster": {"server": self.server, "certificate-authority-data": base64.b64encode(self.certs.ca.read_bytes()).decode()},
                 }
             ],
-            "users": [{"name": "admin", "user": {"token": self.token()}}],
-            "contexts": [{"name": "ingestion-dev", "context": {"cluster": "ingestion-dev", "user": "admin"}}],
+            "users": [{"name": identity or "admin", "user": user}],
+            "contexts": [{"name": "ingestion-dev", "context": {"cluster": "ingestion-dev", "user": identity or "admin"}}],
             "current-context": "ingestion-dev",
         }
-        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(json.dumps(cfg, indent=2))
+        path.chmod(0o600)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -7,12 +7,15 @@ us kill a stranger.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
 
 
 class ProcessGroup:
@@ -28,8 +31,10 @@ class ProcessGroup:
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
-    def start_process(self, name: str, argv: list[str], env: dict | None = None) -> int:
-        """Start a long-lived process owned by this state dir, logged to logs/NAME.log."""
+    def start_process(self, name: str, argv: list[str], env: dict | None = None, netns: str | None = None) -> int:
+        """Start a long-lived process owned by this state dir, logged to logs/NAME.log; with
+        ``netns``, inside that network namespace (entered before exec, so the PID file still
+        records the program itself)."""
         exe = Path(argv[0]).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -42,6 +47,7 @@ class ProcessGroup:
                 start_new_session=True,  # survives the 'up' command; stopped by 'down'
                 cwd=self.state_dir,
                 env=env,
+                preexec_fn=_enter_netns(netns) if netns else None,
             )
         record = {"pid": proc.pid, "exe": os.path.realpath(exe), "argv": argv, "started": time.time()}
         (self.run_dir / f"{name}.pid").write_text(json.dumps(record))
@@ -135,3 +141,20 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def _enter_netns(name: str):
+    """A preexec function that moves the child into network namespace ``name``."""
+    path = f"/run/netns/{name}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"network namespace {name} does not exist ({path})")
+
+    def enter() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+        finally:
+            os.close(fd)
+
+    return enter

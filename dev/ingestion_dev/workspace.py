@@ -1,12 +1,19 @@
-"""What every dev tool shares: the repository's root, ports on 127.0.0.1, and the one
-error a person can act on."""
+"""What every dev tool shares: the repository's root, the build cache, ports on 127.0.0.1,
+and the one error a person can act on."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cache_dir() -> Path:
+    """The git-ignored cache of builds (binaries, images), shared by every clone on this machine."""
+    base = os.environ.get("INGESTION_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ingestion-operator"
+    return Path(base)
 
 
 class ClusterError(RuntimeError):

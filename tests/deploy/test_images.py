@@ -33,6 +33,9 @@ def test_pinned_multistage_non_root_without_dev_extras(path):
     text = path.read_text()
     bases = re.findall(r"^FROM (\S+)", text, re.M)
     assert len(bases) >= 2, "multi-stage"
-    assert all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+( AS \w+)?|python:\d+\.\d+\.\d+-slim-\w+", b) for b in bases), bases
+    # Every stage builds on BASE, whose default (what users get) is a pinned slim Python image.
+    assert set(bases) == {"${BASE}"}, bases
+    (default,) = re.findall(r"^ARG BASE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", default), default
     assert f"USER {names.RUN_AS_USER}:{names.RUN_AS_USER}" in text
     assert "[dev]" not in text and "pytest" not in text

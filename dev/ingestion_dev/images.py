@@ -1,0 +1,141 @@
+"""Container images built here, without Docker and without a registry.
+
+- **pause**: the pod sandbox's process, a static C program put into an image from scratch.
+- **base**: a stand-in for the official Python image, made from Debian packages with
+  mmdebstrap (python3 plus a venv at /opt/python that is first on PATH, so `pip` installs
+  where `python` runs, as in the official image).
+- **operator** and **job**: ``Dockerfile.operator`` and ``Dockerfile.job`` built with
+  ``buildah bud`` on that base (``--build-arg BASE=...``); users build them with Docker on
+  the official image. The machine's CA bundle and a pip.conf naming it are mounted into the
+  build, so pip trusts this network's TLS without the bundle entering any image layer.
+
+Images live in buildah's storage under the git-ignored cache, and move into a node as
+docker-archive files (``ctr images import``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .workspace import REPO_ROOT, ClusterError, cache_dir
+
+PAUSE_IMAGE = "localhost/ingestion-pause:1"
+BASE_IMAGE = "localhost/ingestion-base:bookworm"
+OPERATOR_IMAGE = "localhost/ingestion-operator:dev"
+JOB_IMAGE = "localhost/ingestion-job:dev"
+DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+CA_BUNDLE = Path("/etc/ssl/certs")
+PAUSE_C = r"""
+/* The pod sandbox's process: sleep until told to stop, reaping orphans meanwhile. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void stop(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+int main(void) {
+    signal(SIGINT, stop);
+    signal(SIGTERM, stop);
+    signal(SIGCHLD, reap);
+    for (;;) pause();
+}
+"""
+
+
+def images_dir() -> Path:
+    d = cache_dir() / "images"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def buildah(*args: str, capture: bool = True) -> str:
+    if not shutil.which("buildah"):
+        raise ClusterError("buildah is missing: run dev/bootstrap (as root) to install Debian's buildah")
+    d = images_dir()
+    cmd = ["buildah", "--root", str(d / "storage"), "--runroot", str(d / "runroot"), "--storage-driver", "overlay", *args]
+    proc = subprocess.run(cmd, capture_output=capture, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or "").strip()[-2000:] if capture else "see the output above"
+        raise ClusterError(f"buildah {args[0]} failed: {detail}")
+    return (proc.stdout or "").strip()
+
+
+def has_image(name: str) -> bool:
+    return name in buildah("images", "--format", "{{.Name}}:{{.Tag}}").split()
+
+
+def export(name: str) -> Path:
+    """The image as a docker-archive file for ``ctr images import``; rewritten when the image changed."""
+    image_id = buildah("inspect", "--format", "{{.FromImageID}}", name)
+    archive = images_dir() / f"{name.rsplit('/', 1)[-1].replace(':', '_')}-{image_id[:12]}.tar"
+    if not archive.exists():
+        tmp = archive.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        buildah("push", "--quiet", name, f"docker-archive:{tmp}:{name}")
+        tmp.rename(archive)
+    return archive
+
+
+def pause_image() -> Path:
+    """The pause image's archive, built from source once."""
+    if not has_image(PAUSE_IMAGE):
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "pause.c"
+            src.write_text(PAUSE_C)
+            proc = subprocess.run(["cc", "-static", "-Os", "-o", str(Path(tmp) / "pause"), str(src)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ClusterError(f"compiling the pause program failed: {proc.stderr.strip()}")
+            ctr = buildah("from", "scratch")
+            try:
+                buildah("copy", ctr, str(Path(tmp) / "pause"), "/pause")
+                buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", ctr)
+                buildah("commit", "--quiet", ctr, PAUSE_IMAGE)
+            finally:
+                buildah("rm", ctr)
+    return export(PAUSE_IMAGE)
+
+
+def base_image() -> str:
+    """The Debian-made stand-in for python:3.11-slim, built once (about 30 s)."""
+    if has_image(BASE_IMAGE):
+        return BASE_IMAGE
+    if not shutil.which("mmdebstrap"):
+        raise ClusterError("mmdebstrap is missing: run dev/bootstrap (as root) to install it")
+    with tempfile.TemporaryDirectory(dir=images_dir()) as tmp:
+        tar = Path(tmp) / "rootfs.tar"
+        sources = [str(DEBIAN_SOURCES)] if DEBIAN_SOURCES.exists() else []
+        proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,passwd,ca-certificates",
+                               "--format=tar", "bookworm", str(tar), *sources], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ClusterError(f"mmdebstrap failed: {proc.stderr.strip()[-2000:]}")
+        ctr = buildah("from", "scratch")
+        try:
+            buildah("add", ctr, str(tar), "/")
+            buildah("run", "--isolation", "chroot", ctr, "--", "sh", "-c",
+                    "python3 -m venv /opt/python && ln -s /opt/python/bin/python /usr/local/bin/python")
+            buildah("config", "--env", "PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "--env", "LANG=C.UTF-8", "--cmd", "python3", ctr)
+            buildah("commit", "--quiet", ctr, BASE_IMAGE)
+        finally:
+            buildah("rm", ctr)
+    return BASE_IMAGE
+
+
+def build(dockerfile: str, name: str) -> Path:
+    """Build ``dockerfile`` from the repository on the stand-in base; returns its archive."""
+    base = base_image()
+    with tempfile.TemporaryDirectory() as tmp:
+        pip_conf = Path(tmp) / "pip.conf"
+        pip_conf.write_text(f"[global]\ncert = {CA_BUNDLE / 'ca-certificates.crt'}\n")
+        buildah("bud", "--quiet", "--isolation", "chroot", "--network", "host", "--layers",
+                "--build-arg", f"BASE={base}", "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+                "--volume", f"{pip_conf}:/etc/pip.conf:ro", "-f", str(REPO_ROOT / dockerfile), "-t", name, str(REPO_ROOT))
+    return export(name)
+
+
+def image_size(name: str) -> int:
+    """Bytes of the image's layers, uncompressed (the size of its archive)."""
+    return export(name).stat().st_size
