@@ -113,6 +113,17 @@ def namespace(cluster, request) -> str:
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
+CHART = REPO / "deploy" / "helm" / "ingestion-operator"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The pinned Helm binary (built once from the Go module proxy by dev/build-helm)."""
+    import subprocess
+
+    out = subprocess.run([str(REPO / "dev" / "build-helm")], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, f"building helm failed: {out.stderr[-2000:]}"
+    return out.stdout.strip().splitlines()[-1]
 
 
 def kubectl(cluster: Cluster, *args: str, check: bool = True, input: str | None = None):

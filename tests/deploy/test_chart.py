@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import CRD, REPO, Operator, kubectl, make_namespace
+from ..conftest import CHART, CRD, REPO, Operator, kubectl, make_namespace
 
-CHART = REPO / "deploy" / "helm" / "ingestion-operator"
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    out = subprocess.run([str(REPO / "dev" / "build-helm")], capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"building helm failed: {out.stderr[-2000:]}"
-    return out.stdout.strip().splitlines()[-1]
 
 
 def template(helm, *sets, namespace="ingestion-system", check=True):
