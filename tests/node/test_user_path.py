@@ -1,0 +1,168 @@
+"""The user's path, in real containers: exactly what the README tells a kind user to run.
+
+helm install with the images built from our Dockerfiles -> the operator pod Ready through
+its probes (in-cluster config, the chart's ServiceAccount) -> an example schedule against
+S3 and a Pushgateway reachable from pods -> a CronJob tick runs the job image (UID 65532,
+read-only root, /tmp an emptyDir) writing DuckDB to a real PVC and pushing metrics ->
+status, `kubectl logs job/...`, a manual run -> deleting the schedule collects its
+CronJob, Jobs and Pods -> helm uninstall removes what the chart installed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from ingestion_dev import images, sampledata
+from ingestion_dev.node import NODE_NAME
+
+from ..conftest import CHART, REPO
+
+NS, RELEASE, SCHEDULE = "data", "ingestion", "binance-um-klines-daily"
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+LOOKBACK = 3
+NEVER_PUBLISHED = ("ETHUSDT", 2)  # (symbol, days ago)
+
+
+def run(cluster, *args: str, input: str | None = None, timeout: float = 180) -> str:
+    out = subprocess.run(list(args), env=cluster.kubectl_env(), capture_output=True, text=True, input=input, timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+    return out.stdout
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def local_volume(cluster, path: Path) -> str:
+    """A StorageClass for volumes on the node, and one local PersistentVolume of it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return yaml.safe_dump_all([
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "node-local"},
+         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "node-local-data"},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "node-local",
+                  "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
+                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ingestion-data", "namespace": NS},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "resources": {"requests": {"storage": "1Gi"}}}},
+    ])
+
+
+def example_schedule(cluster) -> str:
+    """examples/binance-um-klines-daily.yaml, pointed at the local S3 and Pushgateway, every minute."""
+    doc = yaml.safe_load((REPO / "examples" / f"{SCHEDULE}.yaml").read_text())
+    doc["metadata"]["namespace"] = NS
+    doc["spec"]["schedule"] = "* * * * *"
+    doc["spec"]["target"].update(endpoint=cluster.s3.endpoint, region="us-east-1", lookbackDays=LOOKBACK)
+    doc["spec"]["metrics"]["pushgatewayUrl"] = cluster.pushgateway
+    return yaml.safe_dump(doc)
+
+
+def schedule_status(cluster) -> dict:
+    return cluster.custom.get_namespaced_custom_object("ingestion.dev", "v1alpha1", NS, "ingestionschedules", SCHEDULE).get("status") or {}
+
+
+def job_done(cluster, name: str) -> str | None:
+    st = cluster.batch.read_namespaced_job(name, NS).status
+    for c in st.conditions or []:
+        if c.status == "True" and c.type in ("Complete", "Failed"):
+            return c.type
+    return None
+
+
+def test_the_readme_path_on_a_real_node(real_cluster, helm):
+    c = real_cluster
+    today = dt.datetime.now(dt.timezone.utc).date()
+    cells = [(s, today - dt.timedelta(days=n)) for s in SYMBOLS for n in range(1, LOOKBACK + 2)
+             if (s, n) != NEVER_PUBLISHED]
+    sampledata.upload(c.s3.client(), "data.binance.vision", cells, rows=60)
+
+    # 1. helm install, as the README says, with the images built here.
+    image_sets = [f"image.repository={images.OPERATOR_IMAGE.rsplit(':', 1)[0]}", f"image.tag={images.OPERATOR_IMAGE.rsplit(':', 1)[1]}",
+                  "image.pullPolicy=Never", f"jobImage.repository={images.JOB_IMAGE.rsplit(':', 1)[0]}",
+                  f"jobImage.tag={images.JOB_IMAGE.rsplit(':', 1)[1]}", "jobImage.pullPolicy=Never",
+                  f"defaultPushgatewayUrl={c.pushgateway}"]
+    run(c, helm, "install", RELEASE, str(CHART), "-n", "ingestion-system", "--create-namespace", "--wait", "--timeout", "180s",
+        *(a for s in image_sets for a in ("--set", s)))
+
+    # 2. The operator pod: Ready through its probes, the chart's ServiceAccount, in-cluster config.
+    (pod,) = c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items
+    assert pod.spec.node_name == NODE_NAME
+    assert any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions)
+    assert pod.spec.service_account_name == "ingestion-ingestion-operator"
+    assert pod.spec.containers[0].readiness_probe.http_get.path == "/healthz"
+    logs = run(c, "kubectl", "logs", "-n", "ingestion-system", pod.metadata.name)
+    assert "event=starting scope=cluster" in logs and "--kubeconfig" not in " ".join(pod.spec.containers[0].args)
+
+    # 3. A volume on the node through a StorageClass, and the example schedule.
+    c.core.create_namespace({"metadata": {"name": NS}})
+    volume = c.node.dir / "volumes" / "ingestion-data"
+    run(c, "kubectl", "apply", "-f", "-", input=local_volume(c, volume))
+    run(c, "kubectl", "apply", "-f", "-", input=example_schedule(c))
+    wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "True" for x in schedule_status(c).get("conditions", [])),
+             60, "the schedule Ready")
+
+    # 4. A CronJob tick runs the job image as a real container, writing to the PVC.
+    first = wait_for(lambda: next((j.metadata.name for j in c.batch.list_namespaced_job(NS).items), None), 100, "the first tick")
+    assert wait_for(lambda: job_done(c, first), 180, f"Job {first} to finish") == "Complete", run(c, "kubectl", "logs", "-n", NS, f"job/{first}")
+    (job_pod,) = c.core.list_namespaced_pod(NS, label_selector=f"job-name={first}").items
+    assert job_pod.spec.node_name == NODE_NAME
+    assert job_pod.spec.security_context.run_as_user == 65532
+    container = job_pod.spec.containers[0]
+    assert container.image == images.JOB_IMAGE and container.security_context.read_only_root_filesystem is True
+    tmp = next(v for v in job_pod.spec.volumes if v.name == "tmp")
+    assert tmp.empty_dir is not None and any(m.mount_path == "/tmp" and m.name == "tmp" for m in container.volume_mounts)
+
+    db = volume / f"{SCHEDULE}.duckdb"
+    assert db.stat().st_uid == 65532  # written by the container's user, on the node's volume
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        present, missing = con.execute("SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM objects").fetchone()
+        outcome = con.execute("SELECT outcome FROM runs").fetchall()
+    finally:
+        con.close()
+    assert (present, missing) == (len(cells), 1) and outcome == [("succeeded",)]
+
+    metrics = urllib.request.urlopen(f"{c.pushgateway}/metrics", timeout=10).read().decode()
+    assert any(line.startswith("ingestion_runs_total") and f'schedule="{SCHEDULE}"' in line and f'namespace="{NS}"' in line
+               and line.endswith(" 1") for line in metrics.splitlines()), "no ingestion_runs_total for the run"
+
+    # 5. The schedule's status shows the run; kubectl logs job/... shows its summary line.
+    wait_for(lambda: (schedule_status(c).get("lastRun") or {}).get("outcome") == "Succeeded", 60, "status.lastRun Succeeded")
+    assert schedule_status(c)["lastRun"]["job"] == first
+    assert "event=run_finished outcome=succeeded" in run(c, "kubectl", "logs", "-n", NS, f"job/{first}")
+
+    # 6. A manual run (the schedule suspended first, so no tick competes for the DuckDB file).
+    run(c, "kubectl", "patch", "isched", SCHEDULE, "-n", NS, "--type", "merge", "-p", '{"spec":{"enabled":false}}')
+    wait_for(lambda: c.batch.read_namespaced_cron_job(SCHEDULE, NS).spec.suspend, 30, "the CronJob suspended")
+    wait_for(lambda: all(job_done(c, j.metadata.name) for j in c.batch.list_namespaced_job(NS).items), 180, "running ticks to end")
+    run(c, "kubectl", "create", "job", "manual-1", f"--from=cronjob/{SCHEDULE}", "-n", NS)
+    assert wait_for(lambda: job_done(c, "manual-1"), 180, "the manual run") == "Complete"
+    wait_for(lambda: (schedule_status(c).get("lastRun") or {}).get("trigger") == "manual", 60, "status naming the manual run")
+
+    # 7. Deleting the schedule garbage-collects its CronJob, Jobs and Pods.
+    run(c, "kubectl", "delete", "isched", SCHEDULE, "-n", NS)
+    selector = f"ingestion.dev/schedule={SCHEDULE}"
+    wait_for(lambda: not c.batch.list_namespaced_cron_job(NS).items and not c.batch.list_namespaced_job(NS, label_selector=selector).items
+             and not c.core.list_namespaced_pod(NS, label_selector=selector).items, 120, "CronJob, Jobs and Pods collected")
+
+    # 8. helm uninstall removes what the chart installed (its CRD stays, as Helm keeps crds/).
+    run(c, helm, "uninstall", RELEASE, "-n", "ingestion-system", "--wait")
+    assert not c.apps.list_namespaced_deployment("ingestion-system").items
+    assert not [s for s in c.core.list_namespaced_service_account("ingestion-system").items if s.metadata.name != "default"]
+    rbac = run(c, "kubectl", "get", "clusterroles,clusterrolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
+    assert rbac.strip() == ""
+    assert run(c, "kubectl", "get", "crd", "ingestionschedules.ingestion.dev", "-o", "name").strip()
