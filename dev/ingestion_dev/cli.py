@@ -31,7 +31,7 @@ def cmd_sandbox(args) -> int:
         return _down_or_status(ControlPlane(Path(args.state_dir)), args.action)
     from . import sandbox
 
-    return sandbox.up(Path(args.state_dir))
+    return sandbox.up(Path(args.state_dir), pod_runner=args.pod_runner)
 
 
 def _down_or_status(plane: ControlPlane, action: str) -> int:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sandbox", help="the control plane plus everything a schedule needs, with sample data")
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--state-dir", default=str(DEFAULT_STATE))
+    s.add_argument("--pod-runner", action="store_true",
+                   help="with 'up': run pods as local processes instead of on a real node (faster; no containers)")
     s.set_defaults(func=cmd_sandbox)
 
     la = sub.add_parser("late-arrivals", help="(started by 'sandbox up') publish the sandbox's late objects after ~90 s")

@@ -139,3 +139,12 @@ def build(dockerfile: str, name: str) -> Path:
 def image_size(name: str) -> int:
     """Bytes of the image's layers, uncompressed (the size of its archive)."""
     return export(name).stat().st_size
+
+
+def chart_values() -> list[str]:
+    """Helm ``--set`` values that make the chart run the images built here (never pulled)."""
+    values = []
+    for key, image in (("image", OPERATOR_IMAGE), ("jobImage", JOB_IMAGE)):
+        repository, tag = image.rsplit(":", 1)
+        values += [f"{key}.repository={repository}", f"{key}.tag={tag}", f"{key}.pullPolicy=Never"]
+    return values

@@ -331,3 +331,21 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def local_storage(path: Path, claim: str, namespace: str, size: str = "1Gi") -> list[dict]:
+    """A StorageClass for volumes on the node's disk, one local PersistentVolume of it at
+    ``path`` (created here), and the claim ``namespace/claim`` that binds to it when its
+    first pod is scheduled (WaitForFirstConsumer), as a cluster's default class would."""
+    path.mkdir(parents=True, exist_ok=True)
+    return [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "node-local"},
+         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"node-local-{claim}"},
+         "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "node-local",
+                  "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
+                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "resources": {"requests": {"storage": size}}}},
+    ]

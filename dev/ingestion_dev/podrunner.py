@@ -36,6 +36,9 @@ from kubernetes.client.rest import ApiException
 
 MODE_ANNOTATION = "ingestion.dev/pod-runner-mode"
 NODE_NAME = "ingestion-dev-node"
+# A real scheduler never places a pod on the runner's node unless the pod tolerates this.
+TAINT = {"key": "ingestion.dev/pod-runner", "value": "true", "effect": "NoSchedule"}
+OTHER_NODES_TTL = 5.0
 MODES = ("complete", "exec", "hold", "fail")
 HEARTBEAT_SECONDS = 15
 
@@ -169,6 +172,7 @@ class PodRunner:
         self.handled: set[str] = set()
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self._other_nodes: tuple[float, bool] = (0.0, False)
 
     # node ------------------------------------------------------------------------------
     def ensure_node(self) -> None:
@@ -176,6 +180,7 @@ class PodRunner:
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "type": "ingestion-dev"}},
+            "spec": {"taints": [TAINT]},
         }
         try:
             self.api.create_node(body)
@@ -243,7 +248,9 @@ class PodRunner:
             return
         node = pod["spec"].get("nodeName")
         if node and node != NODE_NAME:
-            return
+            return  # the scheduler gave it to another (real) node
+        if not node and self.other_nodes():
+            return  # a cluster with real nodes: its scheduler places pods, not the runner
         with self.lock:
             if key in self.handled:
                 return
@@ -252,6 +259,17 @@ class PodRunner:
         if mode not in MODES:
             mode = "fail"
         threading.Thread(target=self._handle, args=(pod, mode), daemon=True, name=key).start()
+
+    def other_nodes(self) -> bool:
+        """Whether the cluster has a node besides the runner's (checked every few seconds)."""
+        checked, present = self._other_nodes
+        if time.monotonic() - checked > OTHER_NODES_TTL:
+            try:
+                present = any(n.metadata.name != NODE_NAME for n in self.api.list_node().items)
+            except ApiException as e:
+                log.warning("event=list_nodes_failed status=%s", e.status)
+            self._other_nodes = (time.monotonic(), present)
+        return present
 
     def _namespace_mode(self, namespace: str) -> str:
         try:

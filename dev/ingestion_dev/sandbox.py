@@ -1,10 +1,13 @@
 """The sandbox: everything a user needs to try the product on a machine with no cluster.
 
-The control plane, the pod runner in exec mode (pods of Jobs run as local processes, so a
-CronJob tick really runs ``ingestion-job run``), the IngestionSchedule CRD and the operator,
-a local S3 server (SeaweedFS) with generated Binance-Vision-shaped data (some days missing,
-some arriving late), a Pushgateway, and a schedule that fires every minute. Each part is a
-process recorded under the state dir and stopped by ``down``.
+By default: the control plane with a real node (containerd, kubelet, kube-proxy; see
+:mod:`ingestion_dev.node`), both images built from their Dockerfiles and loaded into it,
+the operator installed by the Helm chart exactly as on kind, a local S3 server (SeaweedFS)
+with generated Binance-Vision-shaped data (some days missing, some arriving late) and a
+Pushgateway on the node's way to the host, a volume through a StorageClass, and a
+schedule that fires every minute. With ``--pod-runner``: the same without containers
+(pods run as local processes; the operator as a local process). Each part is recorded
+under the state dir and removed by ``down``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ MISSING = {("ETHUSDT", 3), ("SOLUSDT", 5)}   # (symbol, days ago) never publishe
 LATE = {("BTCUSDT", 2), ("SOLUSDT", 1)}      # published ~90 s after the sandbox starts
 SCHEDULE_NAME = "sandbox-every-minute"
 CRDS = REPO_ROOT / "deploy" / "crds"
+CHART = REPO_ROOT / "deploy" / "helm" / "ingestion-operator"
+RELEASE, OPERATOR_NAMESPACE = "ingestion", "ingestion-system"
 
 
 def pod_runner_argv(plane: ControlPlane, mode: str) -> list[str]:
@@ -97,7 +102,72 @@ def sandbox_schedule(s3_endpoint: str, pushgateway: str) -> str:
     })
 
 
-def up(state_dir: Path) -> int:
+def up(state_dir: Path, pod_runner: bool = False) -> int:
+    """The sandbox on a real node (the default), or with the pod runner (no root needed
+    for containers, faster to start)."""
+    return (_up_pod_runner if pod_runner else _up_real_node)(state_dir)
+
+
+def _up_real_node(state_dir: Path) -> int:
+    """Control plane and a real node; the operator installed by the chart, as users run it."""
+    from . import images
+    from .node import local_storage
+
+    t0 = time.monotonic()
+    plane = ControlPlane(state_dir, node=True)
+    if plane.running():
+        raise ClusterError(f"a sandbox is already running from {plane.state_dir}; run 'dev/sandbox down' first")
+    print("building the images (cached after the first time) ...", flush=True)
+    archives = [images.build("Dockerfile.operator", images.OPERATOR_IMAGE), images.build("Dockerfile.job", images.JOB_IMAGE)]
+    plane.up()
+    try:
+        for archive in archives:
+            plane.node.import_image(archive)
+        host = plane.network.host_ip  # where pods reach the host's servers
+        s3 = start_seaweed(plane, [BUCKET], s3_port=S3_PORT, host=host)
+        pushgateway = start_pushgateway(plane, PUSHGATEWAY_PORT, host=host)
+        seed_sample_data(s3)
+        plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.cli", "late-arrivals", s3.endpoint])
+        helm = _helm()
+        args = [helm, f"--kubeconfig={plane.kubeconfig}", "install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
+                "--create-namespace", "--wait", "--timeout", "180s"]
+        for value in [*images.chart_values(), f"defaultPushgatewayUrl={pushgateway}"]:
+            args += ["--set", value]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ClusterError(f"helm install failed: {proc.stderr.strip()[-2000:]}")
+        volume = plane.node.dir / "volumes" / "sandbox-data"
+        kubectl(plane, "apply", "-f", "-", input=yaml.safe_dump_all(local_storage(volume, "sandbox-data", "default")))
+        kubectl(plane, "apply", "-f", "-", input=sandbox_schedule(s3.endpoint, pushgateway))
+    except BaseException:
+        plane.down(log=lambda *_: None)
+        raise
+    print(f"""
+sandbox is up in {time.monotonic() - t0:.0f}s (state in {plane.state_dir}); a real node runs every pod
+  schedule '{SCHEDULE_NAME}' runs every minute against s3://{BUCKET} at {s3.endpoint}
+  ({len(SYMBOLS)} symbols x {LOOKBACK + 1} days; {len(MISSING)} objects never published, {len(LATE)} arrive ~90 s from now)
+
+  export KUBECONFIG={plane.kubeconfig} PATH=$PWD/.venv/bin:$PATH
+  kubectl get isched,cronjobs,jobs,pods -o wide                # next runs, last run, Ready; pods on {plane.status()['node']['name']}
+  kubectl logs job/<job>                                      # a run's summary line
+  kubectl create job manual-1 --from=cronjob/{SCHEDULE_NAME}  # a run now
+  .venv/bin/ingestion-job report --db {volume / 'sandbox.duckdb'}
+  curl -s {pushgateway}/metrics | grep '^ingestion_'     # the runs' metrics
+  kubectl -n {OPERATOR_NAMESPACE} port-forward deploy/{RELEASE}-ingestion-operator 8080  # then: curl -s 127.0.0.1:8080/metrics
+  logs: {plane.logs}/
+  dev/sandbox status | down                                   # down removes exactly what 'up' made
+""")
+    return 0
+
+
+def _helm() -> str:
+    proc = subprocess.run([str(REPO_ROOT / "dev" / "build-helm")], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise ClusterError("building helm failed (dev/build-helm); see the output above")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _up_pod_runner(state_dir: Path) -> int:
     plane = ControlPlane(state_dir)
     busy = [p for p in (OPERATOR_METRICS_PORT, OPERATOR_HEALTH_PORT, S3_PORT, PUSHGATEWAY_PORT) if port_in_use(p)]
     if busy and not plane.running():
@@ -122,7 +192,7 @@ def up(state_dir: Path) -> int:
         raise
     db = plane.state_dir / "pods" / "pvc" / "default" / "sandbox-data" / "sandbox.duckdb"
     print(f"""
-sandbox is up (state in {plane.state_dir})
+sandbox is up (state in {plane.state_dir}); pods run as local processes (the pod runner)
   schedule '{SCHEDULE_NAME}' runs every minute against s3://{BUCKET} at http://127.0.0.1:{S3_PORT}
   ({len(SYMBOLS)} symbols x {LOOKBACK + 1} days; {len(MISSING)} objects never published, {len(LATE)} arrive ~90 s from now)
 
@@ -137,4 +207,3 @@ sandbox is up (state in {plane.state_dir})
   dev/sandbox status | down                                   # down stops exactly what 'up' started
 """)
     return 0
-

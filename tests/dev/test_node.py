@@ -13,6 +13,8 @@ from kubernetes import client, config
 from ingestion_dev.cluster import ControlPlane, Ports
 from ingestion_dev.images import PAUSE_IMAGE
 from ingestion_dev.node import CGROUP_ROOT, NODE_NAME
+from ingestion_dev.podrunner import NODE_NAME as RUNNER_NODE
+from ingestion_dev.sandbox import pod_runner_argv
 
 
 def host_state(state_dir: Path) -> dict:
@@ -72,10 +74,15 @@ def planes(tmp_path):
 
 
 def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_path):
+    """Also: a pod runner in the same cluster takes no pod the scheduler gave to the real node."""
     before = host_state(tmp_path)
     a, b = planes("a"), planes("b")
     assert a.network.index != b.network.index and a.network.netns != b.network.netns
     cores = [client.CoreV1Api(config.new_client_from_config(config_file=str(p.kubeconfig))) for p in (a, b)]
+    # A pod runner beside a's real node (in 'complete' mode, which would end the pod at once)
+    # must leave the scheduler's pods to the real node.
+    a.start_process("pod-runner", pod_runner_argv(a, "complete"))
+    wait_for(lambda: any(n.metadata.name == RUNNER_NODE for n in cores[0].list_node().items), 30, "the pod runner's node")
     for core in cores:
         wait_for(lambda core=core: core.read_namespaced_service_account("default", "default"), 60, "the default ServiceAccount")
         core.create_namespaced_pod("default", sleeper("sleeper"))

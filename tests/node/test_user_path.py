@@ -14,13 +14,12 @@ import datetime as dt
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import duckdb
 import yaml
 
 from ingestion_dev import images, sampledata
-from ingestion_dev.node import NODE_NAME
+from ingestion_dev.node import NODE_NAME, local_storage
 
 from ..conftest import CHART, REPO
 
@@ -43,22 +42,6 @@ def wait_for(pred, timeout: float, what: str, interval: float = 1.0):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def local_volume(cluster, path: Path) -> str:
-    """A StorageClass for volumes on the node, and one local PersistentVolume of it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return yaml.safe_dump_all([
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "node-local"},
-         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer"},
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "node-local-data"},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "node-local",
-                  "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
-                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                      {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "ingestion-data", "namespace": NS},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "resources": {"requests": {"storage": "1Gi"}}}},
-    ])
 
 
 def example_schedule(cluster) -> str:
@@ -91,10 +74,7 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     sampledata.upload(c.s3.client(), "data.binance.vision", cells, rows=60)
 
     # 1. helm install, as the README says, with the images built here.
-    image_sets = [f"image.repository={images.OPERATOR_IMAGE.rsplit(':', 1)[0]}", f"image.tag={images.OPERATOR_IMAGE.rsplit(':', 1)[1]}",
-                  "image.pullPolicy=Never", f"jobImage.repository={images.JOB_IMAGE.rsplit(':', 1)[0]}",
-                  f"jobImage.tag={images.JOB_IMAGE.rsplit(':', 1)[1]}", "jobImage.pullPolicy=Never",
-                  f"defaultPushgatewayUrl={c.pushgateway}"]
+    image_sets = [*images.chart_values(), f"defaultPushgatewayUrl={c.pushgateway}"]
     run(c, helm, "install", RELEASE, str(CHART), "-n", "ingestion-system", "--create-namespace", "--wait", "--timeout", "180s",
         *(a for s in image_sets for a in ("--set", s)))
 
@@ -110,7 +90,7 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     # 3. A volume on the node through a StorageClass, and the example schedule.
     c.core.create_namespace({"metadata": {"name": NS}})
     volume = c.node.dir / "volumes" / "ingestion-data"
-    run(c, "kubectl", "apply", "-f", "-", input=local_volume(c, volume))
+    run(c, "kubectl", "apply", "-f", "-", input=yaml.safe_dump_all(local_storage(volume, "ingestion-data", NS)))
     run(c, "kubectl", "apply", "-f", "-", input=example_schedule(c))
     wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "True" for x in schedule_status(c).get("conditions", [])),
              60, "the schedule Ready")
