@@ -22,7 +22,9 @@ import typing
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
-from .cron import CronError, load_timezone
+import datetime as dt
+
+from .cron import CronError, load_timezone, next_after
 from .cron import parse as parse_cron
 
 # Job names are <cronjob>-<minutes since epoch, 8+ digits> and must fit in 63 characters,
@@ -32,16 +34,21 @@ KEY_PLACEHOLDERS = ("symbol", "date")
 LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
 DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Whether a schedule fires at all does not depend on when one asks; ask from a fixed instant
+# (robfig/cron looks five years ahead, which always holds a 29 February).
+_NEVER_FIRES_FROM = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 # -- errors -----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class FieldError:
-    """One problem: the field's path from the resource's root, its value, what is accepted."""
+    """One problem: the field's path from the resource's root, its value, what is accepted,
+    and the reason the operator shows for it (a condition's one-word reason)."""
 
     field: str
     value: object
     problem: str
+    reason: str = "InvalidSpec"
 
     def __str__(self) -> str:
         return f"{self.field}={self.value!r}: {self.problem}"
@@ -306,13 +313,19 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
         errors.append(FieldError(f"{path}.{field}", value, problem))
 
     try:
-        parse_cron(spec.schedule)
-    except CronError as e:
-        err("schedule", spec.schedule, str(e))
-    try:
-        load_timezone(spec.timezone)
+        zone = load_timezone(spec.timezone)
     except CronError as e:
         err("timezone", spec.timezone, str(e))
+        zone = load_timezone("UTC")
+    try:
+        cron = parse_cron(spec.schedule)
+    except CronError as e:
+        errors.insert(0, FieldError(f"{path}.schedule", spec.schedule, str(e)))
+    else:
+        if next_after(cron, _NEVER_FIRES_FROM, zone) is None:
+            errors.insert(0, FieldError(f"{path}.schedule", spec.schedule,
+                                        "never fires: no date matches its day-of-month and month (e.g. 30 February)",
+                                        reason="NeverFires"))
 
     target = spec.target
     names = _PLACEHOLDER.findall(target.key_template)

@@ -3,7 +3,8 @@
 Level-based: whatever event arrives (the schedule, its CronJob or one of its Jobs changed,
 a timer fired), the whole schedule is brought in line. Every write is a compare first:
 the CronJob only when the rendered one is not already a subset of the live one, status
-only when the derived status differs, events only on a transition. A resync or a restart
+only when the derived status differs (as a merge patch that also removes nested fields
+that no longer hold), events only on a transition. A resync or a restart
 with nothing changed therefore writes nothing (counted by ingestion_operator_api_writes_total).
 """
 
@@ -23,7 +24,7 @@ from kubernetes.client.rest import ApiException
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import ScheduleResource
-from .status import Event, derive_status, transition_events
+from .status import Event, derive_status, merge_patch, transition_events
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -42,11 +43,6 @@ def is_subset(desired, live) -> bool:
             return not desired
         return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
     return desired == live
-
-
-def status_patch(new: dict, live: dict) -> dict:
-    """A merge patch that turns ``live`` into ``new`` (keys that went away are nulled)."""
-    return {**{k: None for k in live if k not in new}, **new}
 
 
 class Reconciler:
@@ -115,7 +111,7 @@ class Reconciler:
 
         # 2. Parse and validate the spec once: field errors, or the typed spec.
         schedule = ScheduleResource.from_body(body)
-        problem, reason = schedule.problem, "InvalidSpec"
+        problem, reason = schedule.problem, schedule.reason
 
         # 3. Load the live CronJob and check it is ours.
         cj_name = cronjob_name(name)
@@ -142,7 +138,7 @@ class Reconciler:
         new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason)
         if new_status != schedule.status:
             self.custom.patch_namespaced_custom_object_status(
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status_patch(new_status, schedule.status)})
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": merge_patch(schedule.status, new_status)})
             self._wrote("ingestionschedules/status", "patch")
 
         # 7. Events on transitions only.

@@ -38,3 +38,10 @@ class ScheduleResource:
     def problem(self) -> str | None:
         """Every validation error as one line, or None."""
         return "; ".join(map(str, self.errors)) or None
+
+    @property
+    def reason(self) -> str:
+        """The Ready condition's reason for the errors: theirs when they agree (NeverFires),
+        else InvalidSpec."""
+        reasons = {e.reason for e in self.errors}
+        return reasons.pop() if len(reasons) == 1 else "InvalidSpec"

@@ -125,6 +125,21 @@ def derive_status(
     return status
 
 
+def merge_patch(live: object, new: object) -> object:
+    """The JSON merge patch (RFC 7386) that turns ``live`` into ``new``: keys that went
+    away are nulled at every depth (a run that succeeded after a failure loses the old
+    ``lastRun.reason``), lists are replaced whole, unchanged keys are left out."""
+    if not isinstance(live, dict) or not isinstance(new, dict):
+        return new
+    patch: dict = {k: None for k in live if k not in new}
+    for k, v in new.items():
+        if k not in live:
+            patch[k] = v
+        elif live[k] != v:
+            patch[k] = merge_patch(live[k], v)
+    return patch
+
+
 def condition_of(status: dict, type_: str) -> dict | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
 

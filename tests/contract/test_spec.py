@@ -42,6 +42,8 @@ def test_the_example_spec_is_valid():
     ({"storage__duckdb__path": "ingestion.duckdb"}, "spec.storage.duckdb.path='ingestion.duckdb': must be absolute"),
     ({"target__lookbackDays": -1}, "spec.target.lookbackDays=-1: must be >= 0"),
     ({"startingDeadlineSeconds": -5}, "spec.startingDeadlineSeconds=-5: must be >= 0"),
+    ({"schedule": "0 0 30 2 *"}, "spec.schedule='0 0 30 2 *': never fires"),
+    ({"schedule": "0 0 31 4,6,9,11 *"}, "never fires"),
 ])
 def test_each_problem_names_field_and_value(changes, expected):
     errs = errors_for(**changes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import email
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -36,8 +37,11 @@ def _name(requirement: str) -> str:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
+    src = tmp_path_factory.mktemp("src")  # setuptools writes build/ beside the sources: not in the work tree
+    for c in COMPONENTS:
+        shutil.copytree(REPO / c, src / c, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                           *(str(REPO / c) for c in COMPONENTS)], capture_output=True, text=True)
+                           *(str(src / c) for c in COMPONENTS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = {}
     for component, package in COMPONENTS.items():

@@ -126,3 +126,17 @@ def test_times_are_normalised_to_rfc3339_z():
     assert iso("2026-11-23T07:35:17+00:00") == "2026-11-23T07:35:17Z"
     assert iso("2026-11-23T08:35:17+01:00") == "2026-11-23T07:35:17Z"
     assert iso("2026-11-23T07:35:17Z") == "2026-11-23T07:35:17Z"
+
+
+def test_a_never_firing_schedule_is_not_ready_and_says_why():
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"]["schedule"] = "0 0 30 2 *"
+    res = ScheduleResource.from_body(s)
+    assert res.reason == "NeverFires" and res.spec is None
+    st = derive_status(res, CJ, [], NOW, res.problem, res.reason)
+    ready = cond(st, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "NeverFires" and "never fires" in ready["message"]
+    assert st["nextRuns"] == []
+    # a leap day fires every four years: valid
+    s["spec"]["schedule"] = "0 0 29 2 *"
+    assert ScheduleResource.from_body(s).errors == ()
