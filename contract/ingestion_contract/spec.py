@@ -135,7 +135,7 @@ class JobSpec:
     """What one run needs: the part of the spec the operator renders into the job's pod."""
 
     schedule: str = spec_field("schedule", min_length=1, max_length=100)
-    timezone: str = spec_field("timezone", "UTC", max_length=64)
+    timezone: str = spec_field("timezone", "UTC", min_length=1, max_length=64)
     target: Target = spec_field("target")
     repair: Repair = spec_field("repair", Repair())
     storage: Storage = spec_field("storage")

@@ -153,10 +153,17 @@ def test_disable_suspends_and_enable_resumes(cluster, operator, namespace, wait_
     ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}", "symbols": ["X"]}}, "keyTemplate must contain both"),
     ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds"),
     ({"repair": {"load": "xlsx"}}, "spec.repair.load"),
+    ({"timezone": ""}, "spec.timezone"),
 ])
 def test_schema_refuses_bad_input_at_the_door(cluster, operator, namespace, spec, message):
     out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("bad", **spec), check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_a_name_too_long_for_its_jobs_is_refused_at_the_door(cluster, operator, namespace):
+    out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("n" * 53), check=False)
+    assert out.returncode != 0 and "metadata.name must have at most 52 characters" in out.stderr, out.stderr
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("n" * 52))  # the longest that fits
 
 
 def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, namespace, wait_for):
