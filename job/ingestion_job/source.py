@@ -180,8 +180,11 @@ class S3Source:
 
     # fetching -----------------------------------------------------------------------------
     def fetch(self, listed: Listed) -> tuple[bytes, str]:
-        """The object's bytes and sha256, verified against the listing's size and, when
-        configured, the checksum sidecar (``<sha256 hex>  <file name>``)."""
+        """The object's bytes and sha256, verified: not empty, the size the listing gave,
+        and, when a ``checksumSuffix`` is configured, the sha256 its sidecar names
+        (``<sha256 hex>  <file name>``; a missing sidecar fails the cell)."""
+        if listed.size == 0:  # matches any listing and the sidecar of empty input, yet holds no data
+            raise ObjectError(f"{listed.key}: empty object (0 bytes): nothing to verify")
         body = self._object(listed.key)
         if len(body) != listed.size:
             raise ObjectError(f"{listed.key}: size {len(body)} does not match the listed {listed.size}")

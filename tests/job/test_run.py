@@ -314,3 +314,23 @@ def test_csv_and_parquet_objects_load_idempotently(dataset, servers, tmp_path):
             assert run(context(spec, schedule=f"load-{fmt}"), db).outcome == "succeeded"
         expected = 4 if fmt == "csv" else 2
         assert rows(db, "SELECT count(*), count(DISTINCT date), sum(qty) FROM loaded") == [(expected, 2, 6)]
+
+
+@pytest.mark.parametrize("checksum_suffix", [".CHECKSUM", None], ids=["with-sidecar", "without-sidecar"])
+def test_an_empty_object_is_never_verified(dataset, tmp_path, checksum_suffix):
+    """A 0-byte object whose sidecar holds the sha256 of empty input (or that has no
+    sidecar) matches its listing, but holds no data: its gap stays open, with the reason."""
+    from ingestion_dev import sampledata
+
+    (d,) = days_ago(1)
+    key = dataset.template.format(symbol="EMPTYUSDT", date=d.isoformat())
+    s3 = dataset.servers.s3.client()
+    s3.put_object(Bucket="data.binance.vision", Key=key, Body=b"")
+    s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=sampledata.checksum(b"", key))
+    spec = dataset.spec(["EMPTYUSDT"], lookback=0)
+    spec["target"]["checksumSuffix"] = checksum_suffix
+    db = tmp_path / "s.duckdb"
+    res = run(context(spec), db)
+    assert res.summary["gaps_repaired"] == 0 and res.summary["repairs_failed"] == 1
+    ((status, last_error),) = rows(db, "SELECT status, last_error FROM gaps")
+    assert status == "open" and "empty object" in last_error and key in last_error
