@@ -33,7 +33,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore"):  # no line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -334,3 +334,20 @@ def test_an_empty_object_is_never_verified(dataset, tmp_path, checksum_suffix):
     assert res.summary["gaps_repaired"] == 0 and res.summary["repairs_failed"] == 1
     ((status, last_error),) = rows(db, "SELECT status, last_error FROM gaps")
     assert status == "open" and "empty object" in last_error and key in last_error
+
+
+def test_logs_are_one_line_per_event_and_none_per_request(dataset, tmp_path):
+    """At INFO a run logs its events (started, probed, progress, finished), each with the
+    schedule, namespace and run id, and no line per HTTP request."""
+    syms = ["AUSDT", "BUSDT", "CUSDT"]
+    dataset.upload([(s, d) for s in syms for d in days_ago(1, 2)])
+    f = tmp_path / "spec.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "quiet"}, "spec": dataset.spec(syms, lookback=2)}))
+    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
+    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    stray = [line for line in lines if not (" event=" in line and "schedule=quiet" in line and "run_id=" in line)]
+    assert not stray, stray
+    events = [line.split(" event=", 1)[1].split()[0] for line in lines]
+    assert events == ["run_started", "probed", "repair_progress", "run_finished"], events
