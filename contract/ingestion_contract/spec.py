@@ -229,7 +229,8 @@ def _parse_object(cls, raw: object, path: str, errors: list[FieldError]):
     before = len(errors)
     for key in raw:
         if key not in fields:
-            errors.append(FieldError(f"{path}.{key}", raw[key], f"unknown field; known: {', '.join(sorted(fields))}"))
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # never a raw control character
+            errors.append(FieldError(f"{path}.{shown}", raw[key], f"unknown field; known: {', '.join(sorted(fields))}"))
     one_of = getattr(cls, "ONE_OF", ())
     if one_of:
         chosen = [k for k in one_of if raw.get(k) is not None]

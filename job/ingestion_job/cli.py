@@ -7,6 +7,7 @@ a broken operator-job contract.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -76,12 +77,36 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = run(ctx, path, concurrency=args.concurrency)
+        as_of, dates = _day(args.as_of, "--as-of") if args.as_of else None, _range(args.dates) if args.dates else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run(ctx, path, concurrency=args.concurrency, as_of=as_of, dates=dates)
     except Exception as e:  # a bug: keep the traceback in the log, end with one line
         logging.getLogger("ingestion_job").exception("event=run_crashed")
         print(f"error: unexpected {e.__class__.__name__}: {e}", file=sys.stderr)
         return 1
     return result.exit_code
+
+
+def _day(text: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected a date as YYYY-MM-DD") from None
+
+
+def _range(text: str):
+    from .plan import Window
+
+    first, sep, last = text.partition("..")
+    if not sep:
+        raise ValueError(f"--dates {text!r}: expected FROM..TO, e.g. 2026-01-01..2026-01-31")
+    window = Window(_day(first, "--dates"), _day(last, "--dates"))
+    if window.first > window.last:
+        raise ValueError(f"--dates {text!r}: FROM is after TO")
+    return window
 
 
 def cmd_report(args) -> int:
@@ -108,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--db", help="DuckDB file to use instead of spec.storage.duckdb.path")
     r.add_argument("--schedule", help="schedule name (default: metadata.name of --spec)")
     r.add_argument("--namespace", help="namespace label for the run (default: metadata.namespace or 'local')")
+    when = r.add_mutually_exclusive_group()
+    when.add_argument("--as-of", metavar="DATE", help="rerun the run of a past day exactly: its window as on DATE (YYYY-MM-DD)")
+    when.add_argument("--dates", metavar="FROM..TO", help="run exactly this range of dates by hand (YYYY-MM-DD..YYYY-MM-DD)")
     r.add_argument("--concurrency", type=int, default=int(os.environ.get("INGESTION_CONCURRENCY", "16")))
     r.add_argument("--log-level", default=os.environ.get("INGESTION_LOG_LEVEL", "INFO"))
     r.set_defaults(func=cmd_run)

@@ -27,7 +27,11 @@ class Window:
 def plan_window(now: dt.datetime, timezone: str, lag_days: int, lookback_days: int) -> Window:
     """Newest expected date is today (in the schedule's zone) minus the lag; the window
     covers ``lookback_days`` more days before it."""
-    today = now.astimezone(ZoneInfo(timezone)).date()
+    return window_on(now.astimezone(ZoneInfo(timezone)).date(), lag_days, lookback_days)
+
+
+def window_on(today: dt.date, lag_days: int, lookback_days: int) -> Window:
+    """The window of a run whose day (in the schedule's zone) is ``today``."""
     last = today - dt.timedelta(days=lag_days)
     return Window(last - dt.timedelta(days=lookback_days), last)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ingestion_contract import RunContext, RunSummary
 
 from . import metrics
-from .plan import KeyTemplate, Window, expected_cells, plan_gaps, plan_window
+from .plan import KeyTemplate, Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
 from .rows import Repairs, Rows, build_rows, open_elsewhere
 from .source import RequestStats, S3Source, SourceError
@@ -62,17 +62,25 @@ def open_backend(ctx: RunContext, store_path: Path | None) -> Store:
     return ObjectStore(cfg, ctx.schedule, ctx.store_credentials)
 
 
-def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16) -> RunResult:
-    """One run; ``store_path`` None means the spec's object store."""
-    return Run(ctx, now or dt.datetime.now(UTC), concurrency).execute(store_path)
+def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16,
+        as_of: dt.date | None = None, dates: Window | None = None) -> RunResult:
+    """One run; ``store_path`` None means the spec's object store.
+
+    The window is anchored, in order: to ``dates`` (exactly that range, no history
+    backfill), to ``as_of`` (the run that day would have made), to the scheduled time of a
+    CronJob tick (a slot retried after midnight probes the same dates), else to now."""
+    return Run(ctx, now or dt.datetime.now(UTC), concurrency, as_of, dates).execute(store_path)
 
 
 class Run:
     """The state of one run: its identity, clock, summary and log context."""
 
-    def __init__(self, ctx: RunContext, started: dt.datetime, concurrency: int):
+    def __init__(self, ctx: RunContext, started: dt.datetime, concurrency: int, as_of: dt.date | None = None,
+                 dates: Window | None = None):
         self.ctx = ctx
         self.started = started
+        self.as_of = as_of
+        self.dates = dates
         self.t0 = time.monotonic()
         self.concurrency = concurrency
         self.run_id = run_id_for(ctx)
@@ -106,10 +114,11 @@ class Run:
         # 1. Expected set: the window in the schedule's zone, symbols given or discovered.
         source.check_bucket()
         symbols = list(target.symbols) or source.discover_symbols()
-        self.window = window = plan_window(self.started, spec.timezone, target.lag_days, target.lookback_days)
+        self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
         # 2. Probe: one paginated listing per symbol.
         upstream = source.list_all(symbols)
-        first_listed = {s: min(d) for s, d in upstream.items() if d}
+        # (a new symbol's whole history is expected too, unless the range was given)
+        first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None else {}
         expected = expected_cells(symbols, window, first_listed, store.known_symbols(schedule))
         # 3. Gaps: expected cells the store does not hold verified yet.
         plan = plan_gaps(expected, upstream, store.held(schedule))
@@ -130,6 +139,13 @@ class Run:
         s.gaps_open = len(plan.missing) + len(failed) + len(deferred) + open_elsewhere(prior_gaps, expected)
         s.bytes_fetched = source.stats.bytes_fetched
         return rows
+
+    def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
+        if self.dates is not None:
+            return self.dates
+        if self.as_of is not None:
+            return window_on(self.as_of, lag_days, lookback_days)
+        return plan_window(self.ctx.scheduled_time or self.started, timezone, lag_days, lookback_days)
 
     def finish(self, store: Store | None, source: S3Source | None, rows: Rows | None = None,
                error: str | None = None) -> RunResult:

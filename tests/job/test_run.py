@@ -351,3 +351,38 @@ def test_logs_are_one_line_per_event_and_none_per_request(dataset, tmp_path):
     assert not stray, stray
     events = [line.split(" event=", 1)[1].split()[0] for line in lines]
     assert events == ["run_started", "probed", "repair_progress", "run_finished"], events
+
+
+def test_a_scheduled_slot_probes_the_window_of_its_own_day(dataset, tmp_path):
+    """A slot scheduled three days ago and run (or retried) now probes the dates of that
+    day, not of today: the window follows the scheduled time, not the wall clock."""
+    slot = dt.datetime.combine(TODAY - dt.timedelta(days=3), dt.time(2), tzinfo=dt.timezone.utc)
+    job = f"demo-{int(slot.timestamp()) // 60}"  # as the CronJob controller names a tick's Job
+    db = tmp_path / "s.duckdb"
+    run(context(dataset.spec(["BTCUSDT"], lookback=1), job_name=job), db)
+    assert rows(db, "SELECT trigger, window_first, window_last FROM runs") == [
+        ("scheduled", TODAY - dt.timedelta(days=5), TODAY - dt.timedelta(days=4))]
+
+
+def test_as_of_reruns_a_past_day_and_dates_runs_a_range(dataset, tmp_path):
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(*range(8, 16))])
+    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
+    f = tmp_path / "spec.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "by-hand"}, "spec": dataset.spec(SYMS, lookback=2)}))
+    db = tmp_path / "s.duckdb"
+    as_of = TODAY - dt.timedelta(days=10)
+    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db), "--as-of", as_of.isoformat()], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    # lag 1, lookback 2: the window that day's run had (new symbols still backfill their history, as it would have)
+    (first, last) = rows(db, "SELECT window_first, window_last FROM runs")[0]
+    assert (first, last) == (as_of - dt.timedelta(days=3), as_of - dt.timedelta(days=1))
+
+    db2 = tmp_path / "r.duckdb"
+    frm, to = TODAY - dt.timedelta(days=14), TODAY - dt.timedelta(days=9)
+    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db2), "--dates", f"{frm}..{to}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert rows(db2, "SELECT window_first, window_last, expected, present, gaps_repaired FROM runs") == [(frm, to, 12, 12, 12)]
+    assert rows(db2, "SELECT min(date), max(date), count(*) FROM objects") == [(frm, to, 12)]
+
+    bad = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db2), "--dates", f"{to}..{frm}"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == f"error: --dates '{to}..{frm}': FROM is after TO"
