@@ -136,11 +136,6 @@ def build(dockerfile: str, name: str) -> Path:
     return export(name)
 
 
-def image_size(name: str) -> int:
-    """Bytes of the image's layers, uncompressed (the size of its archive)."""
-    return export(name).stat().st_size
-
-
 def chart_values() -> list[str]:
     """Helm ``--set`` values that make the chart run the images built here (never pulled)."""
     values = []

@@ -29,13 +29,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from .images import PAUSE_IMAGE
 from .workspace import ClusterError
 
 NODE_NAME = "ingestion-node"
-PAUSE_IMAGE = "localhost/ingestion-pause:1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CNI_BIN = Path("/usr/lib/cni")
-NODE_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables", "ctr": "containerd"}
 
 
 def _ip(*args: str, check: bool = True, netns: str | None = None) -> subprocess.CompletedProcess:

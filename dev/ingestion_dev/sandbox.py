@@ -129,13 +129,14 @@ def _up_real_node(state_dir: Path) -> int:
         seed_sample_data(s3)
         plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.cli", "late-arrivals", s3.endpoint])
         helm = _helm()
-        args = [helm, f"--kubeconfig={plane.kubeconfig}", "install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
+        # upgrade --install: a sandbox started again keeps its etcd, and with it the release
+        args = [helm, f"--kubeconfig={plane.kubeconfig}", "upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
                 "--create-namespace", "--wait", "--timeout", "180s"]
         for value in [*images.chart_values(), f"defaultPushgatewayUrl={pushgateway}"]:
             args += ["--set", value]
         proc = subprocess.run(args, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise ClusterError(f"helm install failed: {proc.stderr.strip()[-2000:]}")
+            raise ClusterError(f"helm upgrade --install failed: {proc.stderr.strip()[-2000:]}")
         volume = plane.node.dir / "volumes" / "sandbox-data"
         kubectl(plane, "apply", "-f", "-", input=yaml.safe_dump_all(local_storage(volume, "sandbox-data", "default")))
         kubectl(plane, "apply", "-f", "-", input=sandbox_schedule(s3.endpoint, pushgateway))

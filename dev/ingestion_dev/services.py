@@ -102,7 +102,11 @@ def _wait_writable(server: S3Server, timeout: float) -> None:
     last = None
     while time.monotonic() < deadline:
         try:
-            s3.create_bucket(Bucket="ingestion-readiness")
+            try:
+                s3.create_bucket(Bucket="ingestion-readiness")
+            except ClientError as e:  # made by an earlier try whose write failed: fine
+                if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
             s3.put_object(Bucket="ingestion-readiness", Key="probe", Body=b"ok")
             return
         except (BotoCoreError, ClientError) as e:
@@ -126,9 +130,10 @@ def start_pushgateway(group: ProcessGroup, port: int | None = None, name: str = 
     return url
 
 
-def start_prometheus(group: ProcessGroup, scrape_urls: list[str], interval: str = "1s", name: str = "prometheus") -> str:
+def start_prometheus(group: ProcessGroup, scrape_urls: list[str], interval: str = "1s", name: str = "prometheus",
+                     rule_files: list[Path] = ()) -> str:
     """Debian's Prometheus scraping the given base URLs' /metrics (honor_labels, as for a
-    Pushgateway); returns its URL."""
+    Pushgateway) and evaluating ``rule_files``; returns its URL."""
     exe = shutil.which("prometheus")
     if not exe:
         raise ClusterError("prometheus is missing; install Debian's package "
@@ -140,6 +145,7 @@ def start_prometheus(group: ProcessGroup, scrape_urls: list[str], interval: str 
     (data / "prometheus.yml").write_text(json.dumps({
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [{"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": targets}]}],
+        "rule_files": [str(f) for f in rule_files],
     }))
     group.start_process(name, [exe, f"--config.file={data / 'prometheus.yml'}", f"--storage.tsdb.path={data / 'tsdb'}",
                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])

@@ -42,3 +42,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/* The share of runs that failed over .window, per schedule (ingestion_runs_total is cumulative, read from each store). */}}
+{{- define "ingestion.burnRate" -}}
+(sum by (namespace, schedule) (increase(ingestion_runs_total{outcome="failed"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
+{{- end }}
