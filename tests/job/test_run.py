@@ -259,12 +259,18 @@ def test_a_retried_slot_updates_its_run_row(dataset, tmp_path):
     assert rows(db, "SELECT trigger, attempt, scheduled_time IS NOT NULL FROM runs") == [("scheduled", 2, True)]
 
 
+def run_cli(tmp_path, name: str, spec: dict, *args: str) -> subprocess.CompletedProcess:
+    """`ingestion-job run --spec FILE ARGS` with the spec written as the IngestionSchedule ``name``."""
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": name}, "spec": spec}))
+    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
+    return subprocess.run([exe, "run", "--spec", str(f), *args], capture_output=True, text=True)
+
+
 def test_cli_run_and_report(dataset, tmp_path):
     dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
-    f = tmp_path / "spec.yaml"
-    f.write_text(yaml.safe_dump({"metadata": {"name": "cli-demo"}, "spec": dataset.spec(SYMS, lookback=2)}))
     exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
-    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True)
+    out = run_cli(tmp_path, "cli-demo", dataset.spec(SYMS, lookback=2), "--db", str(tmp_path / "s.duckdb"))
     assert out.returncode == 0, out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert "event=run_finished outcome=succeeded" in last and "schedule=cli-demo" in last and "run_id=" in last
@@ -341,10 +347,7 @@ def test_logs_are_one_line_per_event_and_none_per_request(dataset, tmp_path):
     schedule, namespace and run id, and no line per HTTP request."""
     syms = ["AUSDT", "BUSDT", "CUSDT"]
     dataset.upload([(s, d) for s in syms for d in days_ago(1, 2)])
-    f = tmp_path / "spec.yaml"
-    f.write_text(yaml.safe_dump({"metadata": {"name": "quiet"}, "spec": dataset.spec(syms, lookback=2)}))
-    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
-    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True)
+    out = run_cli(tmp_path, "quiet", dataset.spec(syms, lookback=2), "--db", str(tmp_path / "s.duckdb"))
     assert out.returncode == 0, out.stderr
     lines = out.stderr.strip().splitlines()
     stray = [line for line in lines if not (" event=" in line and "schedule=quiet" in line and "run_id=" in line)]
@@ -366,12 +369,10 @@ def test_a_scheduled_slot_probes_the_window_of_its_own_day(dataset, tmp_path):
 
 def test_as_of_reruns_a_past_day_and_dates_runs_a_range(dataset, tmp_path):
     dataset.upload([(s, d) for s in SYMS for d in days_ago(*range(8, 16))])
-    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
-    f = tmp_path / "spec.yaml"
-    f.write_text(yaml.safe_dump({"metadata": {"name": "by-hand"}, "spec": dataset.spec(SYMS, lookback=2)}))
+    spec = dataset.spec(SYMS, lookback=2)
     db = tmp_path / "s.duckdb"
     as_of = TODAY - dt.timedelta(days=10)
-    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db), "--as-of", as_of.isoformat()], capture_output=True, text=True)
+    out = run_cli(tmp_path, "by-hand", spec, "--db", str(db), "--as-of", as_of.isoformat())
     assert out.returncode == 0, out.stderr
     # lag 1, lookback 2: the window that day's run had (new symbols still backfill their history, as it would have)
     (first, last) = rows(db, "SELECT window_first, window_last FROM runs")[0]
@@ -379,10 +380,10 @@ def test_as_of_reruns_a_past_day_and_dates_runs_a_range(dataset, tmp_path):
 
     db2 = tmp_path / "r.duckdb"
     frm, to = TODAY - dt.timedelta(days=14), TODAY - dt.timedelta(days=9)
-    out = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db2), "--dates", f"{frm}..{to}"], capture_output=True, text=True)
+    out = run_cli(tmp_path, "by-hand", spec, "--db", str(db2), "--dates", f"{frm}..{to}")
     assert out.returncode == 0, out.stderr
     assert rows(db2, "SELECT window_first, window_last, expected, present, gaps_repaired FROM runs") == [(frm, to, 12, 12, 12)]
     assert rows(db2, "SELECT min(date), max(date), count(*) FROM objects") == [(frm, to, 12)]
 
-    bad = subprocess.run([exe, "run", "--spec", str(f), "--db", str(db2), "--dates", f"{to}..{frm}"], capture_output=True, text=True)
+    bad = run_cli(tmp_path, "by-hand", spec, "--db", str(db2), "--dates", f"{to}..{frm}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == f"error: --dates '{to}..{frm}': FROM is after TO"
