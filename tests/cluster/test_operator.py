@@ -271,3 +271,25 @@ def test_metrics_and_health_endpoints(cluster, operator):
     assert operator._healthy()
     log_lines = [line for line in Path(operator.log).read_text().splitlines() if line.startswith("{")]
     assert log_lines and all("message" in json.loads(line) for line in log_lines[:20])
+
+
+def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, wait_for):
+    """No Job appears for a tick that Forbid skips, so no event reaches the operator: its
+    next-run timer alone must move status.nextRuns past the skipped tick."""
+    import datetime as dt
+
+    ns = make_mode_namespace(cluster, "skip", "hold")  # every pod is held: a run stays active
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("skip", schedule="* * * * *", timezone="Asia/Kolkata"))
+    wait_for(lambda: ready(cluster, ns, "skip"), 30, "skip Ready")
+    kubectl(cluster, "create", "job", "skip-held", "--from=cronjob/skip", "-n", ns)
+    wait_for(lambda: (get_cronjob(cluster, ns, "skip").get("status") or {}).get("active"), 60, "the held run active")
+    tick = get(cluster, ns, "skip")["status"]["nextRuns"][0]
+    when = dt.datetime.strptime(tick, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    time.sleep(max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1)
+    moved = wait_for(lambda: (get(cluster, ns, "skip")["status"]["nextRuns"] or [tick])[0] > tick, 30,
+                     f"nextRuns to move past the skipped tick {tick}")
+    assert moved
+    jobs = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "name").stdout.split()
+    skipped = f"job.batch/skip-{int(when.timestamp()) // 60}"  # the name a Job of that tick would have
+    assert "job.batch/skip-held" in jobs and skipped not in jobs, jobs  # Forbid skipped it (an earlier tick may have run)
+    cluster.core.delete_namespace(ns)
