@@ -118,12 +118,10 @@ CHART = REPO / "deploy" / "helm" / "ingestion-operator"
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    """The pinned Helm binary (built once from the Go module proxy by dev/build-helm)."""
-    import subprocess
+    """The pinned Helm binary (built once from the Go module proxy; a failed build fails the tests)."""
+    from ingestion_dev.cluster import helm_binary
 
-    out = subprocess.run([str(REPO / "dev" / "build-helm")], capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, f"building helm failed: {out.stderr[-2000:]}"
-    return out.stdout.strip().splitlines()[-1]
+    return helm_binary()
 
 
 def kubectl(cluster: Cluster, *args: str, check: bool = True, input: str | None = None):

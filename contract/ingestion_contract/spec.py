@@ -280,7 +280,8 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
     if tp is str:
         if not isinstance(value, str):
             return bad("must be a string")
-        return _check_string(value, meta, bad)
+        problem = _string_problem(value, meta)
+        return bad(problem) if problem else value
     if tp is dict:
         return dict(value) if isinstance(value, Mapping) else bad("must be an object")
     if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a list of strings
@@ -289,20 +290,22 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         if meta.get("maxItems") is not None and len(value) > meta["maxItems"]:
             return bad(f"must have at most {meta['maxItems']} items")
         for i, item in enumerate(value):
-            if _check_string(item, meta, lambda p, i=i, item=item: errors.append(FieldError(f"{path}[{i}]", item, p))) is None:
+            if problem := _string_problem(item, meta):
+                errors.append(FieldError(f"{path}[{i}]", item, problem))
                 return _INVALID
         return tuple(value)
     raise TypeError(f"spec model field {path} has an unsupported type {tp!r}")  # a bug in the model, not in input
 
 
-def _check_string(value: str, meta: Mapping, bad):
+def _string_problem(value: str, meta: Mapping) -> str | None:
+    """What is wrong with a string against the field's bounds, or None."""
     if meta.get("minLength") is not None and len(value) < meta["minLength"]:
-        return bad(f"must have at least {meta['minLength']} characters")
+        return f"must have at least {meta['minLength']} characters"
     if meta.get("maxLength") is not None and len(value) > meta["maxLength"]:
-        return bad(f"must have at most {meta['maxLength']} characters")
+        return f"must have at most {meta['maxLength']} characters"
     if meta.get("enum") and value not in meta["enum"]:
-        return bad(f"must be one of {', '.join(meta['enum'])}")
-    return value
+        return f"must be one of {', '.join(meta['enum'])}"
+    return None
 
 
 # -- rules the schema cannot state ------------------------------------------------------------

@@ -74,6 +74,14 @@ def build_binaries() -> Path:
     return bin_dir
 
 
+def helm_binary() -> str:
+    """The pinned Helm, built once from the Go module proxy by dev/build-helm (cached)."""
+    proc = subprocess.run([str(REPO_ROOT / "dev" / "build-helm")], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise ClusterError("building helm failed (dev/build-helm); see the output above")
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def _run(cmd: list[str], **kw) -> None:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     if proc.returncode != 0:
@@ -180,7 +188,7 @@ class ControlPlane(ProcessGroup):
             self._write_kubeconfig()
             self._start("kube-controller-manager", bin_dir, self._controller_manager_args())
             self._wait(
-                lambda: self._http_ok(f"https://127.0.0.1:{self.ports.controller_manager}/healthz", insecure=True),
+                lambda: self._http_ok(f"https://127.0.0.1:{self.ports.controller_manager}/healthz"),
                 "kube-controller-manager /healthz",
                 timeout,
             )
@@ -203,7 +211,7 @@ class ControlPlane(ProcessGroup):
 
     def status(self) -> dict:
         running = self.running()
-        wanted = BINARIES + (("kube-scheduler", "containerd", "kubelet", "kube-proxy") if self.network else ())
+        wanted = BINARIES + (NODE_BINARIES + ("containerd",) if self.network else ())
         return {
             "state_dir": str(self.state_dir),
             "server": self.server,
@@ -238,16 +246,12 @@ class ControlPlane(ProcessGroup):
         self._wait(self._node_ready, f"node {NODE_NAME} Ready", timeout)
 
     def _node_ready(self) -> bool:
-        import urllib.request as rq
-
+        body = self._api_get(f"/api/v1/nodes/{NODE_NAME}")
         try:
-            req = rq.Request(f"{self.server}/api/v1/nodes/{NODE_NAME}", headers={"Authorization": f"Bearer {self.token()}"})
-            ctx = ssl.create_default_context(cafile=str(self.certs.ca))
-            with rq.urlopen(req, timeout=2, context=ctx) as r:
-                node = json.loads(r.read())
-        except (urllib.error.URLError, OSError, ValueError):
+            conditions = json.loads(body)["status"]["conditions"] if body else []
+        except (ValueError, KeyError):
             return False
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     # -- processes --------------------------------------------------------------------
     def _start(self, name: str, bin_dir: Path, args: list[str]) -> int:
@@ -268,7 +272,8 @@ class ControlPlane(ProcessGroup):
 
     # -- health -----------------------------------------------------------------------
     @staticmethod
-    def _http_ok(url: str, insecure: bool = False, headers: dict | None = None) -> bool:
+    def _http_get(url: str, headers: dict | None = None) -> bytes | None:
+        """The body of a 200 answer (a local health probe: the certificate is not checked), else None."""
         ctx = None
         if url.startswith("https"):
             ctx = ssl.create_default_context()
@@ -277,16 +282,22 @@ class ControlPlane(ProcessGroup):
         try:
             req = urllib.request.Request(url, headers=headers or {})
             with urllib.request.urlopen(req, timeout=2, context=ctx) as r:
-                return r.status == 200
+                return r.read() if r.status == 200 else None
         except (urllib.error.URLError, OSError, ValueError):
-            return False
+            return None
 
-    def _api_ok(self, path: str) -> bool:
+    def _http_ok(self, url: str) -> bool:
+        return self._http_get(url) is not None
+
+    def _api_get(self, path: str) -> bytes | None:
         try:
             token = self.token()
         except FileNotFoundError:
-            return False
-        return self._http_ok(self.server + path, insecure=True, headers={"Authorization": f"Bearer {token}"})
+            return None
+        return self._http_get(self.server + path, headers={"Authorization": f"Bearer {token}"})
+
+    def _api_ok(self, path: str) -> bool:
+        return self._api_get(path) is not None
 
     # -- configuration ----------------------------------------------------------------
     def _write_credentials(self) -> None:

@@ -15,6 +15,7 @@ docker-archive files (``ctr images import``).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -51,16 +52,26 @@ def images_dir() -> Path:
     return d
 
 
-def buildah(*args: str, capture: bool = True) -> str:
+def buildah(*args: str) -> str:
     if not shutil.which("buildah"):
         raise ClusterError("buildah is missing: run dev/bootstrap (as root) to install Debian's buildah")
     d = images_dir()
     cmd = ["buildah", "--root", str(d / "storage"), "--runroot", str(d / "runroot"), "--storage-driver", "overlay", *args]
-    proc = subprocess.run(cmd, capture_output=capture, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip()[-2000:] if capture else "see the output above"
-        raise ClusterError(f"buildah {args[0]} failed: {detail}")
-    return (proc.stdout or "").strip()
+        raise ClusterError(f"buildah {args[0]} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def from_scratch(name: str):
+    """A working container from an empty image, committed as ``name`` when the block ends well."""
+    ctr = buildah("from", "scratch")
+    try:
+        yield ctr
+        buildah("commit", "--quiet", ctr, name)
+    finally:
+        buildah("rm", ctr)
 
 
 def has_image(name: str) -> bool:
@@ -88,13 +99,9 @@ def pause_image() -> Path:
             proc = subprocess.run(["cc", "-static", "-Os", "-o", str(Path(tmp) / "pause"), str(src)], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ClusterError(f"compiling the pause program failed: {proc.stderr.strip()}")
-            ctr = buildah("from", "scratch")
-            try:
+            with from_scratch(PAUSE_IMAGE) as ctr:
                 buildah("copy", ctr, str(Path(tmp) / "pause"), "/pause")
                 buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", ctr)
-                buildah("commit", "--quiet", ctr, PAUSE_IMAGE)
-            finally:
-                buildah("rm", ctr)
     return export(PAUSE_IMAGE)
 
 
@@ -111,16 +118,12 @@ def base_image() -> str:
                                "--format=tar", "bookworm", str(tar), *sources], capture_output=True, text=True)
         if proc.returncode != 0:
             raise ClusterError(f"mmdebstrap failed: {proc.stderr.strip()[-2000:]}")
-        ctr = buildah("from", "scratch")
-        try:
+        with from_scratch(BASE_IMAGE) as ctr:
             buildah("add", ctr, str(tar), "/")
             buildah("run", "--isolation", "chroot", ctr, "--", "sh", "-c",
                     "python3 -m venv /opt/python && ln -s /opt/python/bin/python /usr/local/bin/python")
             buildah("config", "--env", "PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "--env", "LANG=C.UTF-8", "--cmd", "python3", ctr)
-            buildah("commit", "--quiet", ctr, BASE_IMAGE)
-        finally:
-            buildah("rm", ctr)
     return BASE_IMAGE
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from . import sampledata
-from .cluster import ControlPlane
+from .cluster import ControlPlane, helm_binary
 from .services import S3Server, start_pushgateway, start_seaweed
 from .workspace import REPO_ROOT, ClusterError, port_in_use
 
@@ -128,7 +128,7 @@ def _up_real_node(state_dir: Path) -> int:
         pushgateway = start_pushgateway(plane, PUSHGATEWAY_PORT, host=host)
         seed_sample_data(s3)
         plane.start_process("late-arrivals", [sys.executable, "-m", "ingestion_dev.cli", "late-arrivals", s3.endpoint])
-        helm = _helm()
+        helm = helm_binary()
         # upgrade --install: a sandbox started again keeps its etcd, and with it the release
         args = [helm, f"--kubeconfig={plane.kubeconfig}", "upgrade", "--install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE,
                 "--create-namespace", "--wait", "--timeout", "180s"]
@@ -159,13 +159,6 @@ sandbox is up in {time.monotonic() - t0:.0f}s (state in {plane.state_dir}); a re
   dev/sandbox status | down                                   # down removes exactly what 'up' made
 """)
     return 0
-
-
-def _helm() -> str:
-    proc = subprocess.run([str(REPO_ROOT / "dev" / "build-helm")], stdout=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise ClusterError("building helm failed (dev/build-helm); see the output above")
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def _up_pod_runner(state_dir: Path) -> int:

@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import ScheduleResource
-from .status import Event, derive_status, merge_patch, transition_events
+from .status import Event, condition_of, derive_status, merge_patch, transition_events
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -149,7 +149,7 @@ class Reconciler:
 
         # 8. Wake again just after the next run, should no Job event come first.
         self.timer.set((namespace, name), _parse_time((new_status.get("nextRuns") or [None])[0]))
-        self.ready[(namespace, name)] = new_status["conditions"][0]["status"] == "True"
+        self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
