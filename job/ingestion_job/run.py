@@ -20,7 +20,7 @@ from pathlib import Path
 from ingestion_contract import RunContext, RunSummary
 
 from . import metrics
-from .plan import KeyTemplate, Window, expected_cells, plan_gaps, plan_window, window_on
+from .plan import Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
 from .rows import Repairs, Rows, build_rows, open_elsewhere
 from .source import RequestStats, S3Source, SourceError
@@ -131,7 +131,7 @@ class Run:
         repaired, failed = repair(source, todo, upstream, spec.repair.load, tmp, self.log)
         prior_gaps = store.gaps(schedule)  # read once: both the new rows and the open count need it
         repairs = Repairs(repaired, failed, frozenset((c.symbol, c.date) for c in deferred), limit)
-        rows = build_rows(schedule, KeyTemplate(target.key_template), expected, upstream, repairs, prior_gaps,
+        rows = build_rows(schedule, source.template, expected, upstream, repairs, prior_gaps,
                           store.first_seen(schedule), self.started)
         s = self.summary
         s.symbols, s.expected, s.present, s.missing = len(symbols), len(expected), len(plan.present), len(plan.missing)
