@@ -140,6 +140,8 @@ class JobSpec:
     repair: Repair = spec_field("repair", Repair())
     storage: Storage = spec_field("storage")
     metrics: Metrics = spec_field("metrics", Metrics())
+    # the Job's deadline: the run spends at most its time budget (see ingestion_job.run.time_budget)
+    active_deadline_seconds: int = spec_field("activeDeadlineSeconds", 3600, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -148,7 +150,6 @@ class ScheduleSpec(JobSpec):
 
     enabled: bool = spec_field("enabled", True)
     starting_deadline_seconds: int = spec_field("startingDeadlineSeconds", 300, minimum=0)
-    active_deadline_seconds: int = spec_field("activeDeadlineSeconds", 3600, minimum=1)
     backoff_limit: int = spec_field("backoffLimit", 2, minimum=0, maximum=20)
     successful_jobs_history_limit: int = spec_field("successfulJobsHistoryLimit", 3, minimum=0, maximum=100)
     failed_jobs_history_limit: int = spec_field("failedJobsHistoryLimit", 3, minimum=0, maximum=100)

@@ -25,6 +25,8 @@ class RunSummary:
     gaps_open: int = counter("Gaps still open after the last run.", "ingestion_gaps_open")
     gaps_repaired: int = counter("Gaps the last run repaired.", "ingestion_gaps_repaired")
     repairs_failed: int = counter("Repairs the last run attempted that failed.", "ingestion_repairs_failed")
+    repairs_deferred: int = counter("Repair candidates the last run left for a later one (maxRepairsPerRun or its time "
+                                    "budget).", "ingestion_repairs_deferred")
     bytes_fetched: int = counter("Bytes the last run fetched from the source.", "ingestion_fetched_bytes", sql="BIGINT")
     s3_requests: int = counter("S3 HTTP requests of the run, retries included.")
     s3_errors: int = counter("S3 HTTP requests of the run that failed, retries included.")

@@ -1,7 +1,8 @@
 """ingestion-job: one probe-and-repair run, and reports over the store.
 
-Exit codes: 0 success; 1 the run failed (one-line reason last on stderr); 2 bad usage or
-a broken operator-job contract.
+Exit codes: 0 the run succeeded; 1 it failed (one-line reason last on stderr); 2 bad usage
+or a broken operator-job contract; 3 partial: the run committed, but at least one repair
+failed (its gap stays open with the reason).
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = run(ctx, path, concurrency=args.concurrency, as_of=as_of, dates=dates)
+        result = run(ctx, path, concurrency=args.concurrency, as_of=as_of, dates=dates, lock_timeout=args.lock_timeout)
     except Exception as e:  # a bug: keep the traceback in the log, end with one line
         logging.getLogger("ingestion_job").exception("event=run_crashed")
-        print(f"error: unexpected {e.__class__.__name__}: {e}", file=sys.stderr)
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"error: unexpected {e.__class__.__name__}: {first}", file=sys.stderr)
         return 1
     return result.exit_code
 
@@ -111,16 +113,20 @@ def _range(text: str):
 
 def cmd_report(args) -> int:
     from .report import report
+    from .store import StoreError
+
+    def waiting(msg: str) -> None:
+        print(f"report: {msg}", file=sys.stderr, flush=True)
 
     try:
-        text = report(Path(args.db), args.schedule, args.days, args.format)
-    except Exception as e:  # a report never shows a traceback for a bad path or an empty store
-        from .store import StoreError
-
-        if isinstance(e, StoreError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+        if args.spec:
+            ctx = context_from_args(args)
+            text = report(None, args.schedule or ctx.schedule, args.days, args.format, args.wide, ctx=ctx)
+        else:
+            text = report(Path(args.db), args.schedule, args.days, args.format, args.wide, args.lock_timeout, waiting)
+    except (StoreError, contract.ContractError, OSError, yaml.YAMLError) as e:  # one line, never a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(text)
     return 0
 
@@ -138,10 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     when.add_argument("--dates", metavar="FROM..TO", help="run exactly this range of dates by hand (YYYY-MM-DD..YYYY-MM-DD)")
     r.add_argument("--concurrency", type=int, default=int(os.environ.get("INGESTION_CONCURRENCY", "16")))
     r.add_argument("--log-level", default=os.environ.get("INGESTION_LOG_LEVEL", "INFO"))
+    r.add_argument("--lock-timeout", type=float, default=float(os.environ.get("INGESTION_LOCK_TIMEOUT", "60")),
+                   help="seconds to wait for a DuckDB file another process holds (default 60)")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="availability, open gaps, recent runs and success rate")
-    rep.add_argument("--db", required=True, help="the DuckDB file")
-    rep.add_argument("--schedule", help="only this schedule")
+    where = rep.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="the DuckDB file")
+    where.add_argument("--spec", help="an IngestionSchedule YAML whose storage.objectStore to read (credentials from "
+                                      "INGESTION_STORE_ACCESS_KEY_ID / INGESTION_STORE_SECRET_ACCESS_KEY)")
+    rep.add_argument("--schedule", help="only this schedule (with --spec: default metadata.name)")
+    rep.add_argument("--namespace", help=argparse.SUPPRESS)
+    rep.add_argument("--wide", action="store_true", help="errors on one line each, unwrapped")
+    rep.add_argument("--lock-timeout", type=float, default=30,
+                     help="seconds to wait while a run commits to the file (default 30)")
     rep.add_argument("--days", type=int, default=30, help="period for the success rate (default 30)")
     rep.add_argument("--format", choices=["table", "json"], default="table")
     rep.set_defaults(func=cmd_report)

@@ -23,20 +23,23 @@ LAST_FAILURE = "ingestion_last_failure_timestamp_seconds"
 S3_REQUESTS = "ingestion_s3_requests"
 S3_ERRORS = "ingestion_s3_errors"
 RUNS_TOTAL = "ingestion_runs_total"
-OUTCOMES = ("succeeded", "failed")
+OUTCOMES = ("succeeded", "partial", "failed", "abandoned")
 
 
-def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int],
+def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int] | None,
                    last_finished: dict[str, dt.datetime]) -> CollectorRegistry:
-    """The run's gauges. ``run_counts`` and ``last_finished`` already include this run."""
+    """The run's gauges. ``run_counts`` and ``last_finished`` are what the store holds after
+    the run's commit; ``run_counts`` None (the store could not be read) pushes no run count,
+    so that a pushed count never goes down."""
     reg = CollectorRegistry()
     Gauge(RUN_SUCCESS, "1 if the last run succeeded, else 0.", registry=reg).set(1.0 if outcome == "succeeded" else 0.0)
     for field, name, help_ in RunSummary.gauges():
         Gauge(name, help_, registry=reg).set(getattr(summary, field))
-    for name, help_, key in ((LAST_SUCCESS, "Unix time the last successful run finished.", "succeeded"),
-                             (LAST_FAILURE, "Unix time the last failed run finished.", "failed")):
-        if last_finished.get(key):
-            Gauge(name, help_, registry=reg).set(last_finished[key].timestamp())
+    failures = [t for o, t in last_finished.items() if o in ("failed", "partial") and t]
+    for name, help_, when in ((LAST_SUCCESS, "Unix time the last successful run finished.", last_finished.get("succeeded")),
+                              (LAST_FAILURE, "Unix time the last failed or partial run finished.", max(failures, default=None))):
+        if when:
+            Gauge(name, help_, registry=reg).set(when.timestamp())
     req = Gauge(S3_REQUESTS, "S3 HTTP requests of the last run (retries included), by operation.", ["operation"], registry=reg)
     for op, n in stats.requests.items():
         req.labels(op).set(n)
@@ -45,9 +48,10 @@ def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[st
         err.labels(op, code).set(n)
     # A counter in meaning (read from the store, monotonic per schedule), exposed untyped-safe as a gauge
     # named *_total so increase() works across pushes.
-    runs = Gauge(RUNS_TOTAL, "Runs recorded in the store, by outcome (cumulative).", ["outcome"], registry=reg)
-    for o in OUTCOMES:
-        runs.labels(o).set(run_counts.get(o, 0))
+    if run_counts is not None:
+        runs = Gauge(RUNS_TOTAL, "Finished runs recorded in the store, by outcome (cumulative).", ["outcome"], registry=reg)
+        for o in OUTCOMES:
+            runs.labels(o).set(run_counts.get(o, 0))
     return reg
 
 

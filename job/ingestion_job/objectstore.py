@@ -50,10 +50,6 @@ class ObjectStore(Store):
         self.version_loaded: str | None = None
         self._hydrate()
 
-    def close(self) -> None:
-        super().close()
-        self._tmp.cleanup()
-
     def where(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
@@ -99,6 +95,26 @@ class ObjectStore(Store):
     def write_run_record(self, run: dict) -> None:
         super().write_run_record(run)
         self._put_run(run)
+
+    def begin_run(self, run: dict, now: dt.datetime) -> list[str]:
+        stale = super().begin_run(run, now)
+        for run_id in [*stale, run["run_id"]]:
+            self._put_run({"run_id": run_id})
+        return stale
+
+    def add_warning(self, run_id: str, warning: str) -> None:
+        super().add_warning(run_id, warning)
+        self._put_run({"run_id": run_id})
+
+    def release(self) -> None:
+        """The working copy is this process's own file: nothing to let go of until close."""
+
+    def acquire(self) -> None:
+        pass
+
+    def close(self) -> None:
+        super().release()
+        self._tmp.cleanup()
 
     def _put_run(self, run: dict) -> None:
         self._export("SELECT * FROM runs WHERE run_id = ?", [run["run_id"]],

@@ -1,7 +1,8 @@
 """Step 4 of a run: fetch, verify and stage the repair candidates, with bounded concurrency.
 
 A cell that cannot be fetched, verified or staged fails alone: its reason is kept for
-its gap, and the other cells go on.
+its gap, and the other cells go on. A cell not started before the run's time budget ran
+out, or cut short by it, is left for a later run (not failed).
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ from pathlib import Path
 
 from .plan import Cell, Listed
 from .rows import CellKey
-from .source import ObjectError, S3Source
+from .source import ObjectError, OutOfTime, S3Source
 from .staging import StagingError, stage
 
 
 def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: str, tmp: Path,
-           log: logging.LoggerAdapter) -> tuple[dict[CellKey, dict], dict[CellKey, str]]:
-    """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}) of every cell in ``todo``."""
+           log: logging.LoggerAdapter) -> tuple[dict[CellKey, dict], dict[CellKey, str], set[CellKey]]:
+    """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}, {cell not started in time})
+    of every cell in ``todo``."""
     repaired: dict[CellKey, dict] = {}
     failed: dict[CellKey, str] = {}
+    late: set[CellKey] = set()
 
     def one(cell: Cell) -> dict:
+        if source.past_deadline():
+            raise _NotStarted
         listed: Listed = upstream[cell.symbol][cell.date]
         body, digest = source.fetch(listed)
         staged = stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}") if load != "none" else None
@@ -34,9 +39,15 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: 
             cell = futures[fut]
             try:
                 repaired[(cell.symbol, cell.date)] = fut.result()
+            except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
+                late.add((cell.symbol, cell.date))
             except (ObjectError, StagingError) as e:
                 failed[(cell.symbol, cell.date)] = str(e)
                 log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
             if i % 100 == 0 or i == len(todo):
                 log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
-    return repaired, failed
+    return repaired, failed, late
+
+
+class _NotStarted(Exception):
+    """The run's time budget ran out before this cell began."""

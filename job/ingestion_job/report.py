@@ -1,32 +1,46 @@
-"""`ingestion-job report`: what the store knows, as a table or JSON."""
+"""`ingestion-job report`: what the store knows, as a table or JSON.
+
+It reads a DuckDB file (waiting, and saying so, while a run commits to it: a run holds the
+file only to read its starting state and to commit) or a schedule's object store. Errors are
+shown whole: wrapped to the terminal in the table, on one line each with ``--wide``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
-from .store import open_store
+from .store import Store, open_store
 
 
-def gather(path: Path, schedule: str | None, days: int) -> dict:
-    with open_store(path, read_only=True) as store:
-        con = store.con
-        where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
-        availability = con.execute(f"""
-            SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
-                   min(date) AS first_date, max(date) AS last_date
-            FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
-        gaps = con.execute(f"""
-            SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
-            {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""", params).fetchall()
-        runs = con.execute(f"""
-            SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
-            FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-        ok, total = con.execute(f"""
-            SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FROM runs
-            {where + (' AND' if where else 'WHERE')} started_at >= ?""", params + [since]).fetchone()
+def open_for_report(path: Path | None, lock_timeout: float = 30, on_wait=None, ctx=None) -> Store:
+    if path is not None:
+        return open_store(path, read_only=True, lock_timeout=lock_timeout, on_wait=on_wait)
+    from .run import open_backend
+
+    return open_backend(ctx, None)
+
+
+def gather(store: Store, schedule: str | None, days: int) -> dict:
+    con = store.con
+    where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
+    availability = con.execute(f"""
+        SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
+               min(date) AS first_date, max(date) AS last_date
+        FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+    gaps = con.execute(f"""
+        SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
+        {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""", params).fetchall()
+    runs = con.execute(f"""
+        SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
+        FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+    ok, total = con.execute(f"""
+        SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FROM runs
+        {where + (' AND' if where else 'WHERE')} started_at >= ? AND outcome <> 'running'""", params + [since]).fetchone()
     return {
         "availability": [dict(zip(["schedule", "symbol", "expected", "present", "first_date", "last_date"], r)) for r in availability],
         "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
@@ -36,25 +50,32 @@ def gather(path: Path, schedule: str | None, days: int) -> dict:
     }
 
 
-def report(path: Path, schedule: str | None, days: int, fmt: str) -> str:
-    data = gather(path, schedule, days)
+def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: bool = False, lock_timeout: float = 30,
+           on_wait=None, ctx=None) -> str:
+    """The report of a DuckDB file (``path``), or of the object store of ``ctx``'s spec."""
+    store = open_for_report(path, lock_timeout, on_wait, ctx)
+    try:
+        data = gather(store, schedule, days)
+    finally:
+        store.close()
     if fmt == "json":
         return json.dumps(data, default=str, indent=2)
+    width = None if wide else shutil.get_terminal_size((160, 24)).columns
     out = ["AVAILABILITY"]
     out += _table(["SCHEDULE", "SYMBOL", "PRESENT/EXPECTED", "FROM", "TO"],
                   [[a["schedule"], a["symbol"], f"{a['present']}/{a['expected']}", a["first_date"], a["last_date"]]
                    for a in data["availability"]])
     out += ["", f"OPEN GAPS ({len(data['open_gaps'])}{'+' if len(data['open_gaps']) == 200 else ''})"]
     out += _table(["SCHEDULE", "SYMBOL", "DATE", "REASON", "ATTEMPTS", "LAST ERROR"],
-                  [[g["schedule"], g["symbol"], g["date"], g["reason"], g["attempts"], (g["last_error"] or "")[:60]]
-                   for g in data["open_gaps"]])
+                  [[g["schedule"], g["symbol"], g["date"], g["reason"], g["attempts"], g["last_error"] or ""]
+                   for g in data["open_gaps"]], width)
     out += ["", "RECENT RUNS"]
     out += _table(["RUN", "TRIGGER", "STARTED", "OUTCOME", "EXPECTED", "MISSING", "REPAIRED", "OPEN", "ERROR"],
                   [[r["run_id"], r["trigger"], _t(r["started_at"]), r["outcome"], r["expected"], r["missing"], r["repaired"],
-                    r["gaps_open"], (r["error"] or r["warnings"] or "")[:60]] for r in data["recent_runs"]])
+                    r["gaps_open"], r["error"] or r["warnings"] or ""] for r in data["recent_runs"]], width)
     sr = data["success_rate"]
     rate = f"{sr['rate'] * 100:.1f}%" if sr["rate"] is not None else "n/a"
-    out += ["", f"SUCCESS RATE (last {sr['days']} days): {rate} ({sr['succeeded']} of {sr['runs']} runs)"]
+    out += ["", f"SUCCESS RATE (last {sr['days']} days): {rate} ({sr['succeeded']} of {sr['runs']} finished runs)"]
     return "\n".join(out)
 
 
@@ -62,8 +83,19 @@ def _t(v) -> str:
     return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if isinstance(v, dt.datetime) else str(v)
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def _table(header: list[str], rows: list[list], width: int | None = None) -> list[str]:
+    """Aligned columns; with ``width``, the last column wraps onto continuation lines so the
+    table fits (its text is never cut)."""
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    room = None if width is None else max(40, width - indent)
+    if room is not None:
+        widths[-1] = min(widths[-1], room)
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*header)] + [fmt.format(*r) for r in rows] or ["(none)"]
+    out = [fmt.format(*header).rstrip()]
+    for r in rows:
+        last = textwrap.wrap(r[-1], room, break_long_words=True, break_on_hyphens=False) if room and r[-1] else [r[-1]]
+        out.append(fmt.format(*r[:-1], last[0]).rstrip())
+        out += [" " * indent + more for more in last[1:]]
+    return out if rows else out + ["(none)"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 
 from .plan import Cell, KeyTemplate, Listed
 
@@ -21,8 +22,7 @@ class Repairs:
 
     repaired: dict[CellKey, dict]  # {"sha256", "bytes", "staged": (path, format) | None}
     failed: dict[CellKey, str]
-    deferred: frozenset[CellKey]
-    limit: int  # maxRepairsPerRun, named in the reason of a deferred gap
+    deferred: Mapping[CellKey, str]  # why each was left for later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstr
             gaps.append({**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
                          "last_error": repairs.failed[k]})
         elif k in repairs.deferred:
-            gaps.append({**base, "status": "open", "reason": f"deferred: maxRepairsPerRun={repairs.limit} reached"})
+            gaps.append({**base, "status": "open", "reason": f"deferred: {repairs.deferred[k]}"})
         else:
             gaps.append({**base, "status": "open", "reason": "absent upstream"})
     # Rows identical to what the store holds are not rewritten: a rerun changes nothing.

@@ -1,10 +1,21 @@
 """One probe-and-repair run, as six steps: expected set, probe, gaps, repair, write, report.
 
-Steps 1-4 (:meth:`Run.probe_and_repair`) learn what is expected, what exists upstream,
-what is missing and what could be repaired; they build the rows but write nothing.
-Steps 5-6 (:meth:`Run.finish`) push the run's metrics, write every row with the run's
-record in one transaction, and log one summary line. The counters all live on one
-typed :class:`~ingestion_contract.RunSummary`.
+The run holds the store only to read its starting state and to commit:
+
+* start: read what the store holds, record the run as ``running`` (and any run of the
+  schedule that died past its deadline as ``abandoned``), let go of the file;
+* steps 1-4 (:meth:`Run.probe_and_repair`): learn what is expected, what exists upstream,
+  what is missing, and repair what can be, one cell at a time: a cell that cannot be
+  fetched, verified or loaded fails alone;
+* steps 5-6 (:meth:`Run.finish`): take the file again, build the rows against its current
+  gaps, commit them with the run's record in one transaction, let go; then push metrics
+  that describe what was committed, and log one summary line.
+
+Outcomes and exit codes: ``succeeded`` (0); ``partial`` (3): committed, but at least one
+repair failed, its gap kept open with the reason; ``failed`` (1): nothing but the run's
+record committed (the source or the store could not be used, or the commit failed);
+``abandoned``: recorded by the next run for a run that never finished. Counters live on
+one typed :class:`~ingestion_contract.RunSummary`.
 """
 
 from __future__ import annotations
@@ -20,27 +31,50 @@ from pathlib import Path
 from ingestion_contract import RunContext, RunSummary
 
 from . import metrics
-from .plan import Window, expected_cells, plan_gaps, plan_window, window_on
+from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
-from .rows import Repairs, Rows, build_rows, open_elsewhere
+from .rows import CellKey, Repairs, Rows, build_rows, open_elsewhere
 from .source import RequestStats, S3Source, SourceError
 from .store import Store, StoreError, open_store
 
 log = logging.getLogger("ingestion_job")
 UTC = dt.timezone.utc
+EXIT_CODES = {"succeeded": 0, "failed": 1, "partial": 3}
+LOCK_TIMEOUT = 60.0
+
+
+def time_budget(active_deadline_seconds: int) -> float:
+    """Seconds a run may spend before its commit: the Job's deadline less a reserve (10 %,
+    at least 5 s, at most half) for the commit and the metrics push."""
+    d = float(active_deadline_seconds)
+    return d - min(max(0.1 * d, 5.0), 0.5 * d)
 
 
 @dataclasses.dataclass
 class RunResult:
     run_id: str
-    outcome: str  # succeeded | failed
+    outcome: str  # succeeded | partial | failed
     summary: RunSummary
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.outcome == "succeeded" else 1
+        return EXIT_CODES[self.outcome]
+
+
+@dataclasses.dataclass
+class Work:
+    """What steps 1-4 learnt and did; the rows are built from it at commit time."""
+
+    symbols: list[str]
+    expected: list[Cell]
+    upstream: dict[str, dict[dt.date, Listed]]
+    missing: int
+    present: int
+    repaired: dict[CellKey, dict]
+    failed: dict[CellKey, str]
+    deferred: dict[CellKey, str]
 
 
 def run_id_for(ctx: RunContext) -> str:
@@ -50,10 +84,11 @@ def run_id_for(ctx: RunContext) -> str:
     return f"{ctx.namespace}/{ctx.schedule}@manual:{ctx.job_name or uuid.uuid4().hex[:12]}"
 
 
-def open_backend(ctx: RunContext, store_path: Path | None) -> Store:
+def open_backend(ctx: RunContext, store_path: Path | None, lock_timeout: float = LOCK_TIMEOUT,
+                 on_wait=None) -> Store:
     """A DuckDB file (``store_path``), or the spec's object store as partitioned Parquet."""
     if store_path is not None:
-        return open_store(store_path)
+        return open_store(store_path, lock_timeout=lock_timeout, on_wait=on_wait)
     from .objectstore import ObjectStore
 
     cfg = ctx.spec.storage.object_store
@@ -63,54 +98,78 @@ def open_backend(ctx: RunContext, store_path: Path | None) -> Store:
 
 
 def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16,
-        as_of: dt.date | None = None, dates: Window | None = None) -> RunResult:
+        as_of: dt.date | None = None, dates: Window | None = None, lock_timeout: float = LOCK_TIMEOUT) -> RunResult:
     """One run; ``store_path`` None means the spec's object store.
 
     The window is anchored, in order: to ``dates`` (exactly that range, no history
     backfill), to ``as_of`` (the run that day would have made), to the scheduled time of a
     CronJob tick (a slot retried after midnight probes the same dates), else to now."""
-    return Run(ctx, now or dt.datetime.now(UTC), concurrency, as_of, dates).execute(store_path)
+    return Run(ctx, now or dt.datetime.now(UTC), concurrency, as_of, dates, lock_timeout).execute(store_path)
 
 
 class Run:
-    """The state of one run: its identity, clock, summary and log context."""
+    """The state of one run: its identity, clock, time budget, summary and log context."""
 
     def __init__(self, ctx: RunContext, started: dt.datetime, concurrency: int, as_of: dt.date | None = None,
-                 dates: Window | None = None):
+                 dates: Window | None = None, lock_timeout: float = LOCK_TIMEOUT):
         self.ctx = ctx
         self.started = started
         self.as_of = as_of
         self.dates = dates
         self.t0 = time.monotonic()
+        self.budget = time_budget(ctx.spec.active_deadline_seconds)
         self.concurrency = concurrency
+        self.lock_timeout = lock_timeout
         self.run_id = run_id_for(ctx)
+        self.attempt = 1
+        self.start_counts: dict | None = None  # finished runs by outcome when this run began; None: unknown
+        self.start_last: dict = {}
         self.summary = RunSummary()
         self.window: Window | None = None
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
 
     def execute(self, store_path: Path | None) -> RunResult:
         ctx = self.ctx
-        self.log.info("event=run_started trigger=%s scheduled_time=%s store=%s", ctx.trigger,
-                      ctx.scheduled_time.isoformat() if ctx.scheduled_time else "-", store_path or "objectStore")
+        self.log.info("event=run_started trigger=%s scheduled_time=%s store=%s time_budget_seconds=%.0f", ctx.trigger,
+                      ctx.scheduled_time.isoformat() if ctx.scheduled_time else "-", store_path or "objectStore", self.budget)
+        wait = lambda msg: self.log.warning("event=store_wait %s", msg)  # noqa: E731
         try:
-            store = open_backend(ctx, store_path)
+            store = open_backend(ctx, store_path, self.lock_timeout, wait)
         except StoreError as e:
             return self.finish(None, None, error=str(e))
         try:
-            source = S3Source(ctx.spec.target, ctx.source_credentials, concurrency=self.concurrency)
-            # staged load files must outlive the probe: they are read by the final write
+            try:
+                start = self.begin(store)
+            except StoreError as e:
+                return self.finish(store, None, error=str(e))
+            source = S3Source(ctx.spec.target, ctx.source_credentials, concurrency=self.concurrency,
+                              deadline=self.t0 + self.budget)
+            # staged load files must outlive the repair: the commit reads them
             with tempfile.TemporaryDirectory(prefix="ingestion-") as tmp:
                 try:
-                    rows = self.probe_and_repair(store, source, Path(tmp))
-                except (SourceError, StoreError) as e:
+                    work = self.probe_and_repair(start, source, Path(tmp))
+                except SourceError as e:
                     return self.finish(store, source, error=str(e))
-                return self.finish(store, source, rows=rows)
+                return self.finish(store, source, work=work)
         finally:
             store.close()
 
-    def probe_and_repair(self, store: Store, source: S3Source, tmp: Path) -> Rows:
-        """Steps 1-4; returns the rows that step 5 writes (with the run row) in one transaction."""
-        spec, target, schedule = self.ctx.spec, self.ctx.spec.target, self.ctx.schedule
+    def begin(self, store: Store) -> dict:
+        """The store's starting state for this schedule; records the run as running, then
+        lets go of the file for the rest of the run."""
+        schedule = self.ctx.schedule
+        self.attempt = store.run_attempts(self.run_id) + 1
+        state = {"known": store.known_symbols(schedule), "held": store.held(schedule)}
+        self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
+        abandoned = store.begin_run(self.run_row("running", None, None), self.started)
+        for run_id in abandoned:
+            self.log.warning("event=run_abandoned abandoned_run_id=%s reason=%r", run_id, "running past its deadline")
+        store.release()
+        return state
+
+    def probe_and_repair(self, start: dict, source: S3Source, tmp: Path) -> Work:
+        """Steps 1-4, without the store: what the commit (step 5) writes."""
+        spec, target = self.ctx.spec, self.ctx.spec.target
         # 1. Expected set: the window in the schedule's zone, symbols given or discovered.
         source.check_bucket()
         symbols = list(target.symbols) or source.discover_symbols()
@@ -119,26 +178,21 @@ class Run:
         upstream = source.list_all(symbols)
         # (a new symbol's whole history is expected too, unless the range was given)
         first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None else {}
-        expected = expected_cells(symbols, window, first_listed, store.known_symbols(schedule))
+        expected = expected_cells(symbols, window, first_listed, start["known"])
         # 3. Gaps: expected cells the store does not hold verified yet.
-        plan = plan_gaps(expected, upstream, store.held(schedule))
+        plan = plan_gaps(expected, upstream, start["held"])
         limit = spec.repair.max_repairs_per_run
         todo, deferred = plan.candidates[:limit], plan.candidates[limit:]
         self.log.info("event=probed symbols=%d window=%s..%s expected=%d present=%d missing=%d to_repair=%d deferred=%d "
                       "s3_requests=%d", len(symbols), window.first, window.last, len(expected), len(plan.present),
                       len(plan.missing), len(todo), len(deferred), source.stats.total_requests)
-        # 4. Repair: fetch and verify (and stage loads), bounded concurrency.
-        repaired, failed = repair(source, todo, upstream, spec.repair.load, tmp, self.log)
-        prior_gaps = store.gaps(schedule)  # read once: both the new rows and the open count need it
-        repairs = Repairs(repaired, failed, frozenset((c.symbol, c.date) for c in deferred), limit)
-        rows = build_rows(schedule, source.template, expected, upstream, repairs, prior_gaps,
-                          store.first_seen(schedule), self.started)
-        s = self.summary
-        s.symbols, s.expected, s.present, s.missing = len(symbols), len(expected), len(plan.present), len(plan.missing)
-        s.gaps_repaired, s.repairs_failed = len(repaired), len(failed)
-        s.gaps_open = len(plan.missing) + len(failed) + len(deferred) + open_elsewhere(prior_gaps, expected)
-        s.bytes_fetched = source.stats.bytes_fetched
-        return rows
+        # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
+        repaired, failed, late = repair(source, todo, upstream, spec.repair.load, tmp, self.log)
+        later = {(c.symbol, c.date): f"maxRepairsPerRun={limit} reached" for c in deferred}
+        later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
+        if late:
+            self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
+        return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), repaired, failed, later)
 
     def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
         if self.dates is not None:
@@ -147,55 +201,112 @@ class Run:
             return window_on(self.as_of, lag_days, lookback_days)
         return plan_window(self.ctx.scheduled_time or self.started, timezone, lag_days, lookback_days)
 
-    def finish(self, store: Store | None, source: S3Source | None, rows: Rows | None = None,
+    def commit(self, store: Store, source: S3Source, work: Work) -> Rows:
+        """Step 5 under the file's lock: rows built against the store's current gaps (another
+        run may have committed meanwhile), loads that would not fit refused alone."""
+        schedule, s = self.ctx.schedule, self.summary
+        loads = [(schedule, *k, *r["staged"]) for k, r in work.repaired.items() if r["staged"]]
+        for k, reason in store.refuse_loads(loads).items():
+            work.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
+            del work.repaired[k]
+        prior_gaps = store.gaps(schedule)
+        repairs = Repairs(work.repaired, work.failed, work.deferred)
+        rows = build_rows(schedule, source.template, work.expected, work.upstream, repairs, prior_gaps,
+                          store.first_seen(schedule), self.started)
+        s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
+        s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(work.repaired), len(work.failed), len(work.deferred)
+        s.gaps_open = work.missing + len(work.failed) + len(work.deferred) + open_elsewhere(prior_gaps, work.expected)
+        return rows
+
+    def finish(self, store: Store | None, source: S3Source | None, work: Work | None = None,
                error: str | None = None) -> RunResult:
-        """Steps 5-6: metrics, then the run row with all data rows in one transaction, then one summary line."""
-        ctx, s = self.ctx, self.summary
-        outcome = "failed" if error else "succeeded"
-        finished = self.started + dt.timedelta(seconds=time.monotonic() - self.t0)
-        s.duration_seconds = round(time.monotonic() - self.t0, 3)
+        """Steps 5-6: the commit (the run row with all data rows in one transaction), then
+        metrics describing what was committed, then one summary line."""
+        s = self.summary
         stats = source.stats if source else RequestStats()
-        s.s3_requests, s.s3_errors = stats.total_requests, stats.total_errors
-        attempt = (store.run_attempts(self.run_id) if store else 0) + 1
-        window = self.window or Window(None, None)
-        run_row = {
-            "run_id": self.run_id, "schedule": ctx.schedule, "namespace": ctx.namespace, "trigger": ctx.trigger,
-            "scheduled_time": ctx.scheduled_time, "job_name": ctx.job_name, "attempt": attempt,
-            "started_at": self.started, "finished_at": finished, "outcome": outcome,
-            "window_first": window.first, "window_last": window.last, "error": error, "warnings": None,
-            **{name: s[name] for name, _ in RunSummary.columns()},
-        }
-        warnings = []
-        url = ctx.spec.metrics.pushgateway_url
-        if url:
-            warnings += self.push_metrics(store, url, outcome, stats, attempt, finished)
-        run_row["warnings"] = "; ".join(warnings) or None
+        s.bytes_fetched = stats.bytes_fetched
+        counts, last = None, {}
+        committed = False  # whether the store now holds this run's record
         if store is not None:
             try:
-                if rows is not None and outcome == "succeeded":
-                    store.write_run(rows.objects, rows.gaps, run_row, rows.loads)
-                else:
-                    store.write_run_record(run_row)
+                store.acquire()
             except StoreError as e:
-                outcome, error = "failed", str(e)
+                error = f"{error}; then {e}" if error else str(e)
+            else:
+                try:
+                    if work is not None and not error:
+                        try:
+                            rows = self.commit(store, source, work)
+                            store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
+                            committed = True
+                        except StoreError as e:
+                            error = str(e)
+                    if not committed:
+                        try:
+                            store.write_run_record(self.run_row("failed", error, stats))
+                            committed = True
+                        except StoreError as e:
+                            error = f"{error}; the run's record was not written either: {e}"
+                    if committed:
+                        counts, last = store.run_counts(self.ctx.schedule), store.last_finished(self.ctx.schedule)
+                finally:
+                    store.release()
+        outcome = self.outcome(error)
+        if not committed:
+            # The store does not know how this run ended: push the counts it held at the start
+            # (a pushed count never goes down), and this run's failure. Its 'running' record is
+            # counted as abandoned once its deadline has passed.
+            counts, last = self.start_counts, {**self.start_last, outcome: self.finished_at()}
+        warnings = []
+        url = self.ctx.spec.metrics.pushgateway_url
+        if url:
+            warnings += self.push_metrics(url, outcome, stats, counts, last)
+        if warnings and committed:
+            try:
+                store.acquire()
+                try:
+                    store.add_warning(self.run_id, "; ".join(warnings))
+                finally:
+                    store.release()
+            except StoreError as e:
+                self.log.warning("event=warning_not_recorded error=%r", str(e))
         line = (f"event=run_finished outcome={outcome} duration_seconds={s.duration_seconds} symbols={s.symbols} "
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
-                f"repairs_failed={s.repairs_failed} gaps_open={s.gaps_open} bytes_fetched={s.bytes_fetched} "
-                f"s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
+                f"repairs_failed={s.repairs_failed} deferred={s.repairs_deferred} gaps_open={s.gaps_open} "
+                f"bytes_fetched={s.bytes_fetched} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
         if warnings:
             line += f" warnings={len(warnings)}"
-        (self.log.info if outcome == "succeeded" else self.log.error)(line)
+        {"succeeded": self.log.info, "partial": self.log.warning}.get(outcome, self.log.error)(line)
         if error:
             self.log.error("event=run_failed reason=%r", error)
+        elif outcome == "partial":
+            self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed,
+                             next(iter(work.failed.values())))
         return RunResult(self.run_id, outcome, s, error, warnings)
 
-    def push_metrics(self, store: Store | None, url: str, outcome: str, stats: RequestStats, attempt: int,
-                     finished: dt.datetime) -> list[str]:
+    def outcome(self, error: str | None) -> str:
+        return "failed" if error else "partial" if self.summary.repairs_failed else "succeeded"
+
+    def finished_at(self) -> dt.datetime:
+        return self.started + dt.timedelta(seconds=time.monotonic() - self.t0)
+
+    def run_row(self, outcome: str, error: str | None, stats: RequestStats | None) -> dict:
+        """The run's ``runs`` row; ``deadline_at`` is when the Job's activeDeadlineSeconds ends it."""
+        ctx, s = self.ctx, self.summary
+        s.duration_seconds = round(time.monotonic() - self.t0, 3)
+        if stats is not None:
+            s.s3_requests, s.s3_errors = stats.total_requests, stats.total_errors
+        window = self.window or Window(None, None)
+        return {
+            "run_id": self.run_id, "schedule": ctx.schedule, "namespace": ctx.namespace, "trigger": ctx.trigger,
+            "scheduled_time": ctx.scheduled_time, "job_name": ctx.job_name, "attempt": self.attempt,
+            "started_at": self.started, "finished_at": None if outcome == "running" else self.finished_at(),
+            "outcome": outcome, "window_first": window.first, "window_last": window.last, "error": error,
+            "warnings": None, "deadline_at": self.started + dt.timedelta(seconds=ctx.spec.active_deadline_seconds), **{name: s[name] for name, _ in RunSummary.columns()},
+        }
+
+    def push_metrics(self, url: str, outcome: str, stats: RequestStats, counts: dict | None, last: dict) -> list[str]:
         """Push this run's metrics; a failure to push is a warning, never a failed run."""
-        counts = dict(store.run_counts(self.ctx.schedule)) if store else {}
-        if attempt == 1:  # a retried slot is not a new run
-            counts[outcome] = counts.get(outcome, 0) + 1
-        last = {**(store.last_finished(self.ctx.schedule) if store else {}), outcome: finished}
         try:
             metrics.push(url, self.ctx.namespace, self.ctx.schedule, metrics.build_registry(self.summary, outcome, stats, counts, last))
             return []

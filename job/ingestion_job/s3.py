@@ -1,9 +1,10 @@
 """The one S3 client setup of the job: how clients are built, retried and how failures read.
 
-Both the source (``source.py``) and object-store mode (``objectstore.py``) build their
-boto3 clients here, with the same retry policy (botocore's standard mode: exponential
-backoff with full jitter on throttling, 5xx, timeouts and resets), and turn S3 failures
-into one-line errors of their own kind with :func:`guarded`.
+Object-store mode (``objectstore.py``) builds its boto3 client here (botocore's standard
+retry mode), and turns S3 failures into one-line errors of its own kind with
+:func:`guarded`. The source (``source.py``) uses the client only to resolve the endpoint and
+region: its requests have their own per-request retry budget (``MAX_ATTEMPTS`` within
+``REQUEST_SECONDS``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 MAX_ATTEMPTS = 8
+REQUEST_SECONDS = 300.0  # one request's wall-time budget, all its attempts and waits included
 # Codes that mean the bucket or the credentials cannot be used at all (not one object).
 FATAL_CODES = frozenset({"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                          "403", "AccountProblem", "InvalidBucketName"})

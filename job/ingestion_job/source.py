@@ -1,9 +1,13 @@
 """The S3 source: list what exists (by prefix, paginated), discover symbols, fetch objects.
 
 Requests grow with the number of symbols (one paginated listing each), not with symbols
-times dates. Transient failures (503 SlowDown, 429, 500, timeouts, reset connections)
-are retried by botocore's standard retry mode: exponential backoff with full jitter. A
-missing bucket or a refusal (403) fails the run at once with a one-line reason.
+times dates. Every request (listing page, object, checksum sidecar) has its own retry
+budget: up to ``max_attempts`` attempts and ``request_seconds`` of wall time, with
+exponential backoff and full jitter on 503 SlowDown, 429, 500/502/504, timeouts and reset
+connections, and ``Retry-After`` honoured when the server sends it. No budget is shared,
+so a burst of throttling on other keys never leaves a request with fewer attempts (botocore's
+per-client retry quota did exactly that). Nothing is started past the run's ``deadline``.
+A missing bucket or a refusal (403) fails the run at once with a one-line reason.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import datetime as dt
+import email.utils
 import hashlib
 import random
 import threading
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -37,6 +43,10 @@ class SourceError(RuntimeError):
 
 class ObjectError(RuntimeError):
     """One object could not be fetched or verified; the gap stays open with this reason."""
+
+
+class OutOfTime(ObjectError):
+    """The run's time budget ran out before this request could finish."""
 
 
 class RequestStats:
@@ -67,40 +77,45 @@ class RequestStats:
         return sum(self.errors.values())
 
 
+class _Failure(Exception):
+    """One request gave up: its S3 code, whether it was transient, and the attempts made."""
+
+    def __init__(self, code: str, transient: bool, attempts: int, seconds: float, out_of_time: bool = False):
+        super().__init__(code)
+        self.code, self.transient, self.attempts, self.seconds, self.out_of_time = code, transient, attempts, seconds, out_of_time
+
+    def detail(self) -> str:
+        if not self.transient:
+            return self.code
+        if not self.attempts:
+            return "not started: the run's time budget ran out"
+        why = "the run's time budget ran out" if self.out_of_time else f"after {self.attempts} attempt{'s' * (self.attempts > 1)}"
+        return f"{self.code} {why} in {self.seconds:.1f}s"
+
+
 class S3Source:
     def __init__(self, target: Target, credentials: tuple[str, str] | None = None, concurrency: int = 16,
-                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int = s3.MAX_ATTEMPTS):
+                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int = s3.MAX_ATTEMPTS,
+                 request_seconds: float = s3.REQUEST_SECONDS, deadline: float | None = None):
+        """``deadline``: a ``time.monotonic()`` instant after which no request starts or waits."""
         self.bucket = target.bucket
         self.template = KeyTemplate(target.key_template)
         self.checksum_suffix = target.checksum_suffix or None
         self.concurrency = concurrency
         self.stats = RequestStats()
-        credentials = None if target.anonymous else credentials
-        self.client = s3.client(target.endpoint, target.region, credentials, target.anonymous, max_attempts,
-                                connect_timeout, read_timeout, max_connections=max(concurrency, 10))
-        self.client.meta.events.register("needs-retry.s3", self._on_attempt)
-        # Listing fast path: botocore's modelled XML parser costs ~8x the request itself for a
-        # 1,000-key page; listings go over httpx and the C ElementTree instead (same signing).
-        self.region = self.client.meta.region_name
-        self.base_url = f"{self.client.meta.endpoint_url.rstrip('/')}/{self.bucket}"
-        self.credentials = Credentials(*credentials) if credentials else None
         self.max_attempts = max_attempts
+        self.request_seconds = request_seconds
+        self.deadline = deadline
+        credentials = None if target.anonymous else credentials
+        # boto3 only resolves the endpoint and region (AWS's default, or the spec's); requests go
+        # over httpx with SigV4 signing, through the one retry loop of _request, and the C
+        # ElementTree parses listings (botocore's modelled parser cost ~8x the request itself).
+        meta = s3.client(target.endpoint, target.region, credentials, target.anonymous).meta
+        self.region = meta.region_name
+        self.base_url = f"{meta.endpoint_url.rstrip('/')}/{self.bucket}"
+        self.credentials = Credentials(*credentials) if credentials else None
         self.http = httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
                                  limits=httpx.Limits(max_connections=max(concurrency, 10)))
-
-    # accounting ---------------------------------------------------------------------------
-    def _on_attempt(self, response, operation, attempts, caught_exception, **_):
-        """Called after every HTTP attempt; counts retried failures too."""
-        if caught_exception is not None:
-            self.stats.on_response(operation.name, type(caught_exception).__name__)
-        elif response is not None:
-            http, parsed = response
-            status = http.status_code
-            code = None
-            if status >= 300:
-                code = (parsed.get("Error") or {}).get("Code") or str(status)
-            self.stats.on_response(operation.name, code)
-        return None  # let the retry handler decide
 
     # listing ------------------------------------------------------------------------------
     def check_bucket(self) -> None:
@@ -137,41 +152,16 @@ class S3Source:
                 params["delimiter"] = delimiter
             if token:
                 params["continuation-token"] = token
-            root = ET.fromstring(self._get("ListObjectsV2", params))
+            try:
+                body = self._request("ListObjectsV2", str(httpx.URL(self.base_url, params=params)))
+            except _Failure as f:
+                raise SourceError(s3.describe(self.bucket, "ListObjectsV2", f.code) if not f.transient
+                                  else f"s3://{self.bucket} ListObjectsV2 {prefix!r}: {f.detail()}") from None
+            root = ET.fromstring(body)
             yield root
             if root.findtext(f"{S3_NS}IsTruncated") != "true" or max_keys == 1:
                 return
             token = root.findtext(f"{S3_NS}NextContinuationToken")
-
-    def _get(self, operation: str, params: dict) -> bytes:
-        """One signed GET with retries (exponential backoff, full jitter) on throttling,
-        server errors, timeouts and reset connections; a refusal raises SourceError."""
-        url = str(httpx.URL(self.base_url, params=params))
-        for attempt in range(1, self.max_attempts + 1):
-            headers = self._sign(url)
-            try:
-                resp = self.http.get(url, headers=headers)
-            except httpx.TransportError as e:
-                self.stats.on_response(operation, type(e).__name__)
-                if attempt == self.max_attempts:
-                    raise SourceError(f"s3://{self.bucket} {operation}: {type(e).__name__} after {attempt} attempts") from None
-            else:
-                if resp.status_code < 300:
-                    self.stats.on_response(operation, None)
-                    return resp.content
-                code = _error_code(resp)
-                self.stats.on_response(operation, code)
-                if resp.status_code not in RETRY_STATUS or attempt == self.max_attempts:
-                    raise SourceError(s3.describe(self.bucket, operation, code))
-            time.sleep(random.uniform(0, min(20.0, 0.05 * 2 ** attempt)))
-        raise AssertionError("unreachable")
-
-    def _sign(self, url: str) -> dict:
-        if self.credentials is None:
-            return {}
-        req = AWSRequest(method="GET", url=url, headers={})
-        S3SigV4Auth(self.credentials, "s3", self.region).add_auth(req)
-        return dict(req.headers.items())
 
     def list_all(self, symbols: list[str]) -> dict[str, dict]:
         """Listings of all symbols with bounded concurrency."""
@@ -198,14 +188,80 @@ class S3Source:
         return body, digest
 
     def _object(self, key: str) -> bytes:
-        def error(code: str, message: str) -> Exception:
-            if code in s3.FATAL_CODES:
-                return SourceError(s3.describe(self.bucket, "GetObject", code))
-            return ObjectError(f"{key}: {code or 'error'} {message}".strip())
-
-        body = s3.guarded(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), error)
+        """GetObject: a bucket-level refusal fails the run; anything else fails this cell only."""
+        try:
+            body = self._request("GetObject", f"{self.base_url}/{urllib.parse.quote(key, safe='/~')}")
+        except _Failure as f:
+            if f.code in s3.FATAL_CODES:
+                raise SourceError(s3.describe(self.bucket, "GetObject", f.code)) from None
+            raise (OutOfTime if f.out_of_time else ObjectError)(f"{key}: GetObject {f.detail()}") from None
         self.stats.add_bytes(len(body))
         return body
+
+    # the one retry loop ---------------------------------------------------------------------
+    def _request(self, operation: str, url: str) -> bytes:
+        """One signed GET with its own budget: ``max_attempts`` attempts within
+        ``request_seconds`` (and the run's deadline). Throttling, server errors, timeouts and
+        resets are retried after ``Retry-After`` when given, else exponential backoff with full
+        jitter; anything else gives up at once. Raises :class:`_Failure`."""
+        t0 = time.monotonic()
+        limit = t0 + self.request_seconds
+        if self.deadline is not None:
+            limit = min(limit, self.deadline)
+        attempt = 0
+        if self.past_deadline():
+            raise _Failure("not started", True, 0, 0.0, out_of_time=True)
+        while True:
+            attempt += 1
+            wait = None
+            try:
+                resp = self.http.get(url, headers=self._sign(url))
+            except httpx.TransportError as e:
+                code = type(e).__name__
+                self.stats.on_response(operation, code)
+            else:
+                if resp.status_code < 300:
+                    self.stats.on_response(operation, None)
+                    return resp.content
+                code = _error_code(resp)
+                self.stats.on_response(operation, code)
+                if resp.status_code not in RETRY_STATUS:
+                    raise _Failure(code, False, attempt, time.monotonic() - t0)
+                wait = _retry_after(resp.headers.get("retry-after"))
+            if attempt >= self.max_attempts:
+                raise _Failure(code, True, attempt, time.monotonic() - t0)
+            if wait is None:
+                wait = random.uniform(0, min(20.0, 0.05 * 2 ** attempt))
+            remaining = limit - time.monotonic()
+            if wait >= remaining:  # the answer would come too late: give up now, saying why
+                raise _Failure(code, True, attempt, time.monotonic() - t0, out_of_time=self.past_deadline(wait))
+            time.sleep(wait)
+
+    def past_deadline(self, after: float = 0.0) -> bool:
+        return self.deadline is not None and time.monotonic() + after >= self.deadline
+
+    def _sign(self, url: str) -> dict:
+        if self.credentials is None:
+            return {}
+        req = AWSRequest(method="GET", url=url, headers={})
+        S3SigV4Auth(self.credentials, "s3", self.region).add_auth(req)
+        return dict(req.headers.items())
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def _error_code(resp: httpx.Response) -> str:

@@ -8,7 +8,12 @@
   we replace).
 * Integrity invariants gate the commit: ``present`` exactly when the probe saw the object,
   ``size``/``etag`` set exactly when present, a repaired gap has its sha256 and time.
-* A second writer gets one line naming the file and the holder, not a corrupt store.
+* A run holds the file only to read its starting state and to commit (:meth:`Store.release`,
+  :meth:`Store.acquire`); a second process waits up to ``lock_timeout`` for it, then gets one
+  line naming the file and the holder, never a corrupt store.
+* A run is recorded as ``running`` when it starts, with the instant its Job's deadline ends
+  it. A run still ``running`` past that instant never finished (SIGKILL, OOM, deadline): the
+  next run of the schedule records it as ``abandoned``, so the success rate counts it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -23,7 +30,7 @@ import pyarrow as pa
 
 from ingestion_contract import RunSummary
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: [
@@ -44,14 +51,21 @@ MIGRATIONS = {
             window_first DATE, window_last DATE, error VARCHAR, warnings VARCHAR)""",
         # ...and one column per counter of ingestion_contract.RunSummary, added by migrate().
     ],
+    2: [  # a run is recorded when it starts (outcome 'running', no finished_at yet), with its deadline
+        "ALTER TABLE runs ALTER COLUMN finished_at DROP NOT NULL",
+        "ALTER TABLE runs ADD COLUMN deadline_at TIMESTAMPTZ",
+    ],
 }
+OUTCOMES = ("succeeded", "partial", "failed", "abandoned")  # a finished run's outcome; 'running' until then
+ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline) before its commit, "
+             "or its store could not be written then")
 
 OBJECT_COLS = ["schedule", "symbol", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
 GAP_COLS = ["schedule", "symbol", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
             "last_error", "sha256", "bytes"]
 # The run's own columns, then one per counter of the run summary (added to older files on open).
 RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
-            "finished_at", "outcome", "window_first", "window_last", "error", "warnings",
+            "finished_at", "outcome", "window_first", "window_last", "error", "warnings", "deadline_at",
             *(name for name, _ in RunSummary.columns())]
 KEY = ["schedule", "symbol", "date"]
 
@@ -64,32 +78,63 @@ class IntegrityError(StoreError):
     pass
 
 
-def open_store(path: str | Path, read_only: bool = False) -> "Store":
-    return Store(Path(path), read_only)
+def open_store(path: str | Path, read_only: bool = False, lock_timeout: float = 0,
+               on_wait: Callable[[str], None] | None = None) -> "Store":
+    return Store(Path(path), read_only, lock_timeout, on_wait)
 
 
 class Store:
-    def __init__(self, path: Path, read_only: bool = False):
+    def __init__(self, path: Path, read_only: bool = False, lock_timeout: float = 0,
+                 on_wait: Callable[[str], None] | None = None):
+        """``lock_timeout``: seconds to wait while another process holds the file; ``on_wait``
+        hears once, in one line, that this process is waiting and for whom."""
         self.path = path
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise StoreError(f"{path}: no such store (run the job first)")
-        try:
-            self.con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as e:
-            m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
-            holder = f" by {m.group(1)} (PID {m.group(2)})" if m else ""
-            raise StoreError(f"{path} is in use{holder}: one writer at a time; wait for the other run "
-                             "or give this schedule its own file") from None
-        except duckdb.Error as e:
-            raise StoreError(f"{path}: cannot open the store: {str(e).splitlines()[0]}") from None
+        self.con = self._connect()
         self._schemas: dict[str, pa.Schema] = {}
         if not read_only:
             self.migrate()
 
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        t0, told = time.monotonic(), False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as e:
+                m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+                if not m and "lock" not in str(e).lower():
+                    raise StoreError(f"{self.path}: cannot open the store: {_first_line(e)}") from None
+                holder = f" by {m.group(1)} (PID {m.group(2)})" if m else ""
+                waited = time.monotonic() - t0
+                if waited >= self.lock_timeout:
+                    after = f" (waited {waited:.0f}s)" if self.lock_timeout else ""
+                    raise StoreError(f"{self.path} is in use{holder}{after}: one writer at a time; wait for the other run "
+                                     "or give this schedule its own file") from None
+                if not told and self.on_wait:
+                    self.on_wait(f"{self.path} is in use{holder}: waiting up to {self.lock_timeout:.0f}s")
+                    told = True
+                time.sleep(min(0.2, self.lock_timeout - waited))
+            except duckdb.Error as e:
+                raise StoreError(f"{self.path}: cannot open the store: {_first_line(e)}") from None
+
+    def release(self) -> None:
+        """Let other processes use the file until :meth:`acquire` (a run does not hold it while it works)."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def acquire(self) -> None:
+        if self.con is None:
+            self.con = self._connect()
+
     def close(self) -> None:
-        self.con.close()
+        self.release()
 
     def __enter__(self):
         return self
@@ -128,8 +173,10 @@ class Store:
         try:
             yield self.con
             self.con.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             self.con.execute("ROLLBACK")
+            if isinstance(e, duckdb.Error):  # one line naming the file, not DuckDB's multi-line text
+                raise StoreError(f"{self.path}: the write was rolled back: {_first_line(e)}") from None
             raise
 
     # reads --------------------------------------------------------------------------------
@@ -155,7 +202,9 @@ class Store:
         return row[0] if row else 0
 
     def run_counts(self, schedule: str) -> dict[str, int]:
-        return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall())
+        """Finished runs of the schedule by outcome (a run still running is not counted yet)."""
+        return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? AND outcome <> 'running' "
+                                     "GROUP BY outcome", [schedule]).fetchall())
 
     def last_finished(self, schedule: str) -> dict[str, dt.datetime]:
         """When the schedule's newest run of each outcome finished."""
@@ -179,6 +228,23 @@ class Store:
         """A failed run still leaves its record (and nothing else)."""
         with self.transaction():
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
+
+    def begin_run(self, run: dict, now: dt.datetime) -> list[str]:
+        """Record ``run`` as running, and every run of its schedule still ``running`` past its
+        deadline as abandoned; returns the abandoned run ids."""
+        with self.transaction():
+            stale = [r[0] for r in self.con.execute(
+                "SELECT run_id FROM runs WHERE schedule = ? AND outcome = 'running' AND deadline_at < ? AND run_id <> ?",
+                [run["schedule"], now, run["run_id"]]).fetchall()]
+            if stale:
+                self.con.execute(f"UPDATE runs SET outcome = 'abandoned', error = ? WHERE run_id IN ({', '.join('?' * len(stale))})",
+                                 [ABANDONED, *stale])
+            self._upsert("runs", [run], RUN_COLS, ["run_id"])
+        return stale
+
+    def add_warning(self, run_id: str, warning: str) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET warnings = concat_ws('; ', warnings, ?) WHERE run_id = ?", [warning, run_id])
 
     def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str]) -> None:
         if not rows:
@@ -209,9 +275,36 @@ class Store:
             self._schemas[table] = pa.schema([(c, mapping[types[c]]) for c in cols])
         return self._schemas[table]
 
+    def refuse_loads(self, loads: list[tuple]) -> dict[tuple[str, dt.date], str]:
+        """Staged files that would not fit table ``loaded`` ({(symbol, date): reason}), so that
+        one odd cell is refused alone instead of failing the run's transaction. The table's
+        columns are the existing ones, or the first staged file's when the table is new;
+        a file fits when its columns are among them and every value casts to their types."""
+        refused: dict[tuple[str, dt.date], str] = {}
+        columns = dict(self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                        "WHERE table_name = 'loaded'").fetchall())
+        for _, symbol, date, path, _fmt in loads:
+            have = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
+                                         [path]).fetchall())
+            if not columns:
+                columns = {"schedule": "VARCHAR", "symbol": "VARCHAR", "date": "DATE", **have}
+                continue
+            extra = [c for c in have if c not in columns]
+            if extra:
+                refused[(symbol, date)] = (f"columns {', '.join(extra)} are not in table loaded "
+                                           f"({', '.join(c for c in columns if c not in ('schedule', 'symbol', 'date'))})")
+                continue
+            for c, t in have.items():
+                if t != columns[c]:
+                    bad = self.con.execute(f'SELECT count(*) FROM read_parquet(?) WHERE "{c}" IS NOT NULL '
+                                           f'AND TRY_CAST("{c}" AS {columns[c]}) IS NULL', [path]).fetchone()[0]
+                    if bad:
+                        refused[(symbol, date)] = f"column {c}: {bad} value(s) of type {t} do not fit loaded's {columns[c]}"
+                        break
+        return refused
+
     def _load(self, schedule: str, symbol: str, date: dt.date, path: str, fmt: str) -> None:
-        reader = "read_parquet(?)" if fmt == "parquet" else "read_csv(?, auto_detect = true, header = true)"
-        src = f"SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM {reader}"
+        src = "SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM read_parquet(?)"
         params = [schedule, symbol, date, path]
         exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchone()[0]
         if not exists:
@@ -234,3 +327,8 @@ def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
             raise IntegrityError(f"{where}: unknown status {g['status']!r}")
         if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
             raise IntegrityError(f"{where}: a gap is repaired exactly when it has repaired_at and sha256")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

@@ -81,7 +81,7 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
             {"series": f'up{{{OP}}}', "values": "1x10 0x50"},
          ], "alert_rule_test": [
             firing("IngestionLastRunFailed", "1m"),
-            firing("IngestionLastRunFailed", "2m", {**sched, "severity": "warning"}, summary="The last run of data/daily failed",
+            firing("IngestionLastRunFailed", "2m", {**sched, "severity": "warning"}, summary="The last run of data/daily did not succeed",
                    description="The schedule's status.lastRun and kubectl logs job/<job> give the reason."),
             firing("IngestionLastRunFailed", "4m"),  # a success resolves it
             firing("IngestionErrorBudgetBurnFast", "9m"),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import subprocess
+import sys
+import urllib.request
 import uuid
 
+import duckdb
 import pytest
 
 from ingestion_dev import sampledata
@@ -60,3 +65,45 @@ def context(spec: dict, schedule: str = "demo", namespace: str = "data", job_nam
     if store_credentials:
         env[contract.STORE_KEY_ID_ENV], env[contract.STORE_SECRET_ENV] = store_credentials
     return contract.read_environment(env)
+
+
+def rows(db, sql, *params):
+    """A query's rows from a DuckDB file, opened read-only and closed again."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def scrape(url):
+    """The ``ingestion_*`` lines the Pushgateway exposes."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    return [line for line in text.splitlines() if line.startswith("ingestion_")]
+
+
+def pushed(url: str, schedule: str) -> dict[str, float]:
+    """{metric{labels}: value} of one schedule's pushed group (labels without job/instance/namespace/schedule)."""
+    out = {}
+    for line in scrape(url):
+        if f'schedule="{schedule}"' not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        metric, _, labels = name.partition("{")
+        keep = [lv for lv in labels.rstrip("}").split(",") if lv and lv.split("=")[0] not in ("instance", "job", "namespace", "schedule")]
+        out[metric + ("{" + ",".join(keep) + "}" if keep else "")] = float(value)
+    return out
+
+
+@contextlib.contextmanager
+def holding(db, seconds: float = 60):
+    """Another process holds ``db`` open for writing (DuckDB's file lock) for ``seconds`` or
+    until the block ends; yields the process (its pid names the holder)."""
+    code = f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep({seconds})"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

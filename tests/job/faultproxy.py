@@ -1,8 +1,10 @@
 """A small fault-injecting HTTP proxy in front of the real S3 server (tests only).
 
 Rules are consumed in order: each matches a method and a path/query substring and
-applies its fault to the next ``times`` matching requests; everything else is forwarded
-unchanged. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
+applies its fault to the next ``times`` matching requests (``per_path``: to the first
+``times`` requests of each distinct path); everything else is forwarded unchanged. A
+throttle may carry ``Retry-After`` (``retry_after``). ``times_of(path)`` gives when each
+request for a path arrived. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
 ``reset`` (close the connection without answering), ``delay`` (sleep, then forward).
 """
 
@@ -27,6 +29,9 @@ class Rule:
     times: int = 1
     seconds: float = 0.0
     hits: int = 0
+    per_path: bool = False
+    retry_after: str | None = None
+    paths: dict = dataclasses.field(default_factory=dict)
 
 
 class FaultProxy:
@@ -36,6 +41,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.lock = threading.Lock()
         self.seen = 0
+        self.arrivals: dict[str, list[float]] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +64,8 @@ class FaultProxy:
                                     "error": (500, "InternalError")}[rule.fault]
                     payload = S3_ERROR.format(code=code, msg="injected by the fault proxy").encode()
                     self.send_response(status)
+                    if rule.retry_after is not None:
+                        self.send_header("Retry-After", rule.retry_after)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -88,8 +96,9 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def add(self, fault: str, method: str = "", match: str = "", times: int = 1, seconds: float = 0.0) -> Rule:
-        rule = Rule(fault, method, match, times, seconds)
+    def add(self, fault: str, method: str = "", match: str = "", times: int = 1, seconds: float = 0.0,
+            per_path: bool = False, retry_after: str | None = None) -> Rule:
+        rule = Rule(fault, method, match, times, seconds, per_path=per_path, retry_after=retry_after)
         with self.lock:
             self.rules.append(rule)
         return rule
@@ -97,11 +106,24 @@ class FaultProxy:
     def _take(self, method: str, path: str) -> Rule | None:
         with self.lock:
             self.seen += 1
+            self.arrivals.setdefault(path.split("?")[0], []).append(time.monotonic())
             for r in self.rules:
-                if r.hits < r.times and (not r.method or r.method == method) and r.match in path:
+                if (r.method and r.method != method) or r.match not in path:
+                    continue
+                if r.per_path:
+                    if r.paths.get(path, 0) < r.times:
+                        r.paths[path] = r.paths.get(path, 0) + 1
+                        r.hits += 1
+                        return r
+                elif r.hits < r.times:
                     r.hits += 1
                     return r
         return None
+
+    def times_of(self, path_end: str) -> list[float]:
+        """Arrival times of the requests whose path ends with ``path_end``."""
+        with self.lock:
+            return sorted(t for p, ts in self.arrivals.items() if p.endswith(path_end) for t in ts)
 
     def close(self):
         self.server.shutdown()

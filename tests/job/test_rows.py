@@ -14,7 +14,7 @@ UPSTREAM = {"BTC": {d: Listed(T.key("BTC", d), 10, "e", NOW) for d in (D1, D2, D
 
 def repairs(repaired=(), failed=None, deferred=(), limit=2):
     return Repairs({(("BTC", d)): {"sha256": "s", "bytes": 10, "staged": None} for d in repaired},
-                   failed or {}, frozenset(("BTC", d) for d in deferred), limit)
+                   failed or {}, {("BTC", d): f"maxRepairsPerRun={limit} reached" for d in deferred})
 
 
 def by_date(rows):
@@ -46,7 +46,7 @@ def test_a_rerun_with_nothing_new_rewrites_no_gap():
 
 def test_first_seen_is_kept_and_loads_follow_staged_repairs():
     seen = {("BTC", D1): NOW - dt.timedelta(days=3)}
-    r = Repairs({("BTC", D1): {"sha256": "s", "bytes": 10, "staged": ("/tmp/x.csv", "csv")}}, {}, frozenset(), 5)
+    r = Repairs({("BTC", D1): {"sha256": "s", "bytes": 10, "staged": ("/tmp/x.csv", "csv")}}, {}, {})
     rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, seen, NOW)
     assert by_date(rows.objects)[D1]["first_seen_at"] == NOW - dt.timedelta(days=3)
     assert by_date(rows.objects)[D2]["first_seen_at"] == NOW

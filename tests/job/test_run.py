@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import duckdb
 import pytest
@@ -17,18 +16,10 @@ import yaml
 
 from ingestion_job.run import run
 
-from .conftest import PRIVATE, TODAY, context, days_ago
+from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, scrape
 from .faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
-
-
-def rows(db, sql, *params):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
 
 
 def snapshot(db):
@@ -98,7 +89,7 @@ def test_bad_checksum_keeps_the_gap_open_with_the_reason(dataset, tmp_path):
     dataset.upload([("BTCUSDT", d)], checksum_body=b"0" * 64 + b"  wrong.zip\n")
     db = tmp_path / "s.duckdb"
     res = run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
-    assert res.outcome == "succeeded" and res.summary["repairs_failed"] == 1
+    assert (res.outcome, res.exit_code, res.summary["repairs_failed"]) == ("partial", 3, 1)
     (status, reason, attempts, err), = rows(db, "SELECT status, reason, attempts, last_error FROM gaps")
     assert (status, reason, attempts) == ("open", "repair failed", 1) and "does not match the checksum" in err
     run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
@@ -171,33 +162,32 @@ def test_transient_errors_are_retried_and_counted(dataset, servers, tmp_path):
     assert errors == 6  # every injected fault was seen, retried and counted
 
 
-def test_second_writer_gets_a_clear_error_naming_the_file(dataset, tmp_path):
+def test_second_writer_waits_a_bounded_time_then_gets_a_clear_error_naming_the_file(dataset, tmp_path):
     db = tmp_path / "s.duckdb"
     duckdb.connect(str(db)).close()
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ok"
-        res = run(context(dataset.spec(SYMS)), db)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert res.outcome == "failed"
-    assert str(db) in res.error and "in use" in res.error and f"PID {holder.pid}" in res.error
+    with holding(db) as holder:
+        t0 = time.monotonic()
+        res = run(context(dataset.spec(SYMS)), db, lock_timeout=1.5)
+        waited = time.monotonic() - t0
+    assert res.outcome == "failed" and 1.5 <= waited < 10
+    assert str(db) in res.error and "in use" in res.error and f"PID {holder.pid}" in res.error and "(waited 2s)" in res.error
 
 
-def test_sigkill_half_way_leaves_the_store_as_it_was(dataset, servers, tmp_path):
+def test_sigkill_half_way_leaves_the_store_as_it_was_and_the_next_run_counts_it(dataset, servers, tmp_path):
+    """A run killed mid-repair changes no data row; its ``running`` record is turned into
+    ``abandoned`` by the first run after its deadline, and the pushed run count shows it."""
+    schedule = f"kill-{dataset.prefix}"
     dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
     db = tmp_path / "s.duckdb"
     spec = dataset.spec(["BTCUSDT"], lookback=5, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
-    run(context(spec), db)
+    run(context(spec, schedule=schedule), db)
     before = snapshot(db)
     dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3, 4)])
     proxy = FaultProxy(servers.s3.endpoint)
     proxy.add("delay", "GET", ".zip", times=100, seconds=30)  # repairs hang: the run is mid-way
     try:
         f = tmp_path / "spec.yaml"
-        f.write_text(yaml.safe_dump({"metadata": {"name": "demo", "namespace": "data"},
+        f.write_text(yaml.safe_dump({"metadata": {"name": schedule, "namespace": "data"},
                                      "spec": {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}}))
         proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
                                  "--db", str(db)], stderr=subprocess.PIPE, text=True)
@@ -210,13 +200,20 @@ def test_sigkill_half_way_leaves_the_store_as_it_was(dataset, servers, tmp_path)
     finally:
         proxy.close()
     assert snapshot(db) == before
-    assert rows(db, "SELECT count(*) FROM runs") == [(1,)]
-    assert run(context(spec), db).summary["gaps_repaired"] == 3  # and the next run picks up cleanly
-
-
-def scrape(url):
-    text = urllib.request.urlopen(url + "/metrics").read().decode()
-    return [line for line in text.splitlines() if line.startswith("ingestion_")]
+    (killed, deadline_at), = rows(db, "SELECT run_id, deadline_at FROM runs WHERE outcome = 'running'")
+    assert rows(db, "SELECT outcome, count(*) FROM runs GROUP BY ALL ORDER BY ALL") == [("running", 1), ("succeeded", 1)]
+    # Before its deadline the killed run may still be alive somewhere: it is left alone.
+    assert run(context(spec, schedule=schedule), db).summary["gaps_repaired"] == 3  # the next run picks up cleanly
+    assert rows(db, f"SELECT outcome FROM runs WHERE run_id = '{killed}'") == [("running",)]
+    # Past its deadline it cannot be: the next run records it as abandoned and counts it.
+    later = deadline_at + dt.timedelta(minutes=1)
+    assert run(context(spec, schedule=schedule), db, now=later).outcome == "succeeded"
+    (outcome, error), = rows(db, f"SELECT outcome, error FROM runs WHERE run_id = '{killed}'")
+    assert outcome == "abandoned" and "never recorded its end" in error
+    pushed = {line.split(" ")[0]: line.split(" ")[1] for line in scrape(servers.pushgateway)
+              if f'schedule="{schedule}"' in line and line.startswith("ingestion_runs_total")}
+    assert {k.split('outcome="')[1].split('"')[0]: float(v) for k, v in pushed.items()} == {
+        "succeeded": 3.0, "partial": 0.0, "failed": 0.0, "abandoned": 1.0}
 
 
 def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
@@ -275,7 +272,7 @@ def test_cli_run_and_report(dataset, tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert "event=run_finished outcome=succeeded" in last and "schedule=cli-demo" in last and "run_id=" in last
     table = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True).stdout
-    assert "OPEN GAPS (2)" in table and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 runs)" in table
+    assert "OPEN GAPS (2)" in table and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 finished runs)" in table
     js = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb"), "--format", "json"], capture_output=True, text=True).stdout
     data = json.loads(js)
     assert {a["symbol"]: a["present"] for a in data["availability"]} == {"BTCUSDT": 2, "ETHUSDT": 2}
