@@ -10,9 +10,15 @@ It depends only on the standard library and `tzdata`, so each image carries it c
 """
 
 from .podenv import (
+    EXIT_FAILED,
+    EXIT_MEANINGS,
+    EXIT_PARTIAL,
+    EXIT_SUCCEEDED,
+    EXIT_USAGE,
     JOB_NAME_ENV,
     JOB_NAME_LABEL,
     NAMESPACE_ENV,
+    NO_RETRY_EXIT_CODES,
     POD_NAME_ENV,
     SCHEDULE_ENV,
     SOURCE_KEY_ID_ENV,
@@ -31,6 +37,7 @@ from .spec import FieldError, JobSpec, ScheduleSpec, SpecError, parse_job_spec, 
 from .summary import RunSummary
 
 __all__ = [
+    "EXIT_FAILED", "EXIT_MEANINGS", "EXIT_PARTIAL", "EXIT_SUCCEEDED", "EXIT_USAGE", "NO_RETRY_EXIT_CODES",
     "JOB_NAME_ENV", "JOB_NAME_LABEL", "NAMESPACE_ENV", "POD_NAME_ENV", "SCHEDULE_ENV", "SOURCE_KEY_ID_ENV",
     "SOURCE_SECRET_ENV", "SPEC_ENV", "STORE_KEY_ID_ENV", "STORE_SECRET_ENV", "ContractError", "RunContext",
     "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",

@@ -37,6 +37,14 @@ def kline_zip(symbol: str, date: dt.date, rows: int = 5) -> bytes:
     return buf.getvalue()
 
 
+def zipped_csv(key: str, text: str) -> bytes:
+    """A zip holding one CSV named after the key's file, as Binance packs each day."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(key.rsplit("/", 1)[-1].replace(".zip", ".csv"), text)
+    return buf.getvalue()
+
+
 def checksum(body: bytes, key: str) -> bytes:
     return f"{hashlib.sha256(body).hexdigest()}  {key.rsplit('/', 1)[-1]}\n".encode()
 

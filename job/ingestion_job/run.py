@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ingestion_contract import RunContext, RunSummary
+from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, RunContext, RunSummary
 
 from . import metrics
 from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
@@ -39,7 +39,7 @@ from .store import Store, StoreError, open_store
 
 log = logging.getLogger("ingestion_job")
 UTC = dt.timezone.utc
-EXIT_CODES = {"succeeded": 0, "failed": 1, "partial": 3}
+EXIT_CODES = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED, "partial": EXIT_PARTIAL}
 LOCK_TIMEOUT = 60.0
 
 

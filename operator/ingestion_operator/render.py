@@ -57,6 +57,9 @@ def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: Rend
                 "spec": {
                     "backoffLimit": spec.backoff_limit,
                     "activeDeadlineSeconds": spec.active_deadline_seconds,
+                    # a partial run or a refused spec would end the same in a new pod: no retry
+                    "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+                        "containerName": names.JOB_CONTAINER, "operator": "In", "values": list(contract.NO_RETRY_EXIT_CODES)}}]},
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": render_pod_spec(name, spec, settings),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
+from ingestion_contract import EXIT_MEANINGS
 from ingestion_contract.cron import next_runs
 
 from . import names
@@ -37,7 +39,10 @@ def job_outcome(job: dict) -> tuple[str, str | None, str | None]:
             return "Succeeded", iso(st.get("completionTime") or c.get("lastTransitionTime")), None
         if c["type"] in ("Failed", "FailureTarget"):
             reason = c.get("reason") or "Failed"
-            if c.get("message"):
+            code = re.search(r"exit code (\d+)", c.get("message") or "") if reason == "PodFailurePolicy" else None
+            if code and int(code.group(1)) in EXIT_MEANINGS:  # the job's own word for how it ended
+                reason = f"{EXIT_MEANINGS[int(code.group(1))]} (exit code {code.group(1)})"
+            elif c.get("message"):
                 reason = f"{reason}: {c['message']}"
             return "Failed", iso(c.get("lastTransitionTime")), reason
     return "Running", None, None

@@ -3,7 +3,9 @@
 apply YAML -> the operator renders a CronJob -> Kubernetes fires it -> the pod runner
 executes the real `ingestion-job run` with the pod's environment -> rows in DuckDB,
 metrics in the Pushgateway, lastRun on the IngestionSchedule; then a manual run with
-`kubectl create job --from=cronjob/...` repairs a late arrival; disabling stops ticks.
+`kubectl create job --from=cronjob/...` meets a late arrival in a shape it refuses (a
+partial run: the Job fails at once through its podFailurePolicy, status says why), then
+repairs it once fixed; disabling stops ticks.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     schedule = {
         "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "e2e"},
         "spec": {
-            "schedule": "* * * * *", "timezone": "UTC", "startingDeadlineSeconds": 120, "backoffLimit": 0,
+            "schedule": "* * * * *", "timezone": "UTC", "startingDeadlineSeconds": 120, "backoffLimit": 2,
             "target": {"endpoint": servers.s3.endpoint, "bucket": PUBLIC, "anonymous": True, "keyTemplate": template,
                        "checksumSuffix": ".CHECKSUM", "symbols": ["BTCUSDT", "ETHUSDT"], "lagDays": 1, "lookbackDays": 3},
             "repair": {"maxRepairsPerRun": 100, "load": "csv-zip"},
@@ -90,18 +92,34 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     assert any(line.startswith("ingestion_objects_missing") and line.endswith(" 1") for line in mine), mine
     assert any(line.startswith("ingestion_runs_total") and 'outcome="succeeded"' in line for line in mine)
 
-    # The late object arrives; a manual run repairs it.
-    upload(servers, template, [late])
+    # The late object arrives with 11 columns and no header: the manual run commits the rest and
+    # ends partial (exit 3); the Job fails at once (no retry: a new pod would end the same).
+    key = template.format(symbol=late[0], date=late[1].isoformat())
+    bad = sampledata.zipped_csv(key, "1700000000000,1,2,3,4,5,1700000059999,6,7,8,9\n")
+    servers.s3.client().put_object(Bucket=PUBLIC, Key=key, Body=bad)
+    servers.s3.client().put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(bad, key))
     kubectl(cluster, "create", "job", "manual-1", "--from=cronjob/e2e", "-n", ns)
+    obj = wait_for(lambda: last_run(cluster, ns, "e2e", "Failed", "manual"), 60, "the partial manual run to fail its Job")
+    assert obj["status"]["lastRun"]["reason"].startswith("Partial: the run committed, but some repairs failed")
+    pods = cluster.core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=manual-1").items
+    assert len(pods) == 1, "a partial run is not retried"
+    assert query(db, "SELECT outcome, repairs_failed FROM runs WHERE job_name = 'manual-1'") == [("partial", 1)]
+    (status, err), = query(db, "SELECT status, last_error FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'" % late[1])
+    assert status == "open" and "no header row and 11 columns" in err
+
+    # Fixed upstream, the next manual run repairs it.
+    upload(servers, template, [late])
+    kubectl(cluster, "create", "job", "manual-2", "--from=cronjob/e2e", "-n", ns)
     wait_for(lambda: last_run(cluster, ns, "e2e", "Succeeded", "manual"), 60, "the manual run to succeed")
     assert query(db, "SELECT status FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'" % late[1]) == [("repaired",)]
     assert query(db, "SELECT count(*) FILTER (WHERE present) FROM objects") == [(8,)]
-    assert query(db, "SELECT trigger, job_name FROM runs WHERE trigger = 'manual'") == [("manual", "manual-1")]
+    assert query(db, "SELECT job_name, outcome FROM runs WHERE trigger = 'manual' ORDER BY ALL") == [
+        ("manual-1", "partial"), ("manual-2", "succeeded")]
 
     # Disabled: no new scheduled Job across the next tick.
     def scheduled_jobs():
         out = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
-        return {j for j in out if j != "manual-1"}
+        return {j for j in out if not j.startswith("manual-")}
 
     before = scheduled_jobs()
     time.sleep(65)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +13,7 @@ import uuid
 
 import duckdb
 import pytest
+import yaml
 
 from ingestion_dev import sampledata
 import ingestion_contract as contract
@@ -107,3 +109,13 @@ def holding(db, seconds: float = 60):
     finally:
         holder.kill()
         holder.wait()
+
+
+EXE = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
+
+
+def run_cli(tmp_path, name: str, spec: dict, *args: str, command: str = "run", **kw) -> subprocess.CompletedProcess:
+    """`ingestion-job COMMAND --spec FILE ARGS` with the spec written as the IngestionSchedule ``name``."""
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": name}, "spec": spec}))
+    return subprocess.run([EXE, command, "--spec", str(f), *args], capture_output=True, text=True, **kw)

@@ -1,10 +1,14 @@
 """Object-storage mode against the real S3 server: partitioned Parquet, a manifest commit."""
 
+import json
+import os
+
 import duckdb
 
+import ingestion_contract as contract
 from ingestion_job.run import run
 
-from .conftest import PRIVATE, context, days_ago
+from .conftest import PRIVATE, context, days_ago, run_cli
 
 
 def object_spec(dataset, servers, prefix):
@@ -47,6 +51,15 @@ def test_runs_write_partitioned_parquet_committed_by_a_manifest(dataset, servers
     k2 = keys(servers, prefix)
     assert len([x for x in k2 if x.startswith(f"{prefix}objects/schedule=lake/version=")]) == 1
     assert len([x for x in k2 if x.startswith(f"{prefix}runs/schedule=lake/run=")]) == 2
+
+    # `report --spec` reads the object store the spec names, with the pod's store credentials
+    env = {**os.environ, contract.STORE_KEY_ID_ENV: creds[0], contract.STORE_SECRET_ENV: creds[1]}
+    out = run_cli(tmp_path, "lake", spec, "--format", "json", command="report", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {a["symbol"]: (a["present"], a["expected"]) for a in data["availability"]} == {"BTCUSDT": (3, 4), "ETHUSDT": (3, 4)}
+    assert [r["outcome"] for r in data["recent_runs"]] == ["succeeded", "succeeded"]
+    assert data["success_rate"]["rate"] == 1.0
 
 
 def test_unwritable_object_store_fails_the_run_with_one_line(dataset, servers):

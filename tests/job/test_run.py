@@ -16,8 +16,8 @@ import yaml
 
 from ingestion_job.run import run
 
-from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, scrape
-from .faultproxy import FaultProxy
+from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, run_cli, scrape
+from ingestion_dev.faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
 
@@ -254,14 +254,6 @@ def test_a_retried_slot_updates_its_run_row(dataset, tmp_path):
     run(context(spec, job_name=job), db)
     run(context(spec, job_name=job), db)
     assert rows(db, "SELECT trigger, attempt, scheduled_time IS NOT NULL FROM runs") == [("scheduled", 2, True)]
-
-
-def run_cli(tmp_path, name: str, spec: dict, *args: str) -> subprocess.CompletedProcess:
-    """`ingestion-job run --spec FILE ARGS` with the spec written as the IngestionSchedule ``name``."""
-    f = tmp_path / f"{name}.yaml"
-    f.write_text(yaml.safe_dump({"metadata": {"name": name}, "spec": spec}))
-    exe = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
-    return subprocess.run([exe, "run", "--spec", str(f), *args], capture_output=True, text=True)
 
 
 def test_cli_run_and_report(dataset, tmp_path):

@@ -53,6 +53,9 @@ def test_cronjob_carries_schedule_policy_and_limits():
     assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 1)
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] == 3600
+    # a partial run (3) or a refused spec (2) fails the Job at once: a new pod would end the same
+    assert job["podFailurePolicy"] == {"rules": [{"action": "FailJob", "onExitCodes": {
+        "containerName": "ingest", "operator": "In", "values": [2, 3]}}]}
     assert pod(cj)["restartPolicy"] == "Never"
 
 

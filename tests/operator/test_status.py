@@ -90,6 +90,19 @@ def test_last_run_is_the_newest_job():
     assert last_run([]) is None
 
 
+def test_a_job_failed_by_the_pod_failure_policy_says_how_the_run_ended():
+    """The message the Job controller writes for a FailJob rule (Kubernetes 1.31+)."""
+    partial = job("b-3", "2026-11-23T02:00:00Z", [{
+        "type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+        "message": "Container ingest for pod data/b-3-x7k2p failed with exit code 3 matching FailJob rule at index 0"}])
+    assert last_run([partial])["reason"] == ("Partial: the run committed, but some repairs failed; their gaps stay open "
+                                             "with the reason (exit code 3)")
+    other = job("b-4", "2026-11-23T03:00:00Z", [{
+        "type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+        "message": "Container ingest for pod data/b-4-q failed with exit code 42 matching FailJob rule at index 0"}])
+    assert last_run([other])["reason"].startswith("PodFailurePolicy: Container ingest for pod data/b-4-q failed with exit code 42")
+
+
 JOB_CONDITIONS = st.sampled_from([[], [{"type": "Complete", "status": "True"}],
                                   [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}],
                                   [{"type": "Failed", "status": "False"}]])

@@ -1,4 +1,4 @@
-"""A small fault-injecting HTTP proxy in front of the real S3 server (tests only).
+"""A small fault-injecting HTTP proxy in front of the real S3 server (tests and benchmarks).
 
 Rules are consumed in order: each matches a method and a path/query substring and
 applies its fault to the next ``times`` matching requests (``per_path``: to the first

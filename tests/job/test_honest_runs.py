@@ -1,0 +1,287 @@
+"""Runs that never lie, against the real S3 server, the real Pushgateway and real DuckDB files:
+one bad cell fails alone, outcomes are true, throttling is survived, the time budget holds,
+and the store can be read while a run works."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import subprocess
+import threading
+import time
+import zipfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ingestion_dev import sampledata
+from ingestion_job.run import run
+
+from .conftest import EXE, PUBLIC, context, days_ago, holding, pushed, rows, run_cli
+from ingestion_dev.faultproxy import FaultProxy
+
+LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} level=")
+
+
+def put(servers, dataset, symbol: str, date: dt.date, body: bytes, template: str | None = None) -> str:
+    """One object and its sha256 sidecar; returns the key."""
+    key = (template or dataset.template).format(symbol=symbol, date=date.isoformat())
+    s3 = servers.s3.client()
+    s3.put_object(Bucket=PUBLIC, Key=key, Body=body)
+    s3.put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
+    return key
+
+
+def kline_zip(symbol: str, date: dt.date, header: bool = True, columns: int = 12) -> bytes:
+    """Binance's daily kline zip: with a header row (newer files) or without (older ones);
+    ``columns`` < 12 makes a shape Binance never published."""
+    with zipfile.ZipFile(io.BytesIO(sampledata.kline_zip(symbol, date))) as zf:
+        name = zf.namelist()[0]
+        lines = zf.read(name).decode().splitlines()
+    lines = [",".join(line.split(",")[:columns]) for line in (lines if header else lines[1:])]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(name, "\n".join(lines) + "\n")
+    return buf.getvalue()
+
+
+def wait_until(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {seconds}s waiting for {what}"
+        time.sleep(0.05)
+
+
+# 1. Failure isolation -------------------------------------------------------------------------
+def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset, servers, tmp_path):
+    d1, d2, d3, d4, d5 = days_ago(1, 2, 3, 4, 5)
+    put(servers, dataset, "BTCUSDT", d1, kline_zip("BTCUSDT", d1, header=True))
+    put(servers, dataset, "BTCUSDT", d2, kline_zip("BTCUSDT", d2, header=False))
+    put(servers, dataset, "BTCUSDT", d3, kline_zip("BTCUSDT", d3, header=False, columns=11))
+    put(servers, dataset, "BTCUSDT", d4, b"PK\x03\x04 this is no zip")
+    dataset.upload([("BTCUSDT", d5)], checksum_body=b"0" * 64 + b"  x.zip\n")
+    schedule = f"isolate-{dataset.prefix}"
+    spec = dataset.spec(["BTCUSDT"], lookback=4, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    db = tmp_path / "s.duckdb"
+
+    out = run_cli(tmp_path, schedule, spec, "--db", str(db))
+    assert out.returncode == 3, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert all(LOG_LINE.match(line) for line in lines), "every stderr line is one log record"
+    assert "event=run_partial repairs_failed=3" in lines[-1]
+    # the two good shapes are loaded, typed alike
+    assert rows(db, "SELECT count(*), count(DISTINCT date), typeof(any_value(open_time)), typeof(any_value(close)) FROM loaded") == [
+        (10, 2, "BIGINT", "DOUBLE")]
+    gaps = {d: (status, reason, attempts, err) for d, status, reason, attempts, err in
+            rows(db, "SELECT date, status, reason, attempts, last_error FROM gaps")}
+    assert {d: g[0] for d, g in gaps.items()} == {d1: "repaired", d2: "repaired", d3: "open", d4: "open", d5: "open"}
+    causes = {d3: "no header row and 11 columns", d4: "not a zip file", d5: "does not match the checksum file"}
+    for d, cause in causes.items():
+        status, reason, attempts, err = gaps[d]
+        assert (reason, attempts) == ("repair failed", 1) and cause in err and "\n" not in err
+    assert rows(db, "SELECT outcome, repairs_failed, gaps_repaired FROM runs") == [("partial", 3, 2)]
+    metrics = pushed(servers.pushgateway, schedule)
+    assert metrics["ingestion_run_success"] == 0 and metrics["ingestion_repairs_failed"] == 3
+    assert metrics['ingestion_runs_total{outcome="partial"}'] == 1 and metrics['ingestion_runs_total{outcome="succeeded"}'] == 0
+
+    again = run_cli(tmp_path, schedule, spec, "--db", str(db))  # the bad cells are tried again; nothing else moves
+    assert again.returncode == 3
+    assert rows(db, "SELECT attempts FROM gaps WHERE status = 'open'") == [(2,), (2,), (2,)]
+    assert rows(db, "SELECT count(*) FROM loaded") == [(10,)]
+
+
+def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, servers, tmp_path):
+    template = f"{dataset.prefix}/pq/{{symbol}}/{{symbol}}-{{date}}.parquet"
+
+    def parquet(**cols) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(pa.table(cols), buf)
+        return buf.getvalue()
+
+    d1, d2, d3, d4 = days_ago(1, 2, 3, 4)
+    put(servers, dataset, "XUSDT", d1, parquet(price=[1.0], qty=[1]), template)
+    spec = dataset.spec(["XUSDT"], lookback=3, repair={"maxRepairsPerRun": 10, "load": "parquet"})
+    spec["target"]["keyTemplate"] = template
+    db = tmp_path / "s.duckdb"
+    assert run(context(spec, schedule="fit"), db).outcome == "succeeded"
+    put(servers, dataset, "XUSDT", d2, parquet(price=[2.0], other=["x"]), template)
+    put(servers, dataset, "XUSDT", d3, parquet(price=["abc"], qty=[3]), template)
+    put(servers, dataset, "XUSDT", d4, parquet(price=[4.0], qty=[4]), template)
+    res = run(context(spec, schedule="fit"), db)
+    assert (res.outcome, res.exit_code, res.summary["repairs_failed"], res.summary["gaps_repaired"]) == ("partial", 3, 2, 1)
+    assert rows(db, "SELECT date, price, qty FROM loaded ORDER BY date") == [(d4, 4.0, 4), (d1, 1.0, 1)]
+    errors = dict(rows(db, "SELECT date, last_error FROM gaps WHERE status = 'open'"))
+    assert "load refused: columns other are not in table loaded (price, qty)" in errors[d2]
+    assert "load refused: column price: 1 value(s) of type VARCHAR do not fit loaded's DOUBLE" in errors[d3]
+
+
+# 2. Outcomes are true everywhere ---------------------------------------------------------------
+def test_a_run_whose_commit_fails_pushes_a_failure_and_is_counted_by_a_later_run(dataset, servers, tmp_path):
+    schedule = f"commit-{dataset.prefix}"
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    spec = dataset.spec(["BTCUSDT"], lookback=3)
+    db = tmp_path / "s.duckdb"
+    assert run(context(spec, schedule=schedule), db).outcome == "succeeded"
+    first = pushed(servers.pushgateway, schedule)
+    dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3)])
+    proxy = FaultProxy(servers.s3.endpoint)
+    gate = proxy.add("delay", "GET", ".zip", times=100, seconds=1.0)
+    result = {}
+    try:
+        slow = {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}
+        worker = threading.Thread(target=lambda: result.update(res=run(context(slow, schedule=schedule), db, lock_timeout=1)))
+        worker.start()
+        wait_until(lambda: gate.hits > 0, 30, "the run to start repairing")
+        with holding(db) as holder:  # another writer takes the file while the run works
+            worker.join(60)
+    finally:
+        proxy.close()
+    res = result["res"]
+    assert res.outcome == "failed" and res.exit_code == 1 and f"PID {holder.pid}" in res.error and "(waited 1s)" in res.error
+    after = pushed(servers.pushgateway, schedule)
+    assert after["ingestion_run_success"] == 0
+    assert after["ingestion_last_failure_timestamp_seconds"] > first["ingestion_last_success_timestamp_seconds"]
+    # counts come from the store, so they never go down; this run is not in them yet
+    assert after['ingestion_runs_total{outcome="succeeded"}'] == first['ingestion_runs_total{outcome="succeeded"}'] == 1
+    (run_id, deadline_at), = rows(db, "SELECT run_id, deadline_at FROM runs WHERE outcome = 'running'")
+    assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'repaired'") == [(1,)]  # nothing of it was committed
+    # the first run past its deadline records it, and the pushed count shows it
+    assert run(context(spec, schedule=schedule), db, now=deadline_at + dt.timedelta(seconds=1)).outcome == "succeeded"
+    assert rows(db, "SELECT outcome FROM runs WHERE run_id = ?", run_id) == [("abandoned",)]
+    assert pushed(servers.pushgateway, schedule)['ingestion_runs_total{outcome="abandoned"}'] == 1
+
+
+def test_a_run_waits_for_a_writer_that_lets_go(dataset, tmp_path, caplog):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    db = tmp_path / "s.duckdb"
+    with holding(db, seconds=1.5) as holder:
+        res = run(context(dataset.spec(["BTCUSDT"], lookback=0)), db, lock_timeout=30)
+    assert res.outcome == "succeeded", res.error
+    assert any("event=store_wait" in r.message and f"PID {holder.pid}" in r.message for r in caplog.records)
+
+
+# 3. Throttling is survived -------------------------------------------------------------------
+def test_every_key_throttled_twice_still_repairs_everything(dataset, servers, tmp_path):
+    cells = [(s, d) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT") for d in days_ago(1, 2, 3, 4, 5, 6)]
+    dataset.upload(cells)
+    proxy = FaultProxy(servers.s3.endpoint)
+    proxy.add("slowdown", "GET", ".zip", times=2, per_path=True)  # each object and each sidecar, twice
+    try:
+        spec = dataset.spec(["BTCUSDT", "ETHUSDT", "SOLUSDT"], lookback=5, endpoint=proxy.endpoint)
+        res = run(context(spec), tmp_path / "s.duckdb", concurrency=16)
+    finally:
+        proxy.close()
+    assert res.outcome == "succeeded" and res.summary["gaps_repaired"] == 18 and res.summary["repairs_failed"] == 0
+    assert res.summary["s3_errors"] == 18 * 2 * 2
+
+
+def test_retry_after_is_honoured(dataset, servers, tmp_path):
+    d = days_ago(1)[0]
+    dataset.upload([("BTCUSDT", d)])
+    key = dataset.template.format(symbol="BTCUSDT", date=d.isoformat())
+    proxy = FaultProxy(servers.s3.endpoint)
+    proxy.add("throttle", "GET", key.rsplit("/", 1)[1], times=1, per_path=True, retry_after="2")
+    try:
+        res = run(context(dataset.spec(["BTCUSDT"], lookback=0, endpoint=proxy.endpoint)), tmp_path / "s.duckdb")
+        arrivals = proxy.times_of(key.rsplit("/", 1)[1])
+    finally:
+        proxy.close()
+    assert res.outcome == "succeeded"
+    assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 1.9  # waited as told, not the ~0.1 s backoff
+
+
+def test_a_request_that_runs_out_of_attempts_fails_its_cell_alone_saying_how_many(dataset, servers, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1, 2, 3)])
+    bad = dataset.template.format(symbol="BTCUSDT", date=days_ago(2)[0].isoformat()).rsplit("/", 1)[1]
+    proxy = FaultProxy(servers.s3.endpoint)
+    proxy.add("slowdown", "GET", bad, times=100, per_path=True, retry_after="0")
+    proxy.add("slowdown", "GET", ".zip", times=3, per_path=True, retry_after="0")  # the others: a burst elsewhere
+    try:
+        res = run(context(dataset.spec(["BTCUSDT"], lookback=2, endpoint=proxy.endpoint)), tmp_path / "s.duckdb")
+    finally:
+        proxy.close()
+    assert (res.outcome, res.summary["gaps_repaired"], res.summary["repairs_failed"]) == ("partial", 2, 1)
+    (err,), = rows(tmp_path / "s.duckdb", "SELECT last_error FROM gaps WHERE status = 'open'")
+    assert re.search(r"GetObject SlowDown after 8 attempts in \d+\.\ds$", err), err
+
+
+def test_the_run_keeps_to_its_time_budget_and_defers_the_rest(dataset, servers, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(*range(1, 11))])
+    proxy = FaultProxy(servers.s3.endpoint)
+    proxy.add("delay", "GET", ".zip", times=1000, seconds=1.5)
+    spec = dataset.spec(["BTCUSDT"], lookback=9, endpoint=proxy.endpoint)
+    spec["activeDeadlineSeconds"] = 8  # a budget of 4 s: 8 s less a reserve of half
+    db = tmp_path / "s.duckdb"
+    try:
+        t0 = time.monotonic()
+        res = run(context(spec), db, concurrency=2)
+        took = time.monotonic() - t0
+    finally:
+        proxy.close()
+    assert res.outcome == "succeeded" and took < 8
+    s = res.summary
+    assert s["gaps_repaired"] >= 1 and s["repairs_deferred"] >= 5 and s["gaps_repaired"] + s["repairs_deferred"] == 10
+    reasons = {r for r, in rows(db, "SELECT reason FROM gaps WHERE status = 'open'")}
+    assert reasons == {"deferred: the run's time budget (4s of activeDeadlineSeconds) ran out"}
+    assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'open' AND attempts = 0") == [(s["repairs_deferred"],)]
+
+
+# 7. Reading while writing --------------------------------------------------------------------
+def test_report_reads_the_store_while_a_run_is_repairing(dataset, servers, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    spec = dataset.spec(["BTCUSDT"], lookback=3)
+    db = tmp_path / "s.duckdb"
+    assert run(context(spec), db).outcome == "succeeded"
+    dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3)])
+    proxy = FaultProxy(servers.s3.endpoint)
+    gate = proxy.add("delay", "GET", ".zip", times=100, seconds=30)
+    f = tmp_path / "slow.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "demo", "namespace": "data"},
+                                 "spec": {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}}))
+    busy = subprocess.Popen([EXE, "run", "--spec", str(f), "--db", str(db)], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: gate.hits > 0, 30, "the run to start repairing")
+        t0 = time.monotonic()
+        out = subprocess.run([EXE, "report", "--db", str(db)], capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        busy.kill()
+        busy.wait()
+        proxy.close()
+    assert out.returncode == 0 and took < 10, out.stderr
+    assert "running" in out.stdout and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 finished runs)" in out.stdout
+
+
+def test_report_waits_for_a_commit_and_says_so(dataset, tmp_path):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    db = tmp_path / "s.duckdb"
+    run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
+    with holding(db, seconds=1.5) as holder:
+        waited = subprocess.run([EXE, "report", "--db", str(db)], capture_output=True, text=True, timeout=60)
+    assert waited.returncode == 0 and "AVAILABILITY" in waited.stdout
+    assert "is in use by" in waited.stderr and f"(PID {holder.pid}): waiting up to 30s" in waited.stderr
+    with holding(db) as holder:
+        gave_up = subprocess.run([EXE, "report", "--db", str(db), "--lock-timeout", "0.5"], capture_output=True, text=True, timeout=60)
+    assert gave_up.returncode == 2 and gave_up.stderr.strip().splitlines()[-1].startswith(f"error: {db} is in use by")
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["wrapped", "wide"])
+def test_report_shows_last_error_whole(dataset, tmp_path, wide):
+    d = days_ago(1)[0]
+    dataset.upload([("BTCUSDT", d)], checksum_body=b"0" * 64 + b"  x.zip\n")
+    db = tmp_path / "s.duckdb"
+    run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
+    (err,), = rows(db, "SELECT last_error FROM gaps")
+    assert len(err) > 150
+    out = subprocess.run([EXE, "report", "--db", str(db), *(["--wide"] if wide else [])], capture_output=True, text=True,
+                         env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"}, timeout=60).stdout
+    header, *lines = [line for line in out.split("OPEN GAPS")[1].split("RECENT RUNS")[0].splitlines()[1:] if line.strip()]
+    col = header.index("LAST ERROR")
+    if wide:
+        assert len(lines) == 1 and lines[0][col:] == err
+    else:
+        assert len(lines) > 1 and max(len(line) for line in lines) <= 100
+        assert "".join(line[col:] for line in lines).replace(" ", "") == err.replace(" ", "")  # wrapped, never cut
