@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.timezone.utc
@@ -56,20 +57,34 @@ class Schedule:
     dow: int
 
 
+# Go's unicode.IsSpace, on which strings.Fields splits: not Python's str.split(), which also
+# splits on the separators U+001C-U+001F.
+_GO_SPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_GO_TRIM = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_INT64_MAX = 2**63 - 1
+
+
 def parse(expr: str) -> Schedule:
-    """Parse a schedule, raising CronError with what is wrong and what is accepted."""
-    text = expr.strip()
-    if not text:
+    """Parse a schedule exactly as the API server does (robfig/cron v3's ParseStandard, and no
+    ``TZ`` anywhere), within the CRD's one narrower rule (no ``@every``); raises CronError
+    with what is wrong and what is accepted."""
+    if not expr:
         raise CronError("empty schedule; expected 5 fields (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly")
-    if text.startswith(("TZ=", "CRON_TZ=")):
+    if "TZ" in expr:
         raise CronError("TZ= and CRON_TZ= are not allowed in the schedule; set spec.timezone instead")
-    if text.startswith("@"):
-        if text.lower() not in DESCRIPTORS:
-            raise CronError(f"unknown descriptor {text!r}; accepted: {', '.join(DESCRIPTORS)}")
-        text = DESCRIPTORS[text.lower()]
-    fields = text.split()
+    if expr.startswith("@every"):
+        raise CronError("@every is not supported: its fire times follow the controller's last run, not the clock; "
+                        "use a cron expression such as '*/30 * * * *'")
+    if expr.startswith("@"):
+        if expr not in DESCRIPTORS:  # exact, as robfig matches them: no case folding, no spaces
+            raise CronError(f"unknown descriptor {expr!r}; accepted: {', '.join(DESCRIPTORS)}")
+        expr = DESCRIPTORS[expr]
+    fields = [f for f in _GO_SPACE.split(expr) if f]
     if len(fields) != 5:
         raise CronError(f"expected exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    # The CRD's narrower rule (CEL: self.trim().split(' ') has 5 non-empty parts): spaces between fields
+    if len([f for f in expr.strip(_GO_TRIM).split(" ") if f]) != 5:
+        raise CronError("separate the 5 fields with spaces (not tabs or other blanks)")
     bits = [_parse_field(f, *spec) for f, spec in zip(fields, _FIELDS)]
     return Schedule(*bits)
 
@@ -77,7 +92,8 @@ def parse(expr: str) -> Schedule:
 def _parse_field(field: str, name: str, lo: int, hi: int, names: dict) -> int:
     bits = 0
     for part in field.split(","):
-        bits |= _parse_range(part, name, lo, hi, names)
+        if part:  # Go's strings.FieldsFunc drops empty parts: "1,,2" is "1,2"
+            bits |= _parse_range(part, name, lo, hi, names)
     return bits
 
 
@@ -121,22 +137,41 @@ def _parse_range(expr: str, name: str, lo: int, hi: int, names: dict) -> int:
 
 
 def _value(token: str, name: str, names: dict) -> int:
-    if token.lower() in names:
-        return names[token.lower()]
-    if not (token.isascii() and token.isdigit()):  # Go's strconv.Atoi: ASCII digits only
+    lowered = _go_lower(token)
+    if lowered in names:
+        return names[lowered]
+    digits = token[1:] if token[:1] in ("+", "-") else token
+    if not (digits and digits.isascii() and digits.isdigit()) or int(token) > _INT64_MAX:  # Go's strconv.Atoi
         accepted = f" or a name ({', '.join(n.upper() for n in names)})" if names else ""
         raise CronError(f"{name}: {token!r} is not a number{accepted}")
+    if int(token) < 0:
+        raise CronError(f"{name}: negative number {token!r} is not allowed")
     return int(token)
 
 
+def _go_lower(text: str) -> str:
+    """Go's strings.ToLower, rune by rune (simple case mapping): 'İ' becomes 'i', not 'i̇'."""
+    return "".join(c.lower() if len(c.lower()) == 1 else ("i" if c == "İ" else c) for c in text)
+
+
+_TZ_PART = re.compile(r"[A-Za-z.\-_0-9+]{1,14}")
+
+
 def load_timezone(name: str) -> ZoneInfo:
-    """An IANA zone as the CronJob controller accepts it; raises CronError otherwise."""
-    if not name or name != name.strip() or name.lower() == "local" or name.startswith(("/", ".")) or ".." in name:
-        raise CronError(f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/London")
+    """An IANA zone exactly as the API server accepts a CronJob's ``timeZone`` (the rules of
+    its validateTimeZone, then Go's time.LoadLocation); raises CronError otherwise."""
+    bad = CronError(f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/London")
+    if not name:
+        raise CronError("the time zone must not be empty; use an IANA name such as UTC or Europe/London")
+    for part in name.split("/"):
+        if part in (".", "..") or part.startswith("-") or not _TZ_PART.fullmatch(part):
+            raise bad
+    if name.lower() == "local":
+        raise CronError("the time zone must be an explicit IANA zone, not Local; use e.g. UTC or Europe/London")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise CronError(f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/London") from None
+        raise bad from None
 
 
 # -- Next, ported from robfig/cron v3 spec.go ----------------------------------------------

@@ -148,6 +148,8 @@ def test_disable_suspends_and_enable_resumes(cluster, operator, namespace, wait_
 @pytest.mark.parametrize("spec,message", [
     ({"schedule": "0 2 * *"}, "spec.schedule"),
     ({"schedule": "TZ=UTC 0 2 * * *"}, "set spec.timezone instead"),
+    ({"schedule": "@every 1h"}, "@every is not supported"),
+    ({"schedule": "0\t2 * * *"}, "schedule must have exactly 5 fields"),
     ({"storage": {}}, "set exactly one of storage.duckdb or storage.objectStore"),
     ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{date}"}}, "set exactly one of target.symbols"),
     ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}", "symbols": ["X"]}}, "keyTemplate must contain both"),
