@@ -82,7 +82,7 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
          ], "alert_rule_test": [
             firing("IngestionLastRunFailed", "1m"),
             firing("IngestionLastRunFailed", "2m", {**sched, "severity": "warning"}, summary="The last run of data/daily did not succeed",
-                   description="The schedule's status.lastRun and kubectl logs job/<job> give the reason."),
+                   description="It failed (exit 1: status.lastRun and kubectl logs job/<job> give the reason) or was partial (exit 3: some repairs failed; ingestion-job report lists each open gap with its last error)."),
             firing("IngestionLastRunFailed", "4m"),  # a success resolves it
             firing("IngestionErrorBudgetBurnFast", "9m"),
             firing("IngestionErrorBudgetBurnFast", "30m"),  # the last hour still holds the ten successes
