@@ -42,7 +42,7 @@ def is_subset(desired, live) -> bool:
         if live is None:
             return not desired
         return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
-    return desired == live
+    return desired == live and isinstance(desired, bool) == isinstance(live, bool)  # JSON: true is not 1
 
 
 class Reconciler:
