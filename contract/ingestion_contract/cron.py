@@ -59,8 +59,8 @@ class Schedule:
 
 # Go's unicode.IsSpace, on which strings.Fields splits: not Python's str.split(), which also
 # splits on the separators U+001C-U+001F.
-_GO_SPACE = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
-_GO_TRIM = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_GO_BLANKS = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_GO_SPACE = re.compile(f"[{_GO_BLANKS}]+")
 _INT64_MAX = 2**63 - 1
 
 
@@ -83,7 +83,7 @@ def parse(expr: str) -> Schedule:
     if len(fields) != 5:
         raise CronError(f"expected exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
     # The CRD's narrower rule (CEL: self.trim().split(' ') has 5 non-empty parts): spaces between fields
-    if len([f for f in expr.strip(_GO_TRIM).split(" ") if f]) != 5:
+    if len([f for f in expr.strip(_GO_BLANKS).split(" ") if f]) != 5:
         raise CronError("separate the 5 fields with spaces (not tabs or other blanks)")
     bits = [_parse_field(f, *spec) for f, spec in zip(fields, _FIELDS)]
     return Schedule(*bits)

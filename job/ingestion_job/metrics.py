@@ -16,6 +16,8 @@ from prometheus_client.exposition import push_to_gateway
 
 from ingestion_contract import RunSummary
 
+from .store import OUTCOMES
+
 JOB = "ingestion"
 RUN_SUCCESS = "ingestion_run_success"
 LAST_SUCCESS = "ingestion_last_success_timestamp_seconds"
@@ -23,7 +25,6 @@ LAST_FAILURE = "ingestion_last_failure_timestamp_seconds"
 S3_REQUESTS = "ingestion_s3_requests"
 S3_ERRORS = "ingestion_s3_errors"
 RUNS_TOTAL = "ingestion_runs_total"
-OUTCOMES = ("succeeded", "partial", "failed", "abandoned")
 
 
 def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int] | None,

@@ -33,7 +33,7 @@ from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, RunCon
 from . import metrics
 from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
-from .rows import CellKey, Repairs, Rows, build_rows, open_elsewhere
+from .rows import Repairs, Rows, build_rows, open_elsewhere
 from .source import RequestStats, S3Source, SourceError
 from .store import Store, StoreError, open_store
 
@@ -72,9 +72,7 @@ class Work:
     upstream: dict[str, dict[dt.date, Listed]]
     missing: int
     present: int
-    repaired: dict[CellKey, dict]
-    failed: dict[CellKey, str]
-    deferred: dict[CellKey, str]
+    repairs: Repairs
 
 
 def run_id_for(ctx: RunContext) -> str:
@@ -192,7 +190,7 @@ class Run:
         later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
-        return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), repaired, failed, later)
+        return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), Repairs(repaired, failed, later))
 
     def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
         if self.dates is not None:
@@ -204,19 +202,36 @@ class Run:
     def commit(self, store: Store, source: S3Source, work: Work) -> Rows:
         """Step 5 under the file's lock: rows built against the store's current gaps (another
         run may have committed meanwhile), loads that would not fit refused alone."""
-        schedule, s = self.ctx.schedule, self.summary
-        loads = [(schedule, *k, *r["staged"]) for k, r in work.repaired.items() if r["staged"]]
+        schedule, s, r = self.ctx.schedule, self.summary, work.repairs
+        loads = [(schedule, *k, *done["staged"]) for k, done in r.repaired.items() if done["staged"]]
         for k, reason in store.refuse_loads(loads).items():
-            work.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
-            del work.repaired[k]
+            r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
+            del r.repaired[k]
         prior_gaps = store.gaps(schedule)
-        repairs = Repairs(work.repaired, work.failed, work.deferred)
-        rows = build_rows(schedule, source.template, work.expected, work.upstream, repairs, prior_gaps,
+        rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps,
                           store.first_seen(schedule), self.started)
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
-        s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(work.repaired), len(work.failed), len(work.deferred)
-        s.gaps_open = work.missing + len(work.failed) + len(work.deferred) + open_elsewhere(prior_gaps, work.expected)
+        s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
+        s.gaps_open = work.missing + len(r.failed) + len(r.deferred) + open_elsewhere(prior_gaps, work.expected)
         return rows
+
+    def record(self, store: Store, source: S3Source | None, work: Work | None, error: str | None,
+               stats: RequestStats) -> tuple[bool, str | None]:
+        """Step 5 with the file held: the run's rows and record, or (after an error, or when the
+        commit fails) its record alone. Returns whether the store now holds the record, and
+        the run's error."""
+        if work is not None and not error:
+            try:
+                rows = self.commit(store, source, work)
+                store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
+                return True, None
+            except StoreError as e:
+                error = str(e)
+        try:
+            store.write_run_record(self.run_row("failed", error, stats))
+            return True, error
+        except StoreError as e:
+            return False, f"{error}; the run's record was not written either: {e}"
 
     def finish(self, store: Store | None, source: S3Source | None, work: Work | None = None,
                error: str | None = None) -> RunResult:
@@ -229,28 +244,12 @@ class Run:
         committed = False  # whether the store now holds this run's record
         if store is not None:
             try:
-                store.acquire()
-            except StoreError as e:
-                error = f"{error}; then {e}" if error else str(e)
-            else:
-                try:
-                    if work is not None and not error:
-                        try:
-                            rows = self.commit(store, source, work)
-                            store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
-                            committed = True
-                        except StoreError as e:
-                            error = str(e)
-                    if not committed:
-                        try:
-                            store.write_run_record(self.run_row("failed", error, stats))
-                            committed = True
-                        except StoreError as e:
-                            error = f"{error}; the run's record was not written either: {e}"
+                with store.locked():
+                    committed, error = self.record(store, source, work, error, stats)
                     if committed:
                         counts, last = store.run_counts(self.ctx.schedule), store.last_finished(self.ctx.schedule)
-                finally:
-                    store.release()
+            except StoreError as e:  # the file could not be taken again
+                error = f"{error}; then {e}" if error else str(e)
         outcome = self.outcome(error)
         if not committed:
             # The store does not know how this run ended: push the counts it held at the start
@@ -263,11 +262,8 @@ class Run:
             warnings += self.push_metrics(url, outcome, stats, counts, last)
         if warnings and committed:
             try:
-                store.acquire()
-                try:
+                with store.locked():
                     store.add_warning(self.run_id, "; ".join(warnings))
-                finally:
-                    store.release()
             except StoreError as e:
                 self.log.warning("event=warning_not_recorded error=%r", str(e))
         line = (f"event=run_finished outcome={outcome} duration_seconds={s.duration_seconds} symbols={s.symbols} "
@@ -281,7 +277,7 @@ class Run:
             self.log.error("event=run_failed reason=%r", error)
         elif outcome == "partial":
             self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed,
-                             next(iter(work.failed.values())))
+                             next(iter(work.repairs.failed.values())))
         return RunResult(self.run_id, outcome, s, error, warnings)
 
     def outcome(self, error: str | None) -> str:

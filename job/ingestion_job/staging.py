@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from . import first_line
+
 # Binance Vision kline CSV columns (spot and futures, daily and monthly files).
 KLINE_COLUMNS = {
     "open_time": pa.int64(), "open": pa.float64(), "high": pa.float64(), "low": pa.float64(), "close": pa.float64(),
@@ -49,7 +51,7 @@ def stage(body: bytes, key: str, load: str, base: Path) -> tuple[str, str]:
         try:
             table = pq.read_table(io.BytesIO(body))
         except (pa.ArrowException, OSError) as e:
-            raise StagingError(f"{key}: not a readable Parquet file: {_first_line(e)}") from None
+            raise StagingError(f"{key}: not a readable Parquet file: {first_line(e)}") from None
     else:
         raise StagingError(f"unknown load mode {load!r}")
     pq.write_table(table, path)
@@ -89,7 +91,7 @@ def read_csv(data: bytes, key: str) -> pa.Table:
                               read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header else 0),
                               convert_options=pacsv.ConvertOptions(column_types=types))
     except (pa.ArrowException, OSError) as e:  # name the column Arrow gives by number
-        text = re.sub(r"In CSV column #(\d+)", lambda m: f"column {names[int(m.group(1))]}", _first_line(e))
+        text = re.sub(r"In CSV column #(\d+)", lambda m: f"column {names[int(m.group(1))]}", first_line(e))
         raise StagingError(f"{key}: {text}") from None
 
 
@@ -99,8 +101,3 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

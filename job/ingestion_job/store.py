@@ -30,6 +30,8 @@ import pyarrow as pa
 
 from ingestion_contract import RunSummary
 
+from . import first_line
+
 SCHEMA_VERSION = 2
 
 MIGRATIONS = {
@@ -109,7 +111,7 @@ class Store:
             except duckdb.IOException as e:
                 m = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
                 if not m and "lock" not in str(e).lower():
-                    raise StoreError(f"{self.path}: cannot open the store: {_first_line(e)}") from None
+                    raise StoreError(f"{self.path}: cannot open the store: {first_line(e)}") from None
                 holder = f" by {m.group(1)} (PID {m.group(2)})" if m else ""
                 waited = time.monotonic() - t0
                 if waited >= self.lock_timeout:
@@ -121,7 +123,7 @@ class Store:
                     told = True
                 time.sleep(min(0.2, self.lock_timeout - waited))
             except duckdb.Error as e:
-                raise StoreError(f"{self.path}: cannot open the store: {_first_line(e)}") from None
+                raise StoreError(f"{self.path}: cannot open the store: {first_line(e)}") from None
 
     def release(self) -> None:
         """Let other processes use the file until :meth:`acquire` (a run does not hold it while it works)."""
@@ -132,6 +134,15 @@ class Store:
     def acquire(self) -> None:
         if self.con is None:
             self.con = self._connect()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """The file, held for the block only."""
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
 
     def close(self) -> None:
         self.release()
@@ -176,7 +187,7 @@ class Store:
         except BaseException as e:
             self.con.execute("ROLLBACK")
             if isinstance(e, duckdb.Error):  # one line naming the file, not DuckDB's multi-line text
-                raise StoreError(f"{self.path}: the write was rolled back: {_first_line(e)}") from None
+                raise StoreError(f"{self.path}: the write was rolled back: {first_line(e)}") from None
             raise
 
     # reads --------------------------------------------------------------------------------
@@ -327,8 +338,3 @@ def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
             raise IntegrityError(f"{where}: unknown status {g['status']!r}")
         if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
             raise IntegrityError(f"{where}: a gap is repaired exactly when it has repaired_at and sha256")
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

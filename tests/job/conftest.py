@@ -40,6 +40,14 @@ class Dataset:
             if kw.get("checksum", True):
                 s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=kw.get("checksum_body") or sampledata.checksum(body, key))
 
+    def put(self, symbol, date, body: bytes, template: str | None = None) -> str:
+        """One object of any content and its sha256 sidecar; returns the key."""
+        key = (template or self.template).format(symbol=symbol, date=date.isoformat())
+        s3 = self.servers.s3.client()
+        s3.put_object(Bucket=PUBLIC, Key=key, Body=body)
+        s3.put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
+        return key
+
     def spec(self, symbols, lookback=7, endpoint=None, **extra):
         s = sampledata.spec(endpoint or self.servers.s3.endpoint, PUBLIC, symbols, lookback, **extra)
         s["target"]["keyTemplate"] = self.template

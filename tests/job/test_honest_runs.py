@@ -20,19 +20,10 @@ import yaml
 from ingestion_dev import sampledata
 from ingestion_job.run import run
 
-from .conftest import EXE, PUBLIC, context, days_ago, holding, pushed, rows, run_cli
+from .conftest import EXE, context, days_ago, holding, pushed, rows, run_cli
 from ingestion_dev.faultproxy import FaultProxy
 
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} level=")
-
-
-def put(servers, dataset, symbol: str, date: dt.date, body: bytes, template: str | None = None) -> str:
-    """One object and its sha256 sidecar; returns the key."""
-    key = (template or dataset.template).format(symbol=symbol, date=date.isoformat())
-    s3 = servers.s3.client()
-    s3.put_object(Bucket=PUBLIC, Key=key, Body=body)
-    s3.put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
-    return key
 
 
 def kline_zip(symbol: str, date: dt.date, header: bool = True, columns: int = 12) -> bytes:
@@ -42,26 +33,16 @@ def kline_zip(symbol: str, date: dt.date, header: bool = True, columns: int = 12
         name = zf.namelist()[0]
         lines = zf.read(name).decode().splitlines()
     lines = [",".join(line.split(",")[:columns]) for line in (lines if header else lines[1:])]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(name, "\n".join(lines) + "\n")
-    return buf.getvalue()
-
-
-def wait_until(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {seconds}s waiting for {what}"
-        time.sleep(0.05)
+    return sampledata.zipped_csv(name.replace(".csv", ".zip"), "\n".join(lines) + "\n")
 
 
 # 1. Failure isolation -------------------------------------------------------------------------
 def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset, servers, tmp_path):
     d1, d2, d3, d4, d5 = days_ago(1, 2, 3, 4, 5)
-    put(servers, dataset, "BTCUSDT", d1, kline_zip("BTCUSDT", d1, header=True))
-    put(servers, dataset, "BTCUSDT", d2, kline_zip("BTCUSDT", d2, header=False))
-    put(servers, dataset, "BTCUSDT", d3, kline_zip("BTCUSDT", d3, header=False, columns=11))
-    put(servers, dataset, "BTCUSDT", d4, b"PK\x03\x04 this is no zip")
+    dataset.put("BTCUSDT", d1, kline_zip("BTCUSDT", d1, header=True))
+    dataset.put("BTCUSDT", d2, kline_zip("BTCUSDT", d2, header=False))
+    dataset.put("BTCUSDT", d3, kline_zip("BTCUSDT", d3, header=False, columns=11))
+    dataset.put("BTCUSDT", d4, b"PK\x03\x04 this is no zip")
     dataset.upload([("BTCUSDT", d5)], checksum_body=b"0" * 64 + b"  x.zip\n")
     schedule = f"isolate-{dataset.prefix}"
     spec = dataset.spec(["BTCUSDT"], lookback=4, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
@@ -93,7 +74,7 @@ def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset
     assert rows(db, "SELECT count(*) FROM loaded") == [(10,)]
 
 
-def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, servers, tmp_path):
+def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, tmp_path):
     template = f"{dataset.prefix}/pq/{{symbol}}/{{symbol}}-{{date}}.parquet"
 
     def parquet(**cols) -> bytes:
@@ -102,14 +83,14 @@ def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, ser
         return buf.getvalue()
 
     d1, d2, d3, d4 = days_ago(1, 2, 3, 4)
-    put(servers, dataset, "XUSDT", d1, parquet(price=[1.0], qty=[1]), template)
+    dataset.put("XUSDT", d1, parquet(price=[1.0], qty=[1]), template)
     spec = dataset.spec(["XUSDT"], lookback=3, repair={"maxRepairsPerRun": 10, "load": "parquet"})
     spec["target"]["keyTemplate"] = template
     db = tmp_path / "s.duckdb"
     assert run(context(spec, schedule="fit"), db).outcome == "succeeded"
-    put(servers, dataset, "XUSDT", d2, parquet(price=[2.0], other=["x"]), template)
-    put(servers, dataset, "XUSDT", d3, parquet(price=["abc"], qty=[3]), template)
-    put(servers, dataset, "XUSDT", d4, parquet(price=[4.0], qty=[4]), template)
+    dataset.put("XUSDT", d2, parquet(price=[2.0], other=["x"]), template)
+    dataset.put("XUSDT", d3, parquet(price=["abc"], qty=[3]), template)
+    dataset.put("XUSDT", d4, parquet(price=[4.0], qty=[4]), template)
     res = run(context(spec, schedule="fit"), db)
     assert (res.outcome, res.exit_code, res.summary["repairs_failed"], res.summary["gaps_repaired"]) == ("partial", 3, 2, 1)
     assert rows(db, "SELECT date, price, qty FROM loaded ORDER BY date") == [(d4, 4.0, 4), (d1, 1.0, 1)]
@@ -119,7 +100,7 @@ def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, ser
 
 
 # 2. Outcomes are true everywhere ---------------------------------------------------------------
-def test_a_run_whose_commit_fails_pushes_a_failure_and_is_counted_by_a_later_run(dataset, servers, tmp_path):
+def test_a_run_whose_commit_fails_pushes_a_failure_and_is_counted_by_a_later_run(dataset, servers, tmp_path, wait_for):
     schedule = f"commit-{dataset.prefix}"
     dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
     spec = dataset.spec(["BTCUSDT"], lookback=3)
@@ -134,7 +115,7 @@ def test_a_run_whose_commit_fails_pushes_a_failure_and_is_counted_by_a_later_run
         slow = {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}
         worker = threading.Thread(target=lambda: result.update(res=run(context(slow, schedule=schedule), db, lock_timeout=1)))
         worker.start()
-        wait_until(lambda: gate.hits > 0, 30, "the run to start repairing")
+        wait_for(lambda: gate.hits > 0, 30, "the run to start repairing", interval=0.05)
         with holding(db) as holder:  # another writer takes the file while the run works
             worker.join(60)
     finally:
@@ -230,7 +211,7 @@ def test_the_run_keeps_to_its_time_budget_and_defers_the_rest(dataset, servers, 
 
 
 # 7. Reading while writing --------------------------------------------------------------------
-def test_report_reads_the_store_while_a_run_is_repairing(dataset, servers, tmp_path):
+def test_report_reads_the_store_while_a_run_is_repairing(dataset, servers, tmp_path, wait_for):
     dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
     spec = dataset.spec(["BTCUSDT"], lookback=3)
     db = tmp_path / "s.duckdb"
@@ -243,7 +224,7 @@ def test_report_reads_the_store_while_a_run_is_repairing(dataset, servers, tmp_p
                                  "spec": {**spec, "target": {**spec["target"], "endpoint": proxy.endpoint}}}))
     busy = subprocess.Popen([EXE, "run", "--spec", str(f), "--db", str(db)], stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: gate.hits > 0, 30, "the run to start repairing")
+        wait_for(lambda: gate.hits > 0, 30, "the run to start repairing", interval=0.05)
         t0 = time.monotonic()
         out = subprocess.run([EXE, "report", "--db", str(db)], capture_output=True, text=True, timeout=60)
         took = time.monotonic() - t0

@@ -280,15 +280,12 @@ def test_loaded_rows_carry_symbol_and_date(dataset, tmp_path, load):
     assert rows(db, "SELECT symbol, count(*), count(DISTINCT date), min(open_time) > 0 FROM loaded GROUP BY symbol") == [("BTCUSDT", 10, 2, True)]
 
 
-def test_csv_and_parquet_objects_load_idempotently(dataset, servers, tmp_path):
+def test_csv_and_parquet_objects_load_idempotently(dataset, tmp_path):
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ingestion_dev import sampledata
-
-    s3 = servers.s3.client()
     d1, d2 = days_ago(1, 2)
     for fmt in ("csv", "parquet"):
         template = f"{dataset.prefix}/{fmt}/{{symbol}}/{{symbol}}-{{date}}.{fmt}"
@@ -299,9 +296,7 @@ def test_csv_and_parquet_objects_load_idempotently(dataset, servers, tmp_path):
                 buf = io.BytesIO()
                 pq.write_table(pa.table({"price": [float(d.day)], "qty": [3]}), buf)
                 body = buf.getvalue()
-            key = template.format(symbol="XUSDT", date=d.isoformat())
-            s3.put_object(Bucket="data.binance.vision", Key=key, Body=body)
-            s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
+            dataset.put("XUSDT", d, body, template)
         spec = dataset.spec(["XUSDT"], lookback=1, repair={"maxRepairsPerRun": 10, "load": fmt})
         spec["target"]["keyTemplate"] = template
         db = tmp_path / f"{fmt}.duckdb"
@@ -315,13 +310,8 @@ def test_csv_and_parquet_objects_load_idempotently(dataset, servers, tmp_path):
 def test_an_empty_object_is_never_verified(dataset, tmp_path, checksum_suffix):
     """A 0-byte object whose sidecar holds the sha256 of empty input (or that has no
     sidecar) matches its listing, but holds no data: its gap stays open, with the reason."""
-    from ingestion_dev import sampledata
-
     (d,) = days_ago(1)
-    key = dataset.template.format(symbol="EMPTYUSDT", date=d.isoformat())
-    s3 = dataset.servers.s3.client()
-    s3.put_object(Bucket="data.binance.vision", Key=key, Body=b"")
-    s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=sampledata.checksum(b"", key))
+    key = dataset.put("EMPTYUSDT", d, b"")
     spec = dataset.spec(["EMPTYUSDT"], lookback=0)
     spec["target"]["checksumSuffix"] = checksum_suffix
     db = tmp_path / "s.duckdb"
