@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from ingestion_dev.cluster import ControlPlane, Ports
+from ingestion_dev.operatorproc import OperatorProcess
 from ingestion_dev.sandbox import pod_runner_argv
 
 # The venv's tools (kubectl matching the server's minor version, console scripts) first.
@@ -134,74 +135,12 @@ def kubectl(cluster: Cluster, *args: str, check: bool = True, input: str | None 
     return out
 
 
-class Operator:
-    """The real operator as a subprocess (`ingestion-operator run`), restartable."""
+class Operator(OperatorProcess):
+    """The real operator as a subprocess, on a test's cluster."""
 
-    def __init__(self, cluster: Cluster, log_dir: Path, namespaces: list[str] | None = None):
-        from ingestion_dev.workspace import free_ports
-
+    def __init__(self, cluster: Cluster, log_dir: Path, **kw):
         self.cluster = cluster
-        self.metrics_port, self.health_port = free_ports(2)
-        self.log_dir = log_dir
-        self.namespaces = namespaces or []
-        self.proc = None
-        self.starts = 0
-
-    def start(self):
-        import subprocess
-
-        self.starts += 1
-        self.log = self.log_dir / f"operator-{self.starts}.log"
-        argv = [str(Path(sys.executable).parent / "ingestion-operator"), "run", "--kubeconfig", str(self.cluster.kubeconfig),
-                "--bind", "127.0.0.1", "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
-                "--job-image", "ingestion-job:test"]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        self.proc = subprocess.Popen(argv, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        _wait_for(lambda: self._healthy() or self._died(), 30, "the operator's health endpoint")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-
-    def _died(self):
-        return self.proc.poll() is not None
-
-    def _healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self):
-        self.stop()
-        self.start()
-
-    def metrics(self) -> dict[str, float]:
-        """Samples of /metrics as {'name{labels}': value}."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                out[k] = float(v)
-        return out
-
-    def writes(self) -> float:
-        return sum(v for k, v in self.metrics().items() if k.startswith("ingestion_operator_api_writes_total"))
+        super().__init__(cluster.kubeconfig, log_dir, **kw)
 
 
 @pytest.fixture(scope="session")

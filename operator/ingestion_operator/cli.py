@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 
 def _load_client(kubeconfig: str | None):
@@ -18,38 +19,109 @@ def _load_client(kubeconfig: str | None):
     return client.ApiClient(cfg)
 
 
+def _lease_namespace(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def lease_name(namespaces: list[str]) -> str:
+    """One Lease per scope: operators that watch different namespaces do not compete."""
+    if not namespaces:
+        return "ingestion-operator"
+    import hashlib
+
+    return "ingestion-operator-" + hashlib.sha256(",".join(sorted(set(namespaces))).encode()).hexdigest()[:10]
+
+
 def cmd_run(args) -> int:
-    import kopf
+    import signal
+    import socket
+    import threading
+    import uuid
+
     from prometheus_client import disable_created_metrics, start_http_server
+
+    from . import metrics
+    from .health import Health
+    from .leader import LeaderElector, Timing
+
+    log = logging.getLogger("ingestion_operator")
+    api = _load_client(args.kubeconfig)
+    disable_created_metrics()
+    health = Health(api)
+    try:
+        start_http_server(args.metrics_port, addr=args.bind)
+        health.serve(args.bind, args.health_port)
+    except OSError as e:
+        print(f"error: cannot serve metrics and health on {args.bind}:{args.metrics_port},{args.health_port}: {e.strerror}",
+              file=sys.stderr)
+        return 2
+    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n]
+
+    import kopf
+
+    kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+                   verbose=args.verbose, log_refkey="object")
+    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s leader_elect=%s",
+             ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port, args.job_image,
+             str(args.leader_elect).lower())
+    elector = None
+    if args.leader_elect:
+        try:
+            timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        identity = args.leader_election_identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        lease_ns = _lease_namespace(args.leader_election_namespace)
+        lease = args.leader_election_id or lease_name(namespaces)
+        elector = LeaderElector(api, lease_ns, lease, identity, timing,
+                                on_change=lambda leading: metrics.LEADER.set(1 if leading else 0))
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+        health.role = "standby"
+        log.info("event=standby lease=%s/%s identity=%s", lease_ns, lease, identity)
+        t0 = time.monotonic()
+        if not elector.acquire(stop):
+            log.info("event=stopped role=standby")
+            return 0
+        for s, h in previous.items():
+            signal.signal(s, h)
+        log.info("event=leading lease=%s/%s identity=%s waited_seconds=%.1f", lease_ns, lease, identity, time.monotonic() - t0)
+
+        def lost():
+            log.error("event=leadership_lost lease=%s/%s identity=%s: no renewal for %gs; exiting so a standby can lead",
+                      lease_ns, lease, identity, timing.renew_deadline)
+            for h in logging.getLogger().handlers + log.handlers:
+                h.flush()
+            os._exit(1)
+
+        elector.start_renewing(on_lost=lost)
+    else:
+        metrics.LEADER.set(1)
+    health.role = "leader"
 
     from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .reconcile import Reconciler
     from .render import RenderSettings
 
-    kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
-                   verbose=args.verbose, log_refkey="object")
-    api = _load_client(args.kubeconfig)
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
                               default_pushgateway_url=args.default_pushgateway_url or None)
-    memo = kopf.Memo(reconciler=Reconciler(api, settings))
-    disable_created_metrics()
+    memo = kopf.Memo(reconciler=Reconciler(api, settings), health=health)
     try:
-        start_http_server(args.metrics_port, addr=args.bind)
-    except OSError as e:
-        print(f"error: cannot serve metrics on {args.bind}:{args.metrics_port}: {e.strerror}", file=sys.stderr)
-        return 2
-    namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n]
-    logging.getLogger("ingestion_operator").info(
-        "event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s",
-        ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port, args.job_image)
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=f"http://{args.bind}:{args.health_port}/healthz",
-        memo=memo,
-    )
+        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo)
+    finally:
+        health.loop = None
+        if elector is not None and elector.release():
+            log.info("event=lease_released lease=%s/%s", elector.namespace, elector.name)
     return 0
 
 
@@ -71,6 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--health-port", type=int, default=int(os.environ.get("INGESTION_HEALTH_PORT", "8081")))
     r.add_argument("--log-format", choices=["json", "plain"], default=os.environ.get("INGESTION_LOG_FORMAT", "json"))
     r.add_argument("--verbose", action="store_true")
+    le = r.add_argument_group("leader election (one replica reconciles; the others stand by)")
+    le.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
+                    default=os.environ.get("INGESTION_LEADER_ELECT", "true").lower() not in ("0", "false", "no"),
+                    help="elect a leader through a coordination.k8s.io Lease (default: on)")
+    le.add_argument("--leader-election-namespace", default=os.environ.get("INGESTION_LEADER_ELECTION_NAMESPACE", ""),
+                    help="namespace of the Lease; default: POD_NAMESPACE, else the pod's own namespace, else default")
+    le.add_argument("--leader-election-id", default=os.environ.get("INGESTION_LEADER_ELECTION_ID", ""),
+                    help="name of the Lease; default: ingestion-operator (cluster-wide) or one per watched scope")
+    le.add_argument("--leader-election-identity", default="",
+                    help="this candidate's name in the Lease; default: POD_NAME (or the host name) plus a random suffix, "
+                         "so a restarted process waits for its old term to expire")
+    le.add_argument("--lease-duration", type=float, default=15.0, help="seconds a standby waits before taking an unrenewed Lease")
+    le.add_argument("--renew-deadline", type=float, default=10.0, help="seconds the leader keeps leading without a renewal")
+    le.add_argument("--retry-period", type=float, default=2.0, help="seconds between attempts to acquire or renew")
     r.set_defaults(func=cmd_run)
     args = p.parse_args(argv)
     return args.func(args)

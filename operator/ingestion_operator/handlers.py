@@ -8,11 +8,10 @@ by :func:`ingestion_operator.cli.cmd_run`; nothing is global.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import kopf
-from kubernetes import client
-
 from . import names
 
 log = logging.getLogger("ingestion_operator")
@@ -55,11 +54,10 @@ def cleanup(memo: kopf.Memo, **_):
     memo.reconciler.timer.stop()
 
 
-@kopf.on.probe(id="api")
-def api_reachable(memo: kopf.Memo, **_):
-    """The health endpoint fails while the API server cannot be reached."""
-    client.VersionApi(memo.reconciler.api_client).get_code(_request_timeout=5)
-    return True
+@kopf.on.startup(id="health")
+async def health_loop(memo: kopf.Memo, **_):
+    """/healthz (served by :mod:`ingestion_operator.health`) also checks that this loop answers."""
+    memo.health.loop = asyncio.get_running_loop()
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)

@@ -8,3 +8,4 @@ RECONCILE_SECONDS = Histogram("ingestion_operator_reconcile_duration_seconds", "
                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 API_WRITES = Counter("ingestion_operator_api_writes_total", "Writes the operator made to the API server.", ["resource", "verb"])
 SCHEDULES = Gauge("ingestion_operator_schedules", "IngestionSchedules seen, by Ready condition.", ["ready"])
+LEADER = Gauge("ingestion_operator_leader", "1 on the replica that holds the Lease and reconciles, 0 on a standby.")

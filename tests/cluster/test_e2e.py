@@ -21,7 +21,7 @@ import yaml
 from ingestion_dev import sampledata
 
 from ..conftest import PUBLIC, kubectl, make_namespace
-from .test_operator import cond, get, last_run
+from ..kube import cond, get, last_run
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
 

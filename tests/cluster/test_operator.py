@@ -13,69 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO, kubectl, make_namespace
+from ..conftest import REPO, kubectl
+from ..kube import cond, events, get, get_cronjob, last_run, make_mode_namespace, ready, schedule_yaml
 
 EXAMPLES = REPO / "examples"
-MODE = "ingestion.dev/pod-runner-mode"
-
-
-def schedule_yaml(name: str, **spec) -> str:
-    body = {
-        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": name},
-        "spec": {
-            "schedule": "0 2 * * *",
-            "target": {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"],
-                       "keyTemplate": "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"},
-            "storage": {"duckdb": {"claimName": "ingestion-data"}},
-            **spec,
-        },
-    }
-    return yaml.safe_dump(body)
-
-
-def get(cluster, ns, name) -> dict:
-    return json.loads(kubectl(cluster, "get", "isched", name, "-n", ns, "-o", "json").stdout)
-
-
-def get_cronjob(cluster, ns, name) -> dict | None:
-    out = kubectl(cluster, "get", "cronjob", name, "-n", ns, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else None
-
-
-def cond(obj, type_) -> dict:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def ready(cluster, ns, name, status="True"):
-    obj = get(cluster, ns, name)
-    c = cond(obj, "Ready")
-    if c.get("status") == status and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
-        return obj
-    return None
-
-
-def last_run(cluster, ns, name, outcome, trigger) -> dict | None:
-    """The schedule once status shows this run; a scheduled success also waits for
-    lastSuccessfulTime, mirrored from the CronJob, whose controller records it a moment later."""
-    obj = get(cluster, ns, name)
-    st = obj.get("status") or {}
-    run = st.get("lastRun") or {}
-    if (run.get("outcome"), run.get("trigger")) != (outcome, trigger):
-        return None
-    if outcome == "Succeeded" and trigger == "scheduled" and not st.get("lastSuccessfulTime"):
-        return None
-    return obj
-
-
-def events(cluster, ns, name) -> list[dict]:
-    out = kubectl(cluster, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
-    return json.loads(out.stdout)["items"]
-
-
-def make_mode_namespace(cluster, prefix, mode):
-    ns = make_namespace(cluster, prefix)
-    kubectl(cluster, "annotate", "namespace", ns, f"{MODE}={mode}")
-    return ns
 
 
 @pytest.fixture(scope="module")

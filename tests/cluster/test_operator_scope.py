@@ -4,7 +4,7 @@ import json
 import time
 
 from ..conftest import Operator, kubectl, make_namespace
-from .test_operator import get_cronjob, ready, schedule_yaml
+from ..kube import get_cronjob, ready, schedule_yaml
 
 
 def test_namespaced_operator_watches_only_its_namespace(cluster, crd, tmp_path, wait_for):

@@ -3,13 +3,10 @@ RBAC proven by the API server's audit log."""
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from ..conftest import CHART, CRD, REPO, Operator, kubectl, make_namespace
@@ -40,14 +37,25 @@ def test_helm_lint(helm):
 def test_template_cluster_wide(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+                     "Service", "ServiceAccount"]
     dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"] == dep["spec"]["selector"]
+    lease_role = next(d for d in docs if d["kind"] == "Role")
+    assert lease_role["metadata"]["namespace"] == "ingestion-system"
+    assert {v for r in lease_role["rules"] for v in r["verbs"]} == {"create", "get", "update"}
+    assert all(r.get("resourceNames") == ["ingestion-ingestion-operator"] for r in lease_role["rules"] if r["verbs"] != ["create"])
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]
     assert "--job-image=ghcr.io/ingestion-operator/ingestion-job:0.1.0" in c["args"]
     assert "--default-pushgateway-url=http://prometheus-pushgateway.monitoring:9091" in c["args"]
+    assert {"--leader-elect", "--leader-election-id=ingestion-ingestion-operator", "--lease-duration=15"} <= set(c["args"])
+    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert pod["affinity"]["podAntiAffinity"]
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and json.loads(cm["data"]["ingestion.json"])["panels"]
 
@@ -55,7 +63,8 @@ def test_template_cluster_wide(helm):
 def test_template_namespaced_has_roles_only_in_watched_namespaces(helm):
     docs = template(helm, "clusterWide=false", "watchNamespaces={data,market}")
     roles = [(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole")]
-    assert sorted(roles) == [("Role", "data"), ("Role", "market"), ("RoleBinding", "data"), ("RoleBinding", "market")]
+    assert sorted(roles) == [("Role", "data"), ("Role", "ingestion-system"), ("Role", "market"),
+                             ("RoleBinding", "data"), ("RoleBinding", "ingestion-system"), ("RoleBinding", "market")]
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=data" in args and "--namespace=market" in args
 
@@ -65,6 +74,11 @@ def test_optional_parts_and_refusals(helm):
     assert {"PersistentVolumeClaim", "ServiceMonitor"} <= {d["kind"] for d in docs}
     bad = template(helm, "clusterWide=false", check=False)
     assert bad.returncode != 0 and "watchNamespaces must list namespaces" in bad.stderr
+    bad = template(helm, "leaderElection.enabled=false", check=False)
+    assert bad.returncode != 0 and "replicaCount > 1 needs leaderElection.enabled" in bad.stderr
+    single = template(helm, "leaderElection.enabled=false", "replicaCount=1")
+    assert {d["kind"] for d in single}.isdisjoint({"PodDisruptionBudget", "Role"})
+    assert "--no-leader-elect" in next(d for d in single if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     bad = template(helm, "logFormat=xml", check=False)
     assert bad.returncode != 0 and "logFormat" in bad.stderr
 
@@ -96,9 +110,10 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     assert cluster.audit_log, "the audit log is needed (the session control plane has it)"
     ns = make_namespace(cluster, "rbac-operator")
     docs = template(helm, namespace=ns)
-    rbac_docs = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    rbac_docs = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
     for d in rbac_docs:
-        d["metadata"]["name"] = d["metadata"]["name"] + "-" + ns if d["kind"] != "ServiceAccount" else d["metadata"]["name"]
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):  # cluster-scoped: one per test namespace
+            d["metadata"]["name"] = d["metadata"]["name"] + "-" + ns
     binding = next(d for d in rbac_docs if d["kind"] == "ClusterRoleBinding")
     binding["roleRef"]["name"] = next(d for d in rbac_docs if d["kind"] == "ClusterRole")["metadata"]["name"]
     kubectl(cluster, "apply", "-f", "-", input=yaml.safe_dump_all(rbac_docs))
@@ -111,12 +126,13 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     sa_kubeconfig.write_text(yaml.safe_dump(cfg))
 
     from ..conftest import Cluster
-    from ..cluster.test_operator import cond, get, get_cronjob, ready, schedule_yaml
+    from ..kube import cond, get, get_cronjob, ready, schedule_yaml
 
     work = make_namespace(cluster, "rbac-work")
     kubectl(cluster, "annotate", "namespace", work, "ingestion.dev/pod-runner-mode=complete")
-    op = Operator(Cluster(sa_kubeconfig, None), tmp_path)
-    start = time.time()
+    lease_args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease_id = next(a.split("=", 1)[1] for a in lease_args if a.startswith("--leader-election-id="))
+    op = Operator(Cluster(sa_kubeconfig, None), tmp_path, lease=lease_id, extra=[f"--leader-election-namespace={ns}"])
     op.start()
     try:
         kubectl(cluster, "apply", "-n", work, "-f", "-", input=schedule_yaml("r"))
@@ -140,7 +156,7 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
         used.add((ref.get("apiGroup", ""), resource, ev["verb"]))
         if ev.get("responseStatus", {}).get("code") == 403:
             denied.append((resource, ev["verb"]))
-    rules = next(d for d in rbac_docs if d["kind"] == "ClusterRole")["rules"]
+    rules = [r for d in rbac_docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
     assert denied == [], f"the operator was refused: {denied}"
     assert used == granted(rules), f"unused grants: {granted(rules) - used}; used but not granted: {used - granted(rules)}"
     for n in (ns, work):

@@ -1,7 +1,5 @@
 """Pure parts of the pod runner: env resolution, $(VAR) expansion, volume mapping."""
 
-from pathlib import Path
-
 import pytest
 
 from ingestion_dev.podrunner import expand, field_value, map_mounts, resolve_env, rewrite_paths

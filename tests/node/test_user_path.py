@@ -58,6 +58,17 @@ def schedule_status(cluster) -> dict:
     return cluster.custom.get_namespaced_custom_object("ingestion.dev", "v1alpha1", NS, "ingestionschedules", SCHEDULE).get("status") or {}
 
 
+def lease_holder(cluster) -> str | None:
+    """The pod that holds the operator's Lease (the identity is POD_NAME plus a suffix)."""
+    from kubernetes import client
+
+    try:
+        spec = client.CoordinationV1Api(cluster.api_client).read_namespaced_lease("ingestion-ingestion-operator", "ingestion-system").spec
+    except client.ApiException:
+        return None
+    return spec.holder_identity.rsplit("_", 1)[0] if spec.holder_identity else None
+
+
 def job_done(cluster, name: str) -> str | None:
     st = cluster.batch.read_namespaced_job(name, NS).status
     for c in st.conditions or []:
@@ -78,14 +89,21 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     run(c, helm, "install", RELEASE, str(CHART), "-n", "ingestion-system", "--create-namespace", "--wait", "--timeout", "180s",
         *(a for s in image_sets for a in ("--set", s)))
 
-    # 2. The operator pod: Ready through its probes, the chart's ServiceAccount, in-cluster config.
-    (pod,) = c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items
-    assert pod.spec.node_name == NODE_NAME
-    assert any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions)
-    assert pod.spec.service_account_name == "ingestion-ingestion-operator"
-    assert pod.spec.containers[0].readiness_probe.http_get.path == "/healthz"
-    logs = run(c, "kubectl", "logs", "-n", "ingestion-system", pod.metadata.name)
-    assert "event=starting scope=cluster" in logs and "--kubeconfig" not in " ".join(pod.spec.containers[0].args)
+    # 2. Two operator pods: Ready through their probes, the chart's ServiceAccount, in-cluster
+    #    config; one leads through the Lease, the other stands by.
+    pods = c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod.spec.node_name == NODE_NAME
+        assert any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions)
+        assert pod.spec.service_account_name == "ingestion-ingestion-operator"
+        assert pod.spec.containers[0].readiness_probe.http_get.path == "/healthz"
+        assert "--kubeconfig" not in " ".join(pod.spec.containers[0].args)
+    logs = {p.metadata.name: run(c, "kubectl", "logs", "-n", "ingestion-system", p.metadata.name) for p in pods}
+    assert all("event=starting scope=cluster" in text and "event=standby lease=ingestion-system/ingestion-ingestion-operator" in text
+               for text in logs.values())
+    leader = wait_for(lambda: lease_holder(c), 30, "a leader in the Lease")
+    assert [n for n, text in logs.items() if "event=leading" in text] in ([leader], [])
 
     # 3. A volume on the node through a StorageClass, and the example schedule.
     c.core.create_namespace({"metadata": {"name": NS}})
@@ -139,7 +157,18 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     wait_for(lambda: not c.batch.list_namespaced_cron_job(NS).items and not c.batch.list_namespaced_job(NS, label_selector=selector).items
              and not c.core.list_namespaced_pod(NS, label_selector=selector).items, 120, "CronJob, Jobs and Pods collected")
 
-    # 8. helm uninstall removes what the chart installed (its CRD stays, as Helm keeps crds/).
+    # 8. Deleting the leader's pod (a drain would do the same): it releases the Lease and the
+    #    standby leads at once; the Deployment's new pod stands by.
+    t0 = time.monotonic()
+    run(c, "kubectl", "delete", "pod", "-n", "ingestion-system", leader, "--wait=false")
+    new_leader = wait_for(lambda: (h := lease_holder(c)) not in (None, leader) and h, 60, "the standby to lead")
+    print(f"\nfailover on the node after deleting the leader pod: {time.monotonic() - t0:.1f} s")
+    assert new_leader in {p.metadata.name for p in pods}
+    wait_for(lambda: sum(1 for p in c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items
+                         if p.metadata.deletion_timestamp is None and any(x.type == "Ready" and x.status == "True" for x in p.status.conditions or [])) == 2,
+             120, "the Deployment's replacement pod Ready")
+
+    # 9. helm uninstall removes what the chart installed (its CRD stays, as Helm keeps crds/).
     run(c, helm, "uninstall", RELEASE, "-n", "ingestion-system", "--wait")
     assert not c.apps.list_namespaced_deployment("ingestion-system").items
     assert not [s for s in c.core.list_namespaced_service_account("ingestion-system").items if s.metadata.name != "default"]

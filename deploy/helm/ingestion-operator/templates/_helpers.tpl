@@ -25,6 +25,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The operator's permissions: every verb it uses, and nothing more (tested). */}}
+{{- define "ingestion.leaseRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "ingestion.fullname" . }}]
+  verbs: [get, update]
+{{- end }}
+
 {{- define "ingestion.rules" -}}
 - apiGroups: [ingestion.dev]
   resources: [ingestionschedules]

@@ -1,0 +1,72 @@
+"""``/healthz``: the API server is ready, and (on the leader) kopf's event loop is alive.
+
+One small HTTP server serves it in every role, standby or leader, so the probe means the
+same thing on both replicas. It fails (503, naming the check) while the API server cannot
+be reached or is not ready (its own ``/readyz``, which fails while etcd is down; every
+identity may read it), and recovers by itself when it is again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import http.server
+import threading
+
+from kubernetes import client
+
+from .leader import _first_line
+
+
+class Health:
+    def __init__(self, api_client: client.ApiClient, timeout: float = 3.0):
+        cfg = copy.copy(api_client.configuration)
+        cfg.retries = False  # one attempt per probe: a probe that retries hides the outage for three timeouts
+        self.api_client = client.ApiClient(cfg)
+        self.timeout = timeout
+        self.loop: asyncio.AbstractEventLoop | None = None  # kopf's loop, once the operator leads
+        self.role = "starting"
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        try:
+            self.api_client.call_api("/readyz", "GET", auth_settings=["BearerToken"], response_types_map={200: "str"},
+                                     _return_http_data_only=True, _request_timeout=self.timeout)
+        except Exception as e:
+            out.append(f"api: the API server is unreachable or not ready: {_first_line(e)}")
+        loop = self.loop
+        if loop is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(self.timeout)
+            except Exception as e:
+                out.append(f"loop: the operator's event loop does not answer: {_first_line(e) or 'timeout'}")
+        return out
+
+    def serve(self, bind: str, port: int) -> None:
+        health = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.split("?")[0] not in ("/healthz", "/livez", "/readyz"):
+                    self.send_error(404)
+                    return
+                problems = health.problems()
+                body = ("\n".join(problems) if problems else f"ok ({health.role})").encode() + b"\n"
+                self.send_response(503 if problems else 200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # probes are not log lines
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((bind, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
