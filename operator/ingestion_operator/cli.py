@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
                               default_pushgateway_url=args.default_pushgateway_url or None)
-    memo = kopf.Memo(reconciler=Reconciler(api, settings), health=health)
+    memo = kopf.Memo(reconciler=Reconciler(api, settings, pool_size=args.workers), health=health, workers=args.workers)
     try:
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo)
     finally:
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--metrics-port", type=int, default=int(os.environ.get("INGESTION_METRICS_PORT", "8080")))
     r.add_argument("--health-port", type=int, default=int(os.environ.get("INGESTION_HEALTH_PORT", "8081")))
     r.add_argument("--log-format", choices=["json", "plain"], default=os.environ.get("INGESTION_LOG_FORMAT", "json"))
+    r.add_argument("--workers", type=int, default=int(os.environ.get("INGESTION_WORKERS", "32")),
+                   help="schedules reconciled at once (default 32)")
     r.add_argument("--verbose", action="store_true")
     le = r.add_argument_group("leader election (one replica reconciles; the others stand by)")
     le.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,

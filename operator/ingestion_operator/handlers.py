@@ -24,7 +24,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.scanning.disabled = True  # no CRD/namespace scanning: fewer permissions
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = memo.workers  # reconciles at once (each waits on the API server, not the CPU)
     memo.reconciler.timer.start()
 
 
@@ -61,18 +61,26 @@ async def health_loop(memo: kopf.Memo, **_):
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def on_schedule(type, namespace, name, memo: kopf.Memo, **_):
+def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
     if type == "DELETED":
         memo.reconciler.forget(namespace, name)
         log.info("event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)", namespace, name)
         return
-    memo.reconciler.reconcile(namespace, name)
+    obj = event.get("object") or {}
+    if memo.reconciler.is_echo("schedule", namespace, name, (obj.get("metadata") or {}).get("resourceVersion")):
+        return  # the status we just wrote, coming back
+    memo.reconciler.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
 
 
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob")
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job")
-def on_child(body, namespace, memo: kopf.Memo, **_):
-    """A CronJob or Job of ours changed: reconcile the schedule its label names."""
+def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
+    """A CronJob or Job of ours changed: reconcile the schedule its label names (not for
+    the echo of a CronJob write of our own)."""
     owner = (body.get("metadata", {}).get("labels") or {}).get(names.LABEL_SCHEDULE)
-    if owner:
-        memo.reconciler.reconcile(namespace, owner)
+    if not owner:
+        return
+    if resource.plural == "cronjobs" and type != "DELETED" and \
+            memo.reconciler.is_echo("cronjob", namespace, name, body.get("metadata", {}).get("resourceVersion")):
+        return
+    memo.reconciler.reconcile(namespace, owner)

@@ -46,7 +46,11 @@ def is_subset(desired, live) -> bool:
 
 
 class Reconciler:
-    def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None):
+    def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None, pool_size: int | None = None):
+        if pool_size and api_client.configuration.connection_pool_maxsize < pool_size:
+            # one HTTP connection per concurrent reconcile (urllib3 otherwise discards and reopens them)
+            api_client.configuration.connection_pool_maxsize = pool_size
+            api_client = client.ApiClient(api_client.configuration)
         self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -57,6 +61,21 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.ready: dict[tuple[str, str], bool] = {}
+        # resourceVersions our own writes returned: the watch event for exactly that version
+        # is the echo of our write, and changes nothing a reconcile would look at.
+        self._written: dict[tuple[str, str, str], str] = {}
+        self._written_guard = threading.Lock()
+
+    def _remember(self, kind: str, namespace: str, name: str, obj) -> None:
+        rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
+        if rv:
+            with self._written_guard:
+                self._written[(kind, namespace, name)] = rv
+
+    def is_echo(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
+        """True when this watch event shows exactly the version our last write produced."""
+        with self._written_guard:
+            return bool(resource_version) and self._written.get((kind, namespace, name)) == resource_version
 
     def _lock(self, key) -> threading.Lock:
         with self._locks_guard:
@@ -65,14 +84,16 @@ class Reconciler:
     def _wrote(self, resource: str, verb: str) -> None:
         metrics.API_WRITES.labels(resource, verb).inc()
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str, body: dict | None = None) -> None:
+        """Bring one schedule in line. ``body``: the schedule as its watch event delivered it
+        (saves a read); without it, or after a conflict, the schedule is read."""
         key = (namespace, name)
         t0 = time.monotonic()
         try:
             with self._lock(key):
                 for _attempt in range(3):
                     try:
-                        result = self._reconcile_once(namespace, name)
+                        result = self._reconcile_once(namespace, name, body)
                         break
                     except ApiException as e:
                         if _gone(e):  # deleted meanwhile, or its namespace is terminating
@@ -81,6 +102,7 @@ class Reconciler:
                             break
                         if e.status != 409:  # 409: a concurrent write; read again and redo
                             raise
+                        body = None
                 else:
                     result = "conflict"
             metrics.RECONCILES.labels(result).inc()
@@ -96,16 +118,20 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.timer.set((namespace, name), None)
         self.ready.pop((namespace, name), None)
+        with self._written_guard:
+            self._written.pop(("schedule", namespace, name), None)
+            self._written.pop(("cronjob", namespace, cronjob_name(name)), None)
 
-    def _reconcile_once(self, namespace: str, name: str) -> str:
+    def _reconcile_once(self, namespace: str, name: str, body: dict | None = None) -> str:
         # 1. Load the schedule; a deleted one is left to garbage collection (ownerReferences).
-        try:
-            body = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
-        except ApiException as e:
-            if e.status == 404:
-                self.forget(namespace, name)
-                return "gone"
-            raise
+        if body is None:
+            try:
+                body = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+            except ApiException as e:
+                if e.status == 404:
+                    self.forget(namespace, name)
+                    return "gone"
+                raise
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
 
@@ -132,14 +158,16 @@ class Reconciler:
                 problem, reason = f"the API server rejected the CronJob: {_api_message(e)}", "CronJobRejected"
 
         # 5. Its Jobs, newest decides lastRun.
-        jobs = self._jobs(namespace, name, live) if live is not None else []
+        # (A CronJob created just now, with a new uid, owns no Job yet: no need to list them.)
+        jobs = self._jobs(namespace, name, live) if live is not None and action != "CronJobCreated" else []
 
         # 6. Status, written only when it changed.
         new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason)
         if new_status != schedule.status:
-            self.custom.patch_namespaced_custom_object_status(
+            out = self.custom.patch_namespaced_custom_object_status(
                 names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": merge_patch(schedule.status, new_status)})
             self._wrote("ingestionschedules/status", "patch")
+            self._remember("schedule", namespace, name, out)
 
         # 7. Events on transitions only.
         for event in transition_events(schedule.status, new_status, problem, reason, action):
@@ -163,9 +191,11 @@ class Reconciler:
 
     def _converge(self, namespace: str, desired: dict, live: dict | None) -> tuple[dict, str | None]:
         if live is None:
-            out = self.batch.create_namespaced_cron_job(namespace, desired, field_manager=names.FIELD_MANAGER)
+            out = self.batch.api_client.sanitize_for_serialization(
+                self.batch.create_namespaced_cron_job(namespace, desired, field_manager=names.FIELD_MANAGER))
             self._wrote("cronjobs", "create")
-            return self.batch.api_client.sanitize_for_serialization(out), "CronJobCreated"
+            self._remember("cronjob", namespace, out["metadata"]["name"], out)
+            return out, "CronJobCreated"
         wanted = {"metadata": {k: desired["metadata"][k] for k in ("labels", "ownerReferences")}, "spec": desired["spec"]}
         if is_subset(wanted, live):
             return live, None
@@ -174,9 +204,11 @@ class Reconciler:
                             "labels": {**(live["metadata"].get("labels") or {}), **desired["metadata"]["labels"]},
                             "ownerReferences": desired["metadata"]["ownerReferences"]}
         body.pop("status", None)
-        out = self.batch.replace_namespaced_cron_job(live["metadata"]["name"], namespace, body, field_manager=names.FIELD_MANAGER)
+        out = self.batch.api_client.sanitize_for_serialization(
+            self.batch.replace_namespaced_cron_job(live["metadata"]["name"], namespace, body, field_manager=names.FIELD_MANAGER))
         self._wrote("cronjobs", "update")
-        return self.batch.api_client.sanitize_for_serialization(out), "CronJobUpdated"
+        self._remember("cronjob", namespace, out["metadata"]["name"], out)
+        return out, "CronJobUpdated"
 
     def _jobs(self, namespace: str, schedule_name: str, cronjob: dict) -> list[dict]:
         jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{names.LABEL_SCHEDULE}={schedule_name}").items

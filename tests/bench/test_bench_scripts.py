@@ -24,3 +24,16 @@ def test_bench_throttle_small():
     table = bench("bench_throttle.py", "--symbols", "2", "--days", "3")
     assert "| every key throttled twice | succeeded | 6 | 0 |" in table and "| 24 |" in table
     assert "goal (every repair succeeds in one run): met" in table
+
+
+def test_bench_faults_small():
+    table = bench("bench_faults.py", "--kills", "2", "--outage", "2")
+    assert "| SIGKILL at a random point, restart | 2 kills" in table and "most CronJobs one schedule owned: 1" in table
+    assert "writes on a quiet restart: 0" in table
+    assert table.count("operator restarted: no") == 2
+
+
+def test_bench_scale_small():
+    table = bench("bench_scale.py", "--schedules", "20", "--quiet", "2", "--no-tick")
+    assert "| bare client: 20 CronJobs, sequential |" in table and "| operator: 20 schedules created" in table
+    assert "0 writes to schedules, CronJobs, Events" in table and "goal < 200 MB: met" in table

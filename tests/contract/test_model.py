@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from ingestion_contract import FieldError, parse_spec, validate
 from ingestion_contract.spec import JobSpec, ScheduleSpec, read_field, to_json
 
-from ..operator.test_render import SCHEDULE
+from ..samples import SCHEDULE
 
 CRD = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
 BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "maxItems", "enum")

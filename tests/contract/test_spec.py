@@ -6,7 +6,7 @@ import pytest
 
 from ingestion_contract import validate
 
-from ..operator.test_render import SCHEDULE
+from ..samples import SCHEDULE
 
 
 def errors_for(**changes):

@@ -9,7 +9,7 @@ from ingestion_contract import parse_spec
 from ingestion_operator.reconcile import is_subset
 from ingestion_operator.render import render_cronjob
 
-from .test_render import SCHEDULE
+from ..samples import SCHEDULE
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from ingestion_operator.resource import ScheduleResource
 from ingestion_operator.status import derive_status, last_run
 
-from .test_render import SCHEDULE
+from ..samples import SCHEDULE
 
 NOW = dt.datetime(2026, 11, 23, 7, 30, tzinfo=dt.timezone.utc)
 CJ = {"metadata": {"name": "binance-um-klines", "uid": "cj-1"},

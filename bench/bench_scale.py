@@ -1,0 +1,234 @@
+"""Scale benchmark: one operator and 1,000 schedules on a real control plane.
+
+    .venv/bin/python bench/bench_scale.py                  # 1,000 schedules, ~10 min
+    .venv/bin/python bench/bench_scale.py --schedules 50   # a quick look (skips nothing)
+
+On a control plane of its own (free loopback ports, audit log on):
+1. Baselines: a bare client creates the same 1,000 CronJobs the operator would render,
+   sequentially and then with 8 threads.
+2. The operator (a process of its own, with a client certificate of its own, so the audit
+   log tells its requests apart) watches a namespace into which 1,000 schedules are
+   created with 8 threads; timed until every CronJob exists and every schedule is Ready.
+3. Its API reads and writes per schedule (from the audit log), its RSS, and its CPU while
+   quiet for --quiet seconds.
+4. Every schedule is changed to fire at the same minute of the hour; timed until every
+   CronJob carries the change, then from that minute until every status names the run.
+Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kubernetes import client, config  # noqa: E402
+
+from ingestion_contract.spec import parse_spec  # noqa: E402
+from ingestion_dev.cluster import ControlPlane, Ports  # noqa: E402
+from ingestion_dev.operatorproc import OperatorProcess  # noqa: E402
+from ingestion_operator.render import RenderSettings, render_cronjob  # noqa: E402
+
+CRD = ROOT / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
+G, V, P = "ingestion.dev", "v1alpha1", "ingestionschedules"
+USER = "bench-operator"
+
+
+def spec(schedule: str = "0 2 * * *") -> dict:
+    return {"schedule": schedule, "timezone": "UTC",
+            "target": {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"],
+                       "keyTemplate": "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"},
+            "storage": {"duckdb": {"claimName": "ingestion-data"}}}
+
+
+def in_parallel(fn, items, threads: int) -> float:
+    t0 = time.perf_counter()
+    if threads == 1:
+        for i in items:
+            fn(i)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fn, items))
+    return time.perf_counter() - t0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def audit_counts(path: Path, since: float, until: float) -> Counter:
+    """The operator's requests by verb between two wall-clock times (one per audit ID)."""
+    seen, out = set(), Counter()
+    with open(path) as f:
+        for line in f:
+            if USER not in line:
+                continue
+            ev = json.loads(line)
+            if ev.get("user", {}).get("username") != USER or ev["auditID"] in seen:
+                continue
+            t = dt.datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            if since <= t <= until:
+                seen.add(ev["auditID"])
+                out[ev["verb"]] += 1
+    return out
+
+
+def wait(pred, timeout: float, what: str, interval: float = 1.0) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedules", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--quiet", type=float, default=60.0, help="seconds over which a quiet operator's CPU is measured")
+    p.add_argument("--no-tick", action="store_true", help="skip the minute when every schedule fires")
+    a = p.parse_args()
+    n, rows = a.schedules, []
+    names = [f"s{i:04d}" for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        plane = ControlPlane(tmp / "plane", ports=Ports.free(), audit=True)
+        op = None
+        try:
+            plane.up(timeout=90, log=lambda m: print(m, file=sys.stderr))
+            env = {"KUBECONFIG": str(plane.kubeconfig), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+            subprocess.run(["kubectl", "apply", "-f", str(CRD)], env=env, check=True, capture_output=True)
+            subprocess.run(["kubectl", "wait", "--for=condition=Established", f"crd/{P}.{G}"], env=env, check=True, capture_output=True)
+            plane.certs.issue(USER, USER, "system:masters")
+            op_kubeconfig = tmp / "operator.kubeconfig"
+            plane._write_kubeconfig(op_kubeconfig, USER)
+            api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+            api.configuration.connection_pool_maxsize = a.threads * 2
+            api = client.ApiClient(api.configuration)
+            core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
+            for ns in ("bare-seq", "bare-par", "fleet"):
+                core.create_namespace({"metadata": {"name": ns}})
+
+            # 1. Baselines: the operator's own rendering, created by a bare client.
+            settings = RenderSettings(job_image="ingestion-job:bench")
+            typed = parse_spec(spec())
+
+            def bare(ns):
+                def create(name):
+                    body = render_cronjob(name, ns, typed, settings)
+                    batch.create_namespaced_cron_job(ns, body)
+                return create
+            seq = in_parallel(bare("bare-seq"), names, 1)
+            par = in_parallel(bare("bare-par"), names, a.threads)
+            rows.append((f"bare client: {n:,} CronJobs, sequential", f"{seq:.1f} s", f"{n / seq:.0f} /s"))
+            rows.append((f"bare client: {n:,} CronJobs, {a.threads} threads", f"{par:.1f} s", f"{n / par:.0f} /s"))
+
+            # 2. The operator: n schedules created with the same threads, until all are Ready.
+            op = OperatorProcess(op_kubeconfig, tmp, namespaces=["fleet"], name="scale")
+            op.start()
+            pid = op.proc.pid
+            cpu0, wall0 = cpu_seconds(pid), time.time()
+
+            def create_schedule(name):
+                custom.create_namespaced_custom_object(G, V, "fleet", P, {
+                    "apiVersion": f"{G}/{V}", "kind": "IngestionSchedule", "metadata": {"name": name}, "spec": spec()})
+
+            def all_ready(want_schedule=None) -> bool:
+                items = custom.list_namespaced_custom_object(G, V, "fleet", P)["items"]
+                cjs = batch.list_namespaced_cron_job("fleet").items
+                if len(items) < n or len(cjs) < n:
+                    return False
+                if want_schedule and sum(c.spec.schedule == want_schedule for c in cjs) < n:
+                    return False
+                return all((s.get("status") or {}).get("observedGeneration") == s["metadata"]["generation"] and any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in s["status"].get("conditions", [])) for s in items)
+
+            t0 = time.monotonic()
+            created = in_parallel(create_schedule, names, a.threads)
+            wait(all_ready, 900, "every schedule Ready")
+            took = time.monotonic() - t0
+            wall1 = time.time()
+            cpu1 = cpu_seconds(pid)
+            rows.append((f"operator: {n:,} schedules created ({a.threads} threads, {created:.1f} s) until every CronJob "
+                         f"exists and every schedule is Ready", f"{took:.1f} s",
+                         f"{took / par:.2f}x the {a.threads}-thread bare client, {took / seq:.2f}x the sequential one (goal <= 2x)"))
+            verbs = audit_counts(plane.audit_log, wall0 - 1, wall1 + 1)
+            reads = sum(v for k, v in verbs.items() if k in ("get", "list", "watch"))
+            writes = sum(v for k, v in verbs.items() if k in ("create", "update", "patch", "delete"))
+            rows.append(("operator API requests per schedule while converging", f"{reads / n:.2f} reads, {writes / n:.2f} writes",
+                         ", ".join(f"{k} {v}" for k, v in sorted(verbs.items()))))
+            rows.append(("operator CPU while converging", f"{cpu1 - cpu0:.1f} s", f"{(cpu1 - cpu0) / took * 100:.0f} % of a core"))
+
+            # 3. Quiet.
+            time.sleep(5)
+            q0, qw0, w0 = cpu_seconds(pid), time.time(), op.writes()
+            time.sleep(a.quiet)
+            q1, qw1 = cpu_seconds(pid), time.time()
+            quiet = audit_counts(plane.audit_log, qw0, qw1)
+            rows.append((f"quiet operator holding {n:,} schedules ({a.quiet:.0f} s)", f"{(q1 - q0) / a.quiet * 100:.2f} % of a core",
+                         f"{op.writes() - w0:.0f} writes to schedules, CronJobs, Events; requests: "
+                         + (", ".join(f"{k} {v}" for k, v in sorted(quiet.items())) or "none")))
+            rss = rss_mb(pid)
+            rows.append((f"operator RSS with {n:,} schedules", f"{rss:.0f} MB", f"goal < 200 MB: {'met' if rss < 200 else 'NOT met'}"))
+
+            # 4. Every schedule moved to one minute of the hour, then that minute.
+            if not a.no_tick:
+                now = dt.datetime.now(dt.timezone.utc)
+                fire = (now + dt.timedelta(minutes=3 if now.second > 30 else 2)).replace(second=0, microsecond=0)
+                hourly = f"{fire.minute} * * * *"
+                t0 = time.monotonic()
+                in_parallel(lambda name: custom.patch_namespaced_custom_object(G, V, "fleet", P, name, {"spec": {"schedule": hourly}}),
+                            names, a.threads)
+                wait(lambda: all_ready(hourly), 900, "every CronJob changed")
+                rows.append((f"{n:,} schedules changed to `{hourly}` (hourly, all at one minute)", f"{time.monotonic() - t0:.1f} s",
+                             "until every CronJob carries it and every status is current"))
+                if dt.datetime.now(dt.timezone.utc) >= fire:
+                    raise SystemExit("the change took past the minute it was meant to fire; rerun with fewer schedules")
+                time.sleep(max(0.0, (fire - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+                c0 = cpu_seconds(pid)
+                jobs_at = {}
+
+                def every_status_shows_the_run() -> bool:
+                    items = custom.list_namespaced_custom_object(G, V, "fleet", P)["items"]
+                    if not jobs_at.get("all") and len(batch.list_namespaced_job("fleet").items) >= n:
+                        jobs_at["all"] = time.monotonic()
+                    shown = sum(1 for s in items if ((s.get("status") or {}).get("lastRun") or {}).get("job"))
+                    return shown >= n
+                t0 = time.monotonic()
+                took = wait(every_status_shows_the_run, 900, "every status to show the run")
+                jobs = jobs_at.get("all", time.monotonic()) - t0
+                rows.append((f"the minute {n:,} hourly schedules fire together", f"{took:.1f} s",
+                             f"until every status shows its run (the CronJob controller had created every Job after "
+                             f"{jobs:.1f} s); operator CPU {cpu_seconds(pid) - c0:.1f} s"))
+        finally:
+            if op is not None:
+                op.stop()
+            plane.down(log=lambda m: None)
+    print(f"{n:,} schedules, one operator, control plane on 127.0.0.1 ({os.cpu_count()} cores)\n")
+    print("| measurement | result | notes |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
