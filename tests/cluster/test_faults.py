@@ -67,6 +67,6 @@ def test_api_server_and_etcd_restarts_under_a_running_operator(own_plane, tmp_pa
             assert r["same_process"], f"the operator restarted:\n{op.log.read_text()[-3000:]}"
             assert r["healthz_failed_probes"] >= 1 and r["healthz_sample"][0].startswith("api: the API server is unreachable or not ready")
             assert r["change_applied_s"] < 60
-            assert not_converged(api, "default") is None
+            wait_for(lambda: not_converged(api, "default") is None, 30, f"convergence after the {component} outage")
     finally:
         op.stop()
