@@ -6,9 +6,9 @@ skipped test anywhere fails the session too, so a missing server can never pass 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from ingestion_dev.cluster import ControlPlane, Ports
-from ingestion_dev.operatorproc import OperatorProcess
+from ingestion_dev.operatorproc import OperatorProcess, wait_for
 from ingestion_dev.sandbox import pod_runner_argv
 
 # The venv's tools (kubectl matching the server's minor version, console scripts) first.
@@ -74,14 +74,7 @@ def _default_sa_ready(c: Cluster) -> bool:
         return False
 
 
-def _wait_for(pred, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+_wait_for = functools.partial(wait_for, interval=0.5)  # the tests poll the API server every 0.5 s
 
 
 @pytest.fixture

@@ -36,10 +36,17 @@ from .podenv import (
 from .spec import FieldError, JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, validate, validate_name
 from .summary import RunSummary
 
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (DuckDB's and Arrow's run to several), or its type."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 __all__ = [
     "EXIT_FAILED", "EXIT_MEANINGS", "EXIT_PARTIAL", "EXIT_SUCCEEDED", "EXIT_USAGE", "NO_RETRY_EXIT_CODES",
     "JOB_NAME_ENV", "JOB_NAME_LABEL", "NAMESPACE_ENV", "POD_NAME_ENV", "SCHEDULE_ENV", "SOURCE_KEY_ID_ENV",
     "SOURCE_SECRET_ENV", "SPEC_ENV", "STORE_KEY_ID_ENV", "STORE_SECRET_ENV", "ContractError", "RunContext",
     "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",
-    "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary",
+    "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary", "first_line",
 ]

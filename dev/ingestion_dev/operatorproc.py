@@ -51,9 +51,8 @@ class OperatorProcess:
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        want = "leader" if leading else None
-        wait_for(lambda: self._died() or (self.role() in ("standby", "leader") if want is None else self.role() == want), 30,
-                  f"the operator's health endpoint{' as leader' if leading else ''}")
+        roles = ("leader",) if leading else ("standby", "leader")
+        wait_for(lambda: self._died() or self.role() in roles, 30, f"the operator's health endpoint as {' or '.join(roles)}")
         if self.proc.poll() is not None:
             raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
 

@@ -113,15 +113,6 @@ class ProcessGroup:
                 _terminate(pid)
         return rec["argv"]
 
-    def restart_process(self, name: str, down: float = 0.0, sig: int = signal.SIGTERM) -> float:
-        """Stop one process, leave it down for ``down`` seconds, start it again; returns
-        the seconds it was really down."""
-        argv = self.stop_process(name, sig)
-        t0 = time.monotonic()
-        time.sleep(down)
-        self.start_process(name, argv)
-        return time.monotonic() - t0
-
     def running(self) -> dict[str, int]:
         """Name -> PID of each recorded process that still runs what was started."""
         return {n: p for n in self.process_names() if (p := self._owned_pid(n)) is not None}

@@ -9,20 +9,17 @@ identity may read it), and recovers by itself when it is again.
 from __future__ import annotations
 
 import asyncio
-import copy
 import http.server
 import threading
 
 from kubernetes import client
 
-from .leader import _first_line
+from .leader import _first_line, single_attempt
 
 
 class Health:
     def __init__(self, api_client: client.ApiClient, timeout: float = 3.0):
-        cfg = copy.copy(api_client.configuration)
-        cfg.retries = False  # one attempt per probe: a probe that retries hides the outage for three timeouts
-        self.api_client = client.ApiClient(cfg)
+        self.api_client = single_attempt(api_client)
         self.timeout = timeout
         self.loop: asyncio.AbstractEventLoop | None = None  # kopf's loop, once the operator leads
         self.role = "starting"

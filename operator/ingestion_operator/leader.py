@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ingestion_contract import first_line
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -58,6 +59,11 @@ class Record:
     renew_time: dt.datetime | None = None
     transitions: int = 0
 
+    @classmethod
+    def of(cls, spec: client.V1LeaseSpec) -> "Record":
+        return cls(spec.holder_identity or "", spec.lease_duration_seconds or 0, spec.acquire_time, spec.renew_time,
+                   spec.lease_transitions or 0)
+
 
 def decide(record: Record | None, observed_at: float | None, now: float, me: str, lease_duration: float) -> str:
     """``"create"`` (no Lease yet), ``"take"`` (free or expired: write ourselves in),
@@ -76,6 +82,14 @@ def decide(record: Record | None, observed_at: float | None, now: float, me: str
     return "take"
 
 
+def single_attempt(api_client: client.ApiClient) -> client.ApiClient:
+    """A client on the same configuration that makes one attempt per request (urllib3
+    otherwise retries three times, which would hide an outage behind three timeouts)."""
+    cfg = copy.copy(api_client.configuration)
+    cfg.retries = False
+    return client.ApiClient(cfg)
+
+
 def _micro(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -88,9 +102,7 @@ class LeaderElector:
     def __init__(self, api_client: client.ApiClient, namespace: str, name: str, identity: str,
                  timing: Timing = Timing(), monotonic: Callable[[], float] = time.monotonic,
                  on_change: Callable[[bool], None] = lambda leading: None):
-        cfg = copy.copy(api_client.configuration)
-        cfg.retries = False  # one attempt per request; the loops below decide when to try again
-        self.api = client.CoordinationV1Api(client.ApiClient(cfg))
+        self.api = client.CoordinationV1Api(single_attempt(api_client))  # the loops below decide when to retry
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timing = timing
         self._monotonic = monotonic
@@ -100,7 +112,6 @@ class LeaderElector:
         self._resource_version: str | None = None
         self.leading = False
         self.last_renewed: float | None = None  # monotonic time of the last successful write
-        self.writes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -118,9 +129,7 @@ class LeaderElector:
         now_mono = self._monotonic()
         record = None
         if lease is not None:
-            s = lease.spec
-            record = Record(s.holder_identity or "", s.lease_duration_seconds or 0, s.acquire_time, s.renew_time,
-                            s.lease_transitions or 0)
+            record = Record.of(lease.spec)
             if record != self._observed:
                 self._observed, self._observed_at = record, now_mono
             self._resource_version = lease.metadata.resource_version
@@ -148,10 +157,7 @@ class LeaderElector:
             if e.status == 409:
                 return False  # somebody else wrote first (or created it): read again next time
             raise
-        self.writes += 1
-        s = out.spec
-        self._observed = Record(s.holder_identity or "", s.lease_duration_seconds or 0, s.acquire_time, s.renew_time,
-                                s.lease_transitions or 0)
+        self._observed = Record.of(out.spec)
         self._observed_at = self._monotonic()
         self._resource_version = out.metadata.resource_version
         self.last_renewed = self._observed_at
@@ -206,7 +212,6 @@ class LeaderElector:
                          "leaseTransitions": self._observed.transitions if self._observed else 0}}
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=5)
-            self.writes += 1
         except Exception as e:  # the Lease will expire on its own
             log.warning("event=lease_release_failed lease=%s/%s error=%r", self.namespace, self.name, _first_line(e))
             return False
@@ -221,5 +226,4 @@ class LeaderElector:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
+    return first_line(e)[:300]

@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ingestion_dev.campaign import reconciles
 from ingestion_dev.tcpproxy import TcpProxy
 
 from ..conftest import Cluster, Operator, kubectl
 from ..kube import cond, events, get, get_cronjob, ready, schedule_yaml
 
 LEASE_DURATION, RETRY = 15.0, 2.0
-
-
-def reconciles(op: Operator) -> float:
-    return sum(v for k, v in op.metrics().items() if k.startswith("ingestion_operator_reconciles_total"))
 
 
 def lease(cluster, name):
