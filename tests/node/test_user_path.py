@@ -11,6 +11,7 @@ CronJob, Jobs and Pods -> helm uninstall removes what the chart installed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import subprocess
 import time
 import urllib.request
@@ -20,6 +21,7 @@ import yaml
 
 from ingestion_dev import images, sampledata
 from ingestion_dev.node import NODE_NAME, local_storage
+from ingestion_dev.operatorproc import wait_for
 
 from ..conftest import CHART, REPO
 
@@ -35,13 +37,7 @@ def run(cluster, *args: str, input: str | None = None, timeout: float = 180) -> 
     return out.stdout
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+wait_for = functools.partial(wait_for, interval=1.0)  # a real node is slower: poll once a second
 
 
 def example_schedule(cluster) -> str:
