@@ -153,13 +153,19 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     wait_for(lambda: not c.batch.list_namespaced_cron_job(NS).items and not c.batch.list_namespaced_job(NS, label_selector=selector).items
              and not c.core.list_namespaced_pod(NS, label_selector=selector).items, 120, "CronJob, Jobs and Pods collected")
 
-    # 8. Deleting the leader's pod (a drain would do the same): it releases the Lease and the
-    #    standby leads at once; the Deployment's new pod stands by.
+    # 8. Deleting the leader's pod (a drain would do the same): it releases the Lease, and another
+    #    pod leads within a retry period (2 s), not a lease duration (15 s). Usually that is the
+    #    standby; the Deployment's replacement pod can win the race when it starts that fast, and
+    #    either is correct. The other one stands by.
     t0 = time.monotonic()
     run(c, "kubectl", "delete", "pod", "-n", "ingestion-system", leader, "--wait=false")
-    new_leader = wait_for(lambda: (h := lease_holder(c)) not in (None, leader) and h, 60, "the standby to lead")
-    print(f"\nfailover on the node after deleting the leader pod: {time.monotonic() - t0:.1f} s")
-    assert new_leader in {p.metadata.name for p in pods}
+    new_leader = wait_for(lambda: (h := lease_holder(c)) not in (None, leader) and h, 60, "another pod to lead")
+    failover = time.monotonic() - t0
+    print(f"\nfailover on the node after deleting the leader pod: {failover:.1f} s")
+    assert failover < 10, f"took {failover:.1f} s: the Lease was not released, so it had to expire"
+    standby = next(p.metadata.name for p in pods if p.metadata.name != leader)
+    current = {p.metadata.name for p in c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items}
+    assert new_leader in current and new_leader != leader, (new_leader, standby, current)
     wait_for(lambda: sum(1 for p in c.core.list_namespaced_pod("ingestion-system", label_selector="app.kubernetes.io/name=ingestion-operator").items
                          if p.metadata.deletion_timestamp is None and any(x.type == "Ready" and x.status == "True" for x in p.status.conditions or [])) == 2,
              120, "the Deployment's replacement pod Ready")
