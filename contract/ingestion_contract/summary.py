@@ -30,6 +30,8 @@ class RunSummary:
     bytes_fetched: int = counter("Bytes the last run fetched from the source.", "ingestion_fetched_bytes", sql="BIGINT")
     s3_requests: int = counter("S3 HTTP requests of the run, retries included.")
     s3_errors: int = counter("S3 HTTP requests of the run that failed, retries included.")
+    rows_written: int = counter("Rows of objects, gaps and loaded the run's commit inserted or changed (DuckDB's count; "
+                                "0 for a rerun with nothing new).", "ingestion_rows_written", sql="BIGINT")
     duration_seconds: float = counter("Wall time of the last run.", "ingestion_run_duration_seconds", sql=None, default=0.0)
 
     def __getitem__(self, name: str):

@@ -69,8 +69,8 @@ class ObjectStore(Store):
         self.con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(local)])
 
     # publish a new version ------------------------------------------------------------------
-    def write_run(self, objects, gaps, run, loads=()) -> None:
-        super().write_run(objects, gaps, run, loads)
+    def write_run(self, objects, gaps, run, loads=()) -> int:
+        written = super().write_run(objects, gaps, run, loads)
         version = _safe(run["finished_at"].astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ"))
         sched = _safe(self.schedule)
         for _, symbol, date, _, _ in loads:
@@ -91,6 +91,7 @@ class ObjectStore(Store):
                 except StoreError:
                     pass  # garbage left behind is harmless: nothing points at it
         self.version_loaded = version
+        return written
 
     def write_run_record(self, run: dict) -> None:
         super().write_run_record(run)

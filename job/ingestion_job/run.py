@@ -223,7 +223,7 @@ class Run:
         if work is not None and not error:
             try:
                 rows = self.commit(store, source, work)
-                store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
+                self.summary.rows_written = store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
                 return True, None
             except StoreError as e:
                 error = str(e)
@@ -269,7 +269,7 @@ class Run:
         line = (f"event=run_finished outcome={outcome} duration_seconds={s.duration_seconds} symbols={s.symbols} "
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
                 f"repairs_failed={s.repairs_failed} deferred={s.repairs_deferred} gaps_open={s.gaps_open} "
-                f"bytes_fetched={s.bytes_fetched} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
+                f"bytes_fetched={s.bytes_fetched} rows_written={s.rows_written} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
         if warnings:
             line += f" warnings={len(warnings)}"
         {"succeeded": self.log.info, "partial": self.log.warning}.get(outcome, self.log.error)(line)

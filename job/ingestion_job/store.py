@@ -223,17 +223,20 @@ class Store:
         return {o: t for o, t in rows if t is not None}
 
     # the one write of a run ---------------------------------------------------------------
-    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[tuple] = ()) -> None:
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[tuple] = ()) -> int:
         """Everything a run learnt, in one transaction. ``loads`` are (schedule, symbol,
         date, local file path, "csv"|"parquet") loaded into table ``loaded`` idempotently
-        (the cell's rows are replaced)."""
+        (the cell's rows are replaced). Returns the rows of objects, gaps and loaded that
+        DuckDB inserted or changed (also stored as the run's ``rows_written``): a row whose
+        values are all unchanged is not rewritten."""
         check_invariants(objects, gaps)
         with self.transaction():
-            self._upsert("objects", objects, OBJECT_COLS, KEY)
-            self._upsert("gaps", gaps, GAP_COLS, KEY)
+            written = self._upsert("objects", objects, OBJECT_COLS, KEY) + self._upsert("gaps", gaps, GAP_COLS, KEY)
             for schedule, symbol, date, path, fmt in loads:
-                self._load(schedule, symbol, date, path, fmt)
+                written += self._load(schedule, symbol, date, path, fmt)
+            run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
+        return written
 
     def write_run_record(self, run: dict) -> None:
         """A failed run still leaves its record (and nothing else)."""
@@ -257,23 +260,28 @@ class Store:
         with self.transaction():
             self.con.execute("UPDATE runs SET warnings = concat_ws('; ', warnings, ?) WHERE run_id = ?", [warning, run_id])
 
-    def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str]) -> None:
+    def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str]) -> int:
         if not rows:
-            return
+            return 0
         dedup = {tuple(r[k] for k in key): r for r in rows}  # last wins, explicitly
         arrow = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in dedup.values()],
                                      schema=self._arrow_schema(table, cols))
-        self.upsert_arrow(table, arrow, key)
+        return self.upsert_arrow(table, arrow, key)
 
-    def upsert_arrow(self, table: str, arrow: pa.Table, key: list[str]) -> None:
+    def upsert_arrow(self, table: str, arrow: pa.Table, key: list[str]) -> int:
         """Bulk ``INSERT ... ON CONFLICT DO UPDATE`` from an Arrow table whose keys are unique
-        (callers deduplicate). Must run inside the caller's transaction."""
+        (callers deduplicate). Must run inside the caller's transaction. A row whose values
+        are all unchanged is left alone (no new row version); returns the rows DuckDB
+        inserted or changed."""
         cols = arrow.column_names
+        values = [c for c in cols if c not in key]
         self.con.register("_incoming", arrow)
         try:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
-            self.con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _incoming "
-                             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+            updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+            changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM excluded.{c}" for c in values) or "false"
+            (n,) = self.con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _incoming "
+                                    f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} WHERE {changed}").fetchone()
+            return n
         finally:
             self.con.unregister("_incoming")
 
@@ -314,14 +322,15 @@ class Store:
                         break
         return refused
 
-    def _load(self, schedule: str, symbol: str, date: dt.date, path: str, fmt: str) -> None:
+    def _load(self, schedule: str, symbol: str, date: dt.date, path: str, fmt: str) -> int:
         src = "SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM read_parquet(?)"
         params = [schedule, symbol, date, path]
         exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchone()[0]
         if not exists:
             self.con.execute(f"CREATE TABLE loaded AS {src} LIMIT 0", params)
         self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND date = ?", [schedule, symbol, date])
-        self.con.execute(f"INSERT INTO loaded BY NAME {src}", params)
+        (n,) = self.con.execute(f"INSERT INTO loaded BY NAME {src}", params).fetchone()
+        return n
 
 
 def check_invariants(objects: list[dict], gaps: list[dict]) -> None:

@@ -38,6 +38,15 @@ def test_missing_flips_to_present_on_upsert(tmp_path):
         assert s.con.execute("SELECT present, size, etag FROM objects").fetchall() == [(True, 123, "e")]
 
 
+def test_only_inserted_or_changed_rows_are_written(tmp_path):
+    """DuckDB's own count of rows each commit inserted or changed: an unchanged row is not rewritten."""
+    with open_store(tmp_path / "s.duckdb") as s:
+        assert s.write_run([obj(True), obj(False, date=D - dt.timedelta(days=1))], [], run_row("r1")) == 2
+        assert s.write_run([obj(True), obj(False, date=D - dt.timedelta(days=1))], [], run_row("r2")) == 0
+        assert s.write_run([obj(True, size=11), obj(False, date=D - dt.timedelta(days=1))], [], run_row("r3")) == 1
+        assert s.con.execute("SELECT run_id, rows_written FROM runs ORDER BY run_id").fetchall() == [("r1", 2), ("r2", 0), ("r3", 1)]
+
+
 def test_duplicates_in_one_batch_keep_the_last_explicitly(tmp_path):
     with open_store(tmp_path / "s.duckdb") as s:
         s.write_run([obj(False), obj(True, size=7)], [], run_row())
