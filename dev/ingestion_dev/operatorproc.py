@@ -122,3 +122,23 @@ class OperatorProcess:
 
     def writes(self) -> float:
         return sum(v for k, v in self.metrics().items() if k.startswith("ingestion_operator_api_writes_total"))
+
+    def log_events(self, event: str, **match: str) -> list[dict]:
+        """The ``event=<event> key=value ...`` records this process has logged so far (JSON or
+        plain lines), as dicts, filtered by ``match``: ``log_events("reconciled", namespace=ns,
+        name="tz")``. A positive signal for tests: the operator has acted on that object."""
+        import json
+
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    line = json.loads(line).get("message", "")
+                except ValueError:
+                    continue
+            if f"event={event} " not in f"{line} ":
+                continue
+            fields = dict(kv.split("=", 1) for kv in line[line.index(f"event={event}"):].split() if "=" in kv)
+            if all(fields.get(k) == v for k, v in match.items()):
+                out.append(fields)
+        return out

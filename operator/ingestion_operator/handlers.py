@@ -83,4 +83,4 @@ def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
     if resource.plural == "cronjobs" and type != "DELETED" and \
             memo.reconciler.is_echo("cronjob", namespace, name, body.get("metadata", {}).get("resourceVersion")):
         return
-    memo.reconciler.reconcile(namespace, owner)
+    memo.reconciler.reconcile(namespace, owner, trigger="cronjob" if resource.plural == "cronjobs" else "job")

@@ -57,7 +57,8 @@ class Reconciler:
         self.core = client.CoreV1Api(api_client)
         self.settings = settings
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-        self.timer = NextRunTimer(self.reconcile, clock=self.clock)
+        self.timer = NextRunTimer(lambda namespace, name: self.reconcile(namespace, name, trigger="timer"), clock=self.clock)
+        self._tally = threading.local()  # this thread's reconcile: writes it made, version it saw
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.ready: dict[tuple[str, str], bool] = {}
@@ -83,12 +84,18 @@ class Reconciler:
 
     def _wrote(self, resource: str, verb: str) -> None:
         metrics.API_WRITES.labels(resource, verb).inc()
+        self._tally.writes = getattr(self._tally, "writes", 0) + 1
 
-    def reconcile(self, namespace: str, name: str, body: dict | None = None) -> None:
+    def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "schedule") -> None:
         """Bring one schedule in line. ``body``: the schedule as its watch event delivered it
-        (saves a read); without it, or after a conflict, the schedule is read."""
+        (saves a read); without it, or after a conflict, the schedule is read. ``trigger``
+        (schedule, cronjob, job, timer) is what woke it, for the log line every reconcile ends
+        with: ``event=reconciled namespace= name= trigger= result= observed=<the schedule's
+        resourceVersion it acted on> writes= conflicts= duration_ms=``."""
         key = (namespace, name)
         t0 = time.monotonic()
+        self._tally.writes, self._tally.observed = 0, None
+        conflicts = 0
         try:
             with self._lock(key):
                 for _attempt in range(3):
@@ -102,13 +109,18 @@ class Reconciler:
                             break
                         if e.status != 409:  # 409: a concurrent write; read again and redo
                             raise
+                        conflicts += 1
                         body = None
                 else:
                     result = "conflict"
             metrics.RECONCILES.labels(result).inc()
+            log.info("event=reconciled namespace=%s name=%s trigger=%s result=%s observed=%s writes=%d conflicts=%d duration_ms=%d",
+                     namespace, name, trigger, result, self._tally.observed or "-", self._tally.writes, conflicts,
+                     (time.monotonic() - t0) * 1000)
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
-            log.exception("event=reconcile_error namespace=%s name=%s", namespace, name)
+            log.exception("event=reconcile_error namespace=%s name=%s trigger=%s observed=%s", namespace, name, trigger,
+                          self._tally.observed or "-")
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - t0)
@@ -132,6 +144,7 @@ class Reconciler:
                     self.forget(namespace, name)
                     return "gone"
                 raise
+        self._tally.observed = body["metadata"].get("resourceVersion")
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
 

@@ -14,23 +14,21 @@ import pytest
 import yaml
 
 from ..conftest import REPO, kubectl
-from ..kube import cond, events, get, get_cronjob, last_run, make_mode_namespace, ready, schedule_yaml
+from ..kube import cond, events, get, get_cronjob, last_run, ready, schedule_yaml
 
 EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(scope="module")
-def ticking(cluster, operator):
+def ticking(cluster, operator, module_namespaces):
     """Two every-minute schedules, one whose runs succeed and one whose runs fail."""
-    ok = make_mode_namespace(cluster, "tick-ok", "complete")
-    bad = make_mode_namespace(cluster, "tick-bad", "fail")
+    ok = module_namespaces("tick-ok", mode="complete")
+    bad = module_namespaces("tick-bad", mode="fail")
     for ns in (ok, bad):
         kubectl(cluster, "apply", "-n", ns, "-f", "-",
                 input=schedule_yaml("every-minute", schedule="* * * * *", timezone="Europe/London",
                                     startingDeadlineSeconds=120, backoffLimit=0))
-    yield ok, bad
-    for ns in (ok, bad):
-        cluster.core.delete_namespace(ns)
+    return ok, bad
 
 
 def test_examples_apply_become_ready_and_print_columns(cluster, operator, ticking, namespace, wait_for):
@@ -125,10 +123,15 @@ def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, n
     assert len(warnings) == 1 and "Mars/Olympus_Mons" in warnings[0]["message"]
     # the last good CronJob is untouched, and the operator neither crashed nor looped
     assert get_cronjob(cluster, namespace, "tz")["metadata"]["resourceVersion"] == good["metadata"]["resourceVersion"]
-    # No hot loop: the schedule and its events stay as they are (other schedules may tick meanwhile).
-    version = get(cluster, namespace, "tz")["metadata"]["resourceVersion"]
+    # No hot loop. A barrier first: a harmless annotation makes a version the operator must
+    # reconcile; once its log says it acted on exactly that version, nothing may have been
+    # written since (other schedules may tick meanwhile).
     n_events = len(events(cluster, namespace, "tz"))
-    time.sleep(3)
+    kubectl(cluster, "annotate", "isched", "tz", "-n", namespace, "test.ingestion.dev/barrier=1")
+    version = get(cluster, namespace, "tz")["metadata"]["resourceVersion"]
+    (seen,) = wait_for(lambda: operator.log_events("reconciled", namespace=namespace, name="tz", observed=version), 30,
+                       f"the operator to reconcile tz at resourceVersion {version}")
+    assert (seen["result"], seen["writes"]) == ("invalid", "0"), seen
     assert get(cluster, namespace, "tz")["metadata"]["resourceVersion"] == version, "the operator keeps writing for an invalid spec"
     assert len(events(cluster, namespace, "tz")) == n_events
     assert operator.metrics().get("ingestion_operator_reconcile_errors_total", 0) == errors_before
@@ -174,14 +177,18 @@ def test_status_follows_scheduled_and_manual_runs(cluster, operator, ticking, wa
 def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, namespace, wait_for):
     kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("quiet"))
     wait_for(lambda: ready(cluster, namespace, "quiet"), 30, "quiet Ready")
-    time.sleep(2)  # let trailing events settle
+    operator.stop()  # whatever the old process was still writing, it has written
     versions = {kind: kubectl(cluster, "get", kind, "quiet", "-n", namespace, "-o", "jsonpath={.metadata.resourceVersion}").stdout
                 for kind in ("isched", "cronjob")}
-    operator.restart()
-    # the new process lists every schedule, CronJob and Job and reconciles each
-    wait_for(lambda: operator.metrics().get('ingestion_operator_reconciles_total{result="unchanged"}', 0) >= 1, 30,
-             "the restarted operator to reconcile")
-    time.sleep(5)
+    operator.start()
+    # The new process lists every schedule and CronJob and reconciles each: wait until its log
+    # shows both reconciles of *this* schedule, at the version read above, and that they wrote nothing.
+    def both():
+        got = {e["trigger"]: e for e in operator.log_events("reconciled", namespace=namespace, name="quiet")}
+        return got if {"schedule", "cronjob"} <= set(got) else None
+
+    seen = wait_for(both, 30, "the restarted operator to reconcile quiet for its schedule and its CronJob")
+    assert all(e["result"] == "unchanged" and e["writes"] == "0" and e["observed"] == versions["isched"] for e in seen.values()), seen
     m = operator.metrics()
     writes = {k: v for k, v in m.items() if k.startswith("ingestion_operator_api_writes_total") and v}
     # Other modules' schedules may tick meanwhile; this namespace's objects must not change.
@@ -192,8 +199,8 @@ def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, names
     assert all("ingestionschedules/status" in k for k in writes), writes  # only ticking schedules' status
 
 
-def test_deleting_the_schedule_garbage_collects_cronjob_jobs_and_pods(cluster, operator, wait_for):
-    ns = make_mode_namespace(cluster, "gc", "hold")
+def test_deleting_the_schedule_garbage_collects_cronjob_jobs_and_pods(cluster, operator, namespaces, wait_for):
+    ns = namespaces("gc", mode="hold")
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("gone"))
     wait_for(lambda: ready(cluster, ns, "gone"), 30, "gone Ready")
     kubectl(cluster, "create", "job", "gone-manual", "--from=cronjob/gone", "-n", ns)
@@ -204,7 +211,6 @@ def test_deleting_the_schedule_garbage_collects_cronjob_jobs_and_pods(cluster, o
         left = kubectl(cluster, "get", "cronjobs,jobs,pods", "-n", ns, "-o", "name").stdout.strip()
         return not left
     wait_for(all_gone, 60, "CronJob, Job and Pod to be garbage-collected")
-    cluster.core.delete_namespace(ns)
 
 
 def test_metrics_and_health_endpoints(cluster, operator):
@@ -216,12 +222,12 @@ def test_metrics_and_health_endpoints(cluster, operator):
     assert log_lines and all("message" in json.loads(line) for line in log_lines[:20])
 
 
-def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, wait_for):
+def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, namespaces, wait_for):
     """No Job appears for a tick that Forbid skips, so no event reaches the operator: its
     next-run timer alone must move status.nextRuns past the skipped tick."""
     import datetime as dt
 
-    ns = make_mode_namespace(cluster, "skip", "hold")  # every pod is held: a run stays active
+    ns = namespaces("skip", mode="hold")  # every pod is held: a run stays active
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("skip", schedule="* * * * *", timezone="Asia/Kolkata"))
     wait_for(lambda: ready(cluster, ns, "skip"), 30, "skip Ready")
     kubectl(cluster, "create", "job", "skip-held", "--from=cronjob/skip", "-n", ns)
@@ -238,4 +244,3 @@ def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, wait_for)
     jobs = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "name").stdout.split()
     skipped = f"job.batch/skip-{int(when.timestamp()) // 60}"  # the name a Job of that tick would have
     assert "job.batch/skip-held" in jobs and skipped not in jobs, jobs  # Forbid skipped it (an earlier tick may have run)
-    cluster.core.delete_namespace(ns)

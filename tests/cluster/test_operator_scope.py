@@ -1,25 +1,44 @@
 """A namespaced operator reconciles its own namespaces and leaves the others alone."""
 
 import json
-import time
 
-from ..conftest import Operator, kubectl, make_namespace
+from ..conftest import Operator, kubectl
 from ..kube import get_cronjob, ready, schedule_yaml
 
 
-def test_namespaced_operator_watches_only_its_namespace(cluster, crd, tmp_path, wait_for):
-    mine, other = make_namespace(cluster, "scope-mine"), make_namespace(cluster, "scope-other")
+def test_namespaced_operator_watches_only_its_namespace(cluster, crd, namespaces, tmp_path, wait_for):
+    mine, other = namespaces("scope-mine"), namespaces("scope-other")
     op = Operator(cluster, tmp_path, namespaces=[mine])
     op.start()
     try:
-        for ns in (mine, other):
-            kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("scoped"))
+        # The other namespace's schedule first: a cluster-wide watch would deliver it before the
+        # one in the watched namespace, so once that one is reconciled, the other would have been.
+        kubectl(cluster, "apply", "-n", other, "-f", "-", input=schedule_yaml("scoped"))
+        kubectl(cluster, "apply", "-n", mine, "-f", "-", input=schedule_yaml("scoped"))
         wait_for(lambda: ready(cluster, mine, "scoped"), 30, "the schedule in the watched namespace")
-        time.sleep(3)
+        assert op.log_events("reconciled", namespace=mine, name="scoped")
+        assert op.log_events("reconciled", namespace=other) == []
         assert get_cronjob(cluster, other, "scoped") is None
         untouched = json.loads(kubectl(cluster, "get", "isched", "scoped", "-n", other, "-o", "json").stdout)
         assert "status" not in untouched
     finally:
         op.stop()
-        for ns in (mine, other):
-            cluster.core.delete_namespace(ns)
+
+
+def test_watch_namespace_from_the_environment(cluster, crd, namespaces, tmp_path, wait_for, monkeypatch):
+    """WATCH_NAMESPACE (operator-sdk's convention) scopes the operator like --namespace, to a
+    comma-separated list."""
+    a, b, other = namespaces("env-a"), namespaces("env-b"), namespaces("env-other")
+    monkeypatch.setenv("WATCH_NAMESPACE", f"{a},{b}")
+    op = Operator(cluster, tmp_path)
+    op.start()
+    try:
+        assert op.log_events("starting", scope=f"{a},{b}")
+        for ns in (other, a, b):
+            kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("scoped"))
+        for ns in (a, b):
+            wait_for(lambda: ready(cluster, ns, "scoped"), 30, f"the schedule in {ns}")
+        assert op.log_events("reconciled", namespace=other) == []
+        assert get_cronjob(cluster, other, "scoped") is None
+    finally:
+        op.stop()
