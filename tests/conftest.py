@@ -97,12 +97,55 @@ def _sa_exists(cluster: Cluster, ns: str) -> bool:
         return False
 
 
+MODE = "ingestion.dev/pod-runner-mode"  # how the pod runner ends a namespace's pods
+
+
+class Namespaces:
+    """Namespaces made for a test (or a module), each deleted when it ends, pass or fail:
+    ``namespaces("gc", mode="hold")``."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.made: list[str] = []
+
+    def __call__(self, prefix: str, mode: str | None = None) -> str:
+        ns = make_namespace(self.cluster, prefix)
+        self.made.append(ns)
+        if mode:
+            self.cluster.core.patch_namespace(ns, {"metadata": {"annotations": {MODE: mode}}})
+        return ns
+
+    def delete_all(self) -> None:
+        for ns in self.made:
+            try:
+                self.cluster.core.delete_namespace(ns)
+            except client.ApiException as e:
+                if e.status != 404:
+                    raise
+        self.made.clear()
+
+
 @pytest.fixture
-def namespace(cluster, request) -> str:
-    prefix = "t-" + request.node.name.lower().replace("_", "-")[:30].strip("-")
-    ns = make_namespace(cluster, prefix)
-    yield ns
-    cluster.core.delete_namespace(ns)
+def namespaces(cluster):
+    made = Namespaces(cluster)
+    try:
+        yield made
+    finally:
+        made.delete_all()
+
+
+@pytest.fixture(scope="module")
+def module_namespaces(cluster):
+    made = Namespaces(cluster)
+    try:
+        yield made
+    finally:
+        made.delete_all()
+
+
+@pytest.fixture
+def namespace(namespaces, request) -> str:
+    return namespaces("t-" + request.node.name.lower().replace("_", "-")[:30].strip("-"))
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,7 @@ import json
 
 import yaml
 
-from .conftest import kubectl, make_namespace
-
-MODE = "ingestion.dev/pod-runner-mode"
+from .conftest import kubectl
 
 
 def schedule_yaml(name: str, **spec) -> str:
@@ -64,9 +62,3 @@ def last_run(cluster, ns, name, outcome, trigger) -> dict | None:
 def events(cluster, ns, name) -> list[dict]:
     out = kubectl(cluster, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
     return json.loads(out.stdout)["items"]
-
-
-def make_mode_namespace(cluster, prefix, mode):
-    ns = make_namespace(cluster, prefix)
-    kubectl(cluster, "annotate", "namespace", ns, f"{MODE}={mode}")
-    return ns

@@ -20,10 +20,9 @@ import yaml
 
 from ingestion_dev import sampledata
 
-from ..conftest import PUBLIC, kubectl, make_namespace
+from ..conftest import PUBLIC, kubectl
 from ..kube import cond, get, last_run
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
 
 
 def upload(servers, template, cells):
@@ -51,12 +50,15 @@ def query(db, sql, timeout=30):
             time.sleep(0.5)
 
 
-def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, wait_for):
+def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, namespaces, wait_for):
     assert cluster.pod_state, "needs the session's own control plane (its pod runner executes pods)"
-    ns = make_namespace(cluster, "e2e")
+    ns = namespaces("e2e")
+    today = dt.datetime.now(dt.timezone.utc).date()
     template = f"e2e{uuid.uuid4().hex[:6]}/{sampledata.KEY_TEMPLATE}"
-    days = [TODAY - dt.timedelta(days=n) for n in (1, 2, 3, 4)]
-    late = ("ETHUSDT", days[1])
+    # The window is 4 days up to yesterday (lagDays 1, lookbackDays 3). Today is uploaded too, so
+    # that a tick after midnight (the CronJob picks the instant) finds its window as complete.
+    days = [today - dt.timedelta(days=n) for n in (0, 1, 2, 3, 4)]
+    late = ("ETHUSDT", today - dt.timedelta(days=2))
     upload(servers, template, [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days if (s, d) != late])
     schedule = {
         "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "e2e"},
@@ -116,12 +118,19 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     assert query(db, "SELECT job_name, outcome FROM runs WHERE trigger = 'manual' ORDER BY ALL") == [
         ("manual-1", "partial"), ("manual-2", "succeeded")]
 
-    # Disabled: no new scheduled Job across the next tick.
+    # Disabled: no new scheduled Job across the next tick. The positive signal that the CronJob
+    # controller has passed that tick: a witness CronJob of the same schedule, created now,
+    # fires its (suspended, podless) Job for it.
     def scheduled_jobs():
-        out = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+        out = kubectl(cluster, "get", "jobs", "-n", ns, "-l", "ingestion.dev/schedule=e2e",
+                      "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
         return {j for j in out if not j.startswith("manual-")}
 
     before = scheduled_jobs()
-    time.sleep(65)
+    cluster.batch.create_namespaced_cron_job(ns, {
+        "metadata": {"name": "witness"},
+        "spec": {"schedule": "* * * * *", "timeZone": "UTC", "jobTemplate": {"spec": {"suspend": True, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "w", "image": "busybox"}]}}}}}})
+    wait_for(lambda: any(ref.name == "witness" for j in cluster.batch.list_namespaced_job(ns).items
+                         for ref in j.metadata.owner_references or []), 75, "the witness CronJob's Job for the next tick")
     assert scheduled_jobs() == before
-    cluster.core.delete_namespace(ns)

@@ -11,9 +11,7 @@ import subprocess
 import pytest
 from kubernetes import client
 
-from ..conftest import make_namespace
-
-RUNNER_MODE = "ingestion.dev/pod-runner-mode"
+from ..conftest import MODE as RUNNER_MODE
 
 # Exits 0 only if the pod runner resolved every kind of env source correctly.
 CHECK_ENV = (
@@ -58,14 +56,13 @@ def cronjob(name: str, ns: str, *, mode: str, command: list[str], tz: str = "Eur
 
 
 @pytest.fixture(scope="module")
-def smoke_ns(cluster):
-    ns = make_namespace(cluster, "smoke")
+def smoke_ns(cluster, module_namespaces):
+    ns = module_namespaces("smoke")
     cluster.core.create_namespaced_secret(ns, {"metadata": {"name": "smoke"}, "stringData": {"token": "s3cr3t"}})
     cluster.core.create_namespaced_config_map(ns, {"metadata": {"name": "smoke"}, "data": {"greeting": "cm-value"}})
     cluster.batch.create_namespaced_cron_job(ns, cronjob("runs", ns, mode="exec", command=["sh", "-c", CHECK_ENV]))
     cluster.batch.create_namespaced_cron_job(ns, cronjob("holds", ns, mode="hold", command=["true"]))
-    yield ns
-    cluster.core.delete_namespace(ns)
+    return ns
 
 
 def jobs_of(cluster, ns: str, cronjob_name: str) -> list[client.V1Job]:

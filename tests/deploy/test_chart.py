@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..conftest import CHART, CRD, REPO, Operator, kubectl, make_namespace
+from ..conftest import CHART, CRD, REPO, Operator, kubectl
 
 
 
@@ -83,10 +83,8 @@ def test_optional_parts_and_refusals(helm):
     assert bad.returncode != 0 and "logFormat" in bad.stderr
 
 
-def test_helm_install_on_the_control_plane(helm, cluster, wait_for):
-    ns = make_namespace(cluster, "ingestion-system")
-    # no image can run here: hold the operator's pod Running instead of executing it
-    kubectl(cluster, "annotate", "namespace", ns, "ingestion.dev/pod-runner-mode=hold")
+def test_helm_install_on_the_control_plane(helm, cluster, namespaces, wait_for):
+    ns = namespaces("ingestion-system", mode="hold")  # no image can run here: hold the operator's pod Running
     out = subprocess.run([helm, "install", "ingestion", str(CHART), "--namespace", ns, "--kubeconfig", str(cluster.kubeconfig),
                           "--set", "dashboard.enabled=true", "--skip-crds"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -97,18 +95,17 @@ def test_helm_install_on_the_control_plane(helm, cluster, wait_for):
                         capture_output=True, text=True)
     assert json.loads(st.stdout)["info"]["status"] == "deployed"
     subprocess.run([helm, "uninstall", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)], capture_output=True)
-    cluster.core.delete_namespace(ns)
 
 
 def granted(rules) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
 
 
-def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_verb(helm, cluster, crd, tmp_path, wait_for):
+def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_verb(helm, cluster, crd, namespaces, tmp_path, wait_for):
     """Least privilege, proven: run the operator with a TokenRequest token of the chart's
     ServiceAccount, drive every path, then read the API server's audit log."""
     assert cluster.audit_log, "the audit log is needed (the session control plane has it)"
-    ns = make_namespace(cluster, "rbac-operator")
+    ns = namespaces("rbac-operator")
     docs = template(helm, namespace=ns)
     rbac_docs = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
     for d in rbac_docs:
@@ -128,8 +125,7 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     from ..conftest import Cluster
     from ..kube import cond, get, get_cronjob, ready, schedule_yaml
 
-    work = make_namespace(cluster, "rbac-work")
-    kubectl(cluster, "annotate", "namespace", work, "ingestion.dev/pod-runner-mode=complete")
+    work = namespaces("rbac-work", mode="complete")
     lease_args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     lease_id = next(a.split("=", 1)[1] for a in lease_args if a.startswith("--leader-election-id="))
     op = Operator(Cluster(sa_kubeconfig, None), tmp_path, lease=lease_id, extra=[f"--leader-election-namespace={ns}"])
@@ -159,5 +155,3 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     rules = [r for d in rbac_docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
     assert denied == [], f"the operator was refused: {denied}"
     assert used == granted(rules), f"unused grants: {granted(rules) - used}; used but not granted: {used - granted(rules)}"
-    for n in (ns, work):
-        cluster.core.delete_namespace(n)
