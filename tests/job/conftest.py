@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -20,7 +21,34 @@ import ingestion_contract as contract
 
 from ..conftest import PRIVATE, PUBLIC, Servers  # noqa: F401  (the servers fixture is session-wide)
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+def _pinned_start() -> dt.datetime:
+    """The instant the job tests' clock starts at: INGESTION_TEST_NOW (ISO 8601, e.g.
+    ``2026-11-24T23:59:59.9Z``; tests/dev/test_midnight.py sets yesterday just before midnight)
+    or the wall clock when the session imports this module."""
+    pinned = os.environ.get("INGESTION_TEST_NOW")
+    if pinned:
+        return dt.datetime.fromisoformat(pinned.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return dt.datetime.now(dt.timezone.utc)
+
+
+START = _pinned_start()
+TODAY = START.date()
+_ticks = itertools.count(1)
+
+
+def now() -> dt.datetime:
+    """The tests' clock, handed to every run through the product's own ``now`` input: it stays
+    on TODAY however long the session takes (each call is one microsecond later, so runs keep
+    their order), so no date a test derives from TODAY goes stale across midnight."""
+    return START + dt.timedelta(microseconds=next(_ticks))
+
+
+def run(ctx, store_path, **kw):
+    """``ingestion_job.run.run`` on the tests' clock (unless the test passes its own ``now``)."""
+    from ingestion_job.run import run as run_job
+
+    kw.setdefault("now", now())
+    return run_job(ctx, store_path, **kw)
 
 
 class Dataset:
@@ -123,7 +151,10 @@ EXE = os.path.join(os.path.dirname(sys.executable), "ingestion-job")
 
 
 def run_cli(tmp_path, name: str, spec: dict, *args: str, command: str = "run", **kw) -> subprocess.CompletedProcess:
-    """`ingestion-job COMMAND --spec FILE ARGS` with the spec written as the IngestionSchedule ``name``."""
+    """`ingestion-job COMMAND --spec FILE ARGS` with the spec written as the IngestionSchedule ``name``.
+    A ``run`` gets ``--as-of TODAY`` (the product's own date input) unless it names its dates."""
     f = tmp_path / f"{name}.yaml"
     f.write_text(yaml.safe_dump({"metadata": {"name": name}, "spec": spec}))
+    if command == "run" and not {"--as-of", "--dates"} & set(args):
+        args = (*args, "--as-of", TODAY.isoformat())
     return subprocess.run([EXE, command, "--spec", str(f), *args], capture_output=True, text=True, **kw)

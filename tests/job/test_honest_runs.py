@@ -18,9 +18,8 @@ import pytest
 import yaml
 
 from ingestion_dev import sampledata
-from ingestion_job.run import run
 
-from .conftest import EXE, context, days_ago, holding, pushed, rows, run_cli
+from .conftest import EXE, context, days_ago, holding, pushed, rows, run, run_cli
 from ingestion_dev.faultproxy import FaultProxy
 
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} level=")

@@ -6,9 +6,8 @@ import os
 import duckdb
 
 import ingestion_contract as contract
-from ingestion_job.run import run
 
-from .conftest import PRIVATE, context, days_ago, run_cli
+from .conftest import PRIVATE, context, days_ago, run, run_cli
 
 
 def object_spec(dataset, servers, prefix):

@@ -14,9 +14,8 @@ import duckdb
 import pytest
 import yaml
 
-from ingestion_job.run import run
 
-from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, run_cli, scrape
+from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, run, run_cli, scrape
 from ingestion_dev.faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
