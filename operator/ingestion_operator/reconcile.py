@@ -46,6 +46,7 @@ def is_subset(desired, live) -> bool:
 
 
 class Reconciler:
+    RECHECK_SECONDS = 30  # a schedule blocked by a foreign CronJob or an admission refusal looks again
     def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None, pool_size: int | None = None):
         if pool_size and api_client.configuration.connection_pool_maxsize < pool_size:
             # one HTTP connection per concurrent reconcile (urllib3 otherwise discards and reopens them)
@@ -166,7 +167,7 @@ class Reconciler:
             try:
                 live, action = self._converge(namespace, desired, live)
             except ApiException as e:
-                if e.status not in (400, 422):
+                if not _refused(e):
                     raise
                 problem, reason = f"the API server rejected the CronJob: {_api_message(e)}", "CronJobRejected"
 
@@ -188,8 +189,13 @@ class Reconciler:
             log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "event=%s namespace=%s name=%s cronjob=%s message=%r",
                     event.reason, namespace, name, cj_name, event.message)
 
-        # 8. Wake again just after the next run, should no Job event come first.
-        self.timer.set((namespace, name), _parse_time((new_status.get("nextRuns") or [None])[0]))
+        # 8. Wake again just after the next run, should no Job event come first. A schedule
+        #    blocked by something outside it (a foreign CronJob, an admission policy, a quota)
+        #    gets no event when that goes away: look again after RECHECK_SECONDS.
+        wake = _parse_time((new_status.get("nextRuns") or [None])[0])
+        if reason in ("CronJobConflict", "CronJobRejected"):
+            wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
+        self.timer.set((namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
 
@@ -249,6 +255,15 @@ class Reconciler:
             self._wrote("events", "create")
         except ApiException as e:  # an event is best effort; status carries the truth
             log.warning("event=event_post_failed namespace=%s name=%s status=%s", schedule.namespace, schedule.name, e.status)
+
+
+def _refused(e: ApiException) -> bool:
+    """The API server refused the CronJob itself: invalid (400, 422: validation, an admission
+    policy), or forbidden by admission (403 from a quota or a webhook), not by RBAC."""
+    if e.status in (400, 422):
+        return True
+    message = _api_message(e) if e.status == 403 else ""
+    return "exceeded quota" in message or "admission webhook" in message or "denied the request" in message
 
 
 def _gone(e: ApiException) -> bool:
