@@ -265,3 +265,29 @@ def test_report_shows_last_error_whole(dataset, tmp_path, wide):
     else:
         assert len(lines) > 1 and max(len(line) for line in lines) <= 100
         assert "".join(line[col:] for line in lines).replace(" ", "") == err.replace(" ", "")  # wrapped, never cut
+
+
+def test_a_read_timeout_is_retried_and_a_hung_key_fails_alone_naming_its_attempts(dataset, servers):
+    """Timeouts through the real S3 server: the fault proxy holds answers past the client's read
+    timeout. One slow answer is retried and the object arrives; a key that always hangs fails
+    alone, saying it timed out and how many attempts it made."""
+    from ingestion_contract.spec import parse_job_spec
+    from ingestion_job.source import ObjectError, S3Source
+
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1, 2)])
+    proxy = FaultProxy(servers.s3.endpoint)
+    try:
+        spec = dataset.spec(["BTCUSDT"], endpoint=proxy.endpoint)
+        target = parse_job_spec(spec).target
+        source = S3Source(target, read_timeout=0.5, max_attempts=3, request_seconds=30)
+        listed = source.list_symbol("BTCUSDT")
+        slow, hung = (listed[d] for d in days_ago(1, 2))
+        proxy.add("delay", "GET", slow.key, times=1, seconds=1.5)  # the first attempt times out
+        body, digest = source.fetch(slow)
+        assert len(body) == slow.size and source.stats.errors[("GetObject", "ReadTimeout")] == 1
+        proxy.add("delay", "GET", hung.key.split("/")[-1], times=10, seconds=1.5)
+        with pytest.raises(ObjectError, match=r"GetObject ReadTimeout after 3 attempts in \d+\.\ds$"):
+            source.fetch(hung)
+        assert source.stats.errors[("GetObject", "ReadTimeout")] == 1 + 3
+    finally:
+        proxy.close()

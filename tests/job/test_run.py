@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 
-from .conftest import PRIVATE, TODAY, context, days_ago, holding, rows, run, run_cli, scrape
+from .conftest import PRIVATE, TODAY, context, days_ago, holding, pushed, rows, run, run_cli, scrape
 from ingestion_dev.faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
@@ -370,3 +370,28 @@ def test_as_of_reruns_a_past_day_and_dates_runs_a_range(dataset, tmp_path):
 
     bad = run_cli(tmp_path, "by-hand", spec, "--db", str(db2), "--dates", f"{to}..{frm}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == f"error: --dates '{to}..{frm}': FROM is after TO"
+
+
+def test_a_listing_of_several_pages_is_followed_to_its_end(dataset, servers, tmp_path):
+    """2,200 keys under one symbol's prefix (1,100 days and their sidecars): ListObjectsV2 returns
+    at most 1,000 per page, oldest dates first, so the newest days are only on the third page."""
+    import concurrent.futures as cf
+
+    days = days_ago(*range(1, 1101))
+    s3 = servers.s3.client()
+
+    def put(d):
+        key = dataset.template.format(symbol="PAGEUSDT", date=d.isoformat())
+        s3.put_object(Bucket="data.binance.vision", Key=key, Body=b"x")
+        s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=b"0" * 64)
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, days))
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["PAGEUSDT"], lookback=1099, repair={"maxRepairsPerRun": 0, "load": "none"})
+    res = run(context(spec, schedule="pages"), db)
+    assert (res.summary["expected"], res.summary["present"], res.summary["missing"]) == (1100, 1100, 0)
+    assert rows(db, "SELECT min(date), max(date), count(*) FILTER (WHERE present) FROM objects") == [(days[-1], days[0], 1100)]
+    m = pushed(servers.pushgateway, "pages")
+    # the bucket check (one key), then the symbol's 1,000 + 1,000 + 200 keys
+    assert m['ingestion_s3_requests{operation="ListObjectsV2"}'] == 1 + 3
