@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ingestion_contract import RunSummary
 
-from . import first_line
+from . import failpoints, first_line
 
 SCHEMA_VERSION = 2
 
@@ -234,6 +234,7 @@ class Store:
             written = self._upsert("objects", objects, OBJECT_COLS, KEY) + self._upsert("gaps", gaps, GAP_COLS, KEY)
             for schedule, symbol, date, path, fmt in loads:
                 written += self._load(schedule, symbol, date, path, fmt)
+            failpoints.hit("store.commit")  # every data row written, the transaction still open
             run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
         return written

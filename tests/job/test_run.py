@@ -220,6 +220,42 @@ def test_sigkill_half_way_leaves_the_store_as_it_was_and_the_next_run_counts_it(
         "succeeded": 3.0, "partial": 0.0, "failed": 0.0, "abandoned": 1.0}
 
 
+def test_sigkill_inside_the_commit_leaves_the_store_as_it_was(dataset, tmp_path):
+    """Killed inside the commit's transaction, after every data row of the run was written to
+    it (the ``store.commit`` failpoint): DuckDB keeps an open transaction's rows in memory and
+    writes them to its write-ahead log only at COMMIT, so the next open shows the store exactly
+    as before, and the next run redoes the work."""
+    schedule = f"commitkill-{dataset.prefix}"
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    db = tmp_path / "s.duckdb"
+    spec = dataset.spec(["BTCUSDT"], lookback=5, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    run(context(spec, schedule=schedule), db)
+    before = snapshot(db)
+    loaded = rows(db, "SELECT count(*) FROM loaded")
+    dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3, 4)])
+    f = tmp_path / "spec.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": schedule, "namespace": "data"}, "spec": spec}))
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
+                             "--db", str(db), "--as-of", TODAY.isoformat()], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "INGESTION_FAILPOINTS": "store.commit"})
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "event=failpoint name=store.commit" in line:
+                break
+        assert any("event=failpoint name=store.commit" in x for x in seen), "".join(seen)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert snapshot(db) == before and rows(db, "SELECT count(*) FROM loaded") == loaded
+    assert rows(db, "SELECT outcome, count(*) FROM runs GROUP BY ALL ORDER BY ALL") == [("running", 1), ("succeeded", 1)]
+    res = run(context(spec, schedule=schedule), db)
+    assert res.outcome == "succeeded" and res.summary["gaps_repaired"] == 3
+    assert rows(db, "SELECT count(*) FROM loaded") == [(loaded[0][0] + 3 * 5,)]
+
+
 def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
     dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
     spec = dataset.spec(SYMS, lookback=2)
