@@ -7,6 +7,7 @@ minute boundaries pass while the other tests run.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -244,3 +245,17 @@ def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, namespace
     jobs = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "name").stdout.split()
     skipped = f"job.batch/skip-{int(when.timestamp()) // 60}"  # the name a Job of that tick would have
     assert "job.batch/skip-held" in jobs and skipped not in jobs, jobs  # Forbid skipped it (an earlier tick may have run)
+
+
+PROCESS_EVENTS = {"starting", "standby", "leading", "stopped", "leadership_lost", "lease_released", "lease_error",
+                  "lease_renew_error", "lease_release_failed"}
+
+
+def test_every_log_line_about_a_schedule_names_its_namespace_and_name(operator):
+    """Run last in the module, over everything the operator logged since its last start: each
+    of our lines that is not about the process itself says which schedule it is about."""
+    messages = [json.loads(line).get("message", "") for line in Path(operator.log).read_text().splitlines()
+                if line.startswith("{")]
+    about = [m for m in messages if m.startswith("event=") and m.split()[0].removeprefix("event=") not in PROCESS_EVENTS]
+    assert sum(m.startswith("event=reconciled ") for m in about) >= 3, about
+    assert [m for m in about if not re.search(r"\bnamespace=[a-z0-9-]+ name=[a-z0-9.-]+\b", m)] == []
