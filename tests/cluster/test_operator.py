@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import REPO, kubectl
+from ..conftest import _wait_for, REPO, kubectl
 from ..kube import cond, events, get, get_cronjob, last_run, ready, schedule_yaml
 
 EXAMPLES = REPO / "examples"
@@ -22,14 +22,23 @@ EXAMPLES = REPO / "examples"
 
 @pytest.fixture(scope="module")
 def ticking(cluster, operator, module_namespaces):
-    """Two every-minute schedules, one whose runs succeed and one whose runs fail."""
+    """Two every-minute schedules, one whose runs succeed and one whose runs fail; and one every
+    two minutes in Asia/Kathmandu (UTC+05:45: even local minutes are odd UTC ones), whose
+    nextRuns are recorded now for the CronJob controller to confirm later (``kathmandu``)."""
     ok = module_namespaces("tick-ok", mode="complete")
     bad = module_namespaces("tick-bad", mode="fail")
     for ns in (ok, bad):
         kubectl(cluster, "apply", "-n", ns, "-f", "-",
                 input=schedule_yaml("every-minute", schedule="* * * * *", timezone="Europe/London",
                                     startingDeadlineSeconds=120, backoffLimit=0))
+    kubectl(cluster, "apply", "-n", ok, "-f", "-",
+            input=schedule_yaml("kathmandu", schedule="*/2 * * * *", timezone="Asia/Kathmandu", startingDeadlineSeconds=100))
+    obj = _wait_for(lambda: ready(cluster, ok, "kathmandu"), 30, "kathmandu Ready")
+    KATHMANDU_NEXT_RUNS[:] = obj["status"]["nextRuns"]
     return ok, bad
+
+
+KATHMANDU_NEXT_RUNS: list[str] = []  # as the operator first published them
 
 
 def test_examples_apply_become_ready_and_print_columns(cluster, operator, ticking, namespace, wait_for):
@@ -245,6 +254,29 @@ def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, namespace
     jobs = kubectl(cluster, "get", "jobs", "-n", ns, "-o", "name").stdout.split()
     skipped = f"job.batch/skip-{int(when.timestamp()) // 60}"  # the name a Job of that tick would have
     assert "job.batch/skip-held" in jobs and skipped not in jobs, jobs  # Forbid skipped it (an earlier tick may have run)
+
+
+def test_next_runs_are_the_fire_times_of_the_real_cronjob_controller(cluster, operator, ticking):
+    """The oracle is kube-controller-manager itself: the first three nextRuns the operator
+    published for the Kathmandu schedule are exactly the ticks its CronJob controller fired
+    (each Job is named after its scheduled minute), and it fired no other."""
+    import datetime as dt
+
+    ok, _ = ticking
+    predicted = KATHMANDU_NEXT_RUNS[:3]
+    assert len(predicted) == 3 and all(int(t[14:16]) % 2 == 1 for t in predicted), predicted  # odd UTC minutes
+
+    def fired():
+        out = kubectl(cluster, "get", "events", "-n", ok, "--field-selector", "involvedObject.name=kathmandu,reason=SuccessfulCreate",
+                      "-o", "jsonpath={.items[*].message}").stdout
+        minutes = [int(m) for m in re.findall(r"Created job kathmandu-(\d+)", out)]
+        return sorted(dt.datetime.fromtimestamp(m * 60, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for m in minutes)
+
+    last = dt.datetime.strptime(predicted[-1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    wait = max(0.0, (last - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    got = _wait_for(lambda: [t for t in fired() if predicted[0] <= t <= predicted[-1]] if predicted[-1] in fired() else None, wait + 60,
+                    f"the controller's Job for {predicted[-1]}")
+    assert got == predicted
 
 
 PROCESS_EVENTS = {"starting", "standby", "leading", "stopped", "leadership_lost", "lease_released", "lease_error",
