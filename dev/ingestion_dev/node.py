@@ -348,3 +348,26 @@ def local_storage(path: Path, claim: str, namespace: str, size: str = "1Gi") -> 
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
          "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "resources": {"requests": {"storage": size}}}},
     ]
+
+
+def host_footprint(state_dir: Path) -> dict:
+    """What a node (or a sandbox) could leave on the host, seen from outside: processes naming
+    the state dir or a node's shim socket, mounts under it, cgroups, /run entries, network
+    namespaces and links. Tests compare it before ``up`` and after ``down``."""
+    procs = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(state_dir).encode() in cmdline or b"/run/ingestion-n" in cmdline:  # the node's shims name its socket
+                procs.append(int(entry.name))
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if str(state_dir) in line.split()[4]]
+    cgroups = sorted(str(p) for p in CGROUP_ROOT.glob("*/ingestion-*"))
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    return {"processes": procs, "mounts": mounts, "cgroups": cgroups, "run": sorted(map(str, Path("/run").glob("ingestion-n*"))),
+            "netns": sorted(n for n in netns if n.startswith("ingestion-n")),
+            "links": sorted(line.split()[0].split("@")[0] for line in links if line.startswith("ingn"))}

@@ -3,38 +3,16 @@ nothing behind (processes, mounts, cgroups, namespaces, links)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from ingestion_dev.cluster import ControlPlane, Ports
 from ingestion_dev.images import PAUSE_IMAGE
-from ingestion_dev.node import CGROUP_ROOT, NODE_NAME
+from ingestion_dev.node import NODE_NAME, host_footprint
 from ingestion_dev.podrunner import NODE_NAME as RUNNER_NODE
 from ingestion_dev.sandbox import pod_runner_argv
-
-
-def host_state(state_dir: Path) -> dict:
-    """What a node could leave on the host, as seen from outside."""
-    procs = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(state_dir).encode() in cmdline or b"/run/ingestion-n" in cmdline:  # the node's shims name its socket
-                procs.append(int(entry.name))
-    mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if str(state_dir) in line.split()[4]]
-    cgroups = sorted(str(p) for p in CGROUP_ROOT.glob("*/ingestion-*"))
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
-    return {"processes": procs, "mounts": mounts, "cgroups": cgroups, "run": sorted(map(str, Path("/run").glob("ingestion-n*"))),
-            "netns": sorted(n for n in netns if n.startswith("ingestion-n")),
-            "links": sorted(line.split()[0].split("@")[0] for line in links if line.startswith("ingn"))}
 
 
 def wait_for(pred, timeout: float, what: str):
@@ -75,7 +53,7 @@ def planes(tmp_path):
 
 def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_path):
     """Also: a pod runner in the same cluster takes no pod the scheduler gave to the real node."""
-    before = host_state(tmp_path)
+    before = host_footprint(tmp_path)
     a, b = planes("a"), planes("b")
     assert a.network.index != b.network.index and a.network.netns != b.network.netns
     cores = [client.CoreV1Api(config.new_client_from_config(config_file=str(p.kubeconfig))) for p in (a, b)]
@@ -89,7 +67,7 @@ def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_pa
     for core in cores:
         wait_for(lambda core=core: running(core, "sleeper"), 60, "the sleeper pod Running on the real node")
 
-    during = host_state(tmp_path)
+    during = host_footprint(tmp_path)
     assert len(during["netns"]) == len(before["netns"]) + 2 and len(during["links"]) == len(before["links"]) + 2
     assert during["mounts"] and during["cgroups"] and during["processes"]
 
@@ -97,7 +75,7 @@ def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_pa
     # b is untouched by a's down: its pod still runs
     assert running(cores[1], "sleeper")
     b.down(log=lambda m: None)
-    after = host_state(tmp_path)
+    after = host_footprint(tmp_path)
     assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 
 
@@ -105,9 +83,9 @@ def test_a_node_that_cannot_start_fails_with_the_reason_and_cleans_up(tmp_path, 
     from ingestion_dev import node as node_module
     from ingestion_dev.workspace import ClusterError
 
-    before = host_state(tmp_path)
+    before = host_footprint(tmp_path)
     monkeypatch.setattr(node_module.Node, "kubelet_argv", lambda self, bin_dir: [str(bin_dir / "kubelet"), "--no-such-flag"])
     plane = ControlPlane(tmp_path / "broken", ports=Ports.free(), node=True)
     with pytest.raises(ClusterError, match="kubelet exited with code"):
         plane.up(timeout=60, log=lambda m: None)
-    assert host_state(tmp_path) == before
+    assert host_footprint(tmp_path) == before
