@@ -4,11 +4,16 @@ another."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import yaml
 
+from ingestion_dev.operatorproc import wait_for
+
 from .conftest import kubectl
+
+_wait_for = functools.partial(wait_for, interval=0.5)
 
 
 def schedule_yaml(name: str, **spec) -> str:
@@ -62,3 +67,10 @@ def last_run(cluster, ns, name, outcome, trigger) -> dict | None:
 def events(cluster, ns, name) -> list[dict]:
     out = kubectl(cluster, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
     return json.loads(out.stdout)["items"]
+
+
+def apply_schedule(cluster, ns, name, status="True", timeout=30, **spec) -> dict:
+    """``kubectl apply`` a schedule, then wait until its Ready condition is ``status`` for its
+    current generation; returns the schedule."""
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml(name, **spec))
+    return _wait_for(lambda: ready(cluster, ns, name, status=status), timeout, f"{ns}/{name} Ready={status}")

@@ -1,4 +1,11 @@
-"""A complete IngestionSchedule used by the pure tests of the contract and the operator."""
+"""Shared samples and readers: a complete IngestionSchedule for the pure tests of the contract
+and the operator, and the one reader of a run's DuckDB store."""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
 
 SCHEDULE = {
     "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule",
@@ -15,3 +22,21 @@ SCHEDULE = {
         "metrics": {"pushgatewayUrl": "http://pushgateway.monitoring:9091"},
     },
 }
+
+
+def store_rows(db, sql: str, *params, wait: float = 0.0) -> list[tuple]:
+    """A query's rows from a DuckDB store, opened read-only and closed again. ``wait``: seconds
+    to keep trying while a run holds the file's lock (DuckDB refuses a reader then)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+            continue
+        try:
+            return con.execute(sql, list(params)).fetchall()
+        finally:
+            con.close()

@@ -49,8 +49,11 @@ def checksum(body: bytes, key: str) -> bytes:
     return f"{hashlib.sha256(body).hexdigest()}  {key.rsplit('/', 1)[-1]}\n".encode()
 
 
-def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, workers: int = 16) -> int:
-    """Upload one zip (+ checksum) per (symbol, date); returns the number of objects written."""
+def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, workers: int = 16,
+           template: str = KEY_TEMPLATE, checksums: bool = True) -> int:
+    """Upload one kline zip (and its sha256 sidecar, unless ``checksums`` is false) per (symbol,
+    date) under ``template``; returns the number of objects written. The one upload helper of
+    the sandbox, the benchmarks and the tests."""
     try:
         s3.create_bucket(Bucket=bucket)
     except s3.exceptions.BucketAlreadyOwnedByYou:
@@ -60,11 +63,12 @@ def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, wor
 
     def one(cell):
         sym, date = cell
-        key = KEY_TEMPLATE.format(symbol=sym, date=date.isoformat())
+        key = template.format(symbol=sym, date=date.isoformat())
         body = kline_zip(sym, date, rows)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-        s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))
-        return 2
+        if checksums:
+            s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))
+        return 1 + checksums
 
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         return sum(pool.map(one, cells))

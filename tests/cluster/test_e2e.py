@@ -11,43 +11,19 @@ repairs it once fixed; disabling stops ticks.
 from __future__ import annotations
 
 import datetime as dt
-import time
+import functools
 import urllib.request
 import uuid
 
-import duckdb
 import yaml
 
 from ingestion_dev import sampledata
 
 from ..conftest import PUBLIC, kubectl
 from ..kube import cond, get, last_run
+from ..samples import store_rows
 
-
-
-def upload(servers, template, cells):
-    s3 = servers.s3.client()
-    for sym, d in cells:
-        key = template.format(symbol=sym, date=d.isoformat())
-        body = sampledata.kline_zip(sym, d)
-        s3.put_object(Bucket=PUBLIC, Key=key, Body=body)
-        s3.put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(body, key))
-
-
-def query(db, sql, timeout=30):
-    """Read the run's DuckDB file (a run may hold the lock for a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            con = duckdb.connect(str(db), read_only=True)
-            try:
-                return con.execute(sql).fetchall()
-            finally:
-                con.close()
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+query = functools.partial(store_rows, wait=30)  # a run may hold the store's lock for a moment
 
 
 def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, operator, servers, namespaces, wait_for):
@@ -59,7 +35,8 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     # that a tick after midnight (the CronJob picks the instant) finds its window as complete.
     days = [today - dt.timedelta(days=n) for n in (0, 1, 2, 3, 4)]
     late = ("ETHUSDT", today - dt.timedelta(days=2))
-    upload(servers, template, [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days if (s, d) != late])
+    sampledata.upload(servers.s3.client(), PUBLIC, [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days if (s, d) != late],
+                      template=template)
     schedule = {
         "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "e2e"},
         "spec": {
@@ -110,7 +87,7 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     assert status == "open" and "no header row and 11 columns" in err
 
     # Fixed upstream, the next manual run repairs it.
-    upload(servers, template, [late])
+    sampledata.upload(servers.s3.client(), PUBLIC, [late], template=template)
     kubectl(cluster, "create", "job", "manual-2", "--from=cronjob/e2e", "-n", ns)
     wait_for(lambda: last_run(cluster, ns, "e2e", "Succeeded", "manual"), 60, "the manual run to succeed")
     assert query(db, "SELECT status FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'" % late[1]) == [("repaired",)]

@@ -18,7 +18,7 @@ from ingestion_dev.campaign import reconciles
 from ingestion_dev.tcpproxy import TcpProxy
 
 from ..conftest import Cluster, Operator, kubectl
-from ..kube import cond, events, get, get_cronjob, ready, schedule_yaml
+from ..kube import apply_schedule, cond, events, get, get_cronjob, ready
 
 LEASE_DURATION, RETRY = 15.0, 2.0
 
@@ -62,8 +62,7 @@ def pair(cluster, crd, tmp_path):
 def test_one_leader_reconciles_and_the_standby_does_nothing(cluster, pair, namespace, wait_for):
     a, b = pair
     assert (a.role(), b.role()) == ("leader", "standby")
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("lead"))
-    wait_for(lambda: ready(cluster, namespace, "lead"), 30, "Ready")
+    apply_schedule(cluster, namespace, "lead")
     # a transition each way: invalid, then valid again
     kubectl(cluster, "patch", "isched", "lead", "-n", namespace, "--type", "merge", "-p", '{"spec": {"timezone": "Nowhere/Zone"}}')
     wait_for(lambda: cond(get(cluster, namespace, "lead"), "Ready").get("status") == "False", 30, "Ready=False")
@@ -89,8 +88,7 @@ def test_one_leader_reconciles_and_the_standby_does_nothing(cluster, pair, names
 
 def test_a_standby_takes_over_from_a_killed_leader_and_a_stopped_one(cluster, pair, namespace, wait_for):
     a, b = pair
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("fo"))
-    wait_for(lambda: ready(cluster, namespace, "fo"), 30, "Ready")
+    apply_schedule(cluster, namespace, "fo")
     before = lease(cluster, a.lease)
     assert before.holder_identity.startswith(Path("/proc/sys/kernel/hostname").read_text().strip())
 
@@ -128,8 +126,7 @@ def test_a_leader_that_loses_the_api_server_stops_before_a_standby_takes_over(cl
     try:
         a.start(leading=True)
         b.start(leading=False)
-        kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("part"))
-        wait_for(lambda: ready(cluster, namespace, "part"), 30, "Ready")
+        apply_schedule(cluster, namespace, "part")
 
         proxy.cut()
         t0 = time.monotonic()

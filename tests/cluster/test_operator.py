@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ..conftest import _wait_for, REPO, kubectl
-from ..kube import cond, events, get, get_cronjob, last_run, ready, schedule_yaml
+from ..kube import apply_schedule, cond, events, get, get_cronjob, last_run, ready, schedule_yaml
 
 EXAMPLES = REPO / "examples"
 
@@ -31,9 +31,7 @@ def ticking(cluster, operator, module_namespaces):
         kubectl(cluster, "apply", "-n", ns, "-f", "-",
                 input=schedule_yaml("every-minute", schedule="* * * * *", timezone="Europe/London",
                                     startingDeadlineSeconds=120, backoffLimit=0))
-    kubectl(cluster, "apply", "-n", ok, "-f", "-",
-            input=schedule_yaml("kathmandu", schedule="*/2 * * * *", timezone="Asia/Kathmandu", startingDeadlineSeconds=100))
-    obj = _wait_for(lambda: ready(cluster, ok, "kathmandu"), 30, "kathmandu Ready")
+    obj = apply_schedule(cluster, ok, "kathmandu", schedule="*/2 * * * *", timezone="Asia/Kathmandu", startingDeadlineSeconds=100)
     KATHMANDU_NEXT_RUNS[:] = obj["status"]["nextRuns"]
     return ok, bad
 
@@ -67,8 +65,7 @@ def test_examples_apply_become_ready_and_print_columns(cluster, operator, tickin
 
 
 def test_update_schedule_and_timezone_rerenders_the_cronjob(cluster, operator, namespace, wait_for):
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("s"))
-    before = wait_for(lambda: ready(cluster, namespace, "s"), 30, "s Ready")
+    before = apply_schedule(cluster, namespace, "s")
     assert before["status"]["nextRuns"][0].endswith("T02:00:00Z")
     kubectl(cluster, "patch", "isched", "s", "-n", namespace, "--type", "merge",
             "-p", '{"spec": {"schedule": "30 6 * * 1-5", "timezone": "America/New_York"}}')
@@ -82,8 +79,7 @@ def test_update_schedule_and_timezone_rerenders_the_cronjob(cluster, operator, n
 
 
 def test_disable_suspends_and_enable_resumes(cluster, operator, namespace, wait_for):
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("d"))
-    wait_for(lambda: ready(cluster, namespace, "d"), 30, "d Ready")
+    apply_schedule(cluster, namespace, "d")
     kubectl(cluster, "patch", "isched", "d", "-n", namespace, "--type", "merge", "-p", '{"spec": {"enabled": false}}')
     off = wait_for(lambda: ready(cluster, namespace, "d"), 30, "d reconciled disabled")
     assert get_cronjob(cluster, namespace, "d")["spec"]["suspend"] is True
@@ -118,8 +114,7 @@ def test_a_name_too_long_for_its_jobs_is_refused_at_the_door(cluster, operator, 
 
 
 def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, namespace, wait_for):
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("tz"))
-    wait_for(lambda: ready(cluster, namespace, "tz"), 30, "tz Ready")
+    apply_schedule(cluster, namespace, "tz")
     good = get_cronjob(cluster, namespace, "tz")
     errors_before = operator.metrics().get("ingestion_operator_reconcile_errors_total", 0)
     kubectl(cluster, "patch", "isched", "tz", "-n", namespace, "--type", "merge",
@@ -154,8 +149,7 @@ def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, n
 
 
 def test_hand_edited_cronjob_is_put_back_and_deleted_one_recreated(cluster, operator, namespace, wait_for):
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("drift"))
-    wait_for(lambda: ready(cluster, namespace, "drift"), 30, "drift Ready")
+    apply_schedule(cluster, namespace, "drift")
     kubectl(cluster, "patch", "cronjob", "drift", "-n", namespace, "--type", "merge",
             "-p", '{"spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Allow", "suspend": true}}')
     wait_for(lambda: (cj := get_cronjob(cluster, namespace, "drift"))["spec"]["schedule"] == "0 2 * * *"
@@ -185,8 +179,7 @@ def test_status_follows_scheduled_and_manual_runs(cluster, operator, ticking, wa
 
 
 def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, namespace, wait_for):
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("quiet"))
-    wait_for(lambda: ready(cluster, namespace, "quiet"), 30, "quiet Ready")
+    apply_schedule(cluster, namespace, "quiet")
     operator.stop()  # whatever the old process was still writing, it has written
     versions = {kind: kubectl(cluster, "get", kind, "quiet", "-n", namespace, "-o", "jsonpath={.metadata.resourceVersion}").stdout
                 for kind in ("isched", "cronjob")}
@@ -211,8 +204,7 @@ def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, names
 
 def test_deleting_the_schedule_garbage_collects_cronjob_jobs_and_pods(cluster, operator, namespaces, wait_for):
     ns = namespaces("gc", mode="hold")
-    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("gone"))
-    wait_for(lambda: ready(cluster, ns, "gone"), 30, "gone Ready")
+    apply_schedule(cluster, ns, "gone")
     kubectl(cluster, "create", "job", "gone-manual", "--from=cronjob/gone", "-n", ns)
     wait_for(lambda: kubectl(cluster, "get", "pods", "-n", ns, "-o", "name").stdout.strip(), 30, "the held pod")
     kubectl(cluster, "delete", "isched", "gone", "-n", ns)
@@ -238,8 +230,7 @@ def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, namespace
     import datetime as dt
 
     ns = namespaces("skip", mode="hold")  # every pod is held: a run stays active
-    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml("skip", schedule="* * * * *", timezone="Asia/Kolkata"))
-    wait_for(lambda: ready(cluster, ns, "skip"), 30, "skip Ready")
+    apply_schedule(cluster, ns, "skip", schedule="* * * * *", timezone="Asia/Kolkata")
     kubectl(cluster, "create", "job", "skip-held", "--from=cronjob/skip", "-n", ns)
     wait_for(lambda: (get_cronjob(cluster, ns, "skip").get("status") or {}).get("active"), 60, "the held run active")
     # The first tick still ahead (a tick that passed while the held run was starting may

@@ -3,7 +3,7 @@
 import json
 
 from ..conftest import Operator, kubectl
-from ..kube import get_cronjob, ready, schedule_yaml
+from ..kube import apply_schedule, get_cronjob, ready, schedule_yaml
 
 
 def test_namespaced_operator_watches_only_its_namespace(cluster, crd, namespaces, tmp_path, wait_for):
@@ -14,8 +14,7 @@ def test_namespaced_operator_watches_only_its_namespace(cluster, crd, namespaces
         # The other namespace's schedule first: a cluster-wide watch would deliver it before the
         # one in the watched namespace, so once that one is reconciled, the other would have been.
         kubectl(cluster, "apply", "-n", other, "-f", "-", input=schedule_yaml("scoped"))
-        kubectl(cluster, "apply", "-n", mine, "-f", "-", input=schedule_yaml("scoped"))
-        wait_for(lambda: ready(cluster, mine, "scoped"), 30, "the schedule in the watched namespace")
+        apply_schedule(cluster, mine, "scoped")
         assert op.log_events("reconciled", namespace=mine, name="scoped")
         assert op.log_events("reconciled", namespace=other) == []
         assert get_cronjob(cluster, other, "scoped") is None

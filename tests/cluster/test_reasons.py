@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from ..conftest import kubectl
-from ..kube import cond, events, get, get_cronjob, ready, schedule_yaml
+from ..kube import apply_schedule, cond, events, get, get_cronjob, ready
 
 RECHECK = 30  # seconds: the operator's recheck of a schedule blocked by something outside it
 
@@ -17,8 +16,7 @@ def test_a_cronjob_of_someone_else_is_a_conflict_left_untouched_until_it_goes(cl
                "spec": {"schedule": "0 5 * * *", "jobTemplate": {"spec": {"template": {"spec": {
                    "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}
     theirs = cluster.batch.create_namespaced_cron_job(namespace, foreign)
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("taken"))
-    obj = wait_for(lambda: ready(cluster, namespace, "taken", status="False"), 30, "taken Ready=False")
+    obj = apply_schedule(cluster, namespace, "taken", status="False")
     r = cond(obj, "Ready")
     assert r["reason"] == "CronJobConflict" and "CronJob taken already exists and is not owned by this IngestionSchedule" in r["message"]
     assert obj["status"]["nextRuns"] == []
@@ -65,8 +63,7 @@ def test_a_cronjob_refused_by_admission_is_rejected_with_the_servers_message(clu
                 return e.status == 422
         wait_for(refused, 30, "the admission policy in force")
 
-        kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("four", schedule="0 4 * * *"))
-        obj = wait_for(lambda: ready(cluster, namespace, "four", status="False"), 30, "four Ready=False")
+        obj = apply_schedule(cluster, namespace, "four", status="False", schedule="0 4 * * *")
         r = cond(obj, "Ready")
         assert r["reason"] == "CronJobRejected", r
         assert "the API server rejected the CronJob" in r["message"] and "4 am belongs to the batch window" in r["message"], r
@@ -84,8 +81,7 @@ def test_a_cronjob_refused_by_admission_is_rejected_with_the_servers_message(clu
                                                               "spec": {"hard": {"count/cronjobs.batch": "1"}}})
     wait_for(lambda: (cluster.core.read_namespaced_resource_quota("no-cronjobs", namespace).status.used or {}).get(
         "count/cronjobs.batch") == "1", 30, "the quota counted")
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("second"))
-    obj = wait_for(lambda: ready(cluster, namespace, "second", status="False"), 30, "second Ready=False")
+    obj = apply_schedule(cluster, namespace, "second", status="False")
     r = cond(obj, "Ready")
     assert r["reason"] == "CronJobRejected" and "exceeded quota" in r["message"], r
     assert operator.proc.poll() is None

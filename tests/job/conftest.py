@@ -12,7 +12,6 @@ import sys
 import urllib.request
 import uuid
 
-import duckdb
 import pytest
 import yaml
 
@@ -20,6 +19,7 @@ from ingestion_dev import sampledata
 import ingestion_contract as contract
 
 from ..conftest import PRIVATE, PUBLIC, Servers  # noqa: F401  (the servers fixture is session-wide)
+from ..samples import store_rows
 
 def _pinned_start() -> dt.datetime:
     """The instant the job tests' clock starts at: INGESTION_TEST_NOW (ISO 8601, e.g.
@@ -59,14 +59,15 @@ class Dataset:
         self.prefix = prefix
         self.template = f"{prefix}/{sampledata.KEY_TEMPLATE}"
 
-    def upload(self, cells, bucket=PUBLIC, **kw):
+    def upload(self, cells, bucket=PUBLIC, checksum: bool = True, checksum_body: bytes | None = None):
+        """Kline zips with their sha256 sidecars (none with ``checksum=False``; ``checksum_body``:
+        a sidecar of that content instead, e.g. naming another sha256)."""
+        cells = list(cells)
         s3 = self.servers.s3.client()
-        for sym, d in cells:
+        sampledata.upload(s3, bucket, cells, template=self.template, checksums=checksum and checksum_body is None)
+        for sym, d in cells if checksum_body is not None else ():
             key = self.template.format(symbol=sym, date=d.isoformat())
-            body = sampledata.kline_zip(sym, d)
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            if kw.get("checksum", True):
-                s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=kw.get("checksum_body") or sampledata.checksum(body, key))
+            s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum_body)
 
     def put(self, symbol, date, body: bytes, template: str | None = None) -> str:
         """One object of any content and its sha256 sidecar; returns the key."""
@@ -105,13 +106,7 @@ def context(spec: dict, schedule: str = "demo", namespace: str = "data", job_nam
     return contract.read_environment(env)
 
 
-def rows(db, sql, *params):
-    """A query's rows from a DuckDB file, opened read-only and closed again."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, list(params)).fetchall()
-    finally:
-        con.close()
+rows = store_rows  # the job tests' name for the one store reader
 
 
 def scrape(url):

@@ -16,7 +16,6 @@ import subprocess
 import time
 import urllib.request
 
-import duckdb
 import yaml
 
 from ingestion_dev import images, sampledata
@@ -24,6 +23,7 @@ from ingestion_dev.node import NODE_NAME, local_storage
 from ingestion_dev.operatorproc import wait_for
 
 from ..conftest import CHART, REPO
+from ..samples import store_rows
 
 NS, RELEASE, SCHEDULE = "data", "ingestion", "binance-um-klines-daily"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -124,13 +124,8 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
 
     db = volume / f"{SCHEDULE}.duckdb"
     assert db.stat().st_uid == 65532  # written by the container's user, on the node's volume
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        present, missing = con.execute("SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM objects").fetchone()
-        outcome = con.execute("SELECT outcome FROM runs").fetchall()
-    finally:
-        con.close()
-    assert (present, missing) == (window_cells - 1, 1) and outcome == [("succeeded",)]
+    (present, missing), = store_rows(db, "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM objects")
+    assert (present, missing) == (window_cells - 1, 1) and store_rows(db, "SELECT outcome FROM runs") == [("succeeded",)]
 
     metrics = urllib.request.urlopen(f"{c.pushgateway}/metrics", timeout=10).read().decode()
     assert any(line.startswith("ingestion_runs_total") and f'schedule="{SCHEDULE}"' in line and f'namespace="{NS}"' in line
