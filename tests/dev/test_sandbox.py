@@ -4,6 +4,7 @@ the never-published cells stay open gaps), then ``down`` removing exactly what `
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -21,17 +22,18 @@ from ..samples import store_rows
 DEV = [str(Path(sys.executable).parent / "ingestion-dev"), "sandbox"]
 
 
-def gaps(db: Path) -> dict | None:
-    """{(symbol, days ago): status} of the sandbox's store (None before its first run)."""
+def gaps(db: Path, today: dt.date) -> dict | None:
+    """{(symbol, days before ``today``): status} of the sandbox's store (None before its first run)."""
     if not db.exists():
         return None
-    rows = store_rows(db, "SELECT symbol, current_date - date, status FROM gaps", wait=30)
-    return {(s, int(n)): status for s, n, status in rows}
+    rows = store_rows(db, "SELECT symbol, date, status FROM gaps", wait=30)
+    return {(s, (today - d).days): status for s, d, status in rows}
 
 
 def test_sandbox_up_status_down(tmp_path):
     state = tmp_path / "sandbox"
     before = host_footprint(state)
+    today = dt.datetime.now(dt.timezone.utc).date()  # the day 'up' seeds its data from, seconds later
     up = subprocess.run([*DEV, "up", "--state-dir", str(state)], capture_output=True, text=True, timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
@@ -56,7 +58,7 @@ def test_sandbox_up_status_down(tmp_path):
         db = plane.node.dir / "volumes" / "sandbox-data" / "sandbox.duckdb"
         late = {k: "repaired" for k in sandbox.LATE}
         # the late arrivals come ~90 s after up; the next tick after that repairs them
-        got = wait_for(lambda: (g := gaps(db)) and all(g.get(k) == "repaired" for k in late) and g, 240,
+        got = wait_for(lambda: (g := gaps(db, today)) and all(g.get(k) == "repaired" for k in late) and g, 240,
                        "the late arrivals repaired", interval=3)
         assert {k: got[k] for k in sandbox.MISSING} == {k: "open" for k in sandbox.MISSING}
         # every published cell, including the day before the window (a new symbol's history is backfilled)
