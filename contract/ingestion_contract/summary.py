@@ -8,6 +8,7 @@ exposes it under its name, and ``ingestion-job report --format json`` lists it.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 
 def counter(help: str, metric: str | None = None, sql: str | None = "INTEGER", default=0):
@@ -55,3 +56,68 @@ class RunSummary:
 
 
 _NAMES = frozenset(f.name for f in dataclasses.fields(RunSummary))
+
+
+# -- the coverage summary: the job's termination message, the schedule's status.coverage -------
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
+TERMINATION_MESSAGE_ENV = "INGESTION_TERMINATION_MESSAGE_PATH"  # where the job writes it (the pod runner moves it)
+COVERAGE_VERSION = 1
+MAX_MESSAGE = 4096  # the kubelet keeps at most this many bytes of a termination message
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """What a committed run knows about its window, compact enough for a termination message.
+    ``oldest_open_gap``: the earliest date (ISO) of any gap still open for the schedule."""
+
+    expected: int
+    present: int
+    missing: int
+    repaired: int
+    gaps_open: int
+    oldest_open_gap: str | None
+    bytes: int
+    outcome: str
+
+    KEYS = {"expected": "expected", "present": "present", "missing": "missing", "repaired": "repaired",
+            "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome"}
+
+    @property
+    def percent(self) -> float:
+        """Expected cells present upstream, in percent (100 for an empty window)."""
+        return round(100.0 * self.present / self.expected, 1) if self.expected else 100.0
+
+    @property
+    def complete(self) -> bool:
+        return self.present == self.expected and self.gaps_open == 0
+
+    def encode(self) -> str:
+        body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | None) -> Coverage | None:
+        """The message a run wrote, or None for anything else (no message, another program's
+        text, another version, a field of the wrong type): status must never break on it."""
+        try:
+            raw = json.loads(text or "")
+        except ValueError:
+            return None
+        if not isinstance(raw, dict) or raw.get("v") != COVERAGE_VERSION:
+            return None
+        try:
+            values = {f: raw[k] for f, k in cls.KEYS.items()}
+        except KeyError:
+            return None
+        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome")]
+        if any(not isinstance(values[f], int) or isinstance(values[f], bool) or values[f] < 0 for f in ints):
+            return None
+        if not isinstance(values["outcome"], str) or not (values["oldest_open_gap"] is None or isinstance(values["oldest_open_gap"], str)):
+            return None
+        return cls(**values)
+
+    def as_status(self) -> dict:
+        """``status.coverage`` of the schedule (camelCase keys, plus ``percent``). No null
+        values: a merge patch would drop them, and the stored status would never equal this."""
+        out = {k: getattr(self, f) for f, k in self.KEYS.items() if f != "outcome" and getattr(self, f) is not None}
+        return {**out, "percent": self.percent}

@@ -294,13 +294,14 @@ class PodRunner:
             log.info("event=pod_started namespace=%s pod=%s mode=%s", ns, name, mode)
             if mode == "hold":
                 return
+            message = None
             if mode == "complete":
                 code, reason = 0, "Completed"
             elif mode == "fail":
                 code, reason = 1, "Error"
             else:
-                code, reason = self._exec(pod)
-            self._set_terminated(pod, started, code, reason)
+                code, reason, message = self._exec(pod)
+            self._set_terminated(pod, started, code, reason, message)
             log.info("event=pod_finished namespace=%s pod=%s exit_code=%s", ns, name, code)
         except ApiException as e:
             if e.status == 404:  # deleted meanwhile
@@ -309,7 +310,10 @@ class PodRunner:
         except Exception as e:
             log.exception("event=pod_error namespace=%s pod=%s error=%r", ns, name, e)
 
-    def _exec(self, pod: dict) -> tuple[int, str]:
+    def _exec(self, pod: dict) -> tuple[int, str, str | None]:
+        """Run the first container as a local process; (exit code, reason, termination message).
+        The container's terminationMessagePath, wherever an env value names it, becomes a local
+        file whose first 4,096 bytes are the message, as the kubelet reads it."""
         meta = pod["metadata"]
         ns, key = meta["namespace"], f"{meta['namespace']}/{meta['name']}"
         container = pod["spec"]["containers"][0]
@@ -320,15 +324,19 @@ class PodRunner:
             env = resolve_env(pod, container, lambda n: self._secret(ns, n), lambda n: self._config_map(ns, n))
         except (KeyError, ValueError) as e:
             log_path.write_text(f"pod runner: CreateContainerConfigError: {e}\n")
-            return 1, "CreateContainerConfigError"
+            return 1, "CreateContainerConfigError", None
         mounts = map_mounts(pod, container, self.state_dir)
         for local in mounts.values():
             local.mkdir(parents=True, exist_ok=True)
         env = {k: rewrite_paths(v, mounts) for k, v in env.items()}
+        termination = logs / f"{meta['name']}.termination-log"
+        termination.unlink(missing_ok=True)
+        message_path = container.get("terminationMessagePath") or "/dev/termination-log"
+        env = {k: str(termination) if v == message_path else v for k, v in env.items()}
         argv = [rewrite_paths(expand(a, env), mounts) for a in (container.get("command") or []) + (container.get("args") or [])]
         if not argv:
             log_path.write_text("pod runner: the container has no command; an image entrypoint cannot be run here\n")
-            return 128, "ContainerCannotRun"
+            return 128, "ContainerCannotRun", None
         path = os.environ.get("PATH", "")
         if self.extra_path:
             path = f"{self.extra_path}:{path}"
@@ -341,7 +349,7 @@ class PodRunner:
                                         stdin=subprocess.DEVNULL, cwd=workdir, start_new_session=True)
             except OSError as e:
                 out.write(f"pod runner: cannot start {argv[0]!r}: {e}\n".encode())
-                return 127, "ContainerCannotRun"
+                return 127, "ContainerCannotRun", None
             with self.lock:
                 self.procs[key] = proc
             code = proc.wait()
@@ -349,7 +357,8 @@ class PodRunner:
             self.procs.pop(key, None)
         if code < 0:  # killed by a signal, as the kubelet reports it
             code = 128 - code
-        return code, "Completed" if code == 0 else "Error"
+        message = termination.read_bytes()[:4096].decode(errors="replace") if termination.exists() else None
+        return code, "Completed" if code == 0 else "Error", message or None
 
     def _secret(self, ns: str, name: str) -> dict[str, str]:
         import base64
@@ -385,12 +394,13 @@ class PodRunner:
             "containerStatuses": statuses,
         })
 
-    def _set_terminated(self, pod: dict, started: str, code: int, reason: str) -> None:
+    def _set_terminated(self, pod: dict, started: str, code: int, reason: str, message: str | None = None) -> None:
         finished = _now()
+        terminated = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}
         statuses = [
             {"name": n, "image": img, "imageID": "", "ready": False, "restartCount": 0, "started": False,
-             "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished}}}
-            for n, img in self._container_names(pod)
+             "state": {"terminated": {**terminated, **({"message": message} if message and i == 0 else {})}}}
+            for i, (n, img) in enumerate(self._container_names(pod))
         ]
         self._patch_status(pod, {
             "phase": "Succeeded" if code == 0 else "Failed",

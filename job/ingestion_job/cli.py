@@ -89,7 +89,21 @@ def cmd_run(args) -> int:
         first = (str(e).strip().splitlines() or [""])[0]
         print(f"error: unexpected {e.__class__.__name__}: {first}", file=sys.stderr)
         return 1
+    write_termination_message(result)
     return result.exit_code
+
+
+def write_termination_message(result) -> None:
+    """A committed run's coverage, where the pod's terminationMessagePath is (the operator reads
+    it from the pod's status). Best effort: a run is never failed for it."""
+    path = os.environ.get(contract.TERMINATION_MESSAGE_ENV)
+    if not path or result.coverage is None:
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(result.coverage.encode()[:contract.summary.MAX_MESSAGE])
+    except OSError as e:
+        logging.getLogger("ingestion_job").warning("event=termination_message_not_written path=%s error=%r", path, e.strerror)
 
 
 def _day(text: str, flag: str) -> dt.date:

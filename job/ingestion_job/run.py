@@ -28,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, RunContext, RunSummary
+from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
 
 from . import metrics
 from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
@@ -57,6 +57,7 @@ class RunResult:
     summary: RunSummary
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    coverage: Coverage | None = None  # of a committed run: its termination message
 
     @property
     def exit_code(self) -> int:
@@ -240,7 +241,7 @@ class Run:
         s = self.summary
         stats = source.stats if source else RequestStats()
         s.bytes_fetched = stats.bytes_fetched
-        counts, last = None, {}
+        counts, last, oldest_open = None, {}, None
         committed = False  # whether the store now holds this run's record
         if store is not None:
             try:
@@ -248,6 +249,7 @@ class Run:
                     committed, error = self.record(store, source, work, error, stats)
                     if committed:
                         counts, last = store.run_counts(self.ctx.schedule), store.last_finished(self.ctx.schedule)
+                        oldest_open = store.oldest_open_gap(self.ctx.schedule)
             except StoreError as e:  # the file could not be taken again
                 error = f"{error}; then {e}" if error else str(e)
         outcome = self.outcome(error)
@@ -278,7 +280,11 @@ class Run:
         elif outcome == "partial":
             self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed,
                              next(iter(work.repairs.failed.values())))
-        return RunResult(self.run_id, outcome, s, error, warnings)
+        coverage = None
+        if committed and work is not None and outcome != "failed":
+            coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
+                                oldest_open.isoformat() if oldest_open else None, s.bytes_fetched, outcome)
+        return RunResult(self.run_id, outcome, s, error, warnings, coverage)
 
     def outcome(self, error: str | None) -> str:
         return "failed" if error else "partial" if self.summary.repairs_failed else "succeeded"

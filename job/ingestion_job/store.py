@@ -217,6 +217,9 @@ class Store:
         return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? AND outcome <> 'running' "
                                      "GROUP BY outcome", [schedule]).fetchall())
 
+    def oldest_open_gap(self, schedule: str) -> dt.date | None:
+        return self.con.execute("SELECT min(date) FROM gaps WHERE schedule = ? AND status = 'open'", [schedule]).fetchone()[0]
+
     def last_finished(self, schedule: str) -> dict[str, dt.datetime]:
         """When the schedule's newest run of each outcome finished."""
         rows = self.con.execute("SELECT outcome, max(finished_at) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall()

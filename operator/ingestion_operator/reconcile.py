@@ -21,10 +21,12 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from ingestion_contract import JOB_NAME_LABEL, Coverage
+
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import ScheduleResource
-from .status import Event, condition_of, derive_status, merge_patch, transition_events
+from .status import Event, condition_of, derive_status, merge_patch, newest_finished_job, transition_events
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -59,6 +61,7 @@ class Reconciler:
         self.settings = settings
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.timer = NextRunTimer(lambda namespace, name: self.reconcile(namespace, name, trigger="timer"), clock=self.clock)
+        self._coverage_read: dict[tuple[str, str], str] = {}  # the Job whose pods were last read, per schedule
         self._tally = threading.local()  # this thread's reconcile: writes it made, version it saw
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -130,6 +133,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.timer.set((namespace, name), None)
+        self._coverage_read.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
         with self._written_guard:
             self._written.pop(("schedule", namespace, name), None)
@@ -176,7 +180,8 @@ class Reconciler:
         jobs = self._jobs(namespace, name, live) if live is not None and action != "CronJobCreated" else []
 
         # 6. Status, written only when it changed.
-        new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason)
+        coverage = self._coverage(namespace, name, schedule.status.get("coverage"), jobs)
+        new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason, coverage)
         if new_status != schedule.status:
             out = self.custom.patch_namespaced_custom_object_status(
                 names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": merge_patch(schedule.status, new_status)})
@@ -198,6 +203,22 @@ class Reconciler:
         self.timer.set((namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
+
+    def _coverage(self, namespace: str, name: str, known: dict | None, jobs: list[dict]) -> dict | None:
+        """The coverage the newest finished run reported in its pod's termination message, read
+        once per Job (a run that reported none, e.g. a failed one, leaves the last one standing)."""
+        job = newest_finished_job(jobs)
+        if job is None or (known or {}).get("job") == job or self._coverage_read.get((namespace, name)) == job:
+            return known
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
+        self._coverage_read[(namespace, name)] = job
+        messages = [(p.metadata.creation_timestamp, s.state.terminated.message) for p in pods
+                    for s in (p.status.container_statuses or []) if s.name == names.JOB_CONTAINER and s.state and s.state.terminated]
+        for _, message in sorted(messages, key=lambda m: m[0], reverse=True):
+            found = Coverage.decode(message)
+            if found is not None:
+                return {**found.as_status(), "job": job}
+        return known
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
         try:

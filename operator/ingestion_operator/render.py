@@ -84,6 +84,9 @@ def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSett
         "command": list(names.JOB_COMMAND),
         "env": render_env(schedule_name, with_defaults(spec.job(), settings)),
         "volumeMounts": mounts,
+        # the run's coverage summary, read back by the operator from the pod's status
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
         "resources": spec.resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -126,6 +129,7 @@ def render_env(schedule_name: str, job: JobSpec) -> list[dict]:
         {"name": contract.NAMESPACE_ENV, **field("metadata.namespace")},
         {"name": contract.POD_NAME_ENV, **field("metadata.name")},
         {"name": contract.JOB_NAME_ENV, **field(f"metadata.labels['{contract.JOB_NAME_LABEL}']")},
+        {"name": contract.TERMINATION_MESSAGE_ENV, "value": contract.TERMINATION_MESSAGE_PATH},
     ]
     env += _secret_env(job.target.credentials_secret, contract.SOURCE_KEY_ID_ENV, contract.SOURCE_SECRET_ENV)
     store = job.storage.object_store

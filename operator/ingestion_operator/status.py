@@ -69,8 +69,31 @@ def last_run(jobs: list[dict]) -> dict | None:
     return run
 
 
-def condition(type_: str, ok: bool, reason: str, message: str, generation: int, previous: list[dict], now: dt.datetime) -> dict:
-    status = "True" if ok else "False"
+def newest_finished_job(jobs: list[dict]) -> str | None:
+    """The name of the newest Job that has ended (Complete or Failed): its pod carries the
+    run's coverage summary."""
+    done = [j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")]
+    if not done:
+        return None
+    return max(done, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))["metadata"]["name"]
+
+
+def complete_condition(coverage: dict | None, generation: int, previous: list[dict], now: dt.datetime) -> dict:
+    """``Complete``: every expected cell of the last reported window is present and no gap is open."""
+    if not coverage:
+        return condition("Complete", None, "NoCoverageYet", "no run has reported its coverage yet", generation, previous, now)
+    c = coverage
+    if c["present"] == c["expected"] and c["gapsOpen"] == 0:
+        return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})",
+                         generation, previous, now)
+    oldest = f", the oldest from {c['oldestOpenGap']}" if c.get("oldestOpenGap") else ""
+    return condition("Complete", False, "CellsMissing",
+                     f"{c['present']} of {c['expected']} expected cells present ({c['percent']}%), {c['gapsOpen']} gap(s) open{oldest} "
+                     f"(Job {c['job']})", generation, previous, now)
+
+
+def condition(type_: str, ok: bool | None, reason: str, message: str, generation: int, previous: list[dict], now: dt.datetime) -> dict:
+    status = "Unknown" if ok is None else "True" if ok else "False"
     prior = next((c for c in previous if c.get("type") == type_), None)
     since = prior["lastTransitionTime"] if prior and prior.get("status") == status else iso(now)
     return {"type": type_, "status": status, "reason": reason, "message": message,
@@ -84,8 +107,10 @@ def derive_status(
     now: dt.datetime,
     problem: str | None = None,
     problem_reason: str = "InvalidSpec",
+    coverage: dict | None = None,
 ) -> dict:
-    """The status for ``schedule``; ``problem`` is a validation or apply error, if any."""
+    """The status for ``schedule``; ``problem`` is a validation or apply error, if any;
+    ``coverage``: what the newest run that reported one said about its window."""
     generation = schedule.generation
     previous = schedule.status.get("conditions") or []
     enabled = schedule.enabled
@@ -106,6 +131,8 @@ def derive_status(
     run = last_run(jobs)
     if run:
         status["lastRun"] = run
+    if coverage:
+        status["coverage"] = coverage
 
     if problem is not None:
         ready = condition("Ready", False, problem_reason, problem, generation, previous, now)
@@ -126,7 +153,7 @@ def derive_status(
                              generation, previous, now)
     else:
         degraded = condition("Degraded", False, "AsExpected", "no problem seen", generation, previous, now)
-    status["conditions"] = [ready, suspended, degraded]
+    status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, generation, previous, now)]
     return status
 
 

@@ -57,6 +57,15 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     wait_for(lambda: cond(get(cluster, ns, "e2e"), "Suspended").get("status") == "True", 30, "Suspended")
     st = obj["status"]
     assert st["lastSuccessfulTime"] and len(st["nextRuns"]) == 5 and cond(obj, "Ready")["status"] == "True"
+    # Coverage, from the run's termination message through the pod's status: 7 of 8 cells.
+    cov = st.get("coverage") or {}
+    assert cov.get("job", "").startswith("e2e-"), st
+    assert {k: cov[k] for k in ("expected", "present", "missing", "gapsOpen", "oldestOpenGap", "percent")} == {
+        "expected": 8, "present": 7, "missing": 1, "gapsOpen": 1, "oldestOpenGap": late[1].isoformat(), "percent": 87.5}
+    complete = cond(obj, "Complete")
+    assert (complete["status"], complete["reason"]) == ("False", "CellsMissing") and "7 of 8" in complete["message"]
+    header, row = kubectl(cluster, "get", "isched", "e2e", "-n", ns).stdout.splitlines()
+    assert header.split()[-3:] == ["COVERAGE", "GAPS", "AGE"] and row.split()[-3:-1] == ["87.5", "1"], (header, row)
 
     db = cluster.pod_state / "pvc" / ns / "e2e-data" / "e2e.duckdb"
     wait_for(db.exists, 10, f"the DuckDB file at {db}")
@@ -94,6 +103,11 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     assert query(db, "SELECT count(*) FILTER (WHERE present) FROM objects") == [(8,)]
     assert query(db, "SELECT job_name, outcome FROM runs WHERE trigger = 'manual' ORDER BY ALL") == [
         ("manual-1", "partial"), ("manual-2", "succeeded")]
+    obj = wait_for(lambda: (o := get(cluster, ns, "e2e"))["status"].get("coverage", {}).get("job") == "manual-2" and o, 30,
+                   "the repairing run's coverage")
+    assert obj["status"]["coverage"]["percent"] == 100.0 and obj["status"]["coverage"]["gapsOpen"] == 0
+    assert "oldestOpenGap" not in obj["status"]["coverage"]
+    assert (cond(obj, "Complete")["status"], cond(obj, "Complete")["reason"]) == ("True", "AllPresent")
 
     # Disabled: no new scheduled Job across the next tick. The positive signal that the CronJob
     # controller has passed that tick: a witness CronJob of the same schedule, created now,

@@ -26,3 +26,21 @@ def test_reading_by_name():
     assert s["gaps_repaired"] == 3 and s.as_dict()["gaps_repaired"] == 3
     with pytest.raises(KeyError):
         s["outcome"]
+
+
+def test_coverage_round_trips_through_a_termination_message_and_refuses_anything_else():
+    from ingestion_contract import Coverage
+
+    c = Coverage(expected=30, present=28, missing=2, repaired=26, gaps_open=3, oldest_open_gap="2026-11-20", bytes=12_345,
+                 outcome="partial")
+    text = c.encode()
+    assert len(text.encode()) < 4096 and Coverage.decode(text) == c
+    assert (c.percent, c.complete) == (93.3, False)
+    assert c.as_status() == {"expected": 30, "present": 28, "missing": 2, "repaired": 26, "gapsOpen": 3,
+                             "oldestOpenGap": "2026-11-20", "bytes": 12_345, "percent": 93.3}
+    assert Coverage(0, 0, 0, 0, 0, None, 0, "succeeded").percent == 100.0
+    assert "oldestOpenGap" not in Coverage(5, 5, 0, 0, 0, None, 0, "succeeded").as_status()  # no null for a merge patch
+    for other in (None, "", "Error: boom", "[1]", '{"v": 2}', text.replace('"expected":30', '"expected":"30"'),
+                  text.replace('"bytes":12345', '"bytes":-1'), text.replace('"present":28', '"present":true'),
+                  text.replace('"outcome":"partial"', '"outcome":3')):
+        assert Coverage.decode(other) is None, other

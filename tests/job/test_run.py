@@ -177,16 +177,23 @@ def test_second_writer_waits_a_bounded_time_then_gets_a_clear_error_naming_the_f
     assert str(db) in res.error and "in use" in res.error and f"PID {holder.pid}" in res.error and "(waited 2s)" in res.error
 
 
-def test_sigkill_half_way_leaves_the_store_as_it_was_and_the_next_run_counts_it(dataset, servers, tmp_path):
-    """A run killed mid-repair changes no data row; its ``running`` record is turned into
-    ``abandoned`` by the first run after its deadline, and the pushed run count shows it."""
-    schedule = f"kill-{dataset.prefix}"
+def store_before_a_kill(dataset, tmp_path, name):
+    """A store after one run over one published day, then three more days published: the work a
+    run about to be killed would commit. Returns (schedule, db, spec, snapshot before)."""
+    schedule = f"{name}-{dataset.prefix}"
     dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
     db = tmp_path / "s.duckdb"
     spec = dataset.spec(["BTCUSDT"], lookback=5, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
     run(context(spec, schedule=schedule), db)
     before = snapshot(db)
     dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3, 4)])
+    return schedule, db, spec, before
+
+
+def test_sigkill_half_way_leaves_the_store_as_it_was_and_the_next_run_counts_it(dataset, servers, tmp_path):
+    """A run killed mid-repair changes no data row; its ``running`` record is turned into
+    ``abandoned`` by the first run after its deadline, and the pushed run count shows it."""
+    schedule, db, spec, before = store_before_a_kill(dataset, tmp_path, "kill")
     proxy = FaultProxy(servers.s3.endpoint)
     proxy.add("delay", "GET", ".zip", times=100, seconds=30)  # repairs hang: the run is mid-way
     try:
@@ -225,14 +232,8 @@ def test_sigkill_inside_the_commit_leaves_the_store_as_it_was(dataset, tmp_path)
     it (the ``store.commit`` failpoint): DuckDB keeps an open transaction's rows in memory and
     writes them to its write-ahead log only at COMMIT, so the next open shows the store exactly
     as before, and the next run redoes the work."""
-    schedule = f"commitkill-{dataset.prefix}"
-    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
-    db = tmp_path / "s.duckdb"
-    spec = dataset.spec(["BTCUSDT"], lookback=5, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
-    run(context(spec, schedule=schedule), db)
-    before = snapshot(db)
+    schedule, db, spec, before = store_before_a_kill(dataset, tmp_path, "commitkill")
     loaded = rows(db, "SELECT count(*) FROM loaded")
-    dataset.upload([("BTCUSDT", d) for d in days_ago(2, 3, 4)])
     f = tmp_path / "spec.yaml"
     f.write_text(yaml.safe_dump({"metadata": {"name": schedule, "namespace": "data"}, "spec": spec}))
     proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
@@ -310,6 +311,26 @@ def test_cli_run_and_report(dataset, tmp_path):
     assert {a["symbol"]: a["present"] for a in data["availability"]} == {"BTCUSDT": 2, "ETHUSDT": 2}
     missing = subprocess.run([exe, "run"], capture_output=True, text=True, env={k: v for k, v in os.environ.items() if not k.startswith("INGESTION_")})
     assert missing.returncode == 2 and "INGESTION_SPEC is missing" in missing.stderr
+
+
+def test_a_committed_run_leaves_its_coverage_as_the_termination_message(dataset, tmp_path):
+    """What the operator reads from the pod: the window's coverage, the open gaps (including one
+    older than the window) and the oldest of them; a failed run leaves no message."""
+    from ingestion_contract import TERMINATION_MESSAGE_ENV, Coverage
+
+    dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
+    message = tmp_path / "termination-log"
+    spec = dataset.spec(SYMS, lookback=2)
+    out = run_cli(tmp_path, "covered", spec, "--db", str(tmp_path / "s.duckdb"), env={**os.environ, TERMINATION_MESSAGE_ENV: str(message)})
+    assert out.returncode == 0, out.stderr
+    c = Coverage.decode(message.read_text())
+    day2 = days_ago(2)[0].isoformat()
+    assert c == Coverage(expected=6, present=4, missing=2, repaired=4, gaps_open=2, oldest_open_gap=day2,
+                         bytes=c.bytes, outcome="succeeded") and c.bytes > 0
+    message.unlink()
+    bad = {**spec, "target": {**spec["target"], "bucket": "no-such-bucket"}}
+    out = run_cli(tmp_path, "covered", bad, "--db", str(tmp_path / "s.duckdb"), env={**os.environ, TERMINATION_MESSAGE_ENV: str(message)})
+    assert out.returncode == 1 and not message.exists()
 
 
 @pytest.mark.parametrize("load", ["csv-zip"])

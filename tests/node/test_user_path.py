@@ -131,9 +131,13 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     assert any(line.startswith("ingestion_runs_total") and f'schedule="{SCHEDULE}"' in line and f'namespace="{NS}"' in line
                and line.endswith(" 1") for line in metrics.splitlines()), "no ingestion_runs_total for the run"
 
-    # 5. The schedule's status shows the run; kubectl logs job/... shows its summary line.
+    # 5. The schedule's status shows the run, and its coverage from the container's termination
+    #    message (written to the kubelet's /dev/termination-log under a read-only root filesystem);
+    #    kubectl logs job/... shows its summary line.
     wait_for(lambda: (schedule_status(c).get("lastRun") or {}).get("outcome") == "Succeeded", 60, "status.lastRun Succeeded")
     assert schedule_status(c)["lastRun"]["job"] == first
+    coverage = wait_for(lambda: schedule_status(c).get("coverage"), 30, "status.coverage")
+    assert (coverage["job"], coverage["expected"], coverage["present"], coverage["gapsOpen"]) == (first, window_cells, window_cells - 1, 1)
     assert "event=run_finished outcome=succeeded" in run(c, "kubectl", "logs", "-n", NS, f"job/{first}")
 
     # 6. A manual run (the schedule suspended first, so no tick competes for the DuckDB file).

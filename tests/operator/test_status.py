@@ -115,23 +115,28 @@ JOB_CONDITIONS = st.sampled_from([[], [{"type": "Complete", "status": "True"}],
     jobs=st.lists(st.tuples(st.integers(0, 10_000), JOB_CONDITIONS, st.booleans()), max_size=5),
     minutes=st.integers(0, 60 * 24 * 400),
     later=st.integers(0, 59),
+    coverage=st.one_of(st.none(), st.sampled_from([
+        {"expected": 30, "present": 30, "missing": 0, "repaired": 2, "gapsOpen": 0, "bytes": 9, "percent": 100.0, "job": "b-1"},
+        {"expected": 30, "present": 28, "missing": 2, "repaired": 0, "gapsOpen": 2, "oldestOpenGap": "2026-11-20", "bytes": 0,
+         "percent": 93.3, "job": "b-2"}])),
 )
-def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, minutes, later):
+def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, minutes, later, coverage):
     s = copy.deepcopy(SCHEDULE)
     s["spec"]["enabled"] = enabled
     now = NOW + dt.timedelta(minutes=minutes)
     js = [job(f"b-{i}", (NOW + dt.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ"), c, manual=man)
           for i, (m, c, man) in enumerate(jobs)]
-    first = derive_status(ScheduleResource.from_body(s), CJ, js, now, problem)
-    assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded"]
-    assert all(c["status"] in ("True", "False") for c in first["conditions"])
+    first = derive_status(ScheduleResource.from_body(s), CJ, js, now, problem, coverage=coverage)
+    assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded", "Complete"]
+    assert all(c["status"] in ("True", "False") for c in first["conditions"][:3])
+    assert first["conditions"][3]["status"] == ("Unknown" if coverage is None else "True" if coverage["gapsOpen"] == 0 else "False")
     # Fed back, with a clock that has not passed the first next run: identical, so no write.
     s["status"] = first
     again_at = now + dt.timedelta(seconds=later)
     if first["nextRuns"]:
         again_at = min(again_at, dt.datetime.strptime(first["nextRuns"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) - dt.timedelta(seconds=1))
     again_at = max(again_at, now)
-    assert derive_status(ScheduleResource.from_body(s), CJ, js, again_at, problem) == first
+    assert derive_status(ScheduleResource.from_body(s), CJ, js, again_at, problem, coverage=coverage) == first
 
 
 def test_times_are_normalised_to_rfc3339_z():
@@ -153,3 +158,18 @@ def test_a_never_firing_schedule_is_not_ready_and_says_why():
     # a leap day fires every four years: valid
     s["spec"]["schedule"] = "0 0 29 2 *"
     assert ScheduleResource.from_body(s).errors == ()
+
+
+def test_coverage_goes_on_status_and_decides_complete():
+    full = {"expected": 20, "present": 20, "missing": 0, "repaired": 3, "gapsOpen": 0, "bytes": 7, "percent": 100.0, "job": "b-7"}
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, coverage=full)
+    assert st["coverage"] == full
+    done = next(c for c in st["conditions"] if c["type"] == "Complete")
+    assert (done["status"], done["reason"]) == ("True", "AllPresent") and "all 20 expected cells present" in done["message"]
+    holes = {**full, "present": 18, "missing": 2, "gapsOpen": 3, "oldestOpenGap": "2026-11-02", "percent": 90.0}
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, coverage=holes)
+    c = next(c for c in st["conditions"] if c["type"] == "Complete")
+    assert (c["status"], c["reason"]) == ("False", "CellsMissing")
+    assert c["message"] == "18 of 20 expected cells present (90.0%), 3 gap(s) open, the oldest from 2026-11-02 (Job b-7)"
+    none = next(c for c in derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW)["conditions"] if c["type"] == "Complete")
+    assert (none["status"], none["reason"]) == ("Unknown", "NoCoverageYet")

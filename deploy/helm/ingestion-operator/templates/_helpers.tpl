@@ -49,6 +49,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [jobs]
   verbs: [list, watch]
 - apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end }}
