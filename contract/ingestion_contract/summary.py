@@ -62,7 +62,11 @@ _NAMES = frozenset(f.name for f in dataclasses.fields(RunSummary))
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_ENV = "INGESTION_TERMINATION_MESSAGE_PATH"  # where the job writes it (the pod runner moves it)
 COVERAGE_VERSION = 1
-MAX_MESSAGE = 4096  # the kubelet keeps at most this many bytes of a termination message
+
+
+def is_complete(present: int, expected: int, gaps_open: int) -> bool:
+    """The ``Complete`` rule: every expected cell present upstream, and no gap open."""
+    return present == expected and gaps_open == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +93,7 @@ class Coverage:
 
     @property
     def complete(self) -> bool:
-        return self.present == self.expected and self.gaps_open == 0
+        return is_complete(self.present, self.expected, self.gaps_open)
 
     def encode(self) -> str:
         body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}

@@ -49,6 +49,7 @@ def is_subset(desired, live) -> bool:
 
 class Reconciler:
     RECHECK_SECONDS = 30  # a schedule blocked by a foreign CronJob or an admission refusal looks again
+
     def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None, pool_size: int | None = None):
         if pool_size and api_client.configuration.connection_pool_maxsize < pool_size:
             # one HTTP connection per concurrent reconcile (urllib3 otherwise discards and reopens them)

@@ -13,6 +13,7 @@ import re
 
 from ingestion_contract import EXIT_MEANINGS
 from ingestion_contract.cron import next_runs
+from ingestion_contract.summary import is_complete
 
 from . import names
 from .resource import ScheduleResource
@@ -83,7 +84,7 @@ def complete_condition(coverage: dict | None, generation: int, previous: list[di
     if not coverage:
         return condition("Complete", None, "NoCoverageYet", "no run has reported its coverage yet", generation, previous, now)
     c = coverage
-    if c["present"] == c["expected"] and c["gapsOpen"] == 0:
+    if is_complete(c["present"], c["expected"], c["gapsOpen"]):
         return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})",
                          generation, previous, now)
     oldest = f", the oldest from {c['oldestOpenGap']}" if c.get("oldestOpenGap") else ""
