@@ -4,16 +4,11 @@ another."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import yaml
 
-from ingestion_dev.operatorproc import wait_for
-
-from .conftest import kubectl
-
-_wait_for = functools.partial(wait_for, interval=0.5)
+from .conftest import _wait_for, kubectl
 
 
 def schedule_yaml(name: str, **spec) -> str:
@@ -74,3 +69,12 @@ def apply_schedule(cluster, ns, name, status="True", timeout=30, **spec) -> dict
     current generation; returns the schedule."""
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=schedule_yaml(name, **spec))
     return _wait_for(lambda: ready(cluster, ns, name, status=status), timeout, f"{ns}/{name} Ready={status}")
+
+
+def plain_cronjob(name: str, schedule: str, suspend_jobs: bool = False, **metadata) -> dict:
+    """A CronJob that is not ours (a foreign one, a probe, a witness of a tick); with
+    ``suspend_jobs`` its Jobs are created suspended and start no pod."""
+    job = {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}
+    if suspend_jobs:
+        job["suspend"] = True
+    return {"metadata": {"name": name, **metadata}, "spec": {"schedule": schedule, "jobTemplate": {"spec": job}}}

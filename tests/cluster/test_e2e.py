@@ -20,7 +20,7 @@ import yaml
 from ingestion_dev import sampledata
 
 from ..conftest import PUBLIC, kubectl
-from ..kube import cond, get, last_run
+from ..kube import cond, get, last_run, plain_cronjob
 from ..samples import store_rows
 
 query = functools.partial(store_rows, wait=30)  # a run may hold the store's lock for a moment
@@ -118,10 +118,7 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
         return {j for j in out if not j.startswith("manual-")}
 
     before = scheduled_jobs()
-    cluster.batch.create_namespaced_cron_job(ns, {
-        "metadata": {"name": "witness"},
-        "spec": {"schedule": "* * * * *", "timeZone": "UTC", "jobTemplate": {"spec": {"suspend": True, "template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "w", "image": "busybox"}]}}}}}})
+    cluster.batch.create_namespaced_cron_job(ns, plain_cronjob("witness", "* * * * *", suspend_jobs=True))
     wait_for(lambda: any(ref.name == "witness" for j in cluster.batch.list_namespaced_job(ns).items
                          for ref in j.metadata.owner_references or []), 75, "the witness CronJob's Job for the next tick")
     assert scheduled_jobs() == before

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from ..kube import apply_schedule, cond, events, get, get_cronjob, ready
+from ..kube import apply_schedule, cond, events, get, get_cronjob, plain_cronjob, ready
 
 RECHECK = 30  # seconds: the operator's recheck of a schedule blocked by something outside it
 
 
 def test_a_cronjob_of_someone_else_is_a_conflict_left_untouched_until_it_goes(cluster, operator, namespace, wait_for):
-    foreign = {"metadata": {"name": "taken", "labels": {"team": "other"}},
-               "spec": {"schedule": "0 5 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-                   "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}
-    theirs = cluster.batch.create_namespaced_cron_job(namespace, foreign)
+    theirs = cluster.batch.create_namespaced_cron_job(namespace, plain_cronjob("taken", "0 5 * * *", labels={"team": "other"}))
     obj = apply_schedule(cluster, namespace, "taken", status="False")
     r = cond(obj, "Ready")
     assert r["reason"] == "CronJobConflict" and "CronJob taken already exists and is not owned by this IngestionSchedule" in r["message"]
@@ -55,9 +52,7 @@ def test_a_cronjob_refused_by_admission_is_rejected_with_the_servers_message(clu
         # the policy takes effect a moment after it is created: a probe CronJob shows when
         def refused():
             try:
-                cluster.batch.create_namespaced_cron_job(namespace, {"metadata": {"name": "probe"}, "spec": {
-                    "schedule": "0 4 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-                        "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}, dry_run="All")
+                cluster.batch.create_namespaced_cron_job(namespace, plain_cronjob("probe", "0 4 * * *"), dry_run="All")
                 return False
             except client.ApiException as e:
                 return e.status == 422

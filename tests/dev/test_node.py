@@ -3,7 +3,7 @@ nothing behind (processes, mounts, cgroups, namespaces, links)."""
 
 from __future__ import annotations
 
-import time
+import functools
 
 import pytest
 from kubernetes import client, config
@@ -11,17 +11,12 @@ from kubernetes import client, config
 from ingestion_dev.cluster import ControlPlane, Ports
 from ingestion_dev.images import PAUSE_IMAGE
 from ingestion_dev.node import NODE_NAME, host_footprint
+from ingestion_dev.operatorproc import wait_for
 from ingestion_dev.podrunner import NODE_NAME as RUNNER_NODE
 from ingestion_dev.sandbox import pod_runner_argv
 
 
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+wait_for = functools.partial(wait_for, interval=0.3)
 
 
 def sleeper(name: str) -> dict:

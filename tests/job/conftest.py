@@ -65,9 +65,10 @@ class Dataset:
         cells = list(cells)
         s3 = self.servers.s3.client()
         sampledata.upload(s3, bucket, cells, template=self.template, checksums=checksum and checksum_body is None)
-        for sym, d in cells if checksum_body is not None else ():
-            key = self.template.format(symbol=sym, date=d.isoformat())
-            s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum_body)
+        if checksum_body is not None:
+            for sym, d in cells:
+                key = self.template.format(symbol=sym, date=d.isoformat())
+                s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum_body)
 
     def put(self, symbol, date, body: bytes, template: str | None = None) -> str:
         """One object of any content and its sha256 sidecar; returns the key."""

@@ -432,18 +432,8 @@ def test_as_of_reruns_a_past_day_and_dates_runs_a_range(dataset, tmp_path):
 def test_a_listing_of_several_pages_is_followed_to_its_end(dataset, servers, tmp_path):
     """2,200 keys under one symbol's prefix (1,100 days and their sidecars): ListObjectsV2 returns
     at most 1,000 per page, oldest dates first, so the newest days are only on the third page."""
-    import concurrent.futures as cf
-
     days = days_ago(*range(1, 1101))
-    s3 = servers.s3.client()
-
-    def put(d):
-        key = dataset.template.format(symbol="PAGEUSDT", date=d.isoformat())
-        s3.put_object(Bucket="data.binance.vision", Key=key, Body=b"x")
-        s3.put_object(Bucket="data.binance.vision", Key=key + ".CHECKSUM", Body=b"0" * 64)
-
-    with cf.ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, days))
+    dataset.upload([("PAGEUSDT", d) for d in days])
     db = tmp_path / "s.duckdb"
     spec = dataset.spec(["PAGEUSDT"], lookback=1099, repair={"maxRepairsPerRun": 0, "load": "none"})
     res = run(context(spec, schedule="pages"), db)
