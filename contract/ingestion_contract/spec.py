@@ -155,9 +155,34 @@ class ScheduleSpec(JobSpec):
     failed_jobs_history_limit: int = spec_field("failedJobsHistoryLimit", 3, minimum=0, maximum=100)
     image: str | None = spec_field("image", None)
     resources: dict = spec_field("resources", {})
+    # the Stale condition: no successful run for this long; None: see stale_after_seconds()
+    stale_after_seconds: int | None = spec_field("staleAfterSeconds", None, minimum=60)
 
     def job(self) -> JobSpec:
         return JobSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(JobSpec)})
+
+    def stale_after(self) -> dt.timedelta:
+        """How long without a successful run before the schedule is Stale: ``staleAfterSeconds``
+        when set, else twice the schedule's longest interval plus the run's deadline
+        (``activeDeadlineSeconds``), so one missed or failed tick is tolerated and two are not."""
+        if self.stale_after_seconds is not None:
+            return dt.timedelta(seconds=self.stale_after_seconds)
+        return 2 * longest_interval(self.schedule, self.timezone) + dt.timedelta(seconds=self.active_deadline_seconds)
+
+
+@functools.lru_cache(maxsize=4096)
+def longest_interval(schedule: str, timezone: str, fires: int = 32) -> dt.timedelta:
+    """The longest time between two consecutive fires among the first ``fires`` after a fixed
+    instant: a weekday schedule's weekend, a monthly one's longest month. Fixed, so a default
+    derived from it does not move with the clock (and status does not change by itself)."""
+    zone, cron = load_timezone(timezone), parse_cron(schedule)
+    times = [next_after(cron, _NEVER_FIRES_FROM, zone)]
+    while len(times) <= fires and times[-1] is not None:
+        times.append(next_after(cron, times[-1], zone))
+    times = [t for t in times if t is not None]
+    if len(times) < 2:  # fires once in five years at most: robfig's horizon
+        return dt.timedelta(days=5 * 366)
+    return max(b - a for a, b in zip(times, times[1:]))
 
 
 # -- parsing ----------------------------------------------------------------------------------

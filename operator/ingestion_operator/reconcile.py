@@ -26,7 +26,7 @@ from ingestion_contract import JOB_NAME_LABEL, Coverage
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import ScheduleResource
-from .status import Event, condition_of, derive_status, merge_patch, newest_finished_job, transition_events
+from .status import Event, condition_of, derive_status, merge_patch, newest_finished_job, stale_deadline, transition_events
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -195,10 +195,14 @@ class Reconciler:
             log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "event=%s namespace=%s name=%s cronjob=%s message=%r",
                     event.reason, namespace, name, cj_name, event.message)
 
-        # 8. Wake again just after the next run, should no Job event come first. A schedule
-        #    blocked by something outside it (a foreign CronJob, an admission policy, a quota)
-        #    gets no event when that goes away: look again after RECHECK_SECONDS.
+        # 8. Wake again just after the next run, or when it would turn Stale, should no Job
+        #    event come first. A schedule blocked by something outside it (a foreign CronJob,
+        #    an admission policy, a quota) gets no event when that goes away: look again after
+        #    RECHECK_SECONDS.
         wake = _parse_time((new_status.get("nextRuns") or [None])[0])
+        stale_at = stale_deadline(schedule, live, jobs) if problem is None else None
+        if stale_at is not None and stale_at > self.clock() and (wake is None or stale_at < wake):
+            wake = stale_at  # Stale turns True then, with no event to announce it
         if reason in ("CronJobConflict", "CronJobRejected"):
             wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
         self.timer.set((namespace, name), wake)

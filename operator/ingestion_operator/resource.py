@@ -20,6 +20,7 @@ class ScheduleResource:
     errors: tuple[FieldError, ...]
     enabled: bool  # read even from an invalid spec: Suspended reports it
     status: dict
+    created: str | None = None  # metadata.creationTimestamp: Stale counts from it until a first success
 
     @classmethod
     def from_body(cls, body: Mapping) -> "ScheduleResource":
@@ -32,7 +33,8 @@ class ScheduleResource:
         errors += validate_name(meta["name"])
         return cls(body=body, name=meta["name"], namespace=meta.get("namespace", ""), uid=meta.get("uid", ""),
                    generation=meta.get("generation", 0), spec=spec if not errors else None, errors=tuple(errors),
-                   enabled=spec.enabled if spec else read_field(raw, "enabled"), status=dict(body.get("status") or {}))
+                   enabled=spec.enabled if spec else read_field(raw, "enabled"), status=dict(body.get("status") or {}),
+                   created=meta.get("creationTimestamp"))
 
     @property
     def problem(self) -> str | None:

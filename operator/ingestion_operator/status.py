@@ -93,6 +93,61 @@ def complete_condition(coverage: dict | None, generation: int, previous: list[di
                      f"(Job {c['job']})", generation, previous, now)
 
 
+def last_success(cronjob: dict | None, jobs: list[dict]) -> str | None:
+    """When a run last succeeded: the CronJob's ``lastSuccessfulTime`` or the newest Succeeded
+    Job's end, whichever is later (a manual run counts too)."""
+    times = [iso(((cronjob or {}).get("status") or {}).get("lastSuccessfulTime"))]
+    times += [end for outcome, end, _ in map(job_outcome, jobs) if outcome == "Succeeded"]
+    return max((t for t in times if t), default=None)
+
+
+def stale_deadline(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict]) -> dt.datetime | None:
+    """When the schedule turns Stale if no run succeeds first: the last success (or, before
+    the first, the schedule's creation) plus its freshness limit. None while it is disabled
+    or invalid: no run is expected then."""
+    if schedule.spec is None or not schedule.enabled:
+        return None
+    since = last_success(cronjob, jobs) or schedule.created
+    if since is None:
+        return None
+    return _parse(since) + schedule.spec.stale_after()
+
+
+def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], problem: str | None,
+                    generation: int, previous: list[dict], now: dt.datetime) -> dict:
+    """``Stale``: no run has succeeded within the freshness limit (spec.staleAfterSeconds)."""
+    deadline = None if problem is not None else stale_deadline(schedule, cronjob, jobs)
+    if deadline is None:
+        why = ("the spec is not valid" if schedule.spec is None else
+               "the schedule is not Ready" if problem is not None else "spec.enabled is false")
+        why += ": no run is expected"
+        return condition("Stale", None, "NotJudged", f"{why}, so freshness is not judged", generation, previous, now)
+    limit = _duration(schedule.spec.stale_after())
+    success = last_success(cronjob, jobs)
+    if now < deadline:
+        if success:
+            return condition("Stale", False, "RecentSuccess", f"a run succeeded at {success}; stale after {iso(deadline)} "
+                             f"(limit {limit})", generation, previous, now)
+        return condition("Stale", False, "NoSuccessYet", f"no run has succeeded yet; stale after {iso(deadline)} "
+                         f"(limit {limit} from creation)", generation, previous, now)
+    if success:
+        return condition("Stale", True, "NoRecentSuccess", f"no run has succeeded since {success}, longer than the "
+                         f"limit of {limit}", generation, previous, now)
+    return condition("Stale", True, "NeverSucceeded", f"no run has succeeded since the schedule was created at "
+                     f"{iso(schedule.created)}, longer than the limit of {limit}", generation, previous, now)
+
+
+def _parse(t: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+
+def _duration(d: dt.timedelta) -> str:
+    """A duration as kubectl prints one: 49h0m0s, 5m0s."""
+    s = int(d.total_seconds())
+    h, rest = divmod(s, 3600)
+    return (f"{h}h" if h else "") + f"{rest // 60}m{rest % 60}s"
+
+
 def condition(type_: str, ok: bool | None, reason: str, message: str, generation: int, previous: list[dict], now: dt.datetime) -> dict:
     status = "Unknown" if ok is None else "True" if ok else "False"
     prior = next((c for c in previous if c.get("type") == type_), None)
@@ -154,7 +209,8 @@ def derive_status(
                              generation, previous, now)
     else:
         degraded = condition("Degraded", False, "AsExpected", "no problem seen", generation, previous, now)
-    status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, generation, previous, now)]
+    status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, generation, previous, now),
+                            stale_condition(schedule, cronjob, jobs, problem, generation, previous, now)]
     return status
 
 

@@ -33,10 +33,14 @@ def ticking(cluster, operator, module_namespaces):
                                     startingDeadlineSeconds=120, backoffLimit=0))
     obj = apply_schedule(cluster, ok, "kathmandu", schedule="*/2 * * * *", timezone="Asia/Kathmandu", startingDeadlineSeconds=100)
     KATHMANDU_NEXT_RUNS[:] = obj["status"]["nextRuns"]
+    # Fires once a year and may go 60 s without a success: Stale turns True while the other
+    # tests run, with no event to announce it (``test_stale_turns_true_on_time_...``).
+    STALE_FIRST.update(apply_schedule(cluster, ok, "stale", schedule="0 0 1 1 *", staleAfterSeconds=60))
     return ok, bad
 
 
 KATHMANDU_NEXT_RUNS: list[str] = []  # as the operator first published them
+STALE_FIRST: dict = {}  # the "stale" schedule as first Ready
 
 
 def test_examples_apply_become_ready_and_print_columns(cluster, operator, ticking, namespace, wait_for):
@@ -176,6 +180,38 @@ def test_status_follows_scheduled_and_manual_runs(cluster, operator, ticking, wa
     d = cond(obj, "Degraded")
     assert d["status"] == "True" and d["reason"] == "LastRunFailed" and "BackoffLimitExceeded" in d["message"]
     assert "lastSuccessfulTime" not in obj["status"]
+
+
+def test_stale_turns_true_on_time_without_an_event_and_false_after_a_success(cluster, operator, ticking, wait_for):
+    """Nothing happens to a schedule when its freshness limit passes: the operator's timer must
+    wake for it. Then a successful manual run makes it fresh again."""
+    import datetime as dt
+
+    ok, _ = ticking
+    first = cond(STALE_FIRST, "Stale")
+    created = STALE_FIRST["metadata"]["creationTimestamp"]
+    deadline = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) + dt.timedelta(seconds=60)
+    assert (first["status"], first["reason"]) == ("False", "NoSuccessYet"), first
+    assert first["message"] == f"no run has succeeded yet; stale after {deadline:%Y-%m-%dT%H:%M:%SZ} (limit 1m0s from creation)"
+    wait = max(0.0, (deadline - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    obj = wait_for(lambda: cond(o := get(cluster, ok, "stale"), "Stale").get("status") == "True" and o, wait + 30, "Stale=True")
+    stale = cond(obj, "Stale")
+    assert stale["reason"] == "NeverSucceeded" and stale["message"] == (
+        f"no run has succeeded since the schedule was created at {created}, longer than the limit of 1m0s")
+    assert stale["lastTransitionTime"] >= f"{deadline:%Y-%m-%dT%H:%M:%SZ}"
+    # The timer made that reconcile, at or after the deadline (no Job, no edit, no other event).
+    woke = [e for e in operator.log_events("reconciled", namespace=ok, name="stale", trigger="timer") if e["writes"] != "0"]
+    assert woke, operator.log_events("reconciled", namespace=ok, name="stale")
+    assert cond(obj, "Ready")["status"] == "True" and obj["status"]["nextRuns"][0].endswith("-01-01T00:00:00Z")
+    header, row = kubectl(cluster, "get", "isched", "stale", "-n", ok).stdout.splitlines()
+    assert header.split()[-2:] == ["STALE", "AGE"] and row.split()[-2] == "True", (header, row)
+
+    kubectl(cluster, "create", "job", "stale-manual", "--from=cronjob/stale", "-n", ok)
+    obj = wait_for(lambda: cond(o := get(cluster, ok, "stale"), "Stale").get("status") == "False" and o, 60, "Stale=False again")
+    fresh = cond(obj, "Stale")
+    end = obj["status"]["lastRun"]["end"]
+    assert obj["status"]["lastRun"]["job"] == "stale-manual" and fresh["reason"] == "RecentSuccess"
+    assert fresh["message"].startswith(f"a run succeeded at {end}; stale after "), fresh
 
 
 def test_restart_with_nothing_changed_makes_zero_writes(cluster, operator, namespace, wait_for):

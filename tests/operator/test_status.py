@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingestion_operator.resource import ScheduleResource
-from ingestion_operator.status import derive_status, last_run
+from ingestion_operator.status import derive_status, last_run, stale_deadline
 
 from ..samples import SCHEDULE
 
@@ -127,14 +127,19 @@ def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, mi
     js = [job(f"b-{i}", (NOW + dt.timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ"), c, manual=man)
           for i, (m, c, man) in enumerate(jobs)]
     first = derive_status(ScheduleResource.from_body(s), CJ, js, now, problem, coverage=coverage)
-    assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded", "Complete"]
+    assert [c["type"] for c in first["conditions"]] == ["Ready", "Suspended", "Degraded", "Complete", "Stale"]
     assert all(c["status"] in ("True", "False") for c in first["conditions"][:3])
     assert first["conditions"][3]["status"] == ("Unknown" if coverage is None else "True" if coverage["gapsOpen"] == 0 else "False")
-    # Fed back, with a clock that has not passed the first next run: identical, so no write.
+    assert (first["conditions"][4]["status"] == "Unknown") == (problem is not None or not enabled)
+    # Fed back, with a clock that has passed neither the first next run nor the Stale
+    # deadline (each a reconcile the timer makes): identical, so no write.
     s["status"] = first
     again_at = now + dt.timedelta(seconds=later)
     if first["nextRuns"]:
         again_at = min(again_at, dt.datetime.strptime(first["nextRuns"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) - dt.timedelta(seconds=1))
+    deadline = stale_deadline(ScheduleResource.from_body(s), CJ, js)
+    if deadline is not None and deadline > now:
+        again_at = min(again_at, deadline - dt.timedelta(seconds=1))
     again_at = max(again_at, now)
     assert derive_status(ScheduleResource.from_body(s), CJ, js, again_at, problem, coverage=coverage) == first
 
@@ -173,3 +178,65 @@ def test_coverage_goes_on_status_and_decides_complete():
     assert c["message"] == "18 of 20 expected cells present (90.0%), 3 gap(s) open, the oldest from 2026-11-02 (Job b-7)"
     none = next(c for c in derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW)["conditions"] if c["type"] == "Complete")
     assert (none["status"], none["reason"]) == ("Unknown", "NoCoverageYet")
+
+
+def _stale(schedule: dict, cronjob: dict | None, jobs: list, now: dt.datetime) -> dict:
+    return cond(derive_status(ScheduleResource.from_body(schedule), cronjob, jobs, now), "Stale")
+
+
+def test_stale_counts_from_the_last_success_with_a_default_from_the_interval():
+    # daily at 02:00: twice a day plus the run's hour is 49 h after the last success (02:03:10)
+    fresh = _stale(SCHEDULE, CJ, [], NOW)
+    assert (fresh["status"], fresh["reason"]) == ("False", "RecentSuccess")
+    assert fresh["message"] == ("a run succeeded at 2026-11-23T02:03:10Z; stale after 2026-11-25T03:03:10Z "
+                                "(limit 49h0m0s)")
+    at = dt.datetime(2026, 11, 25, 3, 3, 10, tzinfo=dt.timezone.utc)
+    assert _stale(SCHEDULE, CJ, [], at - dt.timedelta(seconds=1))["status"] == "False"
+    stale = _stale(SCHEDULE, CJ, [], at)
+    assert (stale["status"], stale["reason"]) == ("True", "NoRecentSuccess")
+    assert stale["message"] == "no run has succeeded since 2026-11-23T02:03:10Z, longer than the limit of 49h0m0s"
+    # a later success (a manual run the CronJob's lastSuccessfulTime does not show) counts
+    manual = job("b-9", "2026-11-24T10:00:00Z", [{"type": "Complete", "status": "True"}], manual=True,
+                 completion="2026-11-24T10:02:00Z")
+    assert _stale(SCHEDULE, CJ, [manual], at)["message"].startswith("a run succeeded at 2026-11-24T10:02:00Z;")
+    # a failed run does not
+    failed = job("b-8", "2026-11-24T10:00:00Z", [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    assert _stale(SCHEDULE, CJ, [failed], at)["status"] == "True"
+
+
+def test_stale_limit_from_the_spec_and_before_the_first_success():
+    s = copy.deepcopy(SCHEDULE)
+    s["metadata"]["creationTimestamp"] = "2026-11-23T07:00:00Z"
+    s["spec"]["staleAfterSeconds"] = 3600
+    never = {"metadata": CJ["metadata"], "status": {}}
+    c = _stale(s, never, [], NOW)
+    assert (c["status"], c["reason"]) == ("False", "NoSuccessYet")
+    assert c["message"] == "no run has succeeded yet; stale after 2026-11-23T08:00:00Z (limit 1h0m0s from creation)"
+    c = _stale(s, never, [], NOW + dt.timedelta(minutes=30))
+    assert (c["status"], c["reason"]) == ("True", "NeverSucceeded")
+    assert c["message"] == ("no run has succeeded since the schedule was created at 2026-11-23T07:00:00Z, "
+                            "longer than the limit of 1h0m0s")
+
+
+def test_stale_is_not_judged_while_disabled_or_invalid():
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"]["enabled"] = False
+    c = _stale(s, CJ, [], NOW + dt.timedelta(days=30))
+    assert (c["status"], c["reason"]) == ("Unknown", "NotJudged") and c["message"].startswith("spec.enabled is false")
+    s["spec"]["enabled"], s["spec"]["schedule"] = True, "0 0 30 2 *"
+    c = _stale(s, CJ, [], NOW)
+    assert (c["status"], c["reason"]) == ("Unknown", "NotJudged") and c["message"].startswith("the spec is not valid")
+
+
+def test_default_stale_limits_follow_the_schedules_longest_interval():
+    from ingestion_contract import parse_spec
+
+    def limit(schedule, timezone="UTC", **extra):
+        return parse_spec({**SCHEDULE["spec"], "schedule": schedule, "timezone": timezone, **extra}).stale_after()
+
+    assert limit("0 2 * * *") == dt.timedelta(hours=49)
+    assert limit("*/2 * * * *", "Asia/Kathmandu") == dt.timedelta(minutes=4, hours=1)
+    assert limit("0 9 * * MON-FRI", "Europe/London") == dt.timedelta(days=6, hours=1)  # the weekend is the interval
+    assert limit("0 0 1 * *") == dt.timedelta(days=62, hours=1)
+    assert limit("0 2 * * *", activeDeadlineSeconds=60) == dt.timedelta(hours=48, minutes=1)
+    assert limit("0 2 * * *", staleAfterSeconds=600) == dt.timedelta(minutes=10)
