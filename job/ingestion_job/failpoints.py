@@ -3,7 +3,9 @@ that spot leaves behind (as etcd's gofail and TiKV's fail-rs do).
 
 ``INGESTION_FAILPOINTS=store.commit`` (comma-separated names) makes the process log
 ``event=failpoint name=store.commit`` and pause there for an hour, for the test to SIGKILL
-it. Unset (always, outside tests) a failpoint costs one environment lookup.
+it. With ``INGESTION_FAILPOINT_RESUME=<file>`` the pause ends as soon as that file exists
+(a test lines several processes up at one spot, then lets them all go at once). Unset
+(always, outside tests) a failpoint costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ log = logging.getLogger("ingestion_job")
 
 def hit(name: str) -> None:
     if name in os.environ.get("INGESTION_FAILPOINTS", "").split(","):
-        log.warning("event=failpoint name=%s pausing for the test to kill this process", name)
+        resume = os.environ.get("INGESTION_FAILPOINT_RESUME")
+        if resume and os.path.exists(resume):
+            return
+        log.warning("event=failpoint name=%s pausing for the test to %s", name,
+                    f"create {resume}" if resume else "kill this process")
         for h in logging.getLogger().handlers + log.handlers:
             h.flush()
-        time.sleep(3600)
+        until = time.monotonic() + 3600
+        while time.monotonic() < until and not (resume and os.path.exists(resume)):
+            time.sleep(0.05 if resume else 1)

@@ -85,15 +85,15 @@ def run_id_for(ctx: RunContext) -> str:
 
 def open_backend(ctx: RunContext, store_path: Path | None, lock_timeout: float = LOCK_TIMEOUT,
                  on_wait=None) -> Store:
-    """A DuckDB file (``store_path``), or the spec's object store as partitioned Parquet."""
+    """A DuckDB file (``store_path``), or the spec's object store as Delta tables."""
     if store_path is not None:
         return open_store(store_path, lock_timeout=lock_timeout, on_wait=on_wait)
-    from .objectstore import ObjectStore
+    from .delta import DeltaStore
 
     cfg = ctx.spec.storage.object_store
     if cfg is None:
         raise StoreError("no store: the spec has neither storage.duckdb nor storage.objectStore")
-    return ObjectStore(cfg, ctx.schedule, ctx.store_credentials)
+    return DeltaStore(cfg, ctx.schedule, ctx.store_credentials, on_wait=on_wait)
 
 
 def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16,

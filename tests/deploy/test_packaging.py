@@ -24,9 +24,9 @@ ALLOWED_IMPORTS = {
     "contract": {"ingestion_contract"},
     "operator": {"ingestion_operator", "ingestion_contract", "kopf", "kubernetes", "prometheus_client"},
     "job": {"ingestion_job", "ingestion_contract", "httpx", "duckdb", "boto3", "botocore", "prometheus_client", "yaml",
-            "pyarrow"},
+            "pyarrow", "deltalake"},
 }
-FORBIDDEN_DEPENDENCIES = {"operator": {"duckdb", "pyarrow", "boto3", "httpx"}, "job": {"kopf", "kubernetes"},
+FORBIDDEN_DEPENDENCIES = {"operator": {"duckdb", "pyarrow", "boto3", "httpx", "deltalake"}, "job": {"kopf", "kubernetes"},
                           "contract": {"kopf", "kubernetes", "duckdb", "pyarrow", "boto3", "httpx"}}
 
 

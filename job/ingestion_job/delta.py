@@ -1,0 +1,224 @@
+"""Object-storage mode: the store's tables as Delta Lake tables in an S3 bucket (delta-rs).
+
+Layout under ``s3://<bucket>/<prefix>``: four Delta tables, ``objects``, ``gaps``, ``runs``
+and ``loaded``, each partitioned by ``schedule`` (schedules never touch each other's files).
+Any engine that reads Delta reads them: DuckDB (``delta_scan`` or Arrow), Polars, Spark,
+Trino; each version is kept until ``vacuum`` removes it, so one can time-travel to the
+version before a run.
+
+A run works on a local DuckDB file, hydrated from its schedule's partition of each table
+when the store opens (the same code as DuckDB mode answers every question). Whenever the
+local store commits (a run's start, a warning, its end), the rows that changed since the
+last sync, and only those, are merged into the Delta tables (``MERGE`` on the table's key:
+update when matched, insert when not), in the order ``loaded``, ``objects``, ``gaps``,
+``runs``:
+
+* Each table's commit is atomic (one Delta log entry, written with a conditional PUT). A
+  run killed between two tables leaves each table at a committed version; the next run
+  finds the gaps of the lost commits still open and does that work again (every merge is
+  idempotent).
+* Concurrent writers (shards of a backfill, two schedules) are safe: a commit that lost the
+  race to another fails with delta-rs's ``CommitFailedError`` instead of overwriting it, and
+  is redone on the new version with backoff and jitter (:data:`COMMIT_ATTEMPTS`).
+* The S3 server must honour conditional writes (``If-None-Match``); delta-rs is told so
+  with ``conditional_put=etag``, and ``tests/job/test_delta.py`` proves ours does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from ingestion_contract import first_line
+from ingestion_contract.spec import ObjectStoreStorage
+
+from . import failpoints
+from .store import KEY, Store, StoreError
+
+# table: its merge key (every table is also partitioned by schedule)
+TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
+COMMIT_ATTEMPTS = 40  # a commit that loses a race is redone on the new version, up to this many times
+COMMIT_BACKOFF = (0.05, 5.0)  # seconds: full jitter between 0 and min(cap, base * 2**attempt)
+LOAD_CELLS_PER_COMMIT = 500  # loaded: one replace-where commit per this many cells
+
+
+def storage_options(cfg: ObjectStoreStorage, credentials: tuple[str, str] | None) -> dict[str, str]:
+    """delta-rs's S3 settings for ``cfg``: conditional PUTs make concurrent commits safe
+    without a lock service (DynamoDB)."""
+    opts = {"AWS_REGION": cfg.region, "conditional_put": "etag"}
+    if cfg.endpoint:
+        opts["AWS_ENDPOINT_URL"] = cfg.endpoint
+        if cfg.endpoint.startswith("http://"):
+            opts["AWS_ALLOW_HTTP"] = "true"
+    if credentials:
+        opts["AWS_ACCESS_KEY_ID"], opts["AWS_SECRET_ACCESS_KEY"] = credentials
+    else:
+        opts["AWS_SKIP_SIGNATURE"] = "true"
+    return opts
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class DeltaStore(Store):
+    def __init__(self, cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str] | None = None,
+                 on_wait: Callable[[str], None] | None = None, read_only: bool = False):
+        self.cfg = cfg
+        self.schedule = schedule
+        self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
+        self.options = storage_options(cfg, credentials)
+        self.conflicts = 0  # commits redone after losing a race, over this store's life
+        self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
+        super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.versions: dict[str, int | None] = {}  # each table's Delta version after the last read or commit
+        self._hydrate()
+        self.read_only = read_only
+
+    def where(self) -> str:
+        return self.base_uri + "/"
+
+    def uri(self, table: str) -> str:
+        return f"{self.base_uri}/{table}"
+
+    # read: this schedule's partition of each table -------------------------------------------
+    def _table(self, table: str):
+        from deltalake import DeltaTable
+
+        try:
+            if not DeltaTable.is_deltatable(self.uri(table), storage_options=self.options):
+                return None
+            return DeltaTable(self.uri(table), storage_options=self.options)
+        except Exception as e:  # delta-rs raises OSError / DeltaError subclasses with multi-line text
+            raise self._error(f"read table {table}", e) from None
+
+    def _hydrate(self) -> None:
+        for table in TABLES:
+            dt_ = self._table(table)
+            self.versions[table] = None if dt_ is None else dt_.version()
+            if dt_ is not None:
+                try:
+                    rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
+                except Exception as e:
+                    raise self._error(f"read table {table}", e) from None
+                self._insert_local(table, rows)
+            self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
+        loaded = self._table("loaded")
+        self.versions["loaded"] = None if loaded is None else loaded.version()
+        if loaded is not None:  # its columns only: refuse_loads checks new files against them
+            schema = pa.schema(loaded.schema().to_arrow())
+            self.con.register("_empty", schema.empty_table())
+            try:
+                self.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
+            finally:
+                self.con.unregister("_empty")
+
+    def _insert_local(self, table: str, rows: pa.Table) -> None:
+        self.con.register("_hydrate", rows)
+        try:
+            cols = {r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
+            pick = ", ".join(f'"{c}"' for c in rows.column_names if c in cols)
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT {pick} FROM _hydrate")
+        finally:
+            self.con.unregister("_hydrate")
+
+    # write: whatever changed locally since the last sync --------------------------------------
+    def write_run(self, objects, gaps, run, loads=()) -> int:
+        written = super().write_run(objects, gaps, run, loads)
+        self._sync_loaded([(symbol, date) for _, symbol, date, _, _ in loads])
+        self._sync("objects")
+        failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
+        self._sync("gaps")
+        self._sync("runs")
+        return written
+
+    def write_run_record(self, run: dict) -> None:
+        super().write_run_record(run)
+        self._sync("runs")
+
+    def begin_run(self, run: dict, now: dt.datetime) -> list[str]:
+        stale = super().begin_run(run, now)
+        self._sync("runs")
+        return stale
+
+    def add_warning(self, run_id: str, warning: str) -> None:
+        super().add_warning(run_id, warning)
+        self._sync("runs")
+
+    def _sync(self, table: str) -> None:
+        changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
+        if changed.num_rows:
+            key = TABLES[table]
+            on = " AND ".join([f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in key)])
+            self._commit(table, lambda dt_: dt_.merge(changed, on, source_alias="s", target_alias="t", merge_schema=True)
+                         .when_matched_update_all().when_not_matched_insert_all().execute(), changed)
+        self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
+
+    def _sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
+        """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
+        from deltalake import write_deltalake
+
+        for i in range(0, len(cells), LOAD_CELLS_PER_COMMIT):
+            chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
+            self.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
+            self.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
+            rows = self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
+                                params=[self.schedule]).to_arrow_table()
+            cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
+            where = f"schedule = {_quote(self.schedule)} AND ({cell})"
+            self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
+
+    def _commit(self, table: str, op, sample: pa.Table) -> None:
+        """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone."""
+        from deltalake import DeltaTable, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        if self.read_only:
+            raise StoreError(f"{self.where()}: opened read-only")
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                dt_ = self._table(table)
+                if dt_ is None:  # the first writer creates it (empty), racing others doing the same
+                    try:
+                        write_deltalake(self.uri(table), sample.schema.empty_table(), partition_by=["schedule"],
+                                        mode="ignore", storage_options=self.options)
+                    except Exception:  # another writer created it first: fine, use theirs
+                        pass
+                    dt_ = DeltaTable(self.uri(table), storage_options=self.options)
+                failpoints.hit("delta.merge")  # the version read, the commit not yet written
+                op(dt_)
+                dt_.update_incremental()
+                self.versions[table] = dt_.version()
+                return
+            except CommitFailedError as e:
+                self.conflicts += 1
+                if attempt + 1 == COMMIT_ATTEMPTS:
+                    raise self._error(f"commit to table {table} lost {COMMIT_ATTEMPTS} races in a row", e) from None
+                if self.on_wait and attempt == 0:
+                    self.on_wait(f"{self.uri(table)}: a concurrent writer committed first; redoing the commit on its version")
+                time.sleep(random.uniform(0, min(COMMIT_BACKOFF[1], COMMIT_BACKOFF[0] * 2 ** attempt)))
+            except StoreError:
+                raise
+            except Exception as e:
+                raise self._error(f"commit to table {table}", e) from None
+
+    def _error(self, what: str, e: BaseException) -> StoreError:
+        return StoreError(f"{self.where()}: {what}: {first_line(e)}")
+
+    # the working copy is this process's own file ---------------------------------------------
+    def release(self) -> None:
+        """Nothing to let go of until close: other writers never wait for this one."""
+
+    def acquire(self) -> None:
+        pass
+
+    def close(self) -> None:
+        super().release()
+        self._tmp.cleanup()

@@ -1,0 +1,228 @@
+"""Object-store mode against the real S3 server: Delta tables written by delta-rs."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import duckdb
+import yaml
+
+import ingestion_contract as contract
+
+from ..conftest import REPO
+from .conftest import EXE, PRIVATE, TODAY, context, days_ago, run, run_cli
+
+
+def object_spec(dataset, servers, prefix):
+    spec = dataset.spec(["BTCUSDT", "ETHUSDT"], lookback=3, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": prefix, "endpoint": servers.s3.endpoint}}
+    return spec
+
+
+def keys(servers, prefix):
+    s3 = servers.s3.client()
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=PRIVATE, Prefix=prefix)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents") or [])
+
+
+def table(servers, prefix, name, version=None):
+    from deltalake import DeltaTable
+    from ingestion_job.delta import storage_options
+    from ingestion_contract.spec import ObjectStoreStorage
+
+    cfg = ObjectStoreStorage(bucket=PRIVATE, prefix=prefix, endpoint=servers.s3.endpoint)
+    t = DeltaTable(f"s3://{PRIVATE}/{prefix.rstrip('/')}/{name}", storage_options=storage_options(
+        cfg, (servers.s3.access_key, servers.s3.secret_key)))
+    if version is not None:
+        t.load_as_version(version)
+    return t
+
+
+def _q(t, sql):
+    con = duckdb.connect()
+    con.register("t", t.to_pyarrow_table())
+    return con.execute(sql).fetchall()
+
+
+def test_runs_write_delta_tables_and_a_rerun_writes_only_what_changed(dataset, servers, tmp_path):
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 4)])
+    prefix = f"{dataset.prefix}-lake/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    first = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert first.outcome == "succeeded", first.error
+    assert first.summary["gaps_repaired"] == 6 and first.summary["missing"] == 2
+    k = keys(servers, prefix)
+    assert {x[len(prefix):].split("/")[0] for x in k} == {"objects", "gaps", "runs", "loaded"}, k
+    assert any(x.startswith(f"{prefix}objects/_delta_log/") for x in k)
+    assert all("/schedule=lake/" in x for x in k if x.endswith(".parquet")), k  # partitioned by schedule
+    objects = table(servers, prefix, "objects")
+    assert _q(objects, "SELECT count(*), count(*) FILTER (WHERE present) FROM t") == [(8, 6)]
+    assert _q(table(servers, prefix, "gaps"), "SELECT status, count(*) FROM t GROUP BY ALL ORDER BY ALL") == [
+        ("open", 2), ("repaired", 6)]
+    assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(6,)]
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome FROM t") == [("succeeded",)]
+    versions = {n: table(servers, prefix, n).version() for n in ("objects", "gaps", "loaded", "runs")}
+
+    # the second run hydrates from the tables: nothing to repair, and nothing changed but its run
+    second = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert second.outcome == "succeeded" and second.summary["gaps_repaired"] == 0 and second.summary["bytes_fetched"] == 0
+    after = {n: table(servers, prefix, n).version() for n in ("objects", "gaps", "loaded", "runs")}
+    assert {n: after[n] - versions[n] for n in after} == {"objects": 0, "gaps": 0, "loaded": 0, "runs": 2}  # start, end
+    # time travel: the version before the second run holds one run
+    assert _q(table(servers, prefix, "runs", versions["runs"]), "SELECT count(*) FROM t") == [(1,)]
+    assert _q(table(servers, prefix, "runs"), "SELECT count(*) FROM t") == [(2,)]
+
+    # `report --spec` reads the object store the spec names, with the pod's store credentials
+    env = {**os.environ, contract.STORE_KEY_ID_ENV: creds[0], contract.STORE_SECRET_ENV: creds[1]}
+    out = run_cli(tmp_path, "lake", spec, "--format", "json", command="report", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {a["symbol"]: (a["present"], a["expected"]) for a in data["availability"]} == {"BTCUSDT": (3, 4), "ETHUSDT": (3, 4)}
+    assert [r["outcome"] for r in data["recent_runs"]] == ["succeeded", "succeeded"]
+    assert data["success_rate"]["rate"] == 1.0
+
+
+def test_unwritable_object_store_fails_the_run_with_one_line(dataset, servers):
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    spec = object_spec(dataset, servers, "x/")
+    res = run(context(spec, schedule="lake"), None)  # no store credentials: anonymous is refused
+    assert res.outcome == "failed" and "s3://private-market-data/x/" in res.error and "\n" not in res.error
+
+
+def start_writer(tmp_path, name, spec, creds, **failpoint):
+    """`ingestion-job run --spec` in its own process, with failpoints (``INGESTION_FAILPOINTS``,
+    ``INGESTION_FAILPOINT_RESUME``) from ``failpoint``; stderr goes to a file."""
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "lake", "namespace": "data"}, "spec": spec}))
+    env = {**os.environ, contract.STORE_KEY_ID_ENV: creds[0], contract.STORE_SECRET_ENV: creds[1],
+           **{f"INGESTION_{k.upper()}": v for k, v in failpoint.items()}}
+    log = tmp_path / f"{name}.log"
+    proc = subprocess.Popen([EXE, "run", "--spec", str(f), "--as-of", TODAY.isoformat()],
+                            stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env)
+    proc.log = log
+    return proc
+
+
+def wait_for_line(proc, text, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.log.read_text():
+            return
+        assert proc.poll() is None, proc.log.read_text()[-2000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} after {timeout}s: {proc.log.read_text()[-2000:]}")
+
+
+def with_symbols(spec, *symbols):
+    return {**spec, "target": {**spec["target"], "symbols": list(symbols)}}
+
+
+CONFLICT = "a concurrent writer committed first; redoing the commit on its version"
+
+
+def test_a_writer_that_lost_the_race_redoes_its_commit_instead_of_overwriting(dataset, servers, tmp_path):
+    """Writer B reads each table's version, then pauses before its commit; writer A commits
+    to the same tables meanwhile. B's commit then fails on the server's conditional PUT
+    (the log entry for that version exists), and B redoes it on A's version: both survive."""
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-race/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    assert run(context(with_symbols(spec, "BTCUSDT"), schedule="lake", store_credentials=creds), None).outcome == "succeeded"
+    resume = tmp_path / "go"
+    b = start_writer(tmp_path, "writer-b", with_symbols(spec, "ETHUSDT"), creds, failpoints="delta.merge",
+                     failpoint_resume=str(resume))
+    try:
+        wait_for_line(b, "event=failpoint name=delta.merge")
+        a = run(context(with_symbols(spec, "SOLUSDT"), schedule="lake", store_credentials=creds), None)
+        assert a.outcome == "succeeded", a.error
+        resume.touch()
+        assert b.wait(60) == 0, b.log.read_text()[-2000:]
+    finally:
+        b.kill()
+    assert CONFLICT in b.log.read_text()
+    objects = table(servers, prefix, "objects")
+    assert _q(objects, "SELECT symbol, count(*) FILTER (WHERE present) FROM t GROUP BY ALL ORDER BY ALL") == [
+        ("BTCUSDT", 2), ("ETHUSDT", 2), ("SOLUSDT", 2)]
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 3)]
+
+
+def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path):
+    """Four processes (a backfill's shards: one schedule, a group of symbols each) are lined up
+    at their first commit and let go together; every commit lands, none overwrites another."""
+    groups = [("AAAUSDT", "BBBUSDT"), ("CCCUSDT", "DDDUSDT"), ("EEEUSDT", "FFFUSDT"), ("GGGUSDT", "HHHUSDT")]
+    dataset.upload([(s, d) for g in groups for s in g for d in days_ago(1, 2, 3)])
+    prefix = f"{dataset.prefix}-four/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    assert run(context(with_symbols(spec, "AAAUSDT"), schedule="lake", store_credentials=creds), None).outcome == "succeeded"
+    resume = tmp_path / "go"
+    procs = [start_writer(tmp_path, f"shard-{i}", with_symbols(spec, *g), creds, failpoints="delta.merge",
+                          failpoint_resume=str(resume)) for i, g in enumerate(groups)]
+    try:
+        for p in procs:
+            wait_for_line(p, "event=failpoint name=delta.merge")
+        resume.touch()
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    logs = [p.log.read_text() for p in procs]
+    assert codes == [0, 0, 0, 0], [log[-1500:] for log in logs]
+    assert sum(CONFLICT in log for log in logs) >= 1  # they did race, and the losers redid their commits
+    assert not [log for log in logs if "terminate called" in log]  # delta-rs's exit-time abort (issue 13) is not seen
+    objects = table(servers, prefix, "objects")
+    assert _q(objects, "SELECT count(*), count(*) FILTER (WHERE present), count(DISTINCT symbol) FROM t") == [(8 * 4, 8 * 3, 8)]
+    # the fourth day of each window was never published: its gap stays open
+    assert _q(table(servers, prefix, "gaps"), "SELECT status, count(*) FROM t GROUP BY ALL ORDER BY ALL") == [
+        ("open", 8), ("repaired", 8 * 3)]
+    assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(8 * 3,)]
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 5)]
+
+
+def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_the_next_run_finishes(dataset, servers, tmp_path):
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-kill/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    proc = start_writer(tmp_path, "killed", spec, creds, failpoints="delta.commit")
+    try:
+        wait_for_line(proc, "event=failpoint name=delta.commit")  # objects committed; gaps and runs not yet
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert _q(table(servers, prefix, "objects"), "SELECT count(*) FILTER (WHERE present) FROM t") == [(4,)]
+    assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(4,)]
+    assert keys(servers, f"{prefix}gaps/") == []  # its first commit never happened
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome FROM t") == [("running",)]
+    # The next run finds the gaps still open, repairs them again (the loads are replaced, not
+    # doubled), and commits every table.
+    nxt = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert nxt.outcome == "succeeded" and nxt.summary["gaps_repaired"] == 4, nxt.error
+    assert _q(table(servers, prefix, "gaps"), "SELECT status, count(*) FROM t GROUP BY ALL ORDER BY ALL") == [
+        ("open", 4), ("repaired", 4)]
+    loaded = table(servers, prefix, "loaded")
+    assert _q(loaded, "SELECT count(*) = count(DISTINCT (symbol, date, open_time)) FROM t") == [(True,)]
+
+
+def test_the_readmes_reader_block_reads_the_tables_a_run_wrote(dataset, servers):
+    """The README shows how to read the tables from DuckDB, Polars and an older version: that
+    block, as written there, against tables a real run wrote."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- delta-readers:begin -->\n```python\n(.*?)```\n<!-- delta-readers:end -->", readme, re.S).group(1)
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-readers"
+    spec = object_spec(dataset, servers, prefix + "/")
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
+    scope = {"endpoint": servers.s3.endpoint, "key": creds[0], "secret": creds[1], "bucket": PRIVATE, "prefix": prefix}
+    exec(compile(block, "README.md (delta-readers)", "exec"), scope)
+    assert sorted(scope["per_symbol"]) == [("BTCUSDT", 2), ("ETHUSDT", 2)]
+    assert sorted(scope["open_gaps"]["date"].to_list()) == sorted(days_ago(3, 3, 4, 4))  # never published
+    assert scope["before"].num_rows == 1 and scope["before"].column("outcome").to_pylist() == ["running"]  # before its end
