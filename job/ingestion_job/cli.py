@@ -145,6 +145,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_migrate_store(args) -> int:
+    from .migrate import migrate
+    from .store import StoreError
+
+    try:
+        ctx = context_from_args(args)
+        cfg = ctx.spec.storage.object_store
+        if cfg is None:
+            raise contract.ContractError(f"{args.spec}: spec.storage.objectStore is not set: nothing to migrate")
+        result = migrate(cfg, args.schedule or ctx.schedule, ctx.store_credentials, delete_old=args.delete_old)
+    except (StoreError, contract.ContractError, OSError, yaml.YAMLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(result.line(args.schedule or ctx.schedule))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ingestion-job", description="One probe-and-repair run of an IngestionSchedule.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--days", type=int, default=30, help="period for the success rate (default 30)")
     rep.add_argument("--format", choices=["table", "json"], default="table")
     rep.set_defaults(func=cmd_report)
+    mig = sub.add_parser("migrate-store", help="move a schedule's data from the old object-store format (manifest and "
+                                               "Parquet snapshots) into the Delta tables, once; safe to rerun")
+    mig.add_argument("--spec", required=True, help="the IngestionSchedule YAML whose storage.objectStore to migrate "
+                                                   "(credentials from INGESTION_STORE_ACCESS_KEY_ID / _SECRET_ACCESS_KEY)")
+    mig.add_argument("--schedule", help="schedule name (default: metadata.name of --spec)")
+    mig.add_argument("--namespace", help=argparse.SUPPRESS)
+    mig.add_argument("--delete-old", action="store_true", help="delete the old files once the Delta tables hold their rows")
+    mig.set_defaults(func=cmd_migrate_store)
     args = p.parse_args(argv)
     return args.func(args)
 

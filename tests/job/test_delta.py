@@ -226,3 +226,63 @@ def test_the_readmes_reader_block_reads_the_tables_a_run_wrote(dataset, servers)
     assert sorted(scope["per_symbol"]) == [("BTCUSDT", 2), ("ETHUSDT", 2)]
     assert sorted(scope["open_gaps"]["date"].to_list()) == sorted(days_ago(3, 3, 4, 4))  # never published
     assert scope["before"].num_rows == 1 and scope["before"].column("outcome").to_pylist() == ["running"]  # before its end
+
+
+def test_migrate_store_moves_the_old_format_into_delta_once(dataset, servers, tmp_path):
+    """Data in the format of releases before Delta (a manifest naming Parquet snapshots) is
+    moved by `ingestion-job migrate-store`; a rerun adds nothing; the next run uses it; and
+    `--delete-old` removes the old files only."""
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-old/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    # The old layout, written from a real run's DuckDB store as the old release wrote it.
+    db = tmp_path / "old.duckdb"
+    assert run(context(spec, schedule="lake"), db).outcome == "succeeded"
+    s3c = servers.s3.client()
+    con = duckdb.connect(str(db))
+
+    def put(sql, key, *params):
+        local = tmp_path / key.replace("/", "_")
+        con.execute(f"COPY ({sql}) TO '{local}' (FORMAT parquet)", list(params))
+        s3c.upload_file(str(local), PRIVATE, prefix + key)
+
+    put("SELECT * FROM objects", "objects/schedule=lake/version=20261101T020000000000Z.parquet")
+    put("SELECT * FROM gaps", "gaps/schedule=lake/version=20261101T020000000000Z.parquet")
+    (run_id,), = con.execute("SELECT run_id FROM runs").fetchall()
+    put("SELECT * FROM runs", "runs/schedule=lake/run=old-run.parquet")
+    cells = con.execute("SELECT DISTINCT symbol, date FROM loaded ORDER BY ALL").fetchall()
+    for symbol, date in cells:
+        put("SELECT * FROM loaded WHERE symbol = ? AND date = ?", f"loaded/schedule=lake/symbol={symbol}/date={date}/data.parquet",
+            symbol, date)
+    s3c.put_object(Bucket=PRIVATE, Key=f"{prefix}_manifests/schedule=lake.json",
+                   Body=json.dumps({"version": "20261101T020000000000Z"}).encode())
+    want = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("objects", "gaps", "runs", "loaded")}
+    con.close()
+    assert len(cells) == 4 and want["objects"] == 8
+
+    f = tmp_path / "lake.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "lake"}, "spec": spec}))
+    env = {**os.environ, contract.STORE_KEY_ID_ENV: creds[0], contract.STORE_SECRET_ENV: creds[1]}
+
+    def migrate(*args):
+        out = subprocess.run([EXE, "migrate-store", "--spec", str(f), *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert migrate() == (f"migrate-store: schedule lake: added objects {want['objects']}, gaps {want['gaps']}, runs 1, "
+                         "loaded cells 4 to the Delta tables; old files kept (--delete-old removes them)")
+    got = {t: _q(table(servers, prefix, t), "SELECT count(*) FROM t")[0][0] for t in want}
+    assert got == want
+    assert _q(table(servers, prefix, "runs"), "SELECT run_id FROM t") == [(run_id,)]
+    versions = {t: table(servers, prefix, t).version() for t in want}
+    assert migrate().startswith("migrate-store: schedule lake: added objects 0, gaps 0, runs 0, loaded cells 0")
+    assert {t: table(servers, prefix, t).version() for t in want} == versions  # the rerun committed nothing
+
+    nxt = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert nxt.outcome == "succeeded" and nxt.summary["gaps_repaired"] == 0 and nxt.summary["bytes_fetched"] == 0
+
+    assert migrate("--delete-old").endswith(f"deleted {1 + 2 + 1 + 4} old file(s)")
+    assert not [k for k in keys(servers, prefix) if "/version=" in k or "/run=" in k or "/symbol=" in k or "_manifests" in k]
+    assert _q(table(servers, prefix, "objects"), "SELECT count(*) FROM t") == [(want["objects"],)]
+    assert migrate() == "migrate-store: no old-format data for schedule lake"
