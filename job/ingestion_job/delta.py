@@ -69,7 +69,7 @@ def _quote(s: str) -> str:
 
 class DeltaStore(Store):
     def __init__(self, cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str] | None = None,
-                 on_wait: Callable[[str], None] | None = None, read_only: bool = False):
+                 on_wait: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.schedule = schedule
         self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
@@ -78,9 +78,7 @@ class DeltaStore(Store):
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
         super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
         self.con.execute("SET TimeZone = 'UTC'")
-        self.versions: dict[str, int | None] = {}  # each table's Delta version after the last read or commit
         self._hydrate()
-        self.read_only = read_only
 
     def where(self) -> str:
         return self.base_uri + "/"
@@ -89,7 +87,7 @@ class DeltaStore(Store):
         return f"{self.base_uri}/{table}"
 
     # read: this schedule's partition of each table -------------------------------------------
-    def _table(self, table: str):
+    def delta_table(self, table: str):
         from deltalake import DeltaTable
 
         try:
@@ -101,17 +99,15 @@ class DeltaStore(Store):
 
     def _hydrate(self) -> None:
         for table in TABLES:
-            dt_ = self._table(table)
-            self.versions[table] = None if dt_ is None else dt_.version()
+            dt_ = self.delta_table(table)
             if dt_ is not None:
                 try:
                     rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
                 except Exception as e:
                     raise self._error(f"read table {table}", e) from None
-                self._insert_local(table, rows)
+                self.insert_local(table, rows)
             self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
-        loaded = self._table("loaded")
-        self.versions["loaded"] = None if loaded is None else loaded.version()
+        loaded = self.delta_table("loaded")
         if loaded is not None:  # its columns only: refuse_loads checks new files against them
             schema = pa.schema(loaded.schema().to_arrow())
             self.con.register("_empty", schema.empty_table())
@@ -120,39 +116,42 @@ class DeltaStore(Store):
             finally:
                 self.con.unregister("_empty")
 
-    def _insert_local(self, table: str, rows: pa.Table) -> None:
-        self.con.register("_hydrate", rows)
+    def insert_local(self, table: str, rows: pa.Table, keep_existing: bool = False) -> int:
+        """Add ``rows`` to the working copy's ``table`` (its columns that the table has); with
+        ``keep_existing``, a row whose key is already there is skipped. Returns the rows added."""
+        self.con.register("_incoming", rows)
         try:
             cols = {r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
             pick = ", ".join(f'"{c}"' for c in rows.column_names if c in cols)
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT {pick} FROM _hydrate")
+            verb = "INSERT OR IGNORE" if keep_existing else "INSERT"
+            return self.con.execute(f"{verb} INTO {table} BY NAME SELECT {pick} FROM _incoming").fetchall()[0][0]
         finally:
-            self.con.unregister("_hydrate")
+            self.con.unregister("_incoming")
 
     # write: whatever changed locally since the last sync --------------------------------------
     def write_run(self, objects, gaps, run, loads=()) -> int:
         written = super().write_run(objects, gaps, run, loads)
-        self._sync_loaded([(symbol, date) for _, symbol, date, _, _ in loads])
-        self._sync("objects")
+        self.sync_loaded([(symbol, date) for _, symbol, date, _, _ in loads])
+        self.sync("objects")
         failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
-        self._sync("gaps")
-        self._sync("runs")
+        self.sync("gaps")
+        self.sync("runs")
         return written
 
     def write_run_record(self, run: dict) -> None:
         super().write_run_record(run)
-        self._sync("runs")
+        self.sync("runs")
 
     def begin_run(self, run: dict, now: dt.datetime) -> list[str]:
         stale = super().begin_run(run, now)
-        self._sync("runs")
+        self.sync("runs")
         return stale
 
     def add_warning(self, run_id: str, warning: str) -> None:
         super().add_warning(run_id, warning)
-        self._sync("runs")
+        self.sync("runs")
 
-    def _sync(self, table: str) -> None:
+    def sync(self, table: str) -> None:
         changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
         if changed.num_rows:
             key = TABLES[table]
@@ -161,7 +160,7 @@ class DeltaStore(Store):
                          .when_matched_update_all().when_not_matched_insert_all().execute(), changed)
         self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
 
-    def _sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
+    def sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
         """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
         from deltalake import write_deltalake
 
@@ -180,11 +179,9 @@ class DeltaStore(Store):
         from deltalake import DeltaTable, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
-        if self.read_only:
-            raise StoreError(f"{self.where()}: opened read-only")
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                dt_ = self._table(table)
+                dt_ = self.delta_table(table)
                 if dt_ is None:  # the first writer creates it (empty), racing others doing the same
                     try:
                         write_deltalake(self.uri(table), sample.schema.empty_table(), partition_by=["schedule"],
@@ -194,8 +191,6 @@ class DeltaStore(Store):
                     dt_ = DeltaTable(self.uri(table), storage_options=self.options)
                 failpoints.hit("delta.merge")  # the version read, the commit not yet written
                 op(dt_)
-                dt_.update_incremental()
-                self.versions[table] = dt_.version()
                 return
             except CommitFailedError as e:
                 self.conflicts += 1

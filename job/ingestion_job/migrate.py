@@ -18,6 +18,9 @@ import dataclasses
 import datetime as dt
 import json
 import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from ingestion_contract.spec import ObjectStoreStorage
 
@@ -68,8 +71,6 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
     manifest_key = f"{prefix}_manifests/schedule={sched}.json"
     body = call(lambda: client.get_object(Bucket=cfg.bucket, Key=manifest_key)["Body"].read(), f"read {manifest_key}",
                 missing_ok=True)
-    old_keys = [k for table in ("objects", "gaps", "runs", "loaded") for k in listing(f"{prefix}{table}/schedule={sched}/")
-                if _is_old(k)]
     result = Migration(found=body is not None)
     if body is not None:
         version = json.loads(body)["version"]
@@ -77,15 +78,14 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
         try:
             con = store.con
 
-            def read(key: str, table: str) -> None:
+            def download(key: str) -> Path:
                 local = store.path.parent / _safe(key)
                 call(lambda: client.download_file(cfg.bucket, key, str(local)), f"download {key}")
-                cols = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
-                have = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(local)]).fetchall()]
-                pick = ", ".join(f'"{c}"' for c in have if c in cols)
-                before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-                con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT {pick} FROM read_parquet(?)", [str(local)]).fetchall()
-                result.rows[table] = result.rows.get(table, 0) + con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+                return local
+
+            def read(key: str, table: str) -> None:
+                added = store.insert_local(table, pq.read_table(download(key)), keep_existing=True)
+                result.rows[table] = result.rows.get(table, 0) + added
 
             for table in ("objects", "gaps"):
                 result.rows.setdefault(table, 0)
@@ -94,10 +94,10 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
             for key in listing(f"{prefix}runs/schedule={sched}/run="):
                 read(key, "runs")
             for table in ("objects", "gaps", "runs"):
-                store._sync(table)
+                store.sync(table)
 
             held: set[tuple[str, str]] = set()
-            loaded = store._table("loaded")
+            loaded = store.delta_table("loaded")
             if loaded is not None:
                 held = {(r["symbol"], r["date"].isoformat()) for r in loaded.to_pyarrow_table(
                     columns=["symbol", "date"], filters=[("schedule", "=", schedule)]).to_pylist()}
@@ -106,18 +106,18 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
                 m = re.search(r"/symbol=([^/]+)/date=(\d{4}-\d{2}-\d{2})/data\.parquet$", key)
                 if not m or (m.group(1), m.group(2)) in held:
                     continue
-                local = store.path.parent / _safe(key)
-                call(lambda: client.download_file(cfg.bucket, key, str(local)), f"download {key}")
-                exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchall()[0][0]
-                if not exists:
+                local = download(key)
+                if not cells and loaded is None:  # no Delta table yet: the first old file gives the columns
                     con.execute("CREATE TABLE loaded AS SELECT * FROM read_parquet(?) LIMIT 0", [str(local)]).fetchall()
                 con.execute("INSERT INTO loaded BY NAME SELECT * FROM read_parquet(?)", [str(local)]).fetchall()
                 cells.append((m.group(1), dt.date.fromisoformat(m.group(2))))
-            store._sync_loaded(cells)
+            store.sync_loaded(cells)
             result.loaded_cells = len(cells)
         finally:
             store.close()
     if delete_old:
+        old_keys = [k for table in ("objects", "gaps", "runs", "loaded") for k in listing(f"{prefix}{table}/schedule={sched}/")
+                    if _is_old(k)]
         for key in [manifest_key] * (body is not None) + old_keys:
             call(lambda: client.delete_object(Bucket=cfg.bucket, Key=key), f"delete {key}")
             result.deleted += 1

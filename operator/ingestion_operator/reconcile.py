@@ -26,7 +26,8 @@ from ingestion_contract import JOB_NAME_LABEL, Coverage
 from . import metrics, names
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import ScheduleResource
-from .status import Event, condition_of, derive_status, merge_patch, newest_finished_job, stale_deadline, transition_events
+from .status import (Event, condition_of, derive_status, merge_patch, newest_finished_job, parse_time, stale_deadline,
+                     transition_events)
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -199,7 +200,7 @@ class Reconciler:
         #    event come first. A schedule blocked by something outside it (a foreign CronJob,
         #    an admission policy, a quota) gets no event when that goes away: look again after
         #    RECHECK_SECONDS.
-        wake = _parse_time((new_status.get("nextRuns") or [None])[0])
+        wake = parse_time((new_status.get("nextRuns") or [None])[0])
         stale_at = stale_deadline(schedule, live, jobs) if problem is None else None
         if stale_at is not None and stale_at > self.clock() and (wake is None or stale_at < wake):
             wake = stale_at  # Stale turns True then, with no event to announce it
@@ -294,10 +295,6 @@ def _refused(e: ApiException) -> bool:
 
 def _gone(e: ApiException) -> bool:
     return e.status == 404 or (e.status == 403 and "being terminated" in (e.body or ""))
-
-
-def _parse_time(s: str | None) -> dt.datetime | None:
-    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) if s else None
 
 
 def _api_message(e: ApiException) -> str:

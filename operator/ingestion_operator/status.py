@@ -21,12 +21,17 @@ from .resource import ScheduleResource
 NEXT_RUNS = 5
 
 
+def parse_time(t: str | None) -> dt.datetime | None:
+    """An RFC 3339 time (``Z`` or an offset) as an aware datetime; None stays None."""
+    return dt.datetime.fromisoformat(t.replace("Z", "+00:00")) if t else None
+
+
 def iso(t: dt.datetime | str | None) -> str | None:
     """RFC 3339 in UTC with a Z, whatever form the API client handed over."""
     if t is None:
         return None
     if isinstance(t, str):
-        t = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+        t = parse_time(t)
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -105,25 +110,27 @@ def stale_deadline(schedule: ScheduleResource, cronjob: dict | None, jobs: list[
     """When the schedule turns Stale if no run succeeds first: the last success (or, before
     the first, the schedule's creation) plus its freshness limit. None while it is disabled
     or invalid: no run is expected then."""
+    return _deadline(schedule, last_success(cronjob, jobs))
+
+
+def _deadline(schedule: ScheduleResource, success: str | None) -> dt.datetime | None:
     if schedule.spec is None or not schedule.enabled:
         return None
-    since = last_success(cronjob, jobs) or schedule.created
-    if since is None:
-        return None
-    return _parse(since) + schedule.spec.stale_after()
+    since = parse_time(success or schedule.created)
+    return None if since is None else since + schedule.spec.stale_after()
 
 
 def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], problem: str | None,
                     generation: int, previous: list[dict], now: dt.datetime) -> dict:
     """``Stale``: no run has succeeded within the freshness limit (spec.staleAfterSeconds)."""
-    deadline = None if problem is not None else stale_deadline(schedule, cronjob, jobs)
+    success = last_success(cronjob, jobs)
+    deadline = None if problem is not None else _deadline(schedule, success)
     if deadline is None:
         why = ("the spec is not valid" if schedule.spec is None else
                "the schedule is not Ready" if problem is not None else "spec.enabled is false")
         why += ": no run is expected"
         return condition("Stale", None, "NotJudged", f"{why}, so freshness is not judged", generation, previous, now)
     limit = _duration(schedule.spec.stale_after())
-    success = last_success(cronjob, jobs)
     if now < deadline:
         if success:
             return condition("Stale", False, "RecentSuccess", f"a run succeeded at {success}; stale after {iso(deadline)} "
@@ -135,10 +142,6 @@ def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list
                          f"limit of {limit}", generation, previous, now)
     return condition("Stale", True, "NeverSucceeded", f"no run has succeeded since the schedule was created at "
                      f"{iso(schedule.created)}, longer than the limit of {limit}", generation, previous, now)
-
-
-def _parse(t: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
 
 
 def _duration(d: dt.timedelta) -> str:
