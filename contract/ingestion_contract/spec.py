@@ -109,12 +109,22 @@ class DuckDBStorage:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Maintenance:
+    """Housekeeping of the Delta tables, done by the job when a table needs it (not every run)."""
+
+    compact_after_files: int = spec_field("compactAfterFiles", 32, minimum=0)  # 0: never compact
+    vacuum_retention_hours: int = spec_field("vacuumRetentionHours", 168, minimum=0)  # 0: at once
+    checkpoint_interval: int = spec_field("checkpointInterval", 10, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ObjectStoreStorage:
     bucket: str = spec_field("bucket", min_length=3, max_length=63)
     prefix: str = spec_field("prefix", "")
     endpoint: str | None = spec_field("endpoint", None)
     region: str = spec_field("region", "us-east-1")
     credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
+    maintenance: Maintenance = spec_field("maintenance", Maintenance())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

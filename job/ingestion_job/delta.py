@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from ingestion_contract import first_line
 from ingestion_contract.spec import ObjectStoreStorage
@@ -75,6 +76,7 @@ class DeltaStore(Store):
         self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
         self.options = storage_options(cfg, credentials)
         self.conflicts = 0  # commits redone after losing a race, over this store's life
+        self._synced: dict[str, pa.Table] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
         super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
         self.con.execute("SET TimeZone = 'UTC'")
@@ -106,7 +108,7 @@ class DeltaStore(Store):
                 except Exception as e:
                     raise self._error(f"read table {table}", e) from None
                 self.insert_local(table, rows)
-            self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
+            self._synced_now(table)
         loaded = self.delta_table("loaded")
         if loaded is not None:  # its columns only: refuse_loads checks new files against them
             schema = pa.schema(loaded.schema().to_arrow())
@@ -151,14 +153,25 @@ class DeltaStore(Store):
         super().add_warning(run_id, warning)
         self.sync("runs")
 
+    def _synced_now(self, table: str, rows: pa.Table | None = None) -> None:
+        """Remember ``table`` as the Delta tables now hold it: an Arrow snapshot (``rows``, or
+        the working copy's table) that the next sync compares against."""
+        if rows is None:
+            rows = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+        self._synced[table] = rows
+        self.con.register(f"_synced_{table}", rows)
+
     def sync(self, table: str) -> None:
-        changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
+        if self._synced[table].num_rows:
+            changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
+        else:  # nothing synced yet (a first run): every row is new, no need to compare
+            changed = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
         if changed.num_rows:
             key = TABLES[table]
             on = " AND ".join([f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in key)])
             self._commit(table, lambda dt_: dt_.merge(changed, on, source_alias="s", target_alias="t", merge_schema=True)
                          .when_matched_update_all().when_not_matched_insert_all().execute(), changed)
-        self.con.execute(f"CREATE OR REPLACE TABLE _synced_{table} AS SELECT * FROM {table}")
+        self._synced_now(table, None if self._synced[table].num_rows else changed)
 
     def sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
         """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
@@ -174,24 +187,28 @@ class DeltaStore(Store):
             where = f"schedule = {_quote(self.schedule)} AND ({cell})"
             self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
 
-    def _commit(self, table: str, op, sample: pa.Table) -> None:
-        """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone."""
+    def _commit(self, table: str, op, rows: pa.Table) -> None:
+        """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone.
+        A table that does not exist yet is created holding ``rows`` (what ``op`` would leave in
+        an empty table)."""
         from deltalake import DeltaTable, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 dt_ = self.delta_table(table)
-                if dt_ is None:  # the first writer creates it (empty), racing others doing the same
+                if dt_ is None:  # the first writer creates it with its rows (version 0, a conditional PUT)
+                    failpoints.hit("delta.merge")
                     try:
-                        write_deltalake(self.uri(table), sample.schema.empty_table(), partition_by=["schedule"],
-                                        mode="ignore", storage_options=self.options)
-                    except Exception:  # another writer created it first: fine, use theirs
-                        pass
-                    dt_ = DeltaTable(self.uri(table), storage_options=self.options)
+                        write_deltalake(self.uri(table), rows, partition_by=["schedule"], mode="error",
+                                        configuration=self.table_properties(), storage_options=self.options)
+                        return
+                    except Exception:  # another writer created it first: commit on top of theirs
+                        if self.delta_table(table) is None:
+                            raise
+                        dt_ = DeltaTable(self.uri(table), storage_options=self.options)
                 failpoints.hit("delta.merge")  # the version read, the commit not yet written
-                op(dt_)
-                return
+                return op(dt_)
             except CommitFailedError as e:
                 self.conflicts += 1
                 if attempt + 1 == COMMIT_ATTEMPTS:
@@ -203,6 +220,52 @@ class DeltaStore(Store):
                 raise
             except Exception as e:
                 raise self._error(f"commit to table {table}", e) from None
+
+    def table_properties(self) -> dict[str, str]:
+        """Delta table properties from the spec's maintenance policy: a checkpoint every
+        ``checkpointInterval`` commits, written by the committing writer (delta-rs's
+        post-commit hook), which also deletes log entries past ``delta.logRetentionDuration``
+        (30 days by default)."""
+        return {"delta.checkpointInterval": str(self.cfg.maintenance.checkpoint_interval)}
+
+    def maintain(self) -> list[dict]:
+        """Housekeeping the spec's policy asks for now, table by table: the table properties
+        brought up to date; and when this schedule's partition holds ``compactAfterFiles``
+        files or more, a compaction of that partition (Delta OPTIMIZE, a commit like any
+        other), a checkpoint, and a vacuum of the files no version uses any more, removed
+        over ``vacuumRetentionHours`` ago. Most runs find nothing to do. Returns one dict per table."""
+        m = self.cfg.maintenance
+        done = []
+        for table in (*TABLES, "loaded"):
+            t0 = time.monotonic()
+            dt_ = self.delta_table(table)
+            if dt_ is None:
+                continue
+            row = {"table": table, "files": 0, "compacted": False, "vacuumed": 0}
+            try:
+                row["files"] = self.partition_files(dt_)
+                if {k: dt_.metadata().configuration.get(k) for k in self.table_properties()} != self.table_properties():
+                    self._commit(table, lambda d: d.alter.set_table_properties(self.table_properties()), None)
+                if m.compact_after_files and row["files"] >= m.compact_after_files:
+                    self._commit(table, lambda d: d.optimize.compact(partition_filters=[("schedule", "=", self.schedule)]), None)
+                    dt_ = self.delta_table(table)
+                    dt_.create_checkpoint()
+                    row["compacted"] = True
+                    row["vacuumed"] = len(dt_.vacuum(retention_hours=m.vacuum_retention_hours, dry_run=False,
+                                                      enforce_retention_duration=False))
+                    row["files_after"] = self.partition_files(dt_)
+            except StoreError:
+                raise
+            except Exception as e:
+                raise self._error(f"maintenance of table {table}", e) from None
+            row["duration_ms"] = round((time.monotonic() - t0) * 1000)
+            done.append(row)
+        return done
+
+    def partition_files(self, dt_) -> int:
+        """How many data files this schedule's partition of a table holds."""
+        schedules = pa.table(dt_.get_add_actions(flatten=True))["partition.schedule"]
+        return pa.compute.sum(pa.compute.equal(schedules, self.schedule)).as_py() or 0
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")

@@ -262,6 +262,8 @@ class Run:
         url = self.ctx.spec.metrics.pushgateway_url
         if url:
             warnings += self.push_metrics(url, outcome, stats, counts, last)
+        if committed and outcome != "failed":
+            warnings += self.maintain(store)
         if warnings and committed:
             try:
                 with store.locked():
@@ -285,6 +287,22 @@ class Run:
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 oldest_open.isoformat() if oldest_open else None, s.bytes_fetched, outcome)
         return RunResult(self.run_id, outcome, s, error, warnings, coverage)
+
+    def maintain(self, store: Store) -> list[str]:
+        """The store's housekeeping, when its policy asks for it; a failure is a warning (the
+        run's data is committed, and the next run tries again)."""
+        if time.monotonic() - self.t0 > self.budget:
+            self.log.warning("event=maintenance_skipped reason=%r", "the run's time budget is spent")
+            return []
+        try:
+            for done in store.maintain():
+                if done["compacted"]:
+                    self.log.info("event=maintenance table=%s files_before=%d files_after=%d vacuumed=%d duration_ms=%d",
+                                  done["table"], done["files"], done["files_after"], done["vacuumed"], done["duration_ms"])
+        except StoreError as e:
+            self.log.warning("event=maintenance_failed error=%r", str(e))
+            return [f"maintenance: {e}"]
+        return []
 
     def outcome(self, error: str | None) -> str:
         return "failed" if error else "partial" if self.summary.repairs_failed else "succeeded"

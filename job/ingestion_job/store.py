@@ -144,6 +144,10 @@ class Store:
         finally:
             self.release()
 
+    def maintain(self) -> list[dict]:
+        """Housekeeping a store does now and then (the Delta tables compact); a file has none."""
+        return []
+
     def close(self) -> None:
         self.release()
 

@@ -1,6 +1,7 @@
 """Object-store mode against the real S3 server: Delta tables written by delta-rs."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -286,3 +287,103 @@ def test_migrate_store_moves_the_old_format_into_delta_once(dataset, servers, tm
     assert not [k for k in keys(servers, prefix) if "/version=" in k or "/run=" in k or "/symbol=" in k or "_manifests" in k]
     assert _q(table(servers, prefix, "objects"), "SELECT count(*) FROM t") == [(want["objects"],)]
     assert migrate() == "migrate-store: no old-format data for schedule lake"
+
+
+def test_two_writers_creating_the_tables_at_once_both_land(dataset, servers, tmp_path):
+    """A first run creates each table with its rows (version 0, a conditional PUT). Two
+    writers racing to create the same table: one creates it, the other commits on top."""
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-create/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    resume = tmp_path / "go"
+    procs = [start_writer(tmp_path, f"creator-{s}", with_symbols(spec, s), creds, failpoints="delta.merge",
+                          failpoint_resume=str(resume)) for s in ("BTCUSDT", "ETHUSDT")]
+    try:
+        for p in procs:
+            wait_for_line(p, "event=failpoint name=delta.merge")
+        assert keys(servers, prefix) == []  # both are about to create the tables
+        resume.touch()
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0], [p.log.read_text()[-1500:] for p in procs]
+    assert table(servers, prefix, "runs").version() >= 1  # one created it, the other committed after
+    assert _q(table(servers, prefix, "objects"), "SELECT symbol, count(*) FILTER (WHERE present) FROM t GROUP BY ALL ORDER BY ALL") == [
+        ("BTCUSDT", 2), ("ETHUSDT", 2)]
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 2)]
+
+
+def _runs_with_housekeeping(spec, servers, caplog, n):
+    """``n`` runs; for each, its event=maintenance lines."""
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    seen = []
+    for _ in range(n):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ingestion_job"):
+            res = run(context(spec, schedule="lake", store_credentials=creds), None)
+        assert res.outcome == "succeeded" and not res.warnings, (res.error, res.warnings)
+        seen.append([r.getMessage() for r in caplog.records if r.getMessage().startswith("event=maintenance")])
+    return seen
+
+
+def _data_files(servers, prefix, name):
+    return {k for k in keys(servers, f"{prefix}{name}/schedule=lake/") if k.endswith(".parquet")}
+
+
+def test_housekeeping_compacts_a_partition_when_it_holds_enough_files_not_on_every_run(dataset, servers, caplog):
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    prefix = f"{dataset.prefix}-house/"
+    spec = object_spec(dataset, servers, prefix)
+    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 4, "vacuumRetentionHours": 0,
+                                                     "checkpointInterval": 3}
+    seen = _runs_with_housekeeping(spec, servers, caplog, 4)
+    # Each run adds one file to its partition of `runs` (its record; its end rewrites the file its
+    # start wrote); nothing else changes. The fourth run finds 4 files and compacts them into
+    # one, then vacuums 8: the 4 compacted and the 4 that the runs' ends replaced.
+    assert [bool(s) for s in seen] == [False, False, False, True], seen
+    assert len(seen[3]) == 1 and seen[3][0].startswith("event=maintenance table=runs files_before=4 files_after=1 vacuumed=8 ")
+    runs = table(servers, prefix, "runs")
+    # vacuumRetentionHours 0: what the table no longer uses is gone from the bucket, not only from the log
+    assert _data_files(servers, prefix, "runs") == {u.split(f"{PRIVATE}/", 1)[1] for u in runs.file_uris()}
+    assert len(runs.file_uris()) == 1
+    # the next runs have too few files to compact again
+    assert _runs_with_housekeeping(spec, servers, caplog, 2) == [[], []]
+    runs = table(servers, prefix, "runs")
+    assert _q(runs, "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 6)]
+    assert len(runs.file_uris()) == 3
+    assert runs.metadata().configuration["delta.checkpointInterval"] == "3"
+    assert any(k.endswith(".checkpoint.parquet") for k in keys(servers, f"{prefix}runs/_delta_log/"))
+
+
+def test_housekeeping_keeps_what_time_travel_needs_within_the_retention(dataset, servers, caplog):
+    dataset.upload([(s, d) for s in ("BTCUSDT",) for d in days_ago(1)])
+    prefix = f"{dataset.prefix}-keep/"
+    spec = object_spec(dataset, servers, prefix)
+    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 2}  # vacuumRetentionHours: 168
+    seen = _runs_with_housekeeping(spec, servers, caplog, 2)
+    assert seen[0] == [] and len(seen[1]) == 1 and " vacuumed=0 " in seen[1][0], seen
+    runs = table(servers, prefix, "runs")
+    (optimize,) = [h["version"] for h in runs.history() if h["operation"] == "OPTIMIZE"]
+    before = optimize - 1
+    assert _q(table(servers, prefix, "runs", before), "SELECT count(*) FROM t") == [(2,)]  # still readable
+    assert len(_data_files(servers, prefix, "runs")) > len(runs.file_uris())  # the old files are kept
+
+
+def test_a_failed_housekeeping_step_is_a_warning_not_a_failed_run(dataset, servers, monkeypatch):
+    """The run's data is committed before housekeeping; the next run tries it again."""
+    from ingestion_job.delta import DeltaStore
+    from ingestion_job.store import StoreError
+
+    def broken(self):
+        raise StoreError(f"{self.where()}: maintenance of table runs: throttled")
+
+    monkeypatch.setattr(DeltaStore, "maintain", broken)
+    dataset.upload([("BTCUSDT", d) for d in days_ago(1)])
+    prefix = f"{dataset.prefix}-hkfail/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    res = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert res.outcome == "succeeded" and res.warnings == [f"maintenance: s3://{PRIVATE}/{prefix}: maintenance of table runs: throttled"]
+    assert _q(table(servers, prefix, "runs"), "SELECT outcome, warnings FROM t") == [("succeeded", res.warnings[0])]
