@@ -203,5 +203,31 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def entry() -> None:
+    """The ``ingestion-job`` command: :func:`main`, then an exit that skips the interpreter's
+    teardown once everything is flushed and closed.
+
+    Arrow's C++ thread pools (pyarrow reads Delta tables and Parquet) and delta-rs's runtime
+    keep native threads; destroyed during the interpreter's teardown while one is still
+    joinable, they end the process in ``std::terminate``: ``terminate called without an
+    active exception`` and SIGABRT (exit 134), after a run that committed everything
+    (apache/arrow#34314, delta-io/delta-rs#2184). Kubernetes would count such a run as
+    failed and retry it. By the time ``main`` returns, the store is closed, metrics are pushed
+    and the termination message is written, so nothing is left for the teardown to do."""
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's --help and usage errors
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

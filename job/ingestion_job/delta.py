@@ -1,7 +1,11 @@
 """Object-storage mode: the store's tables as Delta Lake tables in an S3 bucket (delta-rs).
 
 Layout under ``s3://<bucket>/<prefix>``: four Delta tables, ``objects``, ``gaps``, ``runs``
-and ``loaded``, each partitioned by ``schedule`` (schedules never touch each other's files).
+and ``loaded``, each partitioned by ``schedule`` (schedules never touch each other's files);
+``objects``, ``gaps`` and ``loaded`` also by ``part``, one of :data:`PARTS` buckets of the
+symbol (:func:`part_of`). A commit names the parts it touches, so writers of disjoint parts
+of one schedule (a backfill's shards) commit side by side without conflict, and writers of
+a shared part (every run writes ``runs``) redo a lost commit on the winner's version.
 Any engine that reads Delta reads them: DuckDB (``delta_scan`` or Arrow), Polars, Spark,
 Trino; each version is kept until ``vacuum`` removes it, so one can time-travel to the
 version before a run.
@@ -30,6 +34,7 @@ import datetime as dt
 import random
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,8 +47,30 @@ from ingestion_contract.spec import ObjectStoreStorage
 from . import failpoints
 from .store import KEY, Store, StoreError
 
-# table: its merge key (every table is also partitioned by schedule)
+# table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
+PARTS = 8  # symbol buckets: a backfill's shards take disjoint sets of parts
+
+
+def part_of(symbol: str) -> int:
+    """The symbol's bucket (stable across processes and releases: CRC-32)."""
+    return zlib.crc32(symbol.encode()) % PARTS
+
+
+def with_part(rows: pa.Table) -> pa.Table:
+    """``rows`` with the ``part`` column (replaced if present) when they have a symbol."""
+    if "symbol" not in rows.column_names:
+        return rows
+    if "part" in rows.column_names:
+        rows = rows.drop_columns(["part"])
+    symbols = pa.compute.dictionary_encode(rows["symbol"].combine_chunks())
+    parts = pa.array([part_of(s) for s in symbols.dictionary.to_pylist()], pa.int32())
+    return rows.append_column("part", parts.take(symbols.indices))
+
+
+def parts_in(rows: pa.Table) -> str:
+    """SQL list of the parts ``rows`` touch, for a commit's predicate."""
+    return ", ".join(str(p) for p in sorted(set(rows["part"].to_pylist())))
 COMMIT_ATTEMPTS = 40  # a commit that loses a race is redone on the new version, up to this many times
 COMMIT_BACKOFF = (0.05, 5.0)  # seconds: full jitter between 0 and min(cap, base * 2**attempt)
 LOAD_CELLS_PER_COMMIT = 500  # loaded: one replace-where commit per this many cells
@@ -112,6 +139,7 @@ class DeltaStore(Store):
         loaded = self.delta_table("loaded")
         if loaded is not None:  # its columns only: refuse_loads checks new files against them
             schema = pa.schema(loaded.schema().to_arrow())
+            schema = schema.remove(schema.get_field_index("part")) if "part" in schema.names else schema
             self.con.register("_empty", schema.empty_table())
             try:
                 self.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
@@ -166,12 +194,16 @@ class DeltaStore(Store):
             changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
         else:  # nothing synced yet (a first run): every row is new, no need to compare
             changed = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+        synced = None if self._synced[table].num_rows else changed
         if changed.num_rows:
-            key = TABLES[table]
-            on = " AND ".join([f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in key)])
-            self._commit(table, lambda dt_: dt_.merge(changed, on, source_alias="s", target_alias="t", merge_schema=True)
+            changed = with_part(changed)
+            on = [f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in TABLES[table])]
+            if "part" in changed.column_names:
+                on.insert(1, f"t.part IN ({parts_in(changed)})")
+            self._commit(table, lambda dt_: dt_.merge(changed, " AND ".join(on), source_alias="s", target_alias="t",
+                                                      merge_schema=True)
                          .when_matched_update_all().when_not_matched_insert_all().execute(), changed)
-        self._synced_now(table, None if self._synced[table].num_rows else changed)
+        self._synced_now(table, synced)
 
     def sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
         """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
@@ -181,10 +213,11 @@ class DeltaStore(Store):
             chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
             self.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
             self.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
-            rows = self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
-                                params=[self.schedule]).to_arrow_table()
+            rows = with_part(self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
+                                          params=[self.schedule]).to_arrow_table())
+            parts = ", ".join(str(p) for p in sorted({part_of(s) for s, _ in chunk}))
             cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
-            where = f"schedule = {_quote(self.schedule)} AND ({cell})"
+            where = f"schedule = {_quote(self.schedule)} AND part IN ({parts}) AND ({cell})"
             self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
 
     def _commit(self, table: str, op, rows: pa.Table) -> None:
@@ -200,7 +233,8 @@ class DeltaStore(Store):
                 if dt_ is None:  # the first writer creates it with its rows (version 0, a conditional PUT)
                     failpoints.hit("delta.merge")
                     try:
-                        write_deltalake(self.uri(table), rows, partition_by=["schedule"], mode="error",
+                        write_deltalake(self.uri(table), rows, mode="error",
+                                        partition_by=["schedule", "part"] if "part" in rows.column_names else ["schedule"],
                                         configuration=self.table_properties(), storage_options=self.options)
                         return
                     except Exception:  # another writer created it first: commit on top of theirs
@@ -208,6 +242,7 @@ class DeltaStore(Store):
                             raise
                         dt_ = DeltaTable(self.uri(table), storage_options=self.options)
                 failpoints.hit("delta.merge")  # the version read, the commit not yet written
+                failpoints.hit(f"delta.merge:{table}")
                 return op(dt_)
             except CommitFailedError as e:
                 self.conflicts += 1
@@ -263,9 +298,13 @@ class DeltaStore(Store):
         return done
 
     def partition_files(self, dt_) -> int:
-        """How many data files this schedule's partition of a table holds."""
-        schedules = pa.table(dt_.get_add_actions(flatten=True))["partition.schedule"]
-        return pa.compute.sum(pa.compute.equal(schedules, self.schedule)).as_py() or 0
+        """How many data files this schedule's partition of a table holds: in its fullest part,
+        for the tables partitioned by part too."""
+        actions = pa.table(dt_.get_add_actions(flatten=True))
+        mine = actions.filter(pa.compute.equal(actions["partition.schedule"], self.schedule))
+        if "partition.part" not in mine.column_names or not mine.num_rows:
+            return mine.num_rows
+        return max(pa.compute.value_counts(mine["partition.part"]).field("counts").to_pylist())
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")
