@@ -94,6 +94,8 @@ class Target:
     discover: bool = spec_field("discover", False)
     lag_days: int = spec_field("lagDays", 1, minimum=0)
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
+    # every attempt of every request to the source, across the run's concurrency; None: no cap
+    max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -298,13 +298,9 @@ class DeltaStore(Store):
         return done
 
     def partition_files(self, dt_) -> int:
-        """How many data files this schedule's partition of a table holds: in its fullest part,
-        for the tables partitioned by part too."""
-        actions = pa.table(dt_.get_add_actions(flatten=True))
-        mine = actions.filter(pa.compute.equal(actions["partition.schedule"], self.schedule))
-        if "partition.part" not in mine.column_names or not mine.num_rows:
-            return mine.num_rows
-        return max(pa.compute.value_counts(mine["partition.part"]).field("counts").to_pylist())
+        """How many data files this schedule's partition of a table holds (all its parts)."""
+        schedules = pa.table(dt_.get_add_actions(flatten=True))["partition.schedule"]
+        return pa.compute.sum(pa.compute.equal(schedules, self.schedule)).as_py() or 0
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")

@@ -274,6 +274,8 @@ class Run:
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
                 f"repairs_failed={s.repairs_failed} deferred={s.repairs_deferred} gaps_open={s.gaps_open} "
                 f"bytes_fetched={s.bytes_fetched} rows_written={s.rows_written} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
+        if source is not None and source.rate is not None:
+            line += f" max_requests_per_second={self.ctx.spec.target.max_requests_per_second} rate_wait_seconds={source.rate.waited:.1f}"
         if warnings:
             line += f" warnings={len(warnings)}"
         {"succeeded": self.log.info, "partial": self.log.warning}.get(outcome, self.log.error)(line)

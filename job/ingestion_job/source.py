@@ -77,6 +77,26 @@ class RequestStats:
         return sum(self.errors.values())
 
 
+class RateLimit:
+    """At most ``per_second`` requests a second, evenly spaced, across threads: each request
+    reserves the next free slot and waits for it."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second
+        self.next = time.monotonic()
+        self.waited = 0.0  # seconds requests spent waiting for their slot
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Seconds until this request's slot (0 when it may go now)."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self.next)
+            self.next = slot + self.interval
+            self.waited += slot - now
+            return slot - now
+
+
 class _Failure(Exception):
     """One request gave up: its S3 code, whether it was transient, and the attempts made."""
 
@@ -106,6 +126,7 @@ class S3Source:
         self.max_attempts = max_attempts
         self.request_seconds = request_seconds
         self.deadline = deadline
+        self.rate = RateLimit(target.max_requests_per_second) if target.max_requests_per_second else None
         credentials = None if target.anonymous else credentials
         # boto3 only resolves the endpoint and region (AWS's default, or the spec's); requests go
         # over httpx with SigV4 signing, through the one retry loop of _request, and the C
@@ -214,6 +235,11 @@ class S3Source:
         while True:
             attempt += 1
             wait = None
+            if self.rate is not None:
+                slot = self.rate.reserve()
+                if self.past_deadline(slot):
+                    raise _Failure("not started", True, attempt - 1, time.monotonic() - t0, out_of_time=True)
+                time.sleep(slot)
             try:
                 resp = self.http.get(url, headers=self._sign(url))
             except httpx.TransportError as e:

@@ -291,3 +291,30 @@ def test_a_read_timeout_is_retried_and_a_hung_key_fails_alone_naming_its_attempt
         assert source.stats.errors[("GetObject", "ReadTimeout")] == 1 + 3
     finally:
         proxy.close()
+
+
+def test_max_requests_per_second_caps_what_the_source_sees(dataset, servers, tmp_path, caplog):
+    """`target.maxRequestsPerSecond` spaces every request (listing, objects, sidecars) across
+    the run's 16 threads: the source sees them at most that often, and the run says how long
+    it waited for its slots."""
+    cells = [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 3, 4, 5)]
+    dataset.upload(cells)
+    proxy = FaultProxy(servers.s3.endpoint)  # no faults: it records when each request arrives
+    try:
+        spec = dataset.spec(["BTCUSDT", "ETHUSDT"], lookback=4, endpoint=proxy.endpoint)
+        spec["target"]["maxRequestsPerSecond"] = 10
+        with caplog.at_level("INFO", logger="ingestion_job"):
+            res = run(context(spec), tmp_path / "s.duckdb", concurrency=16)
+        arrivals = proxy.times_of("")
+    finally:
+        proxy.close()
+    assert res.outcome == "succeeded" and res.summary["gaps_repaired"] == 10
+    n = res.summary["s3_requests"]
+    assert len(arrivals) == n and n >= 21  # 1 bucket check + 2 listings + 10 objects + 10 sidecars
+    # evenly spaced at 0.1 s, so any 11 consecutive arrivals span at least 1 s (less the
+    # jitter of the proxy's clock against ours)
+    assert min(b - a for a, b in zip(arrivals, arrivals[10:])) >= 0.95, arrivals
+    assert arrivals[-1] - arrivals[0] >= (n - 1) / 10 - 0.05
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event=run_finished")]
+    waited = float(re.search(r" max_requests_per_second=10 rate_wait_seconds=([0-9.]+)", line).group(1))
+    assert waited > 1.0  # 16 threads queued for 0.1 s slots
