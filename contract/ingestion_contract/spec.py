@@ -33,6 +33,7 @@ MAX_NAME = 52
 KEY_PLACEHOLDERS = ("symbol", "date")
 LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
 DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
+MIN_COMPACT_AFTER_FILES = 16  # a compaction leaves one file per symbol part (ingestion_job.delta.PARTS, 8)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # Whether a schedule fires at all does not depend on when one asks; ask from a fixed instant
 # (robfig/cron looks five years ahead, which always holds a 29 February).
@@ -390,6 +391,12 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
         p = storage.duckdb.path
         if not p.startswith("/") or p.rstrip("/").count("/") < 2:
             err("storage.duckdb.path", p, "must be absolute and inside a folder, e.g. /data/ingestion.duckdb")
+    if storage.object_store is not None:
+        n = storage.object_store.maintenance.compact_after_files
+        if 0 < n < MIN_COMPACT_AFTER_FILES:
+            err("storage.objectStore.maintenance.compactAfterFiles", n,
+                f"must be 0 (never compact) or at least {MIN_COMPACT_AFTER_FILES}: a compaction leaves one file "
+                "per symbol part (8), and a smaller limit would compact on every run")
     return errors
 
 

@@ -217,9 +217,16 @@ def entry() -> None:
     try:
         code = main()
     except SystemExit as e:  # argparse's --help and usage errors
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, (int, type(None))):
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # a bug outside the run's own handling: the traceback, then the same exit
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -104,6 +104,9 @@ class DeltaStore(Store):
         self.options = storage_options(cfg, credentials)
         self.conflicts = 0  # commits redone after losing a race, over this store's life
         self._synced: dict[str, pa.Table] = {}
+        # per table: whether it is partitioned by part (tables created before parts are not,
+        # and keep working as they are; a table created from now on is)
+        self._parted: dict[str, bool] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
         super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
         self.con.execute("SET TimeZone = 'UTC'")
@@ -130,6 +133,7 @@ class DeltaStore(Store):
         for table in TABLES:
             dt_ = self.delta_table(table)
             if dt_ is not None:
+                self._parted[table] = "part" in dt_.metadata().partition_columns
                 try:
                     rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
                 except Exception as e:
@@ -138,6 +142,7 @@ class DeltaStore(Store):
             self._synced_now(table)
         loaded = self.delta_table("loaded")
         if loaded is not None:  # its columns only: refuse_loads checks new files against them
+            self._parted["loaded"] = "part" in loaded.metadata().partition_columns
             schema = pa.schema(loaded.schema().to_arrow())
             schema = schema.remove(schema.get_field_index("part")) if "part" in schema.names else schema
             self.con.register("_empty", schema.empty_table())
@@ -196,7 +201,8 @@ class DeltaStore(Store):
             changed = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
         synced = None if self._synced[table].num_rows else changed
         if changed.num_rows:
-            changed = with_part(changed)
+            if self._parted.get(table, True):
+                changed = with_part(changed)
             on = [f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in TABLES[table])]
             if "part" in changed.column_names:
                 on.insert(1, f"t.part IN ({parts_in(changed)})")
@@ -213,34 +219,38 @@ class DeltaStore(Store):
             chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
             self.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
             self.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
-            rows = with_part(self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
-                                          params=[self.schedule]).to_arrow_table())
-            parts = ", ".join(str(p) for p in sorted({part_of(s) for s, _ in chunk}))
+            rows = self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
+                                params=[self.schedule]).to_arrow_table()
             cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
-            where = f"schedule = {_quote(self.schedule)} AND part IN ({parts}) AND ({cell})"
+            where = f"schedule = {_quote(self.schedule)} AND ({cell})"
+            if self._parted.get("loaded", True):
+                rows = with_part(rows)
+                parts = ", ".join(str(p) for p in sorted({part_of(s) for s, _ in chunk}))
+                where = f"schedule = {_quote(self.schedule)} AND part IN ({parts}) AND ({cell})"
             self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
 
-    def _commit(self, table: str, op, rows: pa.Table) -> None:
+    def _commit(self, table: str, op, rows: pa.Table | None) -> None:
         """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone.
-        A table that does not exist yet is created holding ``rows`` (what ``op`` would leave in
-        an empty table)."""
+        A table that does not exist yet is created with the columns of ``rows``."""
         from deltalake import DeltaTable, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 dt_ = self.delta_table(table)
-                if dt_ is None:  # the first writer creates it with its rows (version 0, a conditional PUT)
-                    failpoints.hit("delta.merge")
+                if dt_ is None:
+                    # The first writer creates it empty, then commits like any other. Not with
+                    # its rows: delta-rs turns a lost race to create into a blind append at the
+                    # next version, which would double rows two creators both carry.
+                    failpoints.hit("delta.create")
                     try:
-                        write_deltalake(self.uri(table), rows, mode="error",
+                        write_deltalake(self.uri(table), rows.schema.empty_table(), mode="ignore",
                                         partition_by=["schedule", "part"] if "part" in rows.column_names else ["schedule"],
                                         configuration=self.table_properties(), storage_options=self.options)
-                        return
-                    except Exception:  # another writer created it first: commit on top of theirs
+                    except Exception:
                         if self.delta_table(table) is None:
                             raise
-                        dt_ = DeltaTable(self.uri(table), storage_options=self.options)
+                    dt_ = DeltaTable(self.uri(table), storage_options=self.options)
                 failpoints.hit("delta.merge")  # the version read, the commit not yet written
                 failpoints.hit(f"delta.merge:{table}")
                 return op(dt_)
@@ -265,10 +275,11 @@ class DeltaStore(Store):
 
     def maintain(self) -> list[dict]:
         """Housekeeping the spec's policy asks for now, table by table: the table properties
-        brought up to date; and when this schedule's partition holds ``compactAfterFiles``
+        set if the table has none; and when this schedule's partition holds ``compactAfterFiles``
         files or more, a compaction of that partition (Delta OPTIMIZE, a commit like any
         other), a checkpoint, and a vacuum of the files no version uses any more, removed
-        over ``vacuumRetentionHours`` ago. Most runs find nothing to do. Returns one dict per table."""
+        over ``vacuumRetentionHours`` ago. Most runs find nothing to do. Returns one dict per
+        table; a table whose housekeeping failed has its ``error`` (the others are still done)."""
         m = self.cfg.maintenance
         done = []
         for table in (*TABLES, "loaded"):
@@ -279,7 +290,8 @@ class DeltaStore(Store):
             row = {"table": table, "files": 0, "compacted": False, "vacuumed": 0}
             try:
                 row["files"] = self.partition_files(dt_)
-                if {k: dt_.metadata().configuration.get(k) for k in self.table_properties()} != self.table_properties():
+                # set once: a table shared by schedules with other settings must not flip-flop
+                if any(k not in dt_.metadata().configuration for k in self.table_properties()):
                     self._commit(table, lambda d: d.alter.set_table_properties(self.table_properties()), None)
                 if m.compact_after_files and row["files"] >= m.compact_after_files:
                     self._commit(table, lambda d: d.optimize.compact(partition_filters=[("schedule", "=", self.schedule)]), None)
@@ -289,10 +301,10 @@ class DeltaStore(Store):
                     row["vacuumed"] = len(dt_.vacuum(retention_hours=m.vacuum_retention_hours, dry_run=False,
                                                       enforce_retention_duration=False))
                     row["files_after"] = self.partition_files(dt_)
-            except StoreError:
-                raise
+            except StoreError as e:
+                row["error"] = str(e)
             except Exception as e:
-                raise self._error(f"maintenance of table {table}", e) from None
+                row["error"] = str(self._error(f"maintenance of table {table}", e))
             row["duration_ms"] = round((time.monotonic() - t0) * 1000)
             done.append(row)
         return done

@@ -291,20 +291,25 @@ class Run:
         return RunResult(self.run_id, outcome, s, error, warnings, coverage)
 
     def maintain(self, store: Store) -> list[str]:
-        """The store's housekeeping, when its policy asks for it; a failure is a warning (the
-        run's data is committed, and the next run tries again)."""
-        if time.monotonic() - self.t0 > self.budget:
-            self.log.warning("event=maintenance_skipped reason=%r", "the run's time budget is spent")
+        """The store's housekeeping, when its policy asks for it, and only while half the time
+        budget is left (the Job's deadline must not end a run that committed); a failure is a
+        warning (the run's data is committed, and the next run tries again)."""
+        if time.monotonic() - self.t0 > self.budget / 2:
+            self.log.warning("event=maintenance_skipped reason=%r", "less than half of the run's time budget is left")
             return []
+        warnings = []
         try:
-            for done in store.maintain():
-                if done["compacted"]:
-                    self.log.info("event=maintenance table=%s files_before=%d files_after=%d vacuumed=%d duration_ms=%d",
-                                  done["table"], done["files"], done["files_after"], done["vacuumed"], done["duration_ms"])
+            done = store.maintain()
         except StoreError as e:
-            self.log.warning("event=maintenance_failed error=%r", str(e))
-            return [f"maintenance: {e}"]
-        return []
+            done = [{"table": "-", "error": str(e)}]
+        for row in done:
+            if row.get("error"):
+                self.log.warning("event=maintenance_failed table=%s error=%r", row["table"], row["error"])
+                warnings.append(f"maintenance: {row['error']}")
+            elif row["compacted"]:
+                self.log.info("event=maintenance table=%s files_before=%d files_after=%d vacuumed=%d duration_ms=%d",
+                              row["table"], row["files"], row["files_after"], row["vacuumed"], row["duration_ms"])
+        return warnings
 
     def outcome(self, error: str | None) -> str:
         return "failed" if error else "partial" if self.summary.repairs_failed else "succeeded"

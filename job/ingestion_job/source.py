@@ -230,6 +230,7 @@ class S3Source:
         if self.deadline is not None:
             limit = min(limit, self.deadline)
         attempt = 0
+        code = "not started"  # the last attempt's error code
         if self.past_deadline():
             raise _Failure("not started", True, 0, 0.0, out_of_time=True)
         while True:
@@ -237,8 +238,8 @@ class S3Source:
             wait = None
             if self.rate is not None:
                 slot = self.rate.reserve()
-                if self.past_deadline(slot):
-                    raise _Failure("not started", True, attempt - 1, time.monotonic() - t0, out_of_time=True)
+                if time.monotonic() + slot >= limit:  # its slot comes too late
+                    raise _Failure(code, True, attempt - 1, time.monotonic() - t0, out_of_time=self.past_deadline(slot))
                 time.sleep(slot)
             try:
                 resp = self.http.get(url, headers=self._sign(url))

@@ -155,3 +155,12 @@ def test_validation_never_raises_and_names_a_field(data):
 def test_any_schedule_text_is_a_field_error_or_valid(text):
     errors = validate({**SCHEDULE["spec"], "schedule": text})
     assert all(e.field == "spec.schedule" for e in errors), errors
+
+
+def test_compact_after_files_is_zero_or_above_what_a_compaction_leaves():
+    spec = yaml.safe_load(yaml.safe_dump(SCHEDULE["spec"]))
+    spec["storage"] = {"objectStore": {"bucket": "lake", "maintenance": {"compactAfterFiles": 8}}}
+    assert [e.field for e in validate(spec)] == ["spec.storage.objectStore.maintenance.compactAfterFiles"]
+    for ok in (0, 16, 32):
+        spec["storage"]["objectStore"]["maintenance"]["compactAfterFiles"] = ok
+        assert validate(spec) == []

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import yaml
 
 import ingestion_contract as contract
@@ -291,18 +292,19 @@ def test_migrate_store_moves_the_old_format_into_delta_once(dataset, servers, tm
 
 
 def test_two_writers_creating_the_tables_at_once_both_land(dataset, servers, tmp_path):
-    """A first run creates each table with its rows (version 0, a conditional PUT). Two
-    writers racing to create the same table: one creates it, the other commits on top."""
+    """Two writers racing to create the same table: delta-rs makes the loser's create an
+    append at the next version, so tables are created empty and every row goes in by merge:
+    nothing is doubled."""
     dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
     prefix = f"{dataset.prefix}-create/"
     spec = object_spec(dataset, servers, prefix)
     creds = (servers.s3.access_key, servers.s3.secret_key)
     resume = tmp_path / "go"
-    procs = [start_writer(tmp_path, f"creator-{s}", with_symbols(spec, s), creds, failpoints="delta.merge",
+    procs = [start_writer(tmp_path, f"creator-{s}", with_symbols(spec, s), creds, failpoints="delta.create",
                           failpoint_resume=str(resume)) for s in ("BTCUSDT", "ETHUSDT")]
     try:
         for p in procs:
-            wait_for_line(p, "event=failpoint name=delta.merge")
+            wait_for_line(p, "event=failpoint name=delta.create")
         assert keys(servers, prefix) == []  # both are about to create the tables
         resume.touch()
         codes = [p.wait(120) for p in procs]
@@ -310,7 +312,9 @@ def test_two_writers_creating_the_tables_at_once_both_land(dataset, servers, tmp
         for p in procs:
             p.kill()
     assert codes == [0, 0], [p.log.read_text()[-1500:] for p in procs]
-    assert table(servers, prefix, "runs").version() >= 1  # one created it, the other committed after
+    # both were about to create `runs` (their first commit): it was created empty (a lost race
+    # to create adds an empty commit), and both rows were merged in, once each
+    assert table(servers, prefix, "runs", 0).to_pyarrow_table().num_rows == 0
     assert _q(table(servers, prefix, "objects"), "SELECT symbol, count(*) FILTER (WHERE present) FROM t GROUP BY ALL ORDER BY ALL") == [
         ("BTCUSDT", 2), ("ETHUSDT", 2)]
     assert _q(table(servers, prefix, "runs"), "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 2)]
@@ -337,14 +341,14 @@ def test_housekeeping_compacts_a_partition_when_it_holds_enough_files_not_on_eve
     dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
     prefix = f"{dataset.prefix}-house/"
     spec = object_spec(dataset, servers, prefix)
-    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 4, "vacuumRetentionHours": 0,
+    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 16, "vacuumRetentionHours": 0,
                                                      "checkpointInterval": 3}
-    seen = _runs_with_housekeeping(spec, servers, caplog, 4)
+    seen = _runs_with_housekeeping(spec, servers, caplog, 16)
     # Each run adds one file to its partition of `runs` (its record; its end rewrites the file its
-    # start wrote); nothing else changes. The fourth run finds 4 files and compacts them into
-    # one, then vacuums 8: the 4 compacted and the 4 that the runs' ends replaced.
-    assert [bool(s) for s in seen] == [False, False, False, True], seen
-    assert len(seen[3]) == 1 and seen[3][0].startswith("event=maintenance table=runs files_before=4 files_after=1 vacuumed=8 ")
+    # start wrote); nothing else changes. The 16th run finds 16 files and compacts them into
+    # one, then vacuums 32: the 16 compacted and the 16 that the runs' ends replaced.
+    assert [bool(s) for s in seen] == [False] * 15 + [True], seen
+    assert len(seen[15]) == 1 and seen[15][0].startswith("event=maintenance table=runs files_before=16 files_after=1 vacuumed=32 ")
     runs = table(servers, prefix, "runs")
     # vacuumRetentionHours 0: what the table no longer uses is gone from the bucket, not only from the log
     assert _data_files(servers, prefix, "runs") == {u.split(f"{PRIVATE}/", 1)[1] for u in runs.file_uris()}
@@ -352,7 +356,7 @@ def test_housekeeping_compacts_a_partition_when_it_holds_enough_files_not_on_eve
     # the next runs have too few files to compact again
     assert _runs_with_housekeeping(spec, servers, caplog, 2) == [[], []]
     runs = table(servers, prefix, "runs")
-    assert _q(runs, "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 6)]
+    assert _q(runs, "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 18)]
     assert len(runs.file_uris()) == 3
     assert runs.metadata().configuration["delta.checkpointInterval"] == "3"
     assert any(k.endswith(".checkpoint.parquet") for k in keys(servers, f"{prefix}runs/_delta_log/"))
@@ -362,13 +366,13 @@ def test_housekeeping_keeps_what_time_travel_needs_within_the_retention(dataset,
     dataset.upload([(s, d) for s in ("BTCUSDT",) for d in days_ago(1)])
     prefix = f"{dataset.prefix}-keep/"
     spec = object_spec(dataset, servers, prefix)
-    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 2}  # vacuumRetentionHours: 168
-    seen = _runs_with_housekeeping(spec, servers, caplog, 2)
-    assert seen[0] == [] and len(seen[1]) == 1 and " vacuumed=0 " in seen[1][0], seen
+    spec["storage"]["objectStore"]["maintenance"] = {"compactAfterFiles": 16}  # vacuumRetentionHours: 168
+    seen = _runs_with_housekeeping(spec, servers, caplog, 16)
+    assert seen[:15] == [[]] * 15 and len(seen[15]) == 1 and " vacuumed=0 " in seen[15][0], seen
     runs = table(servers, prefix, "runs")
     (optimize,) = [h["version"] for h in runs.history() if h["operation"] == "OPTIMIZE"]
     before = optimize - 1
-    assert _q(table(servers, prefix, "runs", before), "SELECT count(*) FROM t") == [(2,)]  # still readable
+    assert _q(table(servers, prefix, "runs", before), "SELECT count(*) FROM t") == [(16,)]  # still readable
     assert len(_data_files(servers, prefix, "runs")) > len(runs.file_uris())  # the old files are kept
 
 
@@ -435,10 +439,11 @@ def test_writers_of_disjoint_symbol_parts_do_not_contend_and_of_one_part_redo(da
 
 
 EXIT_PROBE = """
-import json, sys
+import atexit, json, sys
 from deltalake import DeltaTable
 from ingestion_job.cli import entry
 held = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).to_pyarrow_table()  # still held at exit
+atexit.register(lambda: print("interpreter teardown ran", file=sys.stderr))
 sys.argv = ["ingestion-job", *sys.argv[3:]]
 entry()
 """
@@ -467,5 +472,40 @@ def test_the_job_command_never_ends_in_the_exit_time_abort(dataset, servers, tmp
     for _ in range(20):
         p = subprocess.run([python, "-c", EXIT_PROBE, f"s3://{PRIVATE}/{prefix}objects", json.dumps(opts), "--help"],
                            capture_output=True, text=True, env=env, timeout=60)
-        ends.append((p.returncode, "terminate called" in p.stderr, p.stdout.startswith("usage: ingestion-job")))
+        ends.append((p.returncode, "terminate called" in p.stderr or "teardown ran" in p.stderr,
+                     p.stdout.startswith("usage: ingestion-job")))
     assert ends == [(0, False, True)] * 20, ends
+    # the same holds when the command returns normally (not through SystemExit): no teardown at all
+    p = subprocess.run([python, "-c", EXIT_PROBE, f"s3://{PRIVATE}/{prefix}objects", json.dumps(opts),
+                        "report", "--spec", str(f), "--format", "json"], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)["availability"], p.stderr[-2000:]
+    assert "interpreter teardown ran" not in p.stderr
+
+
+def test_tables_created_before_parts_keep_working_unparted(dataset, servers, tmp_path):
+    """A table of the first Delta layout (partitioned by schedule only, no `part` column) is
+    merged into as it is: no `part` column appears, no row is doubled."""
+    from deltalake import write_deltalake
+    from ingestion_contract.spec import ObjectStoreStorage
+    from ingestion_job.delta import storage_options
+    from ingestion_job.store import open_store
+
+    d1, d2 = days_ago(1, 2)
+    dataset.upload([("BTCUSDT", d) for d in (d1, d2)])
+    prefix = f"{dataset.prefix}-unparted/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    store = open_store(tmp_path / "schema.duckdb")
+    schema = store.con.sql("SELECT * FROM objects").to_arrow_table().schema
+    store.close()
+    key = dataset.template.format(symbol="BTCUSDT", date=d1.isoformat())
+    old = pa.Table.from_pylist([{"schedule": "lake", "symbol": "BTCUSDT", "date": d1, "key": key, "present": True,
+                                 "size": 1, "etag": "old", "last_modified": None, "first_seen_at": None}], schema)
+    opts = storage_options(ObjectStoreStorage(bucket=PRIVATE, prefix=prefix, endpoint=servers.s3.endpoint), creds)
+    write_deltalake(f"s3://{PRIVATE}/{prefix}objects", old, partition_by=["schedule"], storage_options=opts)
+    res = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert res.outcome == "succeeded", res.error
+    objects = table(servers, prefix, "objects")
+    assert objects.metadata().partition_columns == ["schedule"] and "part" not in objects.schema().to_arrow().names
+    assert _q(objects, "SELECT date, count(*) FROM t WHERE present GROUP BY ALL ORDER BY ALL") == [(d2, 1), (d1, 1)]
+    assert "part" in table(servers, prefix, "gaps").metadata().partition_columns  # a new table gets parts

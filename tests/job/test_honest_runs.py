@@ -299,7 +299,8 @@ def test_max_requests_per_second_caps_what_the_source_sees(dataset, servers, tmp
     it waited for its slots."""
     cells = [(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 3, 4, 5)]
     dataset.upload(cells)
-    proxy = FaultProxy(servers.s3.endpoint)  # no faults: it records when each request arrives
+    proxy = FaultProxy(servers.s3.endpoint)  # it records when each request arrives
+    proxy.add("slowdown", "GET", ".zip", times=1, per_path=True)  # each object's and sidecar's first GET: retries to pace too
     try:
         spec = dataset.spec(["BTCUSDT", "ETHUSDT"], lookback=4, endpoint=proxy.endpoint)
         spec["target"]["maxRequestsPerSecond"] = 10
@@ -310,7 +311,8 @@ def test_max_requests_per_second_caps_what_the_source_sees(dataset, servers, tmp
         proxy.close()
     assert res.outcome == "succeeded" and res.summary["gaps_repaired"] == 10
     n = res.summary["s3_requests"]
-    assert len(arrivals) == n and n >= 21  # 1 bucket check + 2 listings + 10 objects + 10 sidecars
+    assert len(arrivals) == n and n >= 43  # 1 bucket check + 2 listings + 10 objects and 10 sidecars, twice each
+    assert res.summary["s3_errors"] == 20
     # evenly spaced at 0.1 s, so any 11 consecutive arrivals span at least 1 s (less the
     # jitter of the proxy's clock against ours)
     assert min(b - a for a, b in zip(arrivals, arrivals[10:])) >= 0.95, arrivals
