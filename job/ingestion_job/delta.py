@@ -121,11 +121,12 @@ class DeltaStore(Store):
     # read: this schedule's partition of each table -------------------------------------------
     def delta_table(self, table: str):
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         try:
-            if not DeltaTable.is_deltatable(self.uri(table), storage_options=self.options):
-                return None
             return DeltaTable(self.uri(table), storage_options=self.options)
+        except TableNotFoundError:
+            return None
         except Exception as e:  # delta-rs raises OSError / DeltaError subclasses with multi-line text
             raise self._error(f"read table {table}", e) from None
 
@@ -195,6 +196,13 @@ class DeltaStore(Store):
         self.con.register(f"_synced_{table}", rows)
 
     def sync(self, table: str) -> None:
+        """Commit the rows of ``table`` that changed since the last sync: a ``MERGE`` on the
+        key; or, when the table holds no file in the region they fall in (this schedule, their
+        parts: a first run), a replace-where of that empty region, which costs what writing
+        the files does. Both read the region, so a writer that committed into it meanwhile
+        makes this commit fail and be redone (as a merge): nothing is doubled."""
+        from deltalake import write_deltalake
+
         if self._synced[table].num_rows:
             changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
         else:  # nothing synced yet (a first run): every row is new, no need to compare
@@ -203,13 +211,29 @@ class DeltaStore(Store):
         if changed.num_rows:
             if self._parted.get(table, True):
                 changed = with_part(changed)
-            on = [f"t.schedule = {_quote(self.schedule)}", *(f"t.{k} = s.{k}" for k in TABLES[table])]
-            if "part" in changed.column_names:
-                on.insert(1, f"t.part IN ({parts_in(changed)})")
-            self._commit(table, lambda dt_: dt_.merge(changed, " AND ".join(on), source_alias="s", target_alias="t",
-                                                      merge_schema=True)
-                         .when_matched_update_all().when_not_matched_insert_all().execute(), changed)
+            region = [f"schedule = {_quote(self.schedule)}"]
+            parts = sorted(set(changed["part"].to_pylist())) if "part" in changed.column_names else None
+            if parts is not None:
+                region.append(f"part IN ({', '.join(map(str, parts))})")
+            on = [f"t.{c}" for c in region] + [f"t.{k} = s.{k}" for k in TABLES[table]]
+
+            def commit(dt_):
+                if not self.files_in(dt_, parts):
+                    return write_deltalake(dt_, changed, mode="overwrite", predicate=" AND ".join(region),
+                                           schema_mode="merge")
+                return (dt_.merge(changed, " AND ".join(on), source_alias="s", target_alias="t", merge_schema=True)
+                        .when_matched_update_all().when_not_matched_insert_all().execute())
+
+            self._commit(table, commit, changed)
         self._synced_now(table, synced)
+
+    def files_in(self, dt_, parts: list[int] | None) -> int:
+        """Data files of this schedule (in ``parts``, unless None) in the table's version."""
+        actions = pa.table(dt_.get_add_actions(flatten=True))
+        mine = pa.compute.equal(actions["partition.schedule"], self.schedule)
+        if parts is not None:
+            mine = pa.compute.and_(mine, pa.compute.is_in(actions["partition.part"], pa.array(parts, pa.int32())))
+        return pa.compute.sum(mine).as_py() or 0
 
     def sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
         """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
@@ -289,7 +313,7 @@ class DeltaStore(Store):
                 continue
             row = {"table": table, "files": 0, "compacted": False, "vacuumed": 0}
             try:
-                row["files"] = self.partition_files(dt_)
+                row["files"] = self.files_in(dt_, None)
                 # set once: a table shared by schedules with other settings must not flip-flop
                 if any(k not in dt_.metadata().configuration for k in self.table_properties()):
                     self._commit(table, lambda d: d.alter.set_table_properties(self.table_properties()), None)
@@ -300,7 +324,7 @@ class DeltaStore(Store):
                     row["compacted"] = True
                     row["vacuumed"] = len(dt_.vacuum(retention_hours=m.vacuum_retention_hours, dry_run=False,
                                                       enforce_retention_duration=False))
-                    row["files_after"] = self.partition_files(dt_)
+                    row["files_after"] = self.files_in(dt_, None)
             except StoreError as e:
                 row["error"] = str(e)
             except Exception as e:
@@ -309,10 +333,7 @@ class DeltaStore(Store):
             done.append(row)
         return done
 
-    def partition_files(self, dt_) -> int:
-        """How many data files this schedule's partition of a table holds (all its parts)."""
-        schedules = pa.table(dt_.get_add_actions(flatten=True))["partition.schedule"]
-        return pa.compute.sum(pa.compute.equal(schedules, self.schedule)).as_py() or 0
+
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")
