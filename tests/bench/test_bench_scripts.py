@@ -37,3 +37,10 @@ def test_bench_scale_small():
     table = bench("bench_scale.py", "--schedules", "20", "--quiet", "2", "--no-tick")
     assert "| bare client: 20 CronJobs, sequential |" in table and "| operator: 20 schedules created" in table
     assert "0 writes to schedules, CronJobs, Events" in table and "goal < 200 MB: met" in table
+
+
+def test_bench_delta_small():
+    table = bench("bench_delta.py", "--symbols", "5", "--days", "8", "--rounds", "1", "--every", "4", "--off-days", "4")
+    assert "### First run: 5 symbols x 8 days = 40 cells (1 missing)" in table
+    assert "| a new day (5 new cells) |" in table and "| nothing new | 1 |" in table
+    assert "| default (compactAfterFiles 32) | 8 | 40 |" in table and "| housekeeping off | 4 | 20 |" in table
