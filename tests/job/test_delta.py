@@ -153,6 +153,25 @@ def test_a_writer_that_lost_the_race_redoes_its_commit_instead_of_overwriting(da
     assert _q(table(servers, prefix, "runs"), "SELECT outcome, count(*) FROM t GROUP BY ALL") == [("succeeded", 3)]
 
 
+def _race_at(tmp_path, spec, creds, name, failpoint, *symbol_groups):
+    """One writer process per group of symbols, all paused at ``failpoint`` (each has read the
+    table's version there) and let go together. Returns their logs."""
+    resume = tmp_path / f"go-{name}"
+    procs = [start_writer(tmp_path, f"{name}-{i}", with_symbols(spec, *g), creds, failpoints=failpoint,
+                          failpoint_resume=str(resume)) for i, g in enumerate(symbol_groups)]
+    try:
+        for p in procs:
+            wait_for_line(p, f"event=failpoint name={failpoint}")
+        resume.touch()
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    logs = [p.log.read_text() for p in procs]
+    assert codes == [0] * len(procs), [log[-1500:] for log in logs]
+    return logs
+
+
 def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path):
     """Four processes (a backfill's shards: one schedule, a group of symbols each) are lined up
     at their first commit and let go together; every commit lands, none overwrites another."""
@@ -162,19 +181,7 @@ def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path
     spec = object_spec(dataset, servers, prefix)
     creds = (servers.s3.access_key, servers.s3.secret_key)
     assert run(context(with_symbols(spec, "AAAUSDT"), schedule="lake", store_credentials=creds), None).outcome == "succeeded"
-    resume = tmp_path / "go"
-    procs = [start_writer(tmp_path, f"shard-{i}", with_symbols(spec, *g), creds, failpoints="delta.merge",
-                          failpoint_resume=str(resume)) for i, g in enumerate(groups)]
-    try:
-        for p in procs:
-            wait_for_line(p, "event=failpoint name=delta.merge")
-        resume.touch()
-        codes = [p.wait(120) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    logs = [p.log.read_text() for p in procs]
-    assert codes == [0, 0, 0, 0], [log[-1500:] for log in logs]
+    logs = _race_at(tmp_path, spec, creds, "shard", "delta.merge", *groups)
     assert sum(CONFLICT in log for log in logs) >= 1  # they did race, and the losers redid their commits
     assert not [log for log in logs if "terminate called" in log]  # delta-rs's exit-time abort (issue 13) is not seen
     objects = table(servers, prefix, "objects")
@@ -392,25 +399,6 @@ def test_a_failed_housekeeping_step_is_a_warning_not_a_failed_run(dataset, serve
     res = run(context(spec, schedule="lake", store_credentials=creds), None)
     assert res.outcome == "succeeded" and res.warnings == [f"maintenance: s3://{PRIVATE}/{prefix}: maintenance of table runs: throttled"]
     assert _q(table(servers, prefix, "runs"), "SELECT outcome, warnings FROM t") == [("succeeded", res.warnings[0])]
-
-
-def _race_at(tmp_path, spec, creds, name, failpoint, *symbol_groups):
-    """One writer process per group of symbols, all paused at ``failpoint`` (each has read the
-    table's version there) and let go together. Returns their logs."""
-    resume = tmp_path / f"go-{name}"
-    procs = [start_writer(tmp_path, f"{name}-{i}", with_symbols(spec, *g), creds, failpoints=failpoint,
-                          failpoint_resume=str(resume)) for i, g in enumerate(symbol_groups)]
-    try:
-        for p in procs:
-            wait_for_line(p, f"event=failpoint name={failpoint}")
-        resume.touch()
-        codes = [p.wait(120) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    logs = [p.log.read_text() for p in procs]
-    assert codes == [0] * len(procs), [log[-1500:] for log in logs]
-    return logs
 
 
 def test_writers_of_disjoint_symbol_parts_do_not_contend_and_of_one_part_redo(dataset, servers, tmp_path):
