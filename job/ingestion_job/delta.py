@@ -58,19 +58,14 @@ def part_of(symbol: str) -> int:
 
 
 def with_part(rows: pa.Table) -> pa.Table:
-    """``rows`` with the ``part`` column (replaced if present) when they have a symbol."""
+    """``rows`` with the ``part`` column when they have a symbol."""
     if "symbol" not in rows.column_names:
         return rows
-    if "part" in rows.column_names:
-        rows = rows.drop_columns(["part"])
     symbols = pa.compute.dictionary_encode(rows["symbol"].combine_chunks())
     parts = pa.array([part_of(s) for s in symbols.dictionary.to_pylist()], pa.int32())
     return rows.append_column("part", parts.take(symbols.indices))
 
 
-def parts_in(rows: pa.Table) -> str:
-    """SQL list of the parts ``rows`` touch, for a commit's predicate."""
-    return ", ".join(str(p) for p in sorted(set(rows["part"].to_pylist())))
 COMMIT_ATTEMPTS = 40  # a commit that loses a race is redone on the new version, up to this many times
 COMMIT_BACKOFF = (0.05, 5.0)  # seconds: full jitter between 0 and min(cap, base * 2**attempt)
 LOAD_CELLS_PER_COMMIT = 500  # loaded: one replace-where commit per this many cells
@@ -102,7 +97,6 @@ class DeltaStore(Store):
         self.schedule = schedule
         self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
         self.options = storage_options(cfg, credentials)
-        self.conflicts = 0  # commits redone after losing a race, over this store's life
         self._synced: dict[str, pa.Table] = {}
         # per table: whether it is partitioned by part (tables created before parts are not,
         # and keep working as they are; a table created from now on is)
@@ -203,29 +197,35 @@ class DeltaStore(Store):
         makes this commit fail and be redone (as a merge): nothing is doubled."""
         from deltalake import write_deltalake
 
-        if self._synced[table].num_rows:
-            changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
-        else:  # nothing synced yet (a first run): every row is new, no need to compare
+        first = not self._synced[table].num_rows
+        if first:  # nothing synced yet (a first run): every row is new, no need to compare
             changed = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
-        synced = None if self._synced[table].num_rows else changed
+        else:
+            changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
+        synced = changed if first else None
         if changed.num_rows:
             if self._parted.get(table, True):
                 changed = with_part(changed)
-            region = [f"schedule = {_quote(self.schedule)}"]
             parts = sorted(set(changed["part"].to_pylist())) if "part" in changed.column_names else None
-            if parts is not None:
-                region.append(f"part IN ({', '.join(map(str, parts))})")
-            on = [f"t.{c}" for c in region] + [f"t.{k} = s.{k}" for k in TABLES[table]]
+            on = " AND ".join([self._region(parts, "t."), *(f"t.{k} = s.{k}" for k in TABLES[table])])
 
             def commit(dt_):
                 if not self.files_in(dt_, parts):
-                    return write_deltalake(dt_, changed, mode="overwrite", predicate=" AND ".join(region),
+                    return write_deltalake(dt_, changed, mode="overwrite", predicate=self._region(parts),
                                            schema_mode="merge")
-                return (dt_.merge(changed, " AND ".join(on), source_alias="s", target_alias="t", merge_schema=True)
+                return (dt_.merge(changed, on, source_alias="s", target_alias="t", merge_schema=True)
                         .when_matched_update_all().when_not_matched_insert_all().execute())
 
             self._commit(table, commit, changed)
         self._synced_now(table, synced)
+
+    def _region(self, parts: list[int] | None, alias: str = "") -> str:
+        """The predicate of this schedule's rows (in ``parts``, unless None): what a commit
+        reads and writes, and so what a concurrent commit conflicts with."""
+        region = f"{alias}schedule = {_quote(self.schedule)}"
+        if parts is not None:
+            region += f" AND {alias}part IN ({', '.join(map(str, parts))})"
+        return region
 
     def files_in(self, dt_, parts: list[int] | None) -> int:
         """Data files of this schedule (in ``parts``, unless None) in the table's version."""
@@ -245,12 +245,12 @@ class DeltaStore(Store):
             self.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
             rows = self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
                                 params=[self.schedule]).to_arrow_table()
-            cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
-            where = f"schedule = {_quote(self.schedule)} AND ({cell})"
+            parts = None
             if self._parted.get("loaded", True):
                 rows = with_part(rows)
-                parts = ", ".join(str(p) for p in sorted({part_of(s) for s, _ in chunk}))
-                where = f"schedule = {_quote(self.schedule)} AND part IN ({parts}) AND ({cell})"
+                parts = sorted({part_of(s) for s, _ in chunk})
+            cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
+            where = f"{self._region(parts)} AND ({cell})"
             self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
 
     def _commit(self, table: str, op, rows: pa.Table | None) -> None:
@@ -279,7 +279,6 @@ class DeltaStore(Store):
                 failpoints.hit(f"delta.merge:{table}")
                 return op(dt_)
             except CommitFailedError as e:
-                self.conflicts += 1
                 if attempt + 1 == COMMIT_ATTEMPTS:
                     raise self._error(f"commit to table {table} lost {COMMIT_ATTEMPTS} races in a row", e) from None
                 if self.on_wait and attempt == 0:
@@ -308,11 +307,11 @@ class DeltaStore(Store):
         done = []
         for table in (*TABLES, "loaded"):
             t0 = time.monotonic()
-            dt_ = self.delta_table(table)
-            if dt_ is None:
-                continue
             row = {"table": table, "files": 0, "compacted": False, "vacuumed": 0}
             try:
+                dt_ = self.delta_table(table)
+                if dt_ is None:
+                    continue
                 row["files"] = self.files_in(dt_, None)
                 # set once: a table shared by schedules with other settings must not flip-flop
                 if any(k not in dt_.metadata().configuration for k in self.table_properties()):
@@ -332,8 +331,6 @@ class DeltaStore(Store):
             row["duration_ms"] = round((time.monotonic() - t0) * 1000)
             done.append(row)
         return done
-
-
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")

@@ -298,11 +298,7 @@ class Run:
             self.log.warning("event=maintenance_skipped reason=%r", "less than half of the run's time budget is left")
             return []
         warnings = []
-        try:
-            done = store.maintain()
-        except StoreError as e:
-            done = [{"table": "-", "error": str(e)}]
-        for row in done:
+        for row in store.maintain():
             if row.get("error"):
                 self.log.warning("event=maintenance_failed table=%s error=%r", row["table"], row["error"])
                 warnings.append(f"maintenance: {row['error']}")

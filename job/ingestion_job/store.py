@@ -145,7 +145,8 @@ class Store:
             self.release()
 
     def maintain(self) -> list[dict]:
-        """Housekeeping a store does now and then (the Delta tables compact); a file has none."""
+        """Housekeeping a store does now and then (the Delta tables compact); a file has none.
+        One dict per table it looked at; a failure is that table's ``error``, never raised."""
         return []
 
     def close(self) -> None:
