@@ -81,12 +81,18 @@ def has_image(name: str) -> bool:
 def export(name: str) -> Path:
     """The image as a docker-archive file for ``ctr images import``; rewritten when the image changed."""
     image_id = buildah("inspect", "--format", "{{.FromImageID}}", name)
-    archive = images_dir() / f"{name.rsplit('/', 1)[-1].replace(':', '_')}-{image_id[:12]}.tar"
+    stem = name.rsplit('/', 1)[-1].replace(':', '_')
+    archive = images_dir() / f"{stem}-{image_id[:12]}.tar"
     if not archive.exists():
         tmp = archive.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         buildah("push", "--quiet", name, f"docker-archive:{tmp}:{name}")
         tmp.rename(archive)
+    # One archive per image: each source change makes a new one of several hundred MB,
+    # and a cache that only grows fills the disk (SeaweedFS then refuses every write).
+    for old in archive.parent.glob(f"{stem}-*.tar"):
+        if old != archive:
+            old.unlink(missing_ok=True)
     return archive
 
 
@@ -133,10 +139,27 @@ def build(dockerfile: str, name: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         pip_conf = Path(tmp) / "pip.conf"
         pip_conf.write_text(f"[global]\ncert = {CA_BUNDLE / 'ca-certificates.crt'}\n")
-        buildah("bud", "--quiet", "--isolation", "chroot", "--network", "host", "--layers",
-                "--build-arg", f"BASE={base}", "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
-                "--volume", f"{pip_conf}:/etc/pip.conf:ro", "-f", str(REPO_ROOT / dockerfile), "-t", name, str(REPO_ROOT))
+        common = ["bud", "--quiet", "--isolation", "chroot", "--network", "host", "--layers",
+                  "--build-arg", f"BASE={base}", "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+                  "--volume", f"{pip_conf}:/etc/pip.conf:ro", "-f", str(REPO_ROOT / dockerfile)]
+        # Named stages are tagged too: an untagged stage is dangling, and pruning it would
+        # cost the next build of an unchanged tree its layer cache.
+        for stage in stages(REPO_ROOT / dockerfile):
+            buildah(*common, "--target", stage, "-t", f"{name}-{stage}", str(REPO_ROOT))
+        buildah(*common, "-t", name, str(REPO_ROOT))
+    # What earlier builds left behind (images no tag points to any more) goes.
+    buildah("rmi", "--prune")
     return export(name)
+
+
+def stages(dockerfile: Path) -> list[str]:
+    """The names of a Dockerfile's named build stages (``FROM ... AS name``)."""
+    names = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[0].upper() == "FROM" and words[-2].upper() == "AS":
+            names.append(words[-1])
+    return names
 
 
 def chart_values() -> list[str]:

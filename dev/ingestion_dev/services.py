@@ -89,11 +89,11 @@ def start_seaweed(group: ProcessGroup, public_buckets: list[str], s3_port: int |
     endpoint = f"http://{host}:{s3}"
     _wait_http(endpoint, group, name, timeout)
     server = S3Server(endpoint)
-    _wait_writable(server, timeout)
+    _wait_writable(server, timeout, data)
     return server
 
 
-def _wait_writable(server: S3Server, timeout: float) -> None:
+def _wait_writable(server: S3Server, timeout: float, data: Path) -> None:
     """The S3 port answers before the volume server takes writes; wait for a real write."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -112,7 +112,9 @@ def _wait_writable(server: S3Server, timeout: float) -> None:
         except (BotoCoreError, ClientError) as e:
             last = e
             time.sleep(0.2)
-    raise ClusterError(f"the S3 server at {server.endpoint} takes no writes after {timeout:.0f}s: {last}")
+    free = shutil.disk_usage(data).free
+    raise ClusterError(f"the S3 server at {server.endpoint} takes no writes after {timeout:.0f}s: {last} "
+                       f"({free / 2**30:.1f} GiB free under {data}; SeaweedFS allows one 128 MB volume per 128 MB of free disk)")
 
 
 def start_pushgateway(group: ProcessGroup, port: int | None = None, name: str = "pushgateway", host: str = "127.0.0.1") -> str:
