@@ -150,6 +150,7 @@ def namespace(namespaces, request) -> str:
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
+BACKFILL_CRD = REPO / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
 CHART = REPO / "deploy" / "helm" / "ingestion-operator"
 
 
@@ -181,8 +182,9 @@ class Operator(OperatorProcess):
 
 @pytest.fixture(scope="session")
 def crd(cluster):
-    kubectl(cluster, "apply", "-f", str(CRD))
-    kubectl(cluster, "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev", "--timeout=30s")
+    kubectl(cluster, "apply", "-f", str(CRD), "-f", str(BACKFILL_CRD))
+    kubectl(cluster, "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev",
+            "crd/ingestionbackfills.ingestion.dev", "--timeout=30s")
     return CRD
 
 

@@ -25,6 +25,16 @@ def schedule_yaml(name: str, **spec) -> str:
     return yaml.safe_dump(body)
 
 
+def backfill_yaml(name: str, schedule: str, first: str, last: str, **spec) -> str:
+    body = {"apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionBackfill", "metadata": {"name": name},
+            "spec": {"schedule": schedule, "from": first, "to": last, **spec}}
+    return yaml.safe_dump(body)
+
+
+def get_backfill(cluster, ns, name) -> dict:
+    return json.loads(kubectl(cluster, "get", "ibf", name, "-n", ns, "-o", "json").stdout)
+
+
 def get(cluster, ns, name) -> dict:
     return json.loads(kubectl(cluster, "get", "isched", name, "-n", ns, "-o", "json").stdout)
 

@@ -4,12 +4,14 @@
   defaults, and the one validator (field-named errors, never an exception).
 * :mod:`.cron`: cron parsing and next fire times with the CronJob controller's semantics.
 * :mod:`.podenv`: the job pod's environment (names, encoding, :class:`RunContext`).
+* :mod:`.backfill`: an IngestionBackfill's spec and its grid of units (shard x chunk).
 * :mod:`.summary`: the run summary the job reports, naming its columns and metrics, and the
   coverage summary it leaves in its termination message for the operator.
 
 It depends only on the standard library and `tzdata`, so each image carries it cheaply.
 """
 
+from .backfill import BACKFILL_ENV, COMPLETION_INDEX_ENV, BackfillSpec, BackfillUnit, encode_unit_env, parse_backfill
 from .podenv import (
     EXIT_FAILED,
     EXIT_MEANINGS,
@@ -50,5 +52,6 @@ __all__ = [
     "SOURCE_SECRET_ENV", "SPEC_ENV", "STORE_KEY_ID_ENV", "STORE_SECRET_ENV", "ContractError", "RunContext",
     "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",
     "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary", "first_line",
-    "Coverage", "TERMINATION_MESSAGE_ENV", "TERMINATION_MESSAGE_PATH",
+    "Coverage", "TERMINATION_MESSAGE_ENV", "TERMINATION_MESSAGE_PATH", "BACKFILL_ENV", "COMPLETION_INDEX_ENV",
+    "BackfillSpec", "BackfillUnit", "encode_unit_env", "parse_backfill",
 ]

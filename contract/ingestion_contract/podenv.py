@@ -18,6 +18,9 @@ fails a test rather than a production run.
 ``INGESTION_SOURCE_SECRET_ACCESS_KEY``  anonymous access
 ``INGESTION_STORE_ACCESS_KEY_ID``,   object-store credentials (``secretKeyRef`` only)
 ``INGESTION_STORE_SECRET_ACCESS_KEY``
+``INGESTION_BACKFILL``             only in a backfill's pods: JSON naming the backfill and its
+                                   grid (:mod:`ingestion_contract.backfill`); with the Job
+                                   controller's ``JOB_COMPLETION_INDEX`` it names the unit
 =================================  ===========================================================
 """
 
@@ -29,6 +32,7 @@ import json
 import re
 from collections.abc import Mapping
 
+from .backfill import BackfillUnit, read_unit
 from .spec import JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, to_json
 
 SPEC_ENV = "INGESTION_SPEC"
@@ -68,10 +72,11 @@ class RunContext:
     scheduled_time: dt.datetime | None  # None for a manual run
     source_credentials: tuple[str, str] | None
     store_credentials: tuple[str, str] | None
+    backfill: BackfillUnit | None = None  # a unit of an IngestionBackfill
 
     @property
     def trigger(self) -> str:
-        return "scheduled" if self.scheduled_time else "manual"
+        return "backfill" if self.backfill else "scheduled" if self.scheduled_time else "manual"
 
 
 def job_spec(spec: Mapping | ScheduleSpec) -> JobSpec:
@@ -110,6 +115,10 @@ def read_environment(env: Mapping[str, str]) -> RunContext:
         raise ContractError(f"{SPEC_ENV} does not hold a spec this job can run: {e}") from None
     schedule = need(SCHEDULE_ENV)
     job_name = env.get(JOB_NAME_ENV) or None
+    try:
+        backfill = read_unit(env)
+    except ValueError as e:
+        raise ContractError(str(e)) from None
 
     def pair(key_env: str, secret_env: str) -> tuple[str, str] | None:
         if env.get(key_env) and env.get(secret_env):
@@ -122,7 +131,8 @@ def read_environment(env: Mapping[str, str]) -> RunContext:
         spec=spec,
         job_name=job_name,
         pod_name=env.get(POD_NAME_ENV) or None,
-        scheduled_time=scheduled_time_from_job_name(job_name, schedule),
+        scheduled_time=None if backfill else scheduled_time_from_job_name(job_name, schedule),
         source_credentials=pair(SOURCE_KEY_ID_ENV, SOURCE_SECRET_ENV),
         store_credentials=pair(STORE_KEY_ID_ENV, STORE_SECRET_ENV),
+        backfill=backfill,
     )

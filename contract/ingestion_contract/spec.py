@@ -33,7 +33,7 @@ MAX_NAME = 52
 KEY_PLACEHOLDERS = ("symbol", "date")
 LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
 DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
-MIN_COMPACT_AFTER_FILES = 16  # a compaction leaves one file per symbol part (ingestion_job.delta.PARTS, 8)
+MIN_COMPACT_AFTER_FILES = 16  # a compaction leaves one file per symbol part (ingestion_contract.backfill.PARTS, 8)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # Whether a schedule fires at all does not depend on when one asks; ask from a fixed instant
 # (robfig/cron looks five years ahead, which always holds a 29 February).

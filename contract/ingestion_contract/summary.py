@@ -82,9 +82,14 @@ class Coverage:
     oldest_open_gap: str | None
     bytes: int
     outcome: str
+    # cells of this run's window whose repair failed or was deferred (a backfill's failed
+    # cells); optional in a message, for messages of jobs written before it
+    unrepaired: int = 0
 
     KEYS = {"expected": "expected", "present": "present", "missing": "missing", "repaired": "repaired",
-            "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome"}
+            "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome",
+            "unrepaired": "unrepaired"}
+    OPTIONAL = {"unrepaired": 0}
 
     @property
     def percent(self) -> float:
@@ -110,7 +115,7 @@ class Coverage:
         if not isinstance(raw, dict) or raw.get("v") != COVERAGE_VERSION:
             return None
         try:
-            values = {f: raw[k] for f, k in cls.KEYS.items()}
+            values = {f: raw[k] if f not in cls.OPTIONAL else raw.get(k, cls.OPTIONAL[f]) for f, k in cls.KEYS.items()}
         except KeyError:
             return None
         ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome")]
@@ -123,5 +128,6 @@ class Coverage:
     def as_status(self) -> dict:
         """``status.coverage`` of the schedule (camelCase keys, plus ``percent``). No null
         values: a merge patch would drop them, and the stored status would never equal this."""
-        out = {k: getattr(self, f) for f, k in self.KEYS.items() if f != "outcome" and getattr(self, f) is not None}
+        out = {k: getattr(self, f) for f, k in self.KEYS.items()
+               if f not in ("outcome", "unrepaired") and getattr(self, f) is not None}
         return {**out, "percent": self.percent}

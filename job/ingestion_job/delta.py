@@ -2,7 +2,7 @@
 
 Layout under ``s3://<bucket>/<prefix>``: four Delta tables, ``objects``, ``gaps``, ``runs``
 and ``loaded``, each partitioned by ``schedule`` (schedules never touch each other's files);
-``objects``, ``gaps`` and ``loaded`` also by ``part``, one of :data:`PARTS` buckets of the
+``objects``, ``gaps`` and ``loaded`` also by ``part``, one of 8 buckets of the
 symbol (:func:`part_of`). A commit names the parts it touches, so writers of disjoint parts
 of one schedule (a backfill's shards) commit side by side without conflict, and writers of
 a shared part (every run writes ``runs``) redo a lost commit on the winner's version.
@@ -34,7 +34,6 @@ import datetime as dt
 import random
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +41,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from ingestion_contract import first_line
+# symbol buckets (CRC-32, stable across processes and releases); a backfill's shards take
+# disjoint sets of parts
+from ingestion_contract.backfill import part_of
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import failpoints
@@ -49,12 +51,6 @@ from .store import KEY, Store, StoreError
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
-PARTS = 8  # symbol buckets: a backfill's shards take disjoint sets of parts
-
-
-def part_of(symbol: str) -> int:
-    """The symbol's bucket (stable across processes and releases: CRC-32)."""
-    return zlib.crc32(symbol.encode()) % PARTS
 
 
 def with_part(rows: pa.Table) -> pa.Table:

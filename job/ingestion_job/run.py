@@ -77,7 +77,10 @@ class Work:
 
 
 def run_id_for(ctx: RunContext) -> str:
-    """One row per scheduled slot (a retried slot updates its row); manual runs by Job name."""
+    """One row per scheduled slot (a retried slot updates its row); manual runs by Job name;
+    one per backfill unit (a replaced pod of the unit updates its row)."""
+    if ctx.backfill:
+        return f"{ctx.namespace}/{ctx.schedule}@backfill:{ctx.backfill.name}/{ctx.backfill.unit.index}"
     if ctx.scheduled_time:
         return f"{ctx.namespace}/{ctx.schedule}@{ctx.scheduled_time.strftime('%Y-%m-%dT%H:%MZ')}"
     return f"{ctx.namespace}/{ctx.schedule}@manual:{ctx.job_name or uuid.uuid4().hex[:12]}"
@@ -172,11 +175,14 @@ class Run:
         # 1. Expected set: the window in the schedule's zone, symbols given or discovered.
         source.check_bucket()
         symbols = list(target.symbols) or source.discover_symbols()
+        unit = self.ctx.backfill and self.ctx.backfill.unit
+        if unit:  # a backfill's shard: its group of symbols (disjoint Delta parts from the other shards')
+            symbols = [s for s in symbols if unit.holds(s)]
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
         # 2. Probe: one paginated listing per symbol.
         upstream = source.list_all(symbols)
         # (a new symbol's whole history is expected too, unless the range was given)
-        first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None else {}
+        first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None and not unit else {}
         expected = expected_cells(symbols, window, first_listed, start["known"])
         # 3. Gaps: expected cells the store does not hold verified yet.
         plan = plan_gaps(expected, upstream, start["held"])
@@ -194,6 +200,8 @@ class Run:
         return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), Repairs(repaired, failed, later))
 
     def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
+        if self.ctx.backfill is not None:
+            return Window(self.ctx.backfill.unit.first, self.ctx.backfill.unit.last)
         if self.dates is not None:
             return self.dates
         if self.as_of is not None:
@@ -260,7 +268,7 @@ class Run:
             counts, last = self.start_counts, {**self.start_last, outcome: self.finished_at()}
         warnings = []
         url = self.ctx.spec.metrics.pushgateway_url
-        if url:
+        if url and self.ctx.backfill is None:  # a backfill unit's figures are not the schedule's last run
             warnings += self.push_metrics(url, outcome, stats, counts, last)
         if committed and outcome != "failed":
             warnings += self.maintain(store)
@@ -287,7 +295,8 @@ class Run:
         coverage = None
         if committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
-                                oldest_open.isoformat() if oldest_open else None, s.bytes_fetched, outcome)
+                                oldest_open.isoformat() if oldest_open else None, s.bytes_fetched, outcome,
+                                s.repairs_failed + s.repairs_deferred)
         return RunResult(self.run_id, outcome, s, error, warnings, coverage)
 
     def maintain(self, store: Store) -> list[str]:

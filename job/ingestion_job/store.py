@@ -218,16 +218,19 @@ class Store:
         return row[0] if row else 0
 
     def run_counts(self, schedule: str) -> dict[str, int]:
-        """Finished runs of the schedule by outcome (a run still running is not counted yet)."""
+        """Finished runs of the schedule by outcome (a run still running is not counted yet). A
+        backfill's units are not the schedule's runs: they count toward neither its success
+        rate nor its freshness."""
         return dict(self.con.execute("SELECT outcome, count(*) FROM runs WHERE schedule = ? AND outcome <> 'running' "
-                                     "GROUP BY outcome", [schedule]).fetchall())
+                                     "AND trigger <> 'backfill' GROUP BY outcome", [schedule]).fetchall())
 
     def oldest_open_gap(self, schedule: str) -> dt.date | None:
         return self.con.execute("SELECT min(date) FROM gaps WHERE schedule = ? AND status = 'open'", [schedule]).fetchone()[0]
 
     def last_finished(self, schedule: str) -> dict[str, dt.datetime]:
-        """When the schedule's newest run of each outcome finished."""
-        rows = self.con.execute("SELECT outcome, max(finished_at) FROM runs WHERE schedule = ? GROUP BY outcome", [schedule]).fetchall()
+        """When the schedule's newest run of each outcome finished (backfill units aside)."""
+        rows = self.con.execute("SELECT outcome, max(finished_at) FROM runs WHERE schedule = ? AND trigger <> 'backfill' "
+                                "GROUP BY outcome", [schedule]).fetchall()
         return {o: t for o, t in rows if t is not None}
 
     # the one write of a run ---------------------------------------------------------------

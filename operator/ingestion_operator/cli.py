@@ -109,13 +109,15 @@ def cmd_run(args) -> int:
     health.role = "leader"
 
     from . import handlers  # noqa: F401  (registers the kopf handlers)
+    from .backfill import BackfillReconciler
     from .reconcile import Reconciler
     from .render import RenderSettings
 
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
                               default_pushgateway_url=args.default_pushgateway_url or None)
-    memo = kopf.Memo(reconciler=Reconciler(api, settings, pool_size=args.workers), health=health, workers=args.workers)
+    reconciler = Reconciler(api, settings, pool_size=args.workers)
+    memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), health=health, workers=args.workers)
     try:
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo)
     finally:

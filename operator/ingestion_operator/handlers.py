@@ -77,10 +77,25 @@ def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
 def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
     """A CronJob or Job of ours changed: reconcile the schedule its label names (not for
     the echo of a CronJob write of our own)."""
-    owner = (body.get("metadata", {}).get("labels") or {}).get(names.LABEL_SCHEDULE)
+    labels = body.get("metadata", {}).get("labels") or {}
+    if resource.plural == "jobs" and labels.get(names.LABEL_BACKFILL):
+        memo.backfills.reconcile(namespace, labels[names.LABEL_BACKFILL], trigger="job")
+        return
+    owner = labels.get(names.LABEL_SCHEDULE)
     if not owner:
         return
     if resource.plural == "cronjobs" and type != "DELETED" and \
             memo.reconciler.is_echo("cronjob", namespace, name, body.get("metadata", {}).get("resourceVersion")):
         return
     memo.reconciler.reconcile(namespace, owner, trigger="cronjob" if resource.plural == "cronjobs" else "job")
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill")
+def on_backfill(type, event, namespace, name, memo: kopf.Memo, **_):
+    """An IngestionBackfill changed: create its Job once, report its progress."""
+    if type == "DELETED":
+        memo.backfills.forget(namespace, name)
+        log.info("event=backfill_deleted namespace=%s name=%s (its Job and pods are garbage-collected)", namespace, name)
+        return
+    obj = event.get("object") or {}
+    memo.backfills.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)

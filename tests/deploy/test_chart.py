@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..conftest import CHART, CRD, REPO, Operator, kubectl
+from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, Operator, kubectl
 
 
 
@@ -26,6 +26,7 @@ def template(helm, *sets, namespace="ingestion-system", check=True):
 
 def test_chart_copies_match_their_sources():
     assert (CHART / "crds" / CRD.name).read_text() == CRD.read_text()
+    assert (CHART / "crds" / BACKFILL_CRD.name).read_text() == BACKFILL_CRD.read_text()
     assert (CHART / "dashboards" / "ingestion.json").read_text() == (REPO / "deploy" / "grafana" / "ingestion.json").read_text()
 
 
@@ -123,7 +124,7 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     sa_kubeconfig.write_text(yaml.safe_dump(cfg))
 
     from ..conftest import Cluster
-    from ..kube import cond, get, get_cronjob, ready, schedule_yaml
+    from ..kube import backfill_yaml, cond, get, get_backfill, get_cronjob, ready, schedule_yaml
 
     work = namespaces("rbac-work", mode="complete")
     lease_args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -137,6 +138,8 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
         wait_for(lambda: get_cronjob(cluster, work, "r")["spec"]["schedule"] == "0 3 * * *", 30, "update via the SA")
         kubectl(cluster, "create", "job", "m-1", "--from=cronjob/r", "-n", work)
         wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("lastRun") or {}).get("outcome") == "Succeeded", 30, "lastRun")
+        kubectl(cluster, "apply", "-n", work, "-f", "-", input=backfill_yaml("rb", "r", "2026-01-01", "2026-01-02"))
+        wait_for(lambda: cond(get_backfill(cluster, work, "rb"), "Complete").get("status") == "True", 60, "a backfill via the SA")
         kubectl(cluster, "patch", "isched", "r", "-n", work, "--type", "merge", "-p", '{"spec": {"timezone": "Nowhere/Zone"}}')
         wait_for(lambda: cond(get(cluster, work, "r"), "Ready").get("status") == "False", 30, "an invalid spec event")
     finally:

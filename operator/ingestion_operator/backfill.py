@@ -1,0 +1,317 @@
+"""IngestionBackfill: a schedule's date range run once, as one Indexed Job.
+
+Pure parts (:func:`render_backfill_job`, :func:`derive_backfill_status`) and the imperative
+shell (:class:`BackfillReconciler`), level-based like the schedule's reconcile: whatever
+woke it (the backfill, its Job, a recheck), it reads the backfill, its Job and the Job's
+pods, and writes only what differs.
+
+* **The Job** is rendered once, from the schedule's spec as it is then, with completion
+  index ``i`` = shard ``i % parallelism``, chunk ``i // parallelism``
+  (:mod:`ingestion_contract.backfill`). It is owned by the backfill: deleting the backfill
+  deletes the Job and its pods (garbage collection); what the units committed stays.
+* **Progress** comes from the Job (``completedIndexes``, ``failedIndexes``, ``active``) and
+  from each finished pod's termination message (the run's coverage of its unit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import uuid
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+import ingestion_contract as contract
+from ingestion_contract import BackfillSpec, Coverage, SpecError, parse_backfill
+from ingestion_contract.spec import ScheduleSpec
+
+from . import names
+from .render import RenderSettings, render_pod_spec
+from .resource import ScheduleResource
+from .status import condition, condition_of, job_outcome, merge_patch
+
+log = logging.getLogger("ingestion_operator")
+UNLIMITED_REPAIRS = 2**31 - 1  # a unit repairs every cell it can within its time budget
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def backfill_labels(name: str) -> dict:
+    return {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_NAME: "ingestion-job", names.LABEL_BACKFILL: name}
+
+
+def backfill_schedule_spec(bf: BackfillSpec, schedule: ScheduleSpec) -> ScheduleSpec:
+    """The schedule's spec as the backfill runs it: its symbols (if it names any), each
+    shard's share of the request cap, and no cap on repairs per run."""
+    target = schedule.target
+    if bf.symbols:
+        target = dataclasses.replace(target, symbols=bf.symbols, discover=False)
+    target = dataclasses.replace(target, max_requests_per_second=bf.shard_requests_per_second(target.max_requests_per_second))
+    repair = dataclasses.replace(schedule.repair, max_repairs_per_run=UNLIMITED_REPAIRS)
+    return dataclasses.replace(schedule, target=target, repair=repair)
+
+
+def render_backfill_job(name: str, namespace: str, bf: BackfillSpec, schedule_name: str, schedule: ScheduleSpec,
+                        settings: RenderSettings = RenderSettings()) -> dict:
+    """The Indexed Job of the backfill ``namespace/name``: one completion per unit, one pod
+    per shard at a time; each pod's own deadline is the schedule's activeDeadlineSeconds."""
+    spec = backfill_schedule_spec(bf, schedule)
+    labels = backfill_labels(name)
+    pod = render_pod_spec(schedule_name, spec, settings)
+    pod["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    pod["containers"][0]["env"].append({"name": contract.BACKFILL_ENV, "value": contract.encode_unit_env(name, bf)})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": bf.units,
+            "parallelism": bf.parallelism,
+            "backoffLimitPerIndex": bf.retries_per_chunk,
+            # a refused spec fails the same in every pod: fail that unit at once
+            "podFailurePolicy": {"rules": [{"action": "FailIndex", "onExitCodes": {
+                "containerName": names.JOB_CONTAINER, "operator": "In", "values": [contract.EXIT_USAGE]}}]},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def parse_indexes(text: str | None) -> set[int]:
+    """The Job status' index list ("0-3,7") as a set."""
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def unit_coverage(pods: list[dict]) -> dict[int, Coverage]:
+    """Per completion index, the coverage the newest pod that finished its unit reported."""
+    found: dict[int, tuple[str, Coverage]] = {}
+    for pod in pods:
+        index = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_ANNOTATION)
+        if index is None or not index.isdigit():
+            continue
+        for s in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (s.get("state") or {}).get("terminated") if s.get("name") == names.JOB_CONTAINER else None
+            cov = Coverage.decode(term.get("message")) if term else None
+            if cov is not None:
+                when = term.get("finishedAt") or ""
+                if int(index) not in found or when >= found[int(index)][0]:
+                    found[int(index)] = (when, cov)
+    return {i: c for i, (_, c) in found.items()}
+
+
+def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None, pods: list[dict], now: dt.datetime,
+                           problem: str | None = None, reason: str = "", cells_total: int | None = None) -> dict:
+    """The backfill's status from its Job and pods (pure; equal inputs give an equal status)."""
+    live = dict(body.get("status") or {})
+    generation = body["metadata"].get("generation", 0)
+    prior = live.get("conditions") or []
+    if problem is not None or bf is None:
+        keep = {k: v for k, v in live.items() if k in ("progress", "shards", "jobName", "startTime", "completionTime")}
+        return {**keep, "observedGeneration": generation, "conditions": [
+            condition("Complete", False, reason, problem or "", generation, prior, now),
+            condition("Failed", reason in ("InvalidSpec", "JobConflict"), reason, problem or "", generation, prior, now)]}
+    units = bf.units
+    st = (job or {}).get("status") or {}
+    done, failed = parse_indexes(st.get("completedIndexes")), parse_indexes(st.get("failedIndexes"))
+    covered = unit_coverage(pods)
+    got = [covered[i] for i in sorted(done | failed) if i in covered]
+    cells_done = sum(c.expected for i, c in covered.items() if i in done)
+    cells_failed = sum(c.unrepaired for i, c in covered.items() if i in done)
+    total = cells_total if cells_total is not None else (cells_done if len(done) == units else None)
+    percent = int(100 * len(done) / units) if units else 100
+    progress = {
+        "units": units, "unitsDone": len(done), "unitsFailed": len(failed), "unitsRunning": st.get("active", 0) or 0,
+        "percent": percent, "summary": f"{percent}% ({len(done)}/{units})",
+        "cellsDone": cells_done, "cells": f"{cells_done}/{total if total is not None else '?'}",
+        "cellsRepaired": sum(c.repaired for c in got), "cellsMissingUpstream": sum(c.missing for i, c in covered.items() if i in done),
+        "cellsFailed": cells_failed, "bytes": sum(c.bytes for c in got),
+    }
+    if total is not None:
+        progress["cellsTotal"] = total
+    shards = []
+    for shard in range(bf.parallelism):
+        mine = set(range(shard, units, bf.parallelism))
+        n_done, n_failed = len(mine & done), len(mine & failed)
+        state = ("Failed" if n_failed else "Complete") if n_done + n_failed == len(mine) else \
+            "Running" if job is not None else "Pending"
+        shards.append({"shard": shard, "chunks": len(mine), "chunksDone": n_done, "chunksFailed": n_failed, "state": state})
+    outcome, end, why = job_outcome(job) if job is not None else ("Pending", None, None)
+    complete = outcome == "Succeeded"
+    if complete:
+        c_reason, c_msg = "AllUnitsDone", f"{units} units, {cells_done} cells: {progress['cellsRepaired']} repaired, " \
+                                          f"{progress['cellsMissingUpstream']} not in the source, {cells_failed} failed"
+    elif outcome == "Failed":
+        c_reason, c_msg = "Failed", why or "the Job failed"
+    else:
+        c_reason, c_msg = "InProgress", f"{len(done)} of {units} units done"
+    status = {
+        "observedGeneration": generation, "jobName": (job or {}).get("metadata", {}).get("name") or live.get("jobName"),
+        "progress": progress, "shards": shards,
+        "conditions": [condition("Complete", complete, c_reason, c_msg, generation, prior, now),
+                       condition("Failed", outcome == "Failed", "Failed" if outcome == "Failed" else "NotFailed",
+                                 (why or "the Job failed") if outcome == "Failed" else "", generation, prior, now)],
+    }
+    if st.get("startTime"):
+        status["startTime"] = st["startTime"]
+    if end:
+        status["completionTime"] = end
+    return {k: v for k, v in status.items() if v is not None}
+
+
+class BackfillReconciler:
+    """Brings one backfill in line; shares the schedule reconciler's API clients and settings."""
+
+    RECHECK_SECONDS = 30  # a backfill waiting for its schedule looks again
+
+    def __init__(self, reconciler):
+        self.r = reconciler
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._timers: dict[tuple[str, str], threading.Timer] = {}
+
+    def _lock(self, key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            t = self._timers.pop((namespace, name), None)
+        if t:
+            t.cancel()
+
+    def _recheck(self, namespace: str, name: str) -> None:
+        t = threading.Timer(self.RECHECK_SECONDS, lambda: self.reconcile(namespace, name, trigger="recheck"))
+        t.daemon = True
+        with self._guard:
+            old = self._timers.pop((namespace, name), None)
+            self._timers[(namespace, name)] = t
+        if old:
+            old.cancel()
+        t.start()
+
+    def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "backfill") -> None:
+        with self._lock((namespace, name)):
+            try:
+                result = self._reconcile_once(namespace, name, body)
+            except ApiException as e:
+                if e.status == 404:
+                    self.forget(namespace, name)
+                    return
+                if e.status != 409:
+                    raise
+                result = self._reconcile_once(namespace, name, None)  # a concurrent write: read again, once
+            log.info("event=backfill_reconciled namespace=%s name=%s trigger=%s result=%s", namespace, name, trigger, result)
+
+    def _reconcile_once(self, namespace: str, name: str, body: dict | None) -> str:
+        r = self.r
+        if body is None:
+            body = r.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL, name)
+        if body["metadata"].get("deletionTimestamp"):
+            return "deleting"
+        problem, reason, bf, action, cells_total = None, "", None, None, None
+        try:
+            bf = parse_backfill(body.get("spec"))
+        except SpecError as e:
+            problem, reason = str(e), "InvalidSpec"
+        job = self._read_job(namespace, name) if bf is not None else None
+        if job is not None and not any(o.get("uid") == body["metadata"].get("uid") for o in job["metadata"].get("ownerReferences") or []):
+            problem, reason, job = f"Job {name} already exists and is not owned by this IngestionBackfill", "JobConflict", None
+        schedule = self._read_schedule(namespace, bf.schedule) if bf is not None and problem is None else None
+        if bf is not None and problem is None:
+            spec = schedule.spec if schedule is not None else None
+            if spec is not None:
+                symbols = bf.symbols or spec.target.symbols
+                cells_total = len(symbols) * bf.days if symbols else None
+            if job is None:
+                if schedule is None:
+                    problem, reason = f"IngestionSchedule {bf.schedule} not found in namespace {namespace}", "ScheduleNotFound"
+                elif spec is None:
+                    problem, reason = f"IngestionSchedule {bf.schedule} is invalid: {schedule.problem}", "ScheduleInvalid"
+                else:
+                    desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings)
+                    kopf.adopt(desired, owner=body)
+                    try:
+                        job = r.batch.api_client.sanitize_for_serialization(
+                            r.batch.create_namespaced_job(namespace, desired, field_manager=names.FIELD_MANAGER))
+                        r._wrote("jobs", "create")
+                        action = "JobCreated"
+                    except ApiException as e:
+                        if e.status == 409:  # made meanwhile (by us, a moment ago): read it next time
+                            raise
+                        if e.status not in (400, 422):
+                            raise
+                        problem, reason = f"the API server rejected the Job: {e.reason}", "JobRejected"
+        pods = self._pods(namespace, name) if job is not None else []
+        new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, reason, cells_total)
+        live = dict(body.get("status") or {})
+        if new != live:
+            r.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL,
+                                                           name, {"status": merge_patch(live, new)})
+            r._wrote("ingestionbackfills/status", "patch")
+        for type_, reason_, message in self._events(live, new, action, name):
+            self._event(body, type_, reason_, message)
+        if reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected"):
+            self._recheck(namespace, name)
+        return action or (reason if problem else "unchanged" if new == live else "status")
+
+    @staticmethod
+    def _events(live: dict, new: dict, action: str | None, name: str) -> list[tuple[str, str, str]]:
+        out = []
+        if action:
+            out.append(("Normal", action, f"Job {name}: {new['progress']['units']} units, {len(new['shards'])} shards"))
+        for type_, kind in (("Complete", "Normal"), ("Failed", "Warning")):
+            was, now = condition_of(live, type_), condition_of(new, type_)
+            if now and now["status"] == "True" and (was or {}).get("status") != "True":
+                out.append((kind, "Completed" if type_ == "Complete" else now["reason"], now["message"]))
+        was, now = condition_of(live, "Complete"), condition_of(new, "Complete")
+        if now and now["status"] == "False" and now["reason"] not in ("InProgress",) and \
+                ((was or {}).get("reason"), (was or {}).get("message")) != (now["reason"], now["message"]):
+            out.append(("Warning", now["reason"], now["message"]))
+        return out
+
+    def _read_job(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.r.batch.api_client.sanitize_for_serialization(self.r.batch.read_namespaced_job(name, namespace))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _read_schedule(self, namespace: str, name: str) -> ScheduleResource | None:
+        try:
+            body = self.r.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return ScheduleResource.from_body(body)
+
+    def _pods(self, namespace: str, name: str) -> list[dict]:
+        pods = self.r.core.list_namespaced_pod(namespace, label_selector=f"{contract.JOB_NAME_LABEL}={name}").items
+        return [self.r.core.api_client.sanitize_for_serialization(p) for p in pods]
+
+    def _event(self, body: dict, type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        now = self.r.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": names.BACKFILL_KIND,
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024], "source": {"component": names.MANAGED_BY},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.r.core.create_namespaced_event(meta["namespace"], event)
+            self.r._wrote("events", "create")
+        except ApiException as e:
+            log.warning("event=event_post_failed namespace=%s backfill=%s status=%s", meta["namespace"], meta["name"], e.status)
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "event=%s namespace=%s backfill=%s message=%r",
+                reason, meta["namespace"], meta["name"], message)

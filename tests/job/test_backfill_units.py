@@ -1,0 +1,70 @@
+"""A backfill's units as the job runs them: each pod's shard of symbols over its chunk of
+dates, committed on its own to real Delta tables on SeaweedFS; a unit run again repairs
+nothing it committed; the schedule's own run counts are left alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import ingestion_contract as contract
+from ingestion_contract import parse_backfill
+
+from .conftest import PRIVATE, run
+from .test_delta import table
+
+SHARD_1, SHARD_0 = ("BTCUSDT", "ADAUSDT"), ("ETHUSDT", "SOLUSDT")  # part % 2: 3, 5 and 4, 0
+FIRST = dt.date(2026, 3, 1)
+
+
+def unit_context(spec: dict, bf, index: int, creds) -> contract.RunContext:
+    env = {contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: "daily", contract.NAMESPACE_ENV: "data",
+           contract.JOB_NAME_ENV: "march", contract.BACKFILL_ENV: contract.encode_unit_env("march", bf),
+           contract.COMPLETION_INDEX_ENV: str(index)}
+    env[contract.STORE_KEY_ID_ENV], env[contract.STORE_SECRET_ENV] = creds
+    return contract.read_environment(env)
+
+
+def test_units_commit_their_shard_and_chunk_alone_and_a_rerun_repairs_nothing(dataset, servers):
+    symbols = SHARD_0 + SHARD_1
+    days = [FIRST + dt.timedelta(days=i) for i in range(10)]
+    absent = ("SOLUSDT", days[7])
+    dataset.upload([(s, d) for s in symbols for d in days if (s, d) != absent])
+    spec = dataset.spec(list(symbols), repair={"maxRepairsPerRun": 1000, "load": "csv-zip"})
+    prefix = f"{dataset.prefix}-backfill/"
+    spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": prefix, "endpoint": servers.s3.endpoint}}
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    bf = parse_backfill({"schedule": "daily", "from": days[0].isoformat(), "to": days[-1].isoformat(), "parallelism": 2,
+                         "daysPerChunk": 5})
+    assert bf.units == 4
+
+    results = [run(unit_context(spec, bf, i, creds), None) for i in range(bf.units)]
+    assert [r.outcome for r in results] == ["succeeded"] * 4
+    assert [r.run_id for r in results] == [f"data/daily@backfill:march/{i}" for i in range(4)]
+    # each unit: its shard's two symbols over its five days
+    assert [(r.coverage.expected, r.coverage.repaired) for r in results] == [(10, 10), (10, 10), (10, 9), (10, 10)]
+    assert results[2].coverage.missing == 1  # SOLUSDT (shard 0) on day 8 (chunk 1) is not in the source
+
+    objects = table(servers, prefix, "objects").to_pyarrow_table().to_pylist()
+    assert len(objects) == 40 and sum(o["present"] for o in objects) == 39
+    parts = {(o["symbol"], o["part"]) for o in objects}
+    assert {p for s, p in parts if s in SHARD_0}.isdisjoint({p for s, p in parts if s in SHARD_1})
+    runs = table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
+    assert sorted((r["run_id"], r["trigger"], r["window_first"], r["window_last"]) for r in runs) == [
+        (f"data/daily@backfill:march/{i}", "backfill", bf.unit(i).first, bf.unit(i).last) for i in range(4)]
+
+    # A unit's pod replaced after its commit: the store holds its cells, so it repairs none.
+    again = run(unit_context(spec, bf, 1, creds), None)
+    assert (again.outcome, again.coverage.expected, again.coverage.repaired) == ("succeeded", 10, 0)
+    runs = table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
+    assert len(runs) == 4 and next(r for r in runs if r["run_id"].endswith("/1"))["attempt"] == 2
+
+    # The schedule's own success rate and freshness do not count a backfill's units.
+    from ingestion_job.run import open_backend
+
+    store = open_backend(unit_context(spec, bf, 0, creds), None)
+    try:
+        with store.locked():
+            assert store.run_counts("daily") == {} and store.last_finished("daily") == {}
+    finally:
+        store.close()
