@@ -40,3 +40,18 @@ def store_rows(db, sql: str, *params, wait: float = 0.0) -> list[tuple]:
             return con.execute(sql, list(params)).fetchall()
         finally:
             con.close()
+
+
+def delta_table(servers, prefix: str, name: str, version: int | None = None, bucket: str = "private-market-data"):
+    """One of a store's Delta tables (objects, gaps, runs, loaded) under ``prefix``, read as the admin."""
+    from deltalake import DeltaTable
+
+    from ingestion_contract.spec import ObjectStoreStorage
+    from ingestion_job.delta import storage_options
+
+    cfg = ObjectStoreStorage(bucket=bucket, prefix=prefix, endpoint=servers.s3.endpoint)
+    t = DeltaTable(f"s3://{bucket}/{prefix.rstrip('/')}/{name}",
+                   storage_options=storage_options(cfg, (servers.s3.access_key, servers.s3.secret_key)))
+    if version is not None:
+        t.load_as_version(version)
+    return t

@@ -145,6 +145,7 @@ class BackfillUnit:
 
     name: str
     unit: Unit
+    units: int  # of the whole grid
 
 
 def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
@@ -162,4 +163,4 @@ def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
     index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit():
         raise ValueError(f"{COMPLETION_INDEX_ENV} is {index!r}: a backfill runs as an Indexed Job")
-    return BackfillUnit(name, spec.unit(int(index)))
+    return BackfillUnit(name, spec.unit(int(index)), spec.units)

@@ -41,14 +41,18 @@ def render(prom: str, namespace: str, schedule: str, out: Path, seconds: int = 1
         ax.set_title(panel["title"], fontsize=10)
         if panel["type"] == "stat":
             value = float(series[0]["values"][-1][1]) if series else float("nan")
-            text = {"percentunit": f"{value * 100:.1f} %", "s": f"{value:.0f} s", "bool_yes_no": "yes" if value >= 1 else "no"}.get(unit, f"{value:g}")
+            text = {"percentunit": f"{value * 100:.1f} %", "percent": f"{value:.1f} %", "s": f"{value:.0f} s",
+                    "bool_yes_no": "yes" if value >= 1 else "no"}.get(unit, f"{value:g}")
             ax.text(0.5, 0.45, text, ha="center", va="center", fontsize=26)
             ax.set_axis_off()
             continue
         for s in series:
             xs = [float(t) - series[0]["values"][0][0] for t, _ in s["values"]]
-            label = s["metric"].get("code") or s["metric"].get("operation") or s["metric"].get("schedule", "")
-            ax.plot(xs, [float(v) for _, v in s["values"]], label=label)
+            m = s["metric"]
+            label = " ".join(filter(None, (m.get("backfill"), m.get("state")))) or m.get("code") or m.get("operation") \
+                or m.get("schedule", "")
+            # a series of one sample (a backfill unit pushed just now) is a point, not a line
+            ax.plot(xs, [float(v) for _, v in s["values"]], label=label, marker="o" if len(xs) == 1 else None)
         ax.set_xlabel("seconds")
         if series:
             ax.legend(fontsize=7)

@@ -1,6 +1,8 @@
 """Metrics of one run, pushed to a Prometheus Pushgateway.
 
-Grouping key: job="ingestion", namespace, schedule. ``push_to_gateway`` replaces the
+Grouping key: job="ingestion", namespace, schedule. A backfill's units push their own group
+instead (job="ingestion-backfill", namespace, schedule, backfill, unit), so a backfill never
+stands in for the schedule's last run. ``push_to_gateway`` replaces the
 group, so each run's values stand alone; cumulative run counts are read from the store,
 so ``increase(ingestion_runs_total[30d])`` gives an SLO success rate that survives pod
 restarts. An unreachable Pushgateway is a warning, never a failed run or lost data.
@@ -58,3 +60,29 @@ def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[st
 
 def push(url: str, namespace: str, schedule: str, registry: CollectorRegistry, timeout: float = 10) -> None:
     push_to_gateway(url, job=JOB, grouping_key={"namespace": namespace, "schedule": schedule}, registry=registry, timeout=timeout)
+
+
+BACKFILL_JOB = "ingestion-backfill"
+BACKFILL_UNITS = "ingestion_backfill_units"
+BACKFILL_UNIT_CELLS = "ingestion_backfill_unit_cells"
+BACKFILL_UNIT_FINISHED = "ingestion_backfill_unit_finished_timestamp_seconds"
+
+
+def build_backfill_registry(units: int, summary: RunSummary, outcome: str, finished: dt.datetime) -> CollectorRegistry:
+    """One committed unit of a backfill: its cells by state, and the size of the grid it is part of
+    (``count`` of units reporting over ``ingestion_backfill_units`` is the backfill's progress)."""
+    reg = CollectorRegistry()
+    Gauge(BACKFILL_UNITS, "Units (shard x chunk) of the backfill this unit belongs to.", registry=reg).set(units)
+    cells = Gauge(BACKFILL_UNIT_CELLS, "Cells of this unit by state: expected, present (upstream), missing (upstream), "
+                  "repaired, unrepaired (repair failed or deferred).", ["state"], registry=reg)
+    for state, n in (("expected", summary.expected), ("present", summary.present), ("missing", summary.missing),
+                     ("repaired", summary.gaps_repaired), ("unrepaired", summary.repairs_failed + summary.repairs_deferred)):
+        cells.labels(state).set(n)
+    Gauge(BACKFILL_UNIT_FINISHED, f"Unix time this unit committed (outcome {outcome}).", registry=reg).set(finished.timestamp())
+    return reg
+
+
+def push_backfill(url: str, namespace: str, schedule: str, backfill: str, unit: int, registry: CollectorRegistry,
+                  timeout: float = 10) -> None:
+    push_to_gateway(url, job=BACKFILL_JOB, grouping_key={"namespace": namespace, "schedule": schedule, "backfill": backfill,
+                                                         "unit": str(unit)}, registry=registry, timeout=timeout)

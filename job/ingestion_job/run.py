@@ -268,8 +268,10 @@ class Run:
             counts, last = self.start_counts, {**self.start_last, outcome: self.finished_at()}
         warnings = []
         url = self.ctx.spec.metrics.pushgateway_url
-        if url and self.ctx.backfill is None:  # a backfill unit's figures are not the schedule's last run
+        if url and self.ctx.backfill is None:
             warnings += self.push_metrics(url, outcome, stats, counts, last)
+        elif url and committed and work is not None and outcome != "failed":  # a unit: not the schedule's last run
+            warnings += self.push_backfill_metrics(url, outcome)
         if committed and outcome != "failed":
             warnings += self.maintain(store)
         if warnings and committed:
@@ -336,6 +338,17 @@ class Run:
             "outcome": outcome, "window_first": window.first, "window_last": window.last, "error": error,
             "warnings": None, "deadline_at": self.started + dt.timedelta(seconds=ctx.spec.active_deadline_seconds), **{name: s[name] for name, _ in RunSummary.columns()},
         }
+
+    def push_backfill_metrics(self, url: str, outcome: str) -> list[str]:
+        """A committed backfill unit's cells, in the backfill's own group; a failure is a warning."""
+        bf = self.ctx.backfill
+        try:
+            registry = metrics.build_backfill_registry(bf.units, self.summary, outcome, self.finished_at())
+            metrics.push_backfill(url, self.ctx.namespace, self.ctx.schedule, bf.name, bf.unit.index, registry)
+            return []
+        except Exception as e:  # any failure to push is a warning, never a failed unit
+            self.log.warning("event=metrics_push_failed url=%s error=%r", url, str(e)[:200])
+            return [f"pushgateway {url} unreachable: {e.__class__.__name__}: {str(e)[:200]}"]
 
     def push_metrics(self, url: str, outcome: str, stats: RequestStats, counts: dict | None, last: dict) -> list[str]:
         """Push this run's metrics; a failure to push is a warning, never a failed run."""

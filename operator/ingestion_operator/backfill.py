@@ -129,7 +129,7 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
     percent = int(100 * len(done) / units) if units else 100
     progress = {
         "units": units, "unitsDone": len(done), "unitsFailed": len(failed), "unitsRunning": st.get("active", 0) or 0,
-        "percent": percent, "summary": f"{percent}% ({len(done)}/{units})",
+        "percent": percent, "summary": f"{percent}%", "unitsProgress": f"{len(done)}/{units}",
         "cellsDone": cells_done, "cells": f"{cells_done}/{total if total is not None else '?'}",
         "cellsRepaired": sum(c.repaired for c in got), "cellsMissingUpstream": sum(c.missing for i, c in covered.items() if i in done),
         "cellsFailed": cells_failed, "bytes": sum(c.bytes for c in got),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ingestion_contract import ContractError, SpecError, encode_unit_env, parse_backfill, read_environment
 from ingestion_contract.backfill import MAX_UNITS, PARTS, BackfillSpec, part_of, shard_of
 
-from .test_model import compare
+from .conftest import compare
 
 CRD = Path(__file__).resolve().parents[2] / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
 

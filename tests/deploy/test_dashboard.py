@@ -12,6 +12,7 @@ import urllib.request
 
 from ingestion_dev.processes import ProcessGroup
 from ingestion_dev.services import start_prometheus
+from ingestion_contract import parse_backfill
 from ingestion_job.run import run
 
 from ..conftest import REPO
@@ -34,6 +35,11 @@ def test_every_panel_query_returns_data(servers, tmp_path, wait_for):
         data = Dataset(servers, "dash")
         data.upload([("BTCUSDT", d) for d in days_ago(1, 3)])
         spec = data.spec(["BTCUSDT"], lookback=2)
+        # One unit of a backfill of the same schedule (its own Pushgateway group), first, so the
+        # rendering has a few scrapes of it.
+        bf = parse_backfill({"schedule": "dashboard-demo", "from": days_ago(3)[0].isoformat(), "to": days_ago(1)[0].isoformat()})
+        run(context(spec, schedule="dashboard-demo", namespace="grafana-test", backfill=("catch-up", bf, 0)), tmp_path / "b.duckdb")
+        wait_for(lambda: query(prom, 'ingestion_backfill_units{backfill="catch-up"}'), 30, "Prometheus to scrape the backfill unit")
         for i in range(2):  # two runs, scraped in between, so increase() over 30 days has two points
             run(context(spec, schedule="dashboard-demo", namespace="grafana-test"), tmp_path / "s.duckdb")
             wait_for(lambda: query(prom, f'ingestion_runs_total{{schedule="dashboard-demo", outcome="succeeded"}} == {i + 1}'),
@@ -57,7 +63,11 @@ def test_every_panel_query_returns_data(servers, tmp_path, wait_for):
 
             assert render(prom, "grafana-test", "dashboard-demo", REPO / os.environ["INGESTION_DASHBOARD_PNG"]).exists()
         titles = " ".join(p["title"] for p in panels).lower()
-        for needed in ("freshness", "success rate", "duration", "missing", "gaps open", "gaps repaired", "s3 errors"):
+        progress = query(prom, next(p for p in panels if "backfill progress" in p["title"].lower())["targets"][0]["expr"]
+                         .replace("$namespace", "grafana-test").replace("$schedule", "dashboard-demo"))
+        assert [float(r["value"][1]) for r in progress] == [100.0]  # its only unit committed
+        for needed in ("freshness", "success rate", "duration", "missing", "gaps open", "gaps repaired", "s3 errors",
+                       "coverage", "backfill progress", "backfill cells"):
             assert needed in titles
     finally:
         group.down(log=lambda m: None)

@@ -95,9 +95,13 @@ def days_ago(*ns):
 
 
 def context(spec: dict, schedule: str = "demo", namespace: str = "data", job_name: str | None = None,
-            credentials: tuple[str, str] | None = None, store_credentials: tuple[str, str] | None = None) -> contract.RunContext:
-    """Through the same env contract a pod uses."""
+            credentials: tuple[str, str] | None = None, store_credentials: tuple[str, str] | None = None,
+            backfill: tuple[str, contract.BackfillSpec, int] | None = None) -> contract.RunContext:
+    """Through the same env contract a pod uses; ``backfill``: (name, spec, completion index) of a unit's pod."""
     env = {contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: schedule, contract.NAMESPACE_ENV: namespace}
+    if backfill:
+        name, bf, index = backfill
+        env[contract.BACKFILL_ENV], env[contract.COMPLETION_INDEX_ENV] = contract.encode_unit_env(name, bf), str(index)
     if job_name:
         env[contract.JOB_NAME_ENV] = job_name
     if credentials:

@@ -5,24 +5,18 @@ nothing it committed; the schedule's own run counts are left alone."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-
 import ingestion_contract as contract
 from ingestion_contract import parse_backfill
 
-from .conftest import PRIVATE, run
-from .test_delta import table
+from ..samples import delta_table
+from .conftest import PRIVATE, context, run, scrape
 
 SHARD_1, SHARD_0 = ("BTCUSDT", "ADAUSDT"), ("ETHUSDT", "SOLUSDT")  # part % 2: 3, 5 and 4, 0
 FIRST = dt.date(2026, 3, 1)
 
 
 def unit_context(spec: dict, bf, index: int, creds) -> contract.RunContext:
-    env = {contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: "daily", contract.NAMESPACE_ENV: "data",
-           contract.JOB_NAME_ENV: "march", contract.BACKFILL_ENV: contract.encode_unit_env("march", bf),
-           contract.COMPLETION_INDEX_ENV: str(index)}
-    env[contract.STORE_KEY_ID_ENV], env[contract.STORE_SECRET_ENV] = creds
-    return contract.read_environment(env)
+    return context(spec, schedule="daily", job_name="march", store_credentials=creds, backfill=("march", bf, index))
 
 
 def test_units_commit_their_shard_and_chunk_alone_and_a_rerun_repairs_nothing(dataset, servers):
@@ -45,18 +39,26 @@ def test_units_commit_their_shard_and_chunk_alone_and_a_rerun_repairs_nothing(da
     assert [(r.coverage.expected, r.coverage.repaired) for r in results] == [(10, 10), (10, 10), (10, 9), (10, 10)]
     assert results[2].coverage.missing == 1  # SOLUSDT (shard 0) on day 8 (chunk 1) is not in the source
 
-    objects = table(servers, prefix, "objects").to_pyarrow_table().to_pylist()
+    objects = delta_table(servers, prefix, "objects").to_pyarrow_table().to_pylist()
     assert len(objects) == 40 and sum(o["present"] for o in objects) == 39
     parts = {(o["symbol"], o["part"]) for o in objects}
     assert {p for s, p in parts if s in SHARD_0}.isdisjoint({p for s, p in parts if s in SHARD_1})
-    runs = table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
+    runs = delta_table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
     assert sorted((r["run_id"], r["trigger"], r["window_first"], r["window_last"]) for r in runs) == [
         (f"data/daily@backfill:march/{i}", "backfill", bf.unit(i).first, bf.unit(i).last) for i in range(4)]
+
+    # Each unit pushed its cells in the backfill's own group; the schedule's group got nothing.
+    lines = [line for line in scrape(servers.pushgateway) if 'namespace="data"' in line and 'schedule="daily"' in line]
+    expected = sorted(line for line in lines if line.startswith('ingestion_backfill_unit_cells{') and 'state="expected"' in line)
+    assert len(expected) == 4 and all('backfill="march"' in line and 'job="ingestion-backfill"' in line and
+                                      line.endswith(" 10") for line in expected), expected
+    assert sum('state="repaired"' in line and line.endswith(" 9") for line in lines) == 1
+    assert not [line for line in lines if line.startswith("ingestion_run_success")]
 
     # A unit's pod replaced after its commit: the store holds its cells, so it repairs none.
     again = run(unit_context(spec, bf, 1, creds), None)
     assert (again.outcome, again.coverage.expected, again.coverage.repaired) == ("succeeded", 10, 0)
-    runs = table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
+    runs = delta_table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
     assert len(runs) == 4 and next(r for r in runs if r["run_id"].endswith("/1"))["attempt"] == 2
 
     # The schedule's own success rate and freshness do not count a backfill's units.

@@ -15,6 +15,7 @@ import yaml
 import ingestion_contract as contract
 
 from ..conftest import REPO
+from ..samples import delta_table
 from .conftest import EXE, PRIVATE, TODAY, context, days_ago, run, run_cli
 
 
@@ -31,16 +32,7 @@ def keys(servers, prefix):
 
 
 def table(servers, prefix, name, version=None):
-    from deltalake import DeltaTable
-    from ingestion_job.delta import storage_options
-    from ingestion_contract.spec import ObjectStoreStorage
-
-    cfg = ObjectStoreStorage(bucket=PRIVATE, prefix=prefix, endpoint=servers.s3.endpoint)
-    t = DeltaTable(f"s3://{PRIVATE}/{prefix.rstrip('/')}/{name}", storage_options=storage_options(
-        cfg, (servers.s3.access_key, servers.s3.secret_key)))
-    if version is not None:
-        t.load_as_version(version)
-    return t
+    return delta_table(servers, prefix, name, version, bucket=PRIVATE)
 
 
 def _q(t, sql):

@@ -62,7 +62,8 @@ def test_progress_counts_units_and_the_cells_their_pods_reported():
             pod(6, None)]  # running: no message yet
     st = derive_backfill_status(body(), BF, job, pods, NOW, cells_total=3 * 28)
     p = st["progress"]
-    assert (p["units"], p["unitsDone"], p["unitsRunning"], p["percent"], p["summary"]) == (16, 4, 4, 25, "25% (4/16)")
+    assert (p["units"], p["unitsDone"], p["unitsRunning"], p["percent"], p["summary"]) == (16, 4, 4, 25, "25%")
+    assert p["unitsProgress"] == "4/16"
     assert (p["cellsDone"], p["cellsTotal"], p["cells"]) == (28, 84, "28/84")
     assert (p["cellsRepaired"], p["cellsMissingUpstream"], p["cellsFailed"]) == (20, 1, 2)
     assert [s["chunksDone"] for s in st["shards"]] == [1, 2, 1, 0] and {s["state"] for s in st["shards"]} == {"Running"}

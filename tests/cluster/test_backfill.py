@@ -1,0 +1,146 @@
+"""An IngestionBackfill on the real control plane: the operator renders an Indexed Job, the
+real Job controller runs it, the pod runner executes the real job per unit against real S3
+(through a proxy that counts every request) into real Delta tables; a pod killed half way
+through its unit is replaced and redoes only that unit; deleting the backfill deletes its
+Job, not its results."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+import uuid
+
+import yaml
+
+from ingestion_dev import sampledata
+from ingestion_dev.faultproxy import FaultProxy
+
+from ..conftest import PRIVATE, PUBLIC, kubectl
+from ..kube import backfill_yaml, cond, get_backfill
+from ..samples import delta_table
+
+SHARD_0, SHARD_1 = ("ETHUSDT", "SOLUSDT"), ("BTCUSDT", "ADAUSDT")  # part_of(symbol) % 2
+FIRST, DAYS, PER_CHUNK = dt.date(2025, 1, 1), 75, 15  # 4 symbols x 75 days = 300 cells; 5 chunks x 2 shards = 10 units
+CAP = 40  # requests per second to the source, both shards together
+
+
+def job(cluster, ns, name) -> dict | None:
+    out = kubectl(cluster, "get", "job", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def pods(cluster, ns, name) -> list[dict]:
+    return json.loads(kubectl(cluster, "get", "pods", "-n", ns, "-l", f"batch.kubernetes.io/job-name={name}", "-o", "json").stdout)["items"]
+
+
+def index_of(pod: dict) -> int:
+    return int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+
+
+def test_a_backfill_shards_resumes_a_killed_unit_reports_progress_and_is_collected(cluster, operator, servers, namespaces, wait_for):
+    assert cluster.pod_state, "needs the session's own control plane (its pod runner executes pods)"
+    ns = namespaces("backfill")
+    template = f"bf{uuid.uuid4().hex[:6]}/{sampledata.KEY_TEMPLATE}"
+    days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
+    symbols = SHARD_0 + SHARD_1
+    absent = {("SOLUSDT", days[20]), ("BTCUSDT", days[61])}
+    cells = [(s, d) for s in symbols for d in days]
+    sampledata.upload(servers.s3.client(), PUBLIC, [c for c in cells if c not in absent], template=template)
+    proxy = FaultProxy(servers.s3.endpoint)
+    prefix = f"bf-{uuid.uuid4().hex[:6]}/"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake"}, "data": {
+        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+    schedule = {
+        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "daily"},
+        "spec": {
+            "schedule": "0 2 * * *", "enabled": False,  # no ticks: only the backfill runs
+            "target": {"endpoint": proxy.endpoint, "bucket": PUBLIC, "anonymous": True, "keyTemplate": template,
+                       "checksumSuffix": ".CHECKSUM", "symbols": list(symbols)},
+            "repair": {"load": "csv-zip"},
+            "storage": {"objectStore": {"bucket": PRIVATE, "prefix": prefix, "endpoint": servers.s3.endpoint,
+                                        "credentialsSecret": {"name": "lake"}}},
+        },
+    }
+    try:
+        kubectl(cluster, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all([secret, schedule]))
+        kubectl(cluster, "apply", "-n", ns, "-f", "-", input=backfill_yaml(
+            "early-2025", "daily", days[0].isoformat(), days[-1].isoformat(), parallelism=2, daysPerChunk=PER_CHUNK,
+            maxRequestsPerSecond=CAP))
+        t0 = time.monotonic()
+
+        # Half way: two units committed, and a running unit has fetched some of its cells. Kill that pod.
+        def running_unit_mid_fetch():
+            j = job(cluster, ns, "early-2025")
+            done = (j or {}).get("status", {}).get("completedIndexes") or ""
+            if len(done.replace("-", ",").split(",")) < 2 or not done:
+                return None
+            for p in pods(cluster, ns, "early-2025"):
+                if p["status"].get("phase") != "Running" or p["metadata"].get("deletionTimestamp"):
+                    continue
+                unit = index_of(p)
+                shard, chunk = unit % 2, unit // 2
+                mine = [(s, d) for s in (SHARD_0, SHARD_1)[shard] for d in days[chunk * PER_CHUNK:(chunk + 1) * PER_CHUNK]]
+                fetched = [c for c in mine if proxy.times_of(key(template, *c))]
+                if 2 <= len(fetched) < len(mine) - 5:
+                    return p, unit, mine
+            return None
+
+        victim, killed_unit, killed_cells = wait_for(running_unit_mid_fetch, 120, "a unit half way through its fetches")
+        kubectl(cluster, "delete", "pod", victim["metadata"]["name"], "-n", ns, "--wait=false")
+        killed_at = time.monotonic()
+
+        done = wait_for(lambda: (lambda b: b if cond(b, "Complete").get("status") == "True" or
+                                 cond(b, "Failed").get("status") == "True" else None)(get_backfill(cluster, ns, "early-2025")),
+                        300, "the backfill to finish")
+        elapsed = time.monotonic() - t0
+        st = done["status"]
+        assert cond(done, "Complete")["status"] == "True", st
+        p = st["progress"]
+        assert (p["units"], p["unitsDone"], p["unitsFailed"], p["summary"], p["unitsProgress"]) == (10, 10, 0, "100%", "10/10"), p
+        assert (p["cells"], p["cellsTotal"], p["cellsMissingUpstream"], p["cellsFailed"]) == ("300/300", 300, 2, 0), p
+        assert [(s["chunksDone"], s["state"]) for s in st["shards"]] == [(5, "Complete"), (5, "Complete")]
+        header, row = kubectl(cluster, "get", "ibf", "early-2025", "-n", ns).stdout.splitlines()
+        assert header.split() == ["NAME", "SCHEDULE", "FROM", "TO", "PROGRESS", "UNITS", "CELLS", "FAILED", "COMPLETE", "AGE"], header
+        assert row.split()[1:9] == ["daily", "2025-01-01", "2025-03-16", "100%", "10/10", "300/300", "0", "True"], row
+
+        # The killed unit got a new pod; no other unit's cell was fetched twice, and no cell committed
+        # before the kill was fetched again.
+        assert sum(index_of(p) == killed_unit for p in pods(cluster, ns, "early-2025")) >= 2
+        fetches = {c: len(proxy.times_of(key(template, *c))) for c in cells if c not in absent}
+        assert all(n >= 1 for n in fetches.values())
+        twice = {c for c, n in fetches.items() if n > 1}
+        assert twice <= set(killed_cells), sorted(twice - set(killed_cells))[:5]
+        committed_before = [c for c in cells if c not in killed_cells and c not in absent
+                            and max(proxy.times_of(key(template, *c))) < killed_at]
+        assert committed_before and all(fetches[c] == 1 for c in committed_before)
+        # The cap held: each shard's share (CAP / 2) is evenly spaced, so no second of the run saw
+        # more than CAP requests (one slot of slack per shard at a window's edge).
+        arrivals = sorted(t for ts in proxy.arrivals.values() for t in ts)
+        busiest = max(sum(1 for u in arrivals[i:i + 3 * CAP] if u - t < 1.0) for i, t in enumerate(arrivals))
+        assert CAP / 2 < busiest <= CAP + 2, busiest
+        assert len(arrivals) / elapsed <= CAP
+
+        # The results are in the Delta tables: 300 cells, 298 present, each loaded once.
+        objects = delta_rows(servers, prefix, "objects")
+        assert len(objects) == 300 and sum(o["present"] for o in objects) == 298
+        loaded = delta_rows(servers, prefix, "loaded")
+        assert len({(r["symbol"], r["date"]) for r in loaded}) == 298
+
+        # Deleting the backfill deletes its Job and pods (garbage collection); the tables stay.
+        kubectl(cluster, "delete", "ibf", "early-2025", "-n", ns)
+        wait_for(lambda: job(cluster, ns, "early-2025") is None and not pods(cluster, ns, "early-2025"), 60, "the Job collected")
+        assert len(delta_rows(servers, prefix, "objects")) == 300
+    finally:
+        proxy.close()
+
+
+def key(template: str, symbol: str, date: dt.date) -> str:
+    return template.format(symbol=symbol, date=date.isoformat())
+
+
+
+def delta_rows(servers, prefix: str, name: str) -> list[dict]:
+    return delta_table(servers, prefix, name, bucket=PRIVATE).to_pyarrow_table().to_pylist()
