@@ -224,6 +224,10 @@ class BackfillReconciler:
         job = self._read_job(namespace, name) if bf is not None else None
         if job is not None and not any(o.get("uid") == body["metadata"].get("uid") for o in job["metadata"].get("ownerReferences") or []):
             problem, reason, job = f"Job {name} already exists and is not owned by this IngestionBackfill", "JobConflict", None
+        live = dict(body.get("status") or {})
+        if job is None and problem is None and any((condition_of(live, t) or {}).get("status") == "True"
+                                                   for t in ("Complete", "Failed")):
+            return "finished"  # its Job was deleted after it ended (by hand, or a TTL): nothing to redo
         schedule = self._read_schedule(namespace, bf.schedule) if bf is not None and problem is None else None
         if bf is not None and problem is None:
             spec = schedule.spec if schedule is not None else None
@@ -251,7 +255,6 @@ class BackfillReconciler:
                         problem, reason = f"the API server rejected the Job: {e.reason}", "JobRejected"
         pods = self._pods(namespace, name) if job is not None else []
         new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, reason, cells_total)
-        live = dict(body.get("status") or {})
         if new != live:
             r.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL,
                                                            name, {"status": merge_patch(live, new)})

@@ -61,12 +61,52 @@ def test_units_commit_their_shard_and_chunk_alone_and_a_rerun_repairs_nothing(da
     runs = delta_table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
     assert len(runs) == 4 and next(r for r in runs if r["run_id"].endswith("/1"))["attempt"] == 2
 
+    # The schedule's own run over the same dates sees what the backfill committed: nothing to
+    # repair, the one cell absent upstream still a gap.
+    from ingestion_job.plan import Window
+
+    own = run(context(spec, schedule="daily", job_name="manual-1", store_credentials=creds), None,
+              dates=Window(days[0], days[-1]))
+    assert (own.coverage.expected, own.coverage.present, own.coverage.repaired, own.coverage.gaps_open) == (40, 39, 0, 1)
+
     # The schedule's own success rate and freshness do not count a backfill's units.
     from ingestion_job.run import open_backend
 
     store = open_backend(unit_context(spec, bf, 0, creds), None)
     try:
         with store.locked():
-            assert store.run_counts("daily") == {} and store.last_finished("daily") == {}
+            assert store.run_counts("daily") == {"succeeded": 1} and list(store.last_finished("daily")) == ["succeeded"]
     finally:
         store.close()
+
+
+def test_shards_on_one_duckdb_file_take_turns_to_commit(dataset, servers, tmp_path):
+    """Two unit processes at once on one DuckDB file (as two pods on one PVC): each holds the
+    file only to read its start and to commit, so both land."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from ..samples import store_rows
+    from .conftest import EXE
+
+    symbols = SHARD_0 + SHARD_1
+    days = [FIRST + dt.timedelta(days=i) for i in range(6)]
+    dataset.upload([(s, d) for s in symbols for d in days])
+    spec = dataset.spec(list(symbols), repair={"maxRepairsPerRun": 1000, "load": "csv-zip"})
+    bf = parse_backfill({"schedule": "daily", "from": days[0].isoformat(), "to": days[-1].isoformat(), "parallelism": 2})
+    f = tmp_path / "daily.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "daily", "namespace": "data"}, "spec": spec}))
+    db = tmp_path / "store.duckdb"
+    procs = [subprocess.Popen([EXE, "run", "--spec", str(f), "--db", str(db)], stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True,
+                              env={**os.environ, contract.BACKFILL_ENV: contract.encode_unit_env("march", bf),
+                                   contract.COMPLETION_INDEX_ENV: str(i)})
+             for i in range(bf.units)]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert all("event=run_finished outcome=succeeded" in log and "expected=12 " in log for log in logs), logs
+    assert store_rows(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(24, 24)]
+    assert store_rows(db, "SELECT run_id, trigger FROM runs ORDER BY run_id") == [
+        ("data/daily@backfill:march/0", "backfill"), ("data/daily@backfill:march/1", "backfill")]

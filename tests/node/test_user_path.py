@@ -4,7 +4,7 @@ helm install with the images built from our Dockerfiles -> the operator pod Read
 its probes (in-cluster config, the chart's ServiceAccount) -> an example schedule against
 S3 and a Pushgateway reachable from pods -> a CronJob tick runs the job image (UID 65532,
 read-only root, /tmp an emptyDir) writing DuckDB to a real PVC and pushing metrics ->
-status, `kubectl logs job/...`, a manual run -> deleting the schedule collects its
+status, `kubectl logs job/...`, a manual run -> a backfill of two shards -> deleting the schedule collects its
 CronJob, Jobs and Pods -> helm uninstall removes what the chart installed.
 """
 
@@ -147,6 +147,27 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     run(c, "kubectl", "create", "job", "manual-1", f"--from=cronjob/{SCHEDULE}", "-n", NS)
     assert wait_for(lambda: job_done(c, "manual-1"), 180, "the manual run") == "Complete"
     wait_for(lambda: (schedule_status(c).get("lastRun") or {}).get("trigger") == "manual", 60, "status naming the manual run")
+
+    # 6b. A backfill of four older days, two shards on the DuckDB file (they take turns to commit):
+    #     an Indexed Job of real containers, progress from their termination messages.
+    older = [today - dt.timedelta(days=LOOKBACK + n) for n in (6, 5, 4, 3)]
+    sampledata.upload(c.s3.client(), "data.binance.vision", [(s, d) for s in SYMBOLS for d in older], rows=60)
+    backfill = {"apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionBackfill", "metadata": {"name": "older", "namespace": NS},
+                "spec": {"schedule": SCHEDULE, "from": older[0].isoformat(), "to": older[-1].isoformat(), "parallelism": 2,
+                         "daysPerChunk": 2}}
+    run(c, "kubectl", "apply", "-f", "-", input=yaml.safe_dump(backfill))
+
+    def backfill_status():
+        return c.custom.get_namespaced_custom_object("ingestion.dev", "v1alpha1", NS, "ingestionbackfills", "older").get("status") or {}
+
+    done = wait_for(lambda: (st := backfill_status()) and any(x["type"] == "Complete" and x["status"] == "True"
+                                                              for x in st.get("conditions", [])) and st, 240, "the backfill Complete")
+    assert (done["progress"]["unitsProgress"], done["progress"]["cells"], done["progress"]["cellsRepaired"]) == ("4/4", "8/8", 8), done
+    assert {p.spec.node_name for p in c.core.list_namespaced_pod(NS, label_selector="batch.kubernetes.io/job-name=older").items} == {NODE_NAME}
+    assert store_rows(db, "SELECT count(*) FROM runs WHERE trigger = 'backfill'") == [(4,)]
+    assert store_rows(db, "SELECT count(*) FROM objects WHERE present AND date BETWEEN ? AND ?", older[0], older[-1]) == [(8,)]
+    run(c, "kubectl", "delete", "ibf", "older", "-n", NS)
+    wait_for(lambda: not c.batch.list_namespaced_job(NS, label_selector="ingestion.dev/backfill=older").items, 60, "the backfill's Job collected")
 
     # 7. Deleting the schedule garbage-collects its CronJob, Jobs and Pods.
     run(c, "kubectl", "delete", "isched", SCHEDULE, "-n", NS)
