@@ -1,4 +1,4 @@
-"""Generate the README's IngestionSchedule reference from the CRD (the one contract).
+"""Generate the README's IngestionSchedule and IngestionBackfill references from the CRDs (the one contract).
 
     .venv/bin/ingestion-dev crd-reference --write   # refresh README.md between the markers
 A test fails when the README's table and the CRD disagree.
@@ -11,8 +11,11 @@ import yaml
 from .workspace import REPO_ROOT
 
 CRD = REPO_ROOT / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
+BACKFILL_CRD = REPO_ROOT / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
 README = REPO_ROOT / "README.md"
 BEGIN, END = "<!-- crd-reference:begin -->", "<!-- crd-reference:end -->"
+# each CRD's table sits between its own markers
+SECTIONS = ((CRD, BEGIN, END), (BACKFILL_CRD, "<!-- backfill-reference:begin -->", "<!-- backfill-reference:end -->"))
 
 
 def rows(node: dict, path: str, required: set[str]):
@@ -29,8 +32,8 @@ def rows(node: dict, path: str, required: set[str]):
             yield from rows(child, p, set(child.get("required") or []))
 
 
-def table() -> str:
-    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def table(crd=CRD) -> str:
+    schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = schema["properties"]["spec"]
     lines = ["| field | type | default | description |", "|---|---|---|---|"]
     lines += rows(spec, "spec", set(spec.get("required") or []))
@@ -38,7 +41,9 @@ def table() -> str:
 
 
 def render(readme: str) -> str:
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    for crd, begin, end in SECTIONS:
+        head, rest = readme.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        readme = f"{head}{begin}\n{table(crd)}\n{end}{tail}"
+    return readme
 

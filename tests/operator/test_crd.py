@@ -52,4 +52,4 @@ def test_readme_reference_matches_the_crd():
     from ingestion_dev.crdref import README, render
 
     text = README.read_text()
-    assert render(text) == text, "README's IngestionSchedule reference is stale: ingestion-dev crd-reference --write"
+    assert render(text) == text, "README's IngestionSchedule or IngestionBackfill reference is stale: ingestion-dev crd-reference --write"
