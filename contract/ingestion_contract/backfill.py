@@ -24,7 +24,7 @@ import json
 import zlib
 from collections.abc import Mapping
 
-from .spec import MAX_NAME, FieldError, SpecError, _parse_object, spec_field
+from .spec import MAX_NAME, FieldError, _parse_checked, spec_field
 
 BACKFILL_ENV = "INGESTION_BACKFILL"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Job controller in an Indexed Job's pods
@@ -103,13 +103,7 @@ class Unit:
 
 def parse_backfill(raw: object, path: str = "spec") -> BackfillSpec:
     """The typed spec of an IngestionBackfill; raises SpecError naming every problem."""
-    errors: list[FieldError] = []
-    spec = _parse_object(BackfillSpec, raw, path, errors)
-    if spec is not None:
-        errors += backfill_rules(spec, path)
-    if errors:
-        raise SpecError(errors)
-    return spec
+    return _parse_checked(BackfillSpec, raw, path, backfill_rules)
 
 
 def backfill_rules(spec: BackfillSpec, path: str = "spec") -> list[FieldError]:

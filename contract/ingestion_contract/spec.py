@@ -245,11 +245,12 @@ def to_json(obj) -> object:
     return obj
 
 
-def _parse_checked(cls, raw: object, path: str):
+def _parse_checked(cls, raw: object, path: str, rules=None):
+    """``raw`` as ``cls``, checked by ``rules`` (default :func:`check_rules`); raises SpecError."""
     errors: list[FieldError] = []
     spec = _parse_object(cls, raw, path, errors)
     if spec is not None:
-        errors += check_rules(spec, path)
+        errors += (rules or check_rules)(spec, path)
     if errors:
         raise SpecError(errors)
     return spec
