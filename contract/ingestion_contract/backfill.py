@@ -10,7 +10,8 @@ The operator renders an Indexed Job with one completion index per unit (index ``
 shard ``i % shards``, chunk ``i // shards``) and ``parallelism = shards``, so the shards
 run side by side and each works through its chunks in date order. A killed pod is replaced
 for its index alone: the units already committed are held by the store and are never
-repaired again, and the replaced unit redoes only what it had not committed.
+repaired again, and within a unit the pod commits what it verified every ``checkpointEvery``
+cells, so the replaced pod redoes at most the cells verified since the last checkpoint.
 
 The unit reaches the job as ``INGESTION_BACKFILL`` (JSON) plus the Job controller's
 ``JOB_COMPLETION_INDEX``.
@@ -53,6 +54,8 @@ class BackfillSpec:
     # all shards together; none: the schedule's target.maxRequestsPerSecond, split the same way
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
     retries_per_chunk: int = spec_field("retriesPerChunk", 2, minimum=0, maximum=10)
+    # a unit commits what it verified every this many cells (and at its end)
+    checkpoint_every: int = spec_field("checkpointEvery", 50, minimum=1)
 
     @property
     def first(self) -> dt.date:
@@ -130,7 +133,8 @@ def backfill_rules(spec: BackfillSpec, path: str = "spec") -> list[FieldError]:
 def encode_unit_env(name: str, spec: BackfillSpec) -> str:
     """The value of ``INGESTION_BACKFILL``: what a pod needs to find its unit from its index."""
     return json.dumps({"name": name, "from": spec.from_date, "to": spec.to_date, "parallelism": spec.parallelism,
-                       "daysPerChunk": spec.days_per_chunk}, sort_keys=True, separators=(",", ":"))
+                       "daysPerChunk": spec.days_per_chunk, "checkpointEvery": spec.checkpoint_every},
+                      sort_keys=True, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +144,7 @@ class BackfillUnit:
     name: str
     unit: Unit
     units: int  # of the whole grid
+    checkpoint_every: int = 50
 
 
 def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
@@ -150,11 +155,11 @@ def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
     try:
         data = json.loads(raw)
         spec = BackfillSpec(schedule="-", from_date=data["from"], to_date=data["to"], parallelism=int(data["parallelism"]),
-                            days_per_chunk=int(data["daysPerChunk"]))
+                            days_per_chunk=int(data["daysPerChunk"]), checkpoint_every=int(data["checkpointEvery"]))
         name = str(data["name"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{BACKFILL_ENV} does not describe a backfill: {e!r}") from None
     index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit():
         raise ValueError(f"{COMPLETION_INDEX_ENV} is {index!r}: a backfill runs as an Indexed Job")
-    return BackfillUnit(name, spec.unit(int(index)), spec.units)
+    return BackfillUnit(name, spec.unit(int(index)), spec.units, spec.checkpoint_every)

@@ -30,10 +30,13 @@ update when matched, insert when not), in the order ``loaded``, ``objects``, ``g
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import random
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +68,7 @@ def with_part(rows: pa.Table) -> pa.Table:
 COMMIT_ATTEMPTS = 40  # a commit that loses a race is redone on the new version, up to this many times
 COMMIT_BACKOFF = (0.05, 5.0)  # seconds: full jitter between 0 and min(cap, base * 2**attempt)
 LOAD_CELLS_PER_COMMIT = 500  # loaded: one replace-where commit per this many cells
+LEASE_SECONDS = 600  # a housekeeping lease older than this was left by a writer that died holding it
 
 
 def storage_options(cfg: ObjectStoreStorage, credentials: tuple[str, str] | None) -> dict[str, str]:
@@ -91,6 +95,7 @@ class DeltaStore(Store):
                  on_wait: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.schedule = schedule
+        self.credentials = credentials
         self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
         self.options = storage_options(cfg, credentials)
         self._synced: dict[str, pa.Table] = {}
@@ -313,13 +318,17 @@ class DeltaStore(Store):
                 if any(k not in dt_.metadata().configuration for k in self.table_properties()):
                     self._commit(table, lambda d: d.alter.set_table_properties(self.table_properties()), None)
                 if m.compact_after_files and row["files"] >= m.compact_after_files:
-                    self._commit(table, lambda d: d.optimize.compact(partition_filters=[("schedule", "=", self.schedule)]), None)
-                    dt_ = self.delta_table(table)
-                    dt_.create_checkpoint()
-                    row["compacted"] = True
-                    row["vacuumed"] = len(dt_.vacuum(retention_hours=m.vacuum_retention_hours, dry_run=False,
-                                                      enforce_retention_duration=False))
-                    row["files_after"] = self.files_in(dt_, None)
+                    with self.housekeeping_lease(table) as held:
+                        if not held:  # another writer is compacting this partition right now
+                            row["skipped"] = "another writer holds the housekeeping lease"
+                        elif self.files_in(self.delta_table(table), None) >= m.compact_after_files:  # not done meanwhile
+                            self._commit(table, lambda d: d.optimize.compact(partition_filters=[("schedule", "=", self.schedule)]), None)
+                            dt_ = self.delta_table(table)
+                            dt_.create_checkpoint()
+                            row["compacted"] = True
+                            row["vacuumed"] = len(dt_.vacuum(retention_hours=m.vacuum_retention_hours, dry_run=False,
+                                                              enforce_retention_duration=False))
+                            row["files_after"] = self.files_in(dt_, None)
             except StoreError as e:
                 row["error"] = str(e)
             except Exception as e:
@@ -327,6 +336,49 @@ class DeltaStore(Store):
             row["duration_ms"] = round((time.monotonic() - t0) * 1000)
             done.append(row)
         return done
+
+    @contextlib.contextmanager
+    def housekeeping_lease(self, table: str):
+        """Yields whether this writer now holds the lease on compacting ``table``'s partition of
+        this schedule: an object created with a conditional PUT (``If-None-Match: *``), taken
+        over once expired (``If-Match`` its ETag), deleted when done.
+
+        Needed because delta-rs (1.6.6) commits two OPTIMIZEs planned on the same version both,
+        each adding the compacted rows: every row of the partition twice. (An OPTIMIZE and a
+        merge do conflict, and the loser is redone.) Writers that only merge never take it."""
+        from botocore.exceptions import ClientError
+
+        from .s3 import client
+
+        s3 = client(self.cfg.endpoint, self.cfg.region, self.credentials)
+        key = f"{self.cfg.prefix.strip('/') + '/' if self.cfg.prefix.strip('/') else ''}_housekeeping/{table}/{self.schedule}.lease"
+        body = json.dumps({"holder": uuid.uuid4().hex, "expires": time.time() + LEASE_SECONDS}).encode()
+
+        def put(**condition) -> str | None:
+            try:
+                return s3.put_object(Bucket=self.cfg.bucket, Key=key, Body=body, **condition)["ETag"]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                        e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                    return None
+                raise
+
+        try:
+            etag = put(IfNoneMatch="*")
+            if etag is None:  # held: take it over only once it expired (a writer killed while holding it)
+                held = s3.get_object(Bucket=self.cfg.bucket, Key=key)
+                if json.loads(held["Body"].read() or b"{}").get("expires", 0) < time.time():
+                    etag = put(IfMatch=held["ETag"])
+        except ClientError as e:
+            raise self._error(f"housekeeping lease {key}", e) from None
+        try:
+            yield etag is not None
+        finally:
+            if etag is not None:
+                try:
+                    s3.delete_object(Bucket=self.cfg.bucket, Key=key)
+                except ClientError:
+                    pass  # it expires
 
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")

@@ -18,9 +18,10 @@ from .staging import StagingError, stage
 
 
 def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: str, tmp: Path,
-           log: logging.LoggerAdapter) -> tuple[dict[CellKey, dict], dict[CellKey, str], set[CellKey]]:
+           log: logging.LoggerAdapter, on_repaired=None) -> tuple[dict[CellKey, dict], dict[CellKey, str], set[CellKey]]:
     """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}, {cell not started in time})
-    of every cell in ``todo``."""
+    of every cell in ``todo``. ``on_repaired(repaired)``, if given, is called on this thread
+    after each cell verified (a backfill unit checkpoints from it)."""
     repaired: dict[CellKey, dict] = {}
     failed: dict[CellKey, str] = {}
     late: set[CellKey] = set()
@@ -39,6 +40,8 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: 
             cell = futures[fut]
             try:
                 repaired[(cell.symbol, cell.date)] = fut.result()
+                if on_repaired is not None:
+                    on_repaired(repaired)
             except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
                 late.add((cell.symbol, cell.date))
             except (ObjectError, StagingError) as e:

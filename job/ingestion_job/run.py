@@ -128,6 +128,7 @@ class Run:
         self.start_last: dict = {}
         self.summary = RunSummary()
         self.window: Window | None = None
+        self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
 
     def execute(self, store_path: Path | None) -> RunResult:
@@ -149,7 +150,7 @@ class Run:
             # staged load files must outlive the repair: the commit reads them
             with tempfile.TemporaryDirectory(prefix="ingestion-") as tmp:
                 try:
-                    work = self.probe_and_repair(start, source, Path(tmp))
+                    work = self.probe_and_repair(start, source, Path(tmp), store)
                 except SourceError as e:
                     return self.finish(store, source, error=str(e))
                 return self.finish(store, source, work=work)
@@ -169,8 +170,9 @@ class Run:
         store.release()
         return state
 
-    def probe_and_repair(self, start: dict, source: S3Source, tmp: Path) -> Work:
-        """Steps 1-4, without the store: what the commit (step 5) writes."""
+    def probe_and_repair(self, start: dict, source: S3Source, tmp: Path, store: Store | None = None) -> Work:
+        """Steps 1-4, without the store: what the commit (step 5) writes. A backfill unit also
+        commits what it verified every ``checkpointEvery`` cells (see :meth:`checkpointer`)."""
         spec, target = self.ctx.spec, self.ctx.spec.target
         # 1. Expected set: the window in the schedule's zone, symbols given or discovered.
         source.check_bucket()
@@ -192,12 +194,42 @@ class Run:
                       "s3_requests=%d", len(symbols), window.first, window.last, len(expected), len(plan.present),
                       len(plan.missing), len(todo), len(deferred), source.stats.total_requests)
         # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
-        repaired, failed, late = repair(source, todo, upstream, spec.repair.load, tmp, self.log)
+        on_repaired = self.checkpointer(store, source, upstream) if unit and store is not None else None
+        repaired, failed, late = repair(source, todo, upstream, spec.repair.load, tmp, self.log, on_repaired)
         later = {(c.symbol, c.date): f"maxRepairsPerRun={limit} reached" for c in deferred}
         later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
         return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), Repairs(repaired, failed, later))
+
+    def checkpointer(self, store: Store, source: S3Source, upstream: dict):
+        """For a backfill unit: every ``checkpointEvery`` verified cells, commit them (their
+        availability, their gaps as repaired, their loads) with the run still ``running``, so a
+        pod killed later resumes past them. A checkpoint that fails is a warning; the unit's
+        final commit writes those cells anyway."""
+        every, schedule = self.ctx.backfill.checkpoint_every, self.ctx.schedule
+        committed: set = set()
+
+        def on_repaired(repaired: dict) -> None:
+            batch = {k: v for k, v in repaired.items() if k not in committed}
+            if len(batch) < every:
+                return
+            try:
+                with store.locked():
+                    loads = [(schedule, *k, *v["staged"]) for k, v in batch.items() if v["staged"]]
+                    for k in store.refuse_loads(loads):  # left to the final commit, which fails them alone
+                        del batch[k]
+                    rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
+                                      Repairs(batch, {}, {}), store.gaps(schedule), store.first_seen(schedule), self.started)
+                    self.checkpoint_rows += store.write_run(rows.objects, rows.gaps, self.run_row("running", None, source.stats),
+                                                            rows.loads)
+            except StoreError as e:
+                self.log.warning("event=checkpoint_failed cells=%d error=%r", len(batch), str(e))
+                return
+            committed.update(batch)
+            self.log.info("event=checkpoint cells=%d committed=%d", len(batch), len(committed))
+
+        return on_repaired
 
     def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
         if self.ctx.backfill is not None:
@@ -232,7 +264,8 @@ class Run:
         if work is not None and not error:
             try:
                 rows = self.commit(store, source, work)
-                self.summary.rows_written = store.write_run(rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
+                self.summary.rows_written = self.checkpoint_rows + store.write_run(
+                    rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
                 return True, None
             except StoreError as e:
                 error = str(e)
@@ -313,6 +346,8 @@ class Run:
             if row.get("error"):
                 self.log.warning("event=maintenance_failed table=%s error=%r", row["table"], row["error"])
                 warnings.append(f"maintenance: {row['error']}")
+            elif row.get("skipped"):
+                self.log.info("event=maintenance_skipped table=%s reason=%r", row["table"], row["skipped"])
             elif row["compacted"]:
                 self.log.info("event=maintenance table=%s files_before=%d files_after=%d vacuumed=%d duration_ms=%d",
                               row["table"], row["files"], row["files_after"], row["vacuumed"], row["duration_ms"])

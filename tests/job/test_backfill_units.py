@@ -5,6 +5,8 @@ nothing it committed; the schedule's own run counts are left alone."""
 from __future__ import annotations
 
 import datetime as dt
+import pytest
+
 import ingestion_contract as contract
 from ingestion_contract import parse_backfill
 
@@ -110,3 +112,129 @@ def test_shards_on_one_duckdb_file_take_turns_to_commit(dataset, servers, tmp_pa
     assert store_rows(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(24, 24)]
     assert store_rows(db, "SELECT run_id, trigger FROM runs ORDER BY run_id") == [
         ("data/daily@backfill:march/0", "backfill"), ("data/daily@backfill:march/1", "backfill")]
+
+
+@pytest.mark.parametrize("store", ["duckdb", "delta"])
+def test_a_unit_killed_half_way_resumes_past_its_checkpoints(dataset, servers, tmp_path, store):
+    """A unit commits every checkpointEvery verified cells; SIGKILLed after some checkpoints, its
+    next pod repairs only the cells no checkpoint committed."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from ..samples import store_rows
+    from .conftest import EXE
+
+    days = [FIRST + dt.timedelta(days=i) for i in range(10)]
+    dataset.upload([(s, d) for s in SHARD_0 for d in days])
+    spec = dataset.spec(list(SHARD_0), repair={"maxRepairsPerRun": 1000, "load": "csv-zip"})
+    spec["target"]["maxRequestsPerSecond"] = 12  # two requests a cell: about 6 cells a second
+    bf = parse_backfill({"schedule": "daily", "from": days[0].isoformat(), "to": days[-1].isoformat(), "daysPerChunk": 10,
+                         "checkpointEvery": 4})
+    prefix = f"{dataset.prefix}-ckpt/"
+    if store == "delta":
+        spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": prefix, "endpoint": servers.s3.endpoint}}
+    f = tmp_path / "daily.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "daily", "namespace": "data"}, "spec": spec}))
+    db = tmp_path / "store.duckdb"
+    where = ["--db", str(db)] if store == "duckdb" else []
+    env = {**os.environ, contract.BACKFILL_ENV: contract.encode_unit_env("march", bf), contract.COMPLETION_INDEX_ENV: "0",
+           contract.STORE_KEY_ID_ENV: servers.s3.access_key, contract.STORE_SECRET_ENV: servers.s3.secret_key}
+
+    def rows(sql):
+        if store == "duckdb":
+            return store_rows(db, sql)
+        import duckdb
+
+        con = duckdb.connect()
+        for name in ("gaps", "loaded", "runs", "objects"):
+            con.register(name, delta_table(servers, prefix, name).to_pyarrow_table())
+        return con.execute(sql).fetchall()
+
+    log = tmp_path / "unit.log"
+    proc = subprocess.Popen([EXE, "run", "--spec", str(f), *where], stderr=log.open("w"), stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 60
+    while "committed=8" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    text = log.read_text()
+    committed = max(int(n) for n in re.findall(r"event=checkpoint cells=\d+ committed=(\d+)", text))
+    assert 8 <= committed < 20 and "event=run_finished" not in text, text[-2000:]
+    assert rows("SELECT count(*) FROM gaps WHERE status = 'repaired'") == [(committed,)]
+
+    again = subprocess.run([EXE, "run", "--spec", str(f), *where], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"expected=20 present=20 missing=0 repaired={20 - committed} " in again.stderr, again.stderr[-2000:]
+    assert rows("SELECT count(*), count(DISTINCT (symbol, date)) FROM gaps WHERE status = 'repaired'") == [(20, 20)]
+    assert rows("SELECT count(*), count(DISTINCT (symbol, date)) FROM objects") == [(20, 20)]
+    assert rows("SELECT count(DISTINCT (symbol, date)) FROM loaded") == [(20,)]
+    assert rows("SELECT attempt, outcome FROM runs") == [(2, "succeeded")]
+
+
+def test_units_compacting_at_once_never_double_a_partition(dataset, servers, tmp_path):
+    """Eight units of one shard at once, each checkpointing every 2 cells and compacting when 16
+    files are due. delta-rs commits two OPTIMIZEs planned on one version both (every row twice);
+    the housekeeping lease makes one writer compact at a time, so no row is doubled."""
+    import collections
+    import os
+    import subprocess
+
+    import yaml
+
+    from .conftest import EXE
+
+    days = [FIRST + dt.timedelta(days=i) for i in range(48)]
+    dataset.upload([(s, d) for s in SHARD_0 for d in days])
+    spec = dataset.spec(list(SHARD_0), repair={"maxRepairsPerRun": 1000, "load": "csv-zip"})
+    prefix = f"{dataset.prefix}-compact/"
+    spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": prefix, "endpoint": servers.s3.endpoint,
+                                       "maintenance": {"compactAfterFiles": 16}}}
+    bf = parse_backfill({"schedule": "daily", "from": days[0].isoformat(), "to": days[-1].isoformat(), "daysPerChunk": 6,
+                         "checkpointEvery": 2})
+    f = tmp_path / "daily.yaml"
+    f.write_text(yaml.safe_dump({"metadata": {"name": "daily", "namespace": "data"}, "spec": spec}))
+    env = {**os.environ, contract.BACKFILL_ENV: contract.encode_unit_env("m", bf),
+           contract.STORE_KEY_ID_ENV: servers.s3.access_key, contract.STORE_SECRET_ENV: servers.s3.secret_key}
+    procs = [subprocess.Popen([EXE, "run", "--spec", str(f)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                              env={**env, contract.COMPLETION_INDEX_ENV: str(i)}) for i in range(bf.units)]
+    logs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [log[-1500:] for log in logs]
+    assert sum("event=maintenance table=" in log for log in logs) >= 1  # compactions did happen
+    for name in ("objects", "gaps"):
+        rows = delta_table(servers, prefix, name).to_pyarrow_table().to_pylist()
+        counts = collections.Counter((r["symbol"], r["date"]) for r in rows)
+        assert len(counts) == 96 and max(counts.values()) == 1, (name, len(rows))
+    loaded = delta_table(servers, prefix, "loaded").to_pyarrow_table()
+    assert loaded.num_rows == 96 * 5  # five kline rows a cell, each once
+
+
+def test_the_housekeeping_lease_is_one_writers_at_a_time_and_taken_over_once_expired(dataset, servers, monkeypatch):
+    from ingestion_contract.spec import ObjectStoreStorage
+    from ingestion_job import delta
+
+    cfg = ObjectStoreStorage(bucket=PRIVATE, prefix=f"{dataset.prefix}-lease/", endpoint=servers.s3.endpoint)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    a, b = delta.DeltaStore(cfg, "daily", creds), delta.DeltaStore(cfg, "daily", creds)
+    try:
+        with a.housekeeping_lease("gaps") as held_a:
+            assert held_a
+            with b.housekeeping_lease("gaps") as held_b:
+                assert not held_b  # the server refused the second create (If-None-Match)
+            with b.housekeeping_lease("objects") as other_table:
+                assert other_table
+        with b.housekeeping_lease("gaps") as held_b:
+            assert held_b  # released
+        monkeypatch.setattr(delta, "LEASE_SECONDS", -1)  # a lease that expired at once: a writer died holding it
+        with a.housekeeping_lease("runs") as held_a:
+            assert held_a
+            with b.housekeeping_lease("runs") as taken_over:
+                assert taken_over
+    finally:
+        a.close()
+        b.close()
