@@ -15,7 +15,8 @@ def test_namespaced_operator_watches_only_its_namespace(cluster, crd, namespaces
         # one in the watched namespace, so once that one is reconciled, the other would have been.
         kubectl(cluster, "apply", "-n", other, "-f", "-", input=schedule_yaml("scoped"))
         apply_schedule(cluster, mine, "scoped")
-        assert op.log_events("reconciled", namespace=mine, name="scoped")
+        # Ready shows before the reconcile's closing log line is written: wait for the line
+        assert wait_for(lambda: op.log_events("reconciled", namespace=mine, name="scoped"), 10, "the reconcile's log line")
         assert op.log_events("reconciled", namespace=other) == []
         assert get_cronjob(cluster, other, "scoped") is None
         untouched = json.loads(kubectl(cluster, "get", "isched", "scoped", "-n", other, "-o", "json").stdout)
