@@ -31,7 +31,8 @@ from ingestion_contract.spec import ScheduleSpec
 from . import names
 from .render import RenderSettings, render_pod_spec
 from .resource import ScheduleResource
-from .status import condition, condition_of, job_outcome, merge_patch
+from .reconcile import raw
+from .status import condition, condition_of, iso, job_outcome, merge_patch
 
 log = logging.getLogger("ingestion_operator")
 UNLIMITED_REPAIRS = 2**31 - 1  # a unit repairs every cell it can within its time budget
@@ -160,7 +161,7 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
                                  (why or "the Job failed") if outcome == "Failed" else "", generation, prior, now)],
     }
     if st.get("startTime"):
-        status["startTime"] = st["startTime"]
+        status["startTime"] = iso(st["startTime"])
     if end:
         status["completionTime"] = end
     return {k: v for k, v in status.items() if v is not None}
@@ -243,8 +244,7 @@ class BackfillReconciler:
                     desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings)
                     kopf.adopt(desired, owner=body)
                     try:
-                        job = r.batch.api_client.sanitize_for_serialization(
-                            r.batch.create_namespaced_job(namespace, desired, field_manager=names.FIELD_MANAGER))
+                        job = raw(r.batch.create_namespaced_job, namespace, desired, field_manager=names.FIELD_MANAGER)
                         r._wrote("jobs", "create")
                         action = "JobCreated"
                     except ApiException as e:
@@ -282,7 +282,7 @@ class BackfillReconciler:
 
     def _read_job(self, namespace: str, name: str) -> dict | None:
         try:
-            return self.r.batch.api_client.sanitize_for_serialization(self.r.batch.read_namespaced_job(name, namespace))
+            return raw(self.r.batch.read_namespaced_job, name, namespace)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -298,8 +298,7 @@ class BackfillReconciler:
         return ScheduleResource.from_body(body)
 
     def _pods(self, namespace: str, name: str) -> list[dict]:
-        pods = self.r.core.list_namespaced_pod(namespace, label_selector=f"{contract.JOB_NAME_LABEL}={name}").items
-        return [self.r.core.api_client.sanitize_for_serialization(p) for p in pods]
+        return raw(self.r.core.list_namespaced_pod, namespace, label_selector=f"{contract.JOB_NAME_LABEL}={name}")["items"]
 
     def _event(self, body: dict, type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
@@ -312,7 +311,7 @@ class BackfillReconciler:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self.r.core.create_namespaced_event(meta["namespace"], event)
+            raw(self.r.core.create_namespaced_event, meta["namespace"], event)
             self.r._wrote("events", "create")
         except ApiException as e:
             log.warning("event=event_post_failed namespace=%s backfill=%s status=%s", meta["namespace"], meta["name"], e.status)

@@ -216,10 +216,11 @@ class Reconciler:
         job = newest_finished_job(jobs)
         if job is None or (known or {}).get("job") == job or self._coverage_read.get((namespace, name)) == job:
             return known
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}").items
+        pods = raw(self.core.list_namespaced_pod, namespace, label_selector=f"{JOB_NAME_LABEL}={job}")["items"]
         self._coverage_read[(namespace, name)] = job
-        messages = [(p.metadata.creation_timestamp, s.state.terminated.message) for p in pods
-                    for s in (p.status.container_statuses or []) if s.name == names.JOB_CONTAINER and s.state and s.state.terminated]
+        messages = [(p["metadata"].get("creationTimestamp") or "", ((s.get("state") or {}).get("terminated") or {}).get("message"))
+                    for p in pods for s in (p.get("status") or {}).get("containerStatuses") or []
+                    if s.get("name") == names.JOB_CONTAINER and (s.get("state") or {}).get("terminated")]
         for _, message in sorted(messages, key=lambda m: m[0], reverse=True):
             found = Coverage.decode(message)
             if found is not None:
@@ -228,17 +229,15 @@ class Reconciler:
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
         try:
-            cj = self.batch.read_namespaced_cron_job(name, namespace)
+            return raw(self.batch.read_namespaced_cron_job, name, namespace)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        return self.batch.api_client.sanitize_for_serialization(cj)
 
     def _converge(self, namespace: str, desired: dict, live: dict | None) -> tuple[dict, str | None]:
         if live is None:
-            out = self.batch.api_client.sanitize_for_serialization(
-                self.batch.create_namespaced_cron_job(namespace, desired, field_manager=names.FIELD_MANAGER))
+            out = raw(self.batch.create_namespaced_cron_job, namespace, desired, field_manager=names.FIELD_MANAGER)
             self._wrote("cronjobs", "create")
             self._remember("cronjob", namespace, out["metadata"]["name"], out)
             return out, "CronJobCreated"
@@ -250,21 +249,16 @@ class Reconciler:
                             "labels": {**(live["metadata"].get("labels") or {}), **desired["metadata"]["labels"]},
                             "ownerReferences": desired["metadata"]["ownerReferences"]}
         body.pop("status", None)
-        out = self.batch.api_client.sanitize_for_serialization(
-            self.batch.replace_namespaced_cron_job(live["metadata"]["name"], namespace, body, field_manager=names.FIELD_MANAGER))
+        out = raw(self.batch.replace_namespaced_cron_job, live["metadata"]["name"], namespace, body,
+                  field_manager=names.FIELD_MANAGER)
         self._wrote("cronjobs", "update")
         self._remember("cronjob", namespace, out["metadata"]["name"], out)
         return out, "CronJobUpdated"
 
     def _jobs(self, namespace: str, schedule_name: str, cronjob: dict) -> list[dict]:
-        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{names.LABEL_SCHEDULE}={schedule_name}").items
+        jobs = raw(self.batch.list_namespaced_job, namespace, label_selector=f"{names.LABEL_SCHEDULE}={schedule_name}")["items"]
         uid = cronjob["metadata"]["uid"]
-        out = []
-        for j in jobs:
-            d = self.batch.api_client.sanitize_for_serialization(j)
-            if any(o.get("uid") == uid for o in d["metadata"].get("ownerReferences") or []):
-                out.append(d)
-        return out
+        return [j for j in jobs if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
 
     def _event(self, schedule: ScheduleResource, event: Event) -> None:
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -278,10 +272,16 @@ class Reconciler:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(schedule.namespace, body)
+            raw(self.core.create_namespaced_event, schedule.namespace, body)
             self._wrote("events", "create")
         except ApiException as e:  # an event is best effort; status carries the truth
             log.warning("event=event_post_failed namespace=%s name=%s status=%s", schedule.namespace, schedule.name, e.status)
+
+
+def raw(call, *args, **kwargs) -> dict:
+    """A client call's response as the API server's JSON: no client models built and then
+    turned back into dicts (most of an operator's CPU per reconcile, measured)."""
+    return json.loads(call(*args, _preload_content=False, **kwargs).data)
 
 
 def _refused(e: ApiException) -> bool:

@@ -36,6 +36,7 @@ def test_bench_faults_small():
 def test_bench_scale_small():
     table = bench("bench_scale.py", "--schedules", "20", "--quiet", "2", "--no-tick")
     assert "| bare client: 20 CronJobs, sequential |" in table and "| operator: 20 schedules created" in table
+    assert "the floor of the operator's contract" in table and "x its contract's floor" in table
     assert "0 writes to schedules, CronJobs, Events" in table and "goal < 200 MB: met" in table
 
 
