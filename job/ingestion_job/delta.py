@@ -30,6 +30,7 @@ update when matched, insert when not), in the order ``loaded``, ``objects``, ``g
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
@@ -102,6 +103,10 @@ class DeltaStore(Store):
         # per table: whether it is partitioned by part (tables created before parts are not,
         # and keep working as they are; a table created from now on is)
         self._parted: dict[str, bool] = {}
+        # tables the open found absent: the first commit creates them all at once, without
+        # looking again; and the handles of tables created that way, for their first commit
+        self._missing: set[str] = set()
+        self._created: dict[str, object] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
         super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
         self.con.execute("SET TimeZone = 'UTC'")
@@ -128,7 +133,9 @@ class DeltaStore(Store):
     def _hydrate(self) -> None:
         for table in TABLES:
             dt_ = self.delta_table(table)
-            if dt_ is not None:
+            if dt_ is None:
+                self._missing.add(table)
+            else:
                 self._parted[table] = "part" in dt_.metadata().partition_columns
                 try:
                     rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
@@ -137,7 +144,9 @@ class DeltaStore(Store):
                 self.insert_local(table, rows)
             self._synced_now(table)
         loaded = self.delta_table("loaded")
-        if loaded is not None:  # its columns only: refuse_loads checks new files against them
+        if loaded is None:
+            self._missing.add("loaded")
+        else:  # its columns only: refuse_loads checks new files against them
             self._parted["loaded"] = "part" in loaded.metadata().partition_columns
             schema = pa.schema(loaded.schema().to_arrow())
             schema = schema.remove(schema.get_field_index("part")) if "part" in schema.names else schema
@@ -257,25 +266,16 @@ class DeltaStore(Store):
     def _commit(self, table: str, op, rows: pa.Table | None) -> None:
         """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone.
         A table that does not exist yet is created with the columns of ``rows``."""
-        from deltalake import DeltaTable, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                dt_ = self.delta_table(table)
+                dt_ = self._created.pop(table, None) if attempt == 0 else None
+                if dt_ is None and table not in self._missing:
+                    dt_ = self.delta_table(table)
                 if dt_ is None:
-                    # The first writer creates it empty, then commits like any other. Not with
-                    # its rows: delta-rs turns a lost race to create into a blind append at the
-                    # next version, which would double rows two creators both carry.
                     failpoints.hit("delta.create")
-                    try:
-                        write_deltalake(self.uri(table), rows.schema.empty_table(), mode="ignore",
-                                        partition_by=["schedule", "part"] if "part" in rows.column_names else ["schedule"],
-                                        configuration=self.table_properties(), storage_options=self.options)
-                    except Exception:
-                        if self.delta_table(table) is None:
-                            raise
-                    dt_ = DeltaTable(self.uri(table), storage_options=self.options)
+                    dt_ = self._create_missing(table, rows.schema)
                 failpoints.hit("delta.merge")  # the version read, the commit not yet written
                 failpoints.hit(f"delta.merge:{table}")
                 return op(dt_)
@@ -289,6 +289,40 @@ class DeltaStore(Store):
                 raise
             except Exception as e:
                 raise self._error(f"commit to table {table}", e) from None
+
+    def _create_missing(self, table: str, schema: pa.Schema):
+        """Create ``table`` (columns ``schema``) and, at the same time, the other tables of
+        ``TABLES`` the open found absent (a first run's commits need them all), each in a
+        thread of its own. Returns ``table``'s handle; the others' wait for their first commit.
+
+        Empty, then committed to like any other: not with the rows, since delta-rs turns a
+        lost race to create into a blind append at the next version, which would double rows
+        two creators both carry. A creator that loses the race gets CommitFailedError and opens
+        the table the winner made."""
+        from deltalake import DeltaTable
+
+        def schema_of(t: str) -> pa.Schema:
+            local = self.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema
+            return local.append(pa.field("part", pa.int32())) if "symbol" in local.names else local
+
+        wanted = {table: schema, **{t: schema_of(t) for t in sorted(self._missing & set(TABLES) - {table})}}
+
+        def create(t: str):
+            try:
+                return DeltaTable.create(self.uri(t), wanted[t], mode="ignore", configuration=self.table_properties(),
+                                         partition_by=["schedule", "part"] if "part" in wanted[t].names else ["schedule"],
+                                         storage_options=self.options)
+            except Exception:
+                found = self.delta_table(t)
+                if found is None:
+                    raise
+                return found
+
+        with concurrent.futures.ThreadPoolExecutor(len(wanted)) as pool:  # delta-rs waits on S3 without the GIL
+            handles = dict(zip(wanted, pool.map(create, wanted)))
+        self._missing -= set(wanted)
+        self._created.update({t: h for t, h in handles.items() if t != table})
+        return handles[table]
 
     def table_properties(self) -> dict[str, str]:
         """Delta table properties from the spec's maintenance policy: a checkpoint every

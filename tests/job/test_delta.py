@@ -199,7 +199,9 @@ def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_th
         proc.kill()
     assert _q(table(servers, prefix, "objects"), "SELECT count(*) FILTER (WHERE present) FROM t") == [(4,)]
     assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(4,)]
-    assert keys(servers, f"{prefix}gaps/") == []  # its first commit never happened
+    # the run's first commit created every table, empty; the gaps' own commit never happened
+    assert keys(servers, f"{prefix}gaps/") == [f"{prefix}gaps/_delta_log/00000000000000000000.json"]
+    assert _q(table(servers, prefix, "gaps"), "SELECT count(*) FROM t") == [(0,)]
     assert _q(table(servers, prefix, "runs"), "SELECT outcome FROM t") == [("running",)]
     # The next run finds the gaps still open, repairs them again (the loads are replaced, not
     # doubled), and commits every table.
@@ -291,9 +293,9 @@ def test_migrate_store_moves_the_old_format_into_delta_once(dataset, servers, tm
 
 
 def test_two_writers_creating_the_tables_at_once_both_land(dataset, servers, tmp_path):
-    """Two writers racing to create the same table: delta-rs makes the loser's create an
-    append at the next version, so tables are created empty and every row goes in by merge:
-    nothing is doubled."""
+    """Two writers racing to create the same tables (a run's first commit creates every table
+    at once): the loser's create fails (CommitFailedError) and it opens the winner's table.
+    Tables are created empty, and every row goes in by its own commit: nothing is doubled."""
     dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
     prefix = f"{dataset.prefix}-create/"
     spec = object_spec(dataset, servers, prefix)
@@ -311,8 +313,8 @@ def test_two_writers_creating_the_tables_at_once_both_land(dataset, servers, tmp
         for p in procs:
             p.kill()
     assert codes == [0, 0], [p.log.read_text()[-1500:] for p in procs]
-    # both were about to create `runs` (their first commit): it was created empty (a lost race
-    # to create adds an empty commit), and both rows were merged in, once each
+    # both were about to create the tables (their first commit): `runs` was created empty, and
+    # both rows were committed into it, once each
     assert table(servers, prefix, "runs", 0).to_pyarrow_table().num_rows == 0
     assert _q(table(servers, prefix, "objects"), "SELECT symbol, count(*) FILTER (WHERE present) FROM t GROUP BY ALL ORDER BY ALL") == [
         ("BTCUSDT", 2), ("ETHUSDT", 2)]
