@@ -26,6 +26,7 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
@@ -375,20 +376,21 @@ class Run:
         }
 
     def push_backfill_metrics(self, url: str, outcome: str) -> list[str]:
-        """A committed backfill unit's cells, in the backfill's own group; a failure is a warning."""
+        """A committed backfill unit's cells, in the backfill's own group."""
         bf = self.ctx.backfill
-        try:
-            registry = metrics.build_backfill_registry(bf.units, self.summary, outcome, self.finished_at())
-            metrics.push_backfill(url, self.ctx.namespace, self.ctx.schedule, bf.name, bf.unit.index, registry)
-            return []
-        except Exception as e:  # any failure to push is a warning, never a failed unit
-            self.log.warning("event=metrics_push_failed url=%s error=%r", url, str(e)[:200])
-            return [f"pushgateway {url} unreachable: {e.__class__.__name__}: {str(e)[:200]}"]
+        return self._pushed(url, lambda: metrics.push_backfill(
+            url, self.ctx.namespace, self.ctx.schedule, bf.name, bf.unit.index,
+            metrics.build_backfill_registry(bf.units, self.summary, outcome, self.finished_at())))
 
     def push_metrics(self, url: str, outcome: str, stats: RequestStats, counts: dict | None, last: dict) -> list[str]:
-        """Push this run's metrics; a failure to push is a warning, never a failed run."""
+        """Push this run's metrics."""
+        return self._pushed(url, lambda: metrics.push(
+            url, self.ctx.namespace, self.ctx.schedule, metrics.build_registry(self.summary, outcome, stats, counts, last)))
+
+    def _pushed(self, url: str, push: Callable[[], None]) -> list[str]:
+        """Run ``push``; a failure to push is a warning (returned), never a failed run."""
         try:
-            metrics.push(url, self.ctx.namespace, self.ctx.schedule, metrics.build_registry(self.summary, outcome, stats, counts, last))
+            push()
             return []
         except Exception as e:  # any failure to push is a warning, never a failed run
             self.log.warning("event=metrics_push_failed url=%s error=%r", url, str(e)[:200])

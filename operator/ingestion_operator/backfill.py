@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-import uuid
 
 import kopf
 from kubernetes.client.rest import ApiException
@@ -31,8 +30,8 @@ from ingestion_contract.spec import ScheduleSpec
 from . import names
 from .render import RenderSettings, render_pod_spec
 from .resource import ScheduleResource
-from .reconcile import raw
-from .status import condition, condition_of, iso, job_outcome, merge_patch
+from .reconcile import KeyedLocks, raw, raw_or_none
+from .status import condition, condition_of, iso, job_container_ends, job_outcome, merge_patch
 
 log = logging.getLogger("ingestion_operator")
 UNLIMITED_REPAIRS = 2**31 - 1  # a unit repairs every cell it can within its time budget
@@ -98,9 +97,8 @@ def unit_coverage(pods: list[dict]) -> dict[int, Coverage]:
         index = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_ANNOTATION)
         if index is None or not index.isdigit():
             continue
-        for s in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (s.get("state") or {}).get("terminated") if s.get("name") == names.JOB_CONTAINER else None
-            cov = Coverage.decode(term.get("message")) if term else None
+        for term in job_container_ends(pod):
+            cov = Coverage.decode(term.get("message"))
             if cov is not None:
                 when = term.get("finishedAt") or ""
                 if int(index) not in found or when >= found[int(index)][0]:
@@ -174,15 +172,12 @@ class BackfillReconciler:
 
     def __init__(self, reconciler):
         self.r = reconciler
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._lock = KeyedLocks()
+        self._guard = threading.Lock()  # of the recheck timers
         self._timers: dict[tuple[str, str], threading.Timer] = {}
 
-    def _lock(self, key) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
     def forget(self, namespace: str, name: str) -> None:
+        self.r.forget_write("backfill", namespace, name)
         with self._guard:
             t = self._timers.pop((namespace, name), None)
         if t:
@@ -256,9 +251,10 @@ class BackfillReconciler:
         pods = self._pods(namespace, name) if job is not None else []
         new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, reason, cells_total)
         if new != live:
-            r.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL,
-                                                           name, {"status": merge_patch(live, new)})
+            out = r.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL,
+                                                                 name, {"status": merge_patch(live, new)})
             r._wrote("ingestionbackfills/status", "patch")
+            r._remember("backfill", namespace, name, out)
         for type_, reason_, message in self._events(live, new, action, name):
             self._event(body, type_, reason_, message)
         if reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected"):
@@ -281,39 +277,17 @@ class BackfillReconciler:
         return out
 
     def _read_job(self, namespace: str, name: str) -> dict | None:
-        try:
-            return raw(self.r.batch.read_namespaced_job, name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return raw_or_none(self.r.batch.read_namespaced_job, name, namespace)
 
     def _read_schedule(self, namespace: str, name: str) -> ScheduleResource | None:
-        try:
-            body = self.r.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return ScheduleResource.from_body(body)
+        body = raw_or_none(self.r.custom.get_namespaced_custom_object, names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+        return ScheduleResource.from_body(body) if body is not None else None
 
     def _pods(self, namespace: str, name: str) -> list[dict]:
         return raw(self.r.core.list_namespaced_pod, namespace, label_selector=f"{contract.JOB_NAME_LABEL}={name}")["items"]
 
     def _event(self, body: dict, type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        now = self.r.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": names.BACKFILL_KIND,
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
-            "type": type_, "reason": reason, "message": message[:1024], "source": {"component": names.MANAGED_BY},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        try:
-            raw(self.r.core.create_namespaced_event, meta["namespace"], event)
-            self.r._wrote("events", "create")
-        except ApiException as e:
-            log.warning("event=event_post_failed namespace=%s backfill=%s status=%s", meta["namespace"], meta["name"], e.status)
+        self.r.post_event(names.BACKFILL_KIND, meta, type_, reason, message)
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "event=%s namespace=%s backfill=%s message=%r",
                 reason, meta["namespace"], meta["name"], message)

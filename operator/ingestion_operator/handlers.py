@@ -60,16 +60,24 @@ async def health_loop(memo: kopf.Memo, **_):
     memo.health.loop = asyncio.get_running_loop()
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
+def _own(memo: kopf.Memo, reconciler, kind: str, type: str, event: dict, namespace: str, name: str, gone: str) -> None:
+    """One of our resources (``kind``: schedule or backfill) changed: forget a deleted one
+    (``gone`` says what collects its children), skip the echo of our own status write, else
+    reconcile it with the body the event carried."""
     if type == "DELETED":
-        memo.reconciler.forget(namespace, name)
-        log.info("event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)", namespace, name)
+        reconciler.forget(namespace, name)
+        log.info(gone, namespace, name)
         return
     obj = event.get("object") or {}
-    if memo.reconciler.is_echo("schedule", namespace, name, (obj.get("metadata") or {}).get("resourceVersion")):
+    if memo.reconciler.is_echo(kind, namespace, name, (obj.get("metadata") or {}).get("resourceVersion")):
         return  # the status we just wrote, coming back
-    memo.reconciler.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
+    reconciler.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
+    _own(memo, memo.reconciler, "schedule", type, event, namespace, name,
+         "event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)")
 
 
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob")
@@ -93,9 +101,5 @@ def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
 @kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill")
 def on_backfill(type, event, namespace, name, memo: kopf.Memo, **_):
     """An IngestionBackfill changed: create its Job once, report its progress."""
-    if type == "DELETED":
-        memo.backfills.forget(namespace, name)
-        log.info("event=backfill_deleted namespace=%s name=%s (its Job and pods are garbage-collected)", namespace, name)
-        return
-    obj = event.get("object") or {}
-    memo.backfills.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
+    _own(memo, memo.backfills, "backfill", type, event, namespace, name,
+         "event=backfill_deleted namespace=%s name=%s (its Job and pods are garbage-collected)")

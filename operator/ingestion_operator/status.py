@@ -35,6 +35,13 @@ def iso(t: dt.datetime | str | None) -> str | None:
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def job_container_ends(pod: dict) -> list[dict]:
+    """The ``terminated`` states of the job's container in ``pod`` (where a run's coverage is
+    its termination message)."""
+    return [s["state"]["terminated"] for s in (pod.get("status") or {}).get("containerStatuses") or []
+            if s.get("name") == names.JOB_CONTAINER and (s.get("state") or {}).get("terminated")]
+
+
 def job_outcome(job: dict) -> tuple[str, str | None, str | None]:
     """(outcome, end time, failure reason) of a Job given as a dict."""
     st = job.get("status") or {}
