@@ -29,7 +29,7 @@ from .spec import MAX_NAME, FieldError, _parse_checked, spec_field
 
 BACKFILL_ENV = "INGESTION_BACKFILL"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Job controller in an Indexed Job's pods
-PARTS = 8  # symbol parts of the Delta tables (ingestion_job.delta.PARTS)
+PARTS = 8  # symbol parts of the Delta tables (ingestion_job.delta partitions by part_of)
 MAX_UNITS = 10_000  # completions of one Indexed Job; more than a year of 8 shards by day
 
 
