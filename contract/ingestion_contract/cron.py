@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -290,7 +291,17 @@ def next_after(s: Schedule, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | N
 
 
 def next_runs(expr: str, timezone: str, after: dt.datetime, count: int = 5) -> list[dt.datetime]:
-    """The next ``count`` fire times strictly after ``after``, as UTC datetimes."""
+    """The next ``count`` fire times strictly after ``after``, as UTC datetimes.
+
+    Remembered per expression, zone and second: :func:`next_after` drops the microseconds,
+    so the answer for any instant within a second is the answer for its start (exact, not
+    an approximation). A fleet's schedules share few expressions, and a burst of
+    reconciles (a restart, a tick) falls within few seconds."""
+    return list(_next_runs(expr, timezone, after.astimezone(UTC).replace(microsecond=0), count))
+
+
+@functools.lru_cache(maxsize=4096)
+def _next_runs(expr: str, timezone: str, after: dt.datetime, count: int) -> tuple[dt.datetime, ...]:
     s = parse(expr)
     tz = load_timezone(timezone)
     out: list[dt.datetime] = []
@@ -301,7 +312,7 @@ def next_runs(expr: str, timezone: str, after: dt.datetime, count: int = 5) -> l
             break
         out.append(nxt)
         t = nxt
-    return out
+    return tuple(out)
 
 
 def matches(s: Schedule, local: dt.datetime) -> bool:

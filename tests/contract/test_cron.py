@@ -177,3 +177,19 @@ def test_half_hour_dst_shift_follows_robfig_not_the_wall_clock():
     got = next_after(parse("* 0 * * *"), utc(2026, 4, 4, 14, 0, 17), ZoneInfo("Australia/Lord_Howe"))
     assert got == utc(2026, 4, 5, 14, 0)
     assert got.astimezone(ZoneInfo("Australia/Lord_Howe")).strftime("%H:%M") == "00:30"
+
+
+@settings(max_examples=200, deadline=None)
+@given(EXPRS, ZONES, INSTANTS, st.integers(0, 999_999), st.sampled_from([dt.timezone.utc, ZoneInfo("Asia/Kolkata")]))
+def test_remembered_next_runs_equal_the_walk_from_any_instant_of_the_second(expr, zone, after, micro, view):
+    """next_runs remembers its answer per second; any instant within that second, in any
+    zone's view, gets exactly the chain of next_after from that instant itself."""
+    instant = after.replace(microsecond=micro).astimezone(view)
+    walked, t = [], instant
+    for _ in range(3):
+        t = next_after(parse(expr), t, ZoneInfo(zone))
+        if t is None:
+            break
+        walked.append(t)
+    assert next_runs(expr, zone, instant, 3) == walked
+    assert next_runs(expr, zone, instant, 3) == walked  # the second answer comes from memory
