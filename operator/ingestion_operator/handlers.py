@@ -18,14 +18,34 @@ log = logging.getLogger("ingestion_operator")
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps a "diff-base" (a deep copy of each object's essence) to tell changing
+    handlers what changed. This operator has none (it is level-based and compares whole
+    objects itself), yet kopf builds and fetches that copy for every watch event: at 1,000
+    schedules, 12 % of the operator's CPU. Nothing is built, fetched or stored."""
+
+    def build(self, *, body, extra_fields=None):
+        return None
+
+    def fetch(self, *, body):
+        return None
+
+    def store(self, *, body, patch, essence):
+        pass
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False  # our own events, on transitions only
     settings.scanning.disabled = True  # no CRD/namespace scanning: fewer permissions
+    settings.persistence.diffbase_storage = NoDiffBase()  # only on.event handlers: no diffs needed
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = memo.workers  # reconciles at once (each waits on the API server, not the CPU)
     memo.reconciler.timer.start()
+    # kopf holds every handler until the index below has seen every CronJob of ours, and
+    # the timer is armed only by a reconcile: no reconcile can read the cache before that.
+    memo.reconciler.cronjobs.primed = True
 
 
 @kopf.on.login()
@@ -60,46 +80,60 @@ async def health_loop(memo: kopf.Memo, **_):
     memo.health.loop = asyncio.get_running_loop()
 
 
-def _own(memo: kopf.Memo, reconciler, kind: str, type: str, event: dict, namespace: str, name: str, gone: str) -> None:
-    """One of our resources (``kind``: schedule or backfill) changed: forget a deleted one
-    (``gone`` says what collects its children), skip the echo of our own status write, else
-    reconcile it with the body the event carried."""
+def _news(kind: str):
+    """A kopf filter for the watch of ``kind`` (schedule, backfill, cronjob): false for the
+    echo of our own write (the event at exactly the resourceVersion it returned), which
+    changes nothing a reconcile looks at. Run by kopf on its event loop, so an echo costs no
+    hop to a worker thread."""
+    def news(type, body, namespace, name, memo: kopf.Memo, **_) -> bool:
+        return type == "DELETED" or not memo.reconciler.is_echo(kind, namespace, name,
+                                                                (body.get("metadata") or {}).get("resourceVersion"))
+    return news
+
+
+def _own(reconciler, type: str, event: dict, namespace: str, name: str, gone: str) -> None:
+    """One of our resources (a schedule or a backfill) changed: forget a deleted one (``gone``
+    says what collects its children), else reconcile it with the body the event carried."""
     if type == "DELETED":
         reconciler.forget(namespace, name)
         log.info(gone, namespace, name)
         return
     obj = event.get("object") or {}
-    if memo.reconciler.is_echo(kind, namespace, name, (obj.get("metadata") or {}).get("resourceVersion")):
-        return  # the status we just wrote, coming back
     reconciler.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL, when=_news("schedule"))
 def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
-    _own(memo, memo.reconciler, "schedule", type, event, namespace, name,
-         "event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)")
+    _own(memo.reconciler, type, event, namespace, name, "event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)")
 
 
-@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob")
+@kopf.index("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob_cache")
+async def cronjob_cache(body, memo: kopf.Memo, **_):
+    """Keeps the reconciler's CronJobCache (on the event loop, before any handler of this
+    event runs). Indexes nothing itself: kopf's index is used for its hold on the handlers."""
+    memo.reconciler.cronjobs.put(body)
+    return None
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob", when=_news("cronjob"))
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job")
 def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
-    """A CronJob or Job of ours changed: reconcile the schedule its label names (not for
-    the echo of a CronJob write of our own)."""
+    """A CronJob or Job of ours changed: reconcile the schedule its label names (the echo of
+    a CronJob write of our own never gets here)."""
     labels = body.get("metadata", {}).get("labels") or {}
     if resource.plural == "jobs" and labels.get(names.LABEL_BACKFILL):
         memo.backfills.reconcile(namespace, labels[names.LABEL_BACKFILL], trigger="job")
         return
+    if resource.plural == "cronjobs" and type == "DELETED":
+        memo.reconciler.cronjobs.drop(namespace, name, body.get("metadata", {}).get("uid"))
     owner = labels.get(names.LABEL_SCHEDULE)
     if not owner:
-        return
-    if resource.plural == "cronjobs" and type != "DELETED" and \
-            memo.reconciler.is_echo("cronjob", namespace, name, body.get("metadata", {}).get("resourceVersion")):
         return
     memo.reconciler.reconcile(namespace, owner, trigger="cronjob" if resource.plural == "cronjobs" else "job")
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill")
+@kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill", when=_news("backfill"))
 def on_backfill(type, event, namespace, name, memo: kopf.Memo, **_):
     """An IngestionBackfill changed: create its Job once, report its progress."""
-    _own(memo, memo.backfills, "backfill", type, event, namespace, name,
+    _own(memo.backfills, type, event, namespace, name,
          "event=backfill_deleted namespace=%s name=%s (its Job and pods are garbage-collected)")

@@ -48,6 +48,51 @@ def is_subset(desired, live) -> bool:
     return desired == live and isinstance(desired, bool) == isinstance(live, bool)  # JSON: true is not 1
 
 
+class CronJobCache:
+    """The operator's CronJobs as their watch last showed them, so that a reconcile needs no
+    read of its CronJob. kopf's index handler on CronJobs fills it (kopf holds every handler
+    until that index has listed them all: :attr:`primed`), a DELETED event or the operator's
+    own write updates it.
+
+    It is trusted only where a mistake costs a retry, never a wrong write: "absent" leads to a
+    create, which a CronJob that does exist refuses (409, and the retry reads); "present and in
+    line" leads to nothing; anything else is read again before it is written. A reconcile
+    woken by its timer reads for real, so a deletion the watch missed (a re-list after a long
+    outage) is found by the next run at the latest, as it was before the cache. Held trimmed
+    (no managedFields, no annotations), since a replace starts from a read."""
+
+    def __init__(self):
+        self.primed = False  # set once kopf's index of CronJobs holds the handlers
+        self._items: dict[tuple[str, str], dict] = {}
+
+    @staticmethod
+    def trim(obj) -> dict:
+        meta = obj.get("metadata") or {}
+        return {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences")
+                             if k in meta},
+                "spec": obj.get("spec"), "status": obj.get("status")}
+
+    def put(self, obj) -> None:
+        meta = obj.get("metadata") or {}
+        self._items[(meta.get("namespace"), meta.get("name"))] = self.trim(obj)
+
+    def drop(self, namespace: str, name: str, uid: str | None) -> None:
+        """A DELETED event: forget the CronJob, unless the entry is already a newer one."""
+        entry = self._items.get((namespace, name))
+        if entry is not None and entry["metadata"].get("uid") == uid:
+            self._items.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        return self._items.get((namespace, name))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class StaleCache(Exception):
+    """The cached CronJob differs from the rendered one: read it for real before writing."""
+
+
 class Reconciler:
     RECHECK_SECONDS = 30  # a schedule blocked by a foreign CronJob or an admission refusal looks again
 
@@ -71,6 +116,8 @@ class Reconciler:
         # is the echo of our write, and changes nothing a reconcile would look at.
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_guard = threading.Lock()
+        self.cronjobs = CronJobCache()
+        self._foreign: set[tuple[str, str]] = set()  # schedules whose CronJob name another object holds: read, not cached
 
     def _remember(self, kind: str, namespace: str, name: str, obj) -> None:
         rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
@@ -97,12 +144,15 @@ class Reconciler:
         t0 = time.monotonic()
         self._tally.writes, self._tally.observed = 0, None
         conflicts = 0
+        cached = trigger != "timer"  # the timer's reconcile reads the CronJob: see CronJobCache
         try:
             with self._lock(key):
-                for _attempt in range(3):
+                while True:
                     try:
-                        result = self._reconcile_once(namespace, name, body)
+                        result = self._reconcile_once(namespace, name, body, cached)
                         break
+                    except StaleCache:
+                        cached = False
                     except ApiException as e:
                         if _gone(e):  # deleted meanwhile, or its namespace is terminating
                             self.forget(namespace, name)
@@ -111,9 +161,10 @@ class Reconciler:
                         if e.status != 409:  # 409: a concurrent write; read again and redo
                             raise
                         conflicts += 1
-                        body = None
-                else:
-                    result = "conflict"
+                        body, cached = None, False
+                        if conflicts == 3:
+                            result = "conflict"
+                            break
             metrics.RECONCILES.labels(result).inc()
             log.info("event=reconciled namespace=%s name=%s trigger=%s result=%s observed=%s writes=%d conflicts=%d duration_ms=%d",
                      namespace, name, trigger, result, self._tally.observed or "-", self._tally.writes, conflicts,
@@ -136,10 +187,11 @@ class Reconciler:
         self.timer.set((namespace, name), None)
         self._coverage_read.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
+        self._foreign.discard((namespace, name))
         self.forget_write("schedule", namespace, name)
         self.forget_write("cronjob", namespace, cronjob_name(name))
 
-    def _reconcile_once(self, namespace: str, name: str, body: dict | None = None) -> str:
+    def _reconcile_once(self, namespace: str, name: str, body: dict | None = None, cached: bool = False) -> str:
         # 1. Load the schedule; a deleted one is left to garbage collection (ownerReferences).
         if body is None:
             try:
@@ -159,9 +211,14 @@ class Reconciler:
 
         # 3. Load the live CronJob and check it is ours.
         cj_name = cronjob_name(name)
-        live = self._read_cronjob(namespace, cj_name)
+        cached = cached and self.cronjobs.primed and (namespace, name) not in self._foreign
+        live = self.cronjobs.get(namespace, cj_name) if cached else self._read_cronjob(namespace, cj_name)
         if live is not None and not any(o.get("uid") == schedule.uid for o in live["metadata"].get("ownerReferences") or []):
             problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
+        if reason == "CronJobConflict":
+            self._foreign.add((namespace, name))
+        else:
+            self._foreign.discard((namespace, name))
 
         # 4. Converge the CronJob to the rendered one (only when it differs).
         action = None
@@ -169,7 +226,7 @@ class Reconciler:
             desired = render_cronjob(name, namespace, schedule.spec, self.settings)
             kopf.adopt(desired, owner=body)
             try:
-                live, action = self._converge(namespace, desired, live)
+                live, action = self._converge(namespace, desired, live, cached)
             except ApiException as e:
                 if not _refused(e):
                     raise
@@ -226,15 +283,18 @@ class Reconciler:
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
         return raw_or_none(self.batch.read_namespaced_cron_job, name, namespace)
 
-    def _converge(self, namespace: str, desired: dict, live: dict | None) -> tuple[dict, str | None]:
+    def _converge(self, namespace: str, desired: dict, live: dict | None, cached: bool = False) -> tuple[dict, str | None]:
         if live is None:
             out = raw(self.batch.create_namespaced_cron_job, namespace, desired, field_manager=names.FIELD_MANAGER)
             self._wrote("cronjobs", "create")
             self._remember("cronjob", namespace, out["metadata"]["name"], out)
+            self.cronjobs.put(out)
             return out, "CronJobCreated"
         wanted = {"metadata": {k: desired["metadata"][k] for k in ("labels", "ownerReferences")}, "spec": desired["spec"]}
         if is_subset(wanted, live):
             return live, None
+        if cached:
+            raise StaleCache  # a replace starts from the whole object, read now
         body = {**live, "spec": desired["spec"]}
         body["metadata"] = {**live["metadata"],
                             "labels": {**(live["metadata"].get("labels") or {}), **desired["metadata"]["labels"]},
@@ -244,6 +304,7 @@ class Reconciler:
                   field_manager=names.FIELD_MANAGER)
         self._wrote("cronjobs", "update")
         self._remember("cronjob", namespace, out["metadata"]["name"], out)
+        self.cronjobs.put(out)
         return out, "CronJobUpdated"
 
     def _jobs(self, namespace: str, schedule_name: str, cronjob: dict) -> list[dict]:

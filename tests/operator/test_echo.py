@@ -18,3 +18,25 @@ def test_only_the_version_we_wrote_is_an_echo():
     r._remember("cronjob", "ns", "a", {"metadata": {"resourceVersion": "50"}})
     r.forget("ns", "a")  # deleted: nothing of it is remembered
     assert not r.is_echo("schedule", "ns", "a", "41") and not r.is_echo("cronjob", "ns", "a", "50")
+
+
+def test_the_cronjob_cache_holds_what_a_reconcile_compares_and_forgets_only_the_deleted_one():
+    from ingestion_operator.reconcile import CronJobCache
+
+    cache = CronJobCache()
+    assert not cache.primed and cache.get("ns", "a") is None
+    old = {"metadata": {"name": "a", "namespace": "ns", "uid": "u1", "resourceVersion": "7", "labels": {"x": "1"},
+                        "ownerReferences": [{"uid": "s1"}], "annotations": {"big": "y" * 1000},
+                        "managedFields": [{"manager": "kubectl"}]},
+           "spec": {"schedule": "0 2 * * *"}, "status": {"lastSuccessfulTime": "2026-11-24T02:00:05Z"}}
+    cache.put(old)
+    held = cache.get("ns", "a")
+    assert held == {"metadata": {"name": "a", "namespace": "ns", "uid": "u1", "resourceVersion": "7", "labels": {"x": "1"},
+                                 "ownerReferences": [{"uid": "s1"}]},
+                    "spec": {"schedule": "0 2 * * *"}, "status": {"lastSuccessfulTime": "2026-11-24T02:00:05Z"}}
+    new = {**old, "metadata": {**old["metadata"], "uid": "u2", "resourceVersion": "9"}}
+    cache.put(new)  # recreated before the old one's DELETED event was handled
+    cache.drop("ns", "a", "u1")
+    assert cache.get("ns", "a")["metadata"]["uid"] == "u2"  # the newer one stays
+    cache.drop("ns", "a", "u2")
+    assert cache.get("ns", "a") is None and len(cache) == 0
