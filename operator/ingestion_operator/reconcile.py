@@ -56,7 +56,8 @@ class CronJobCache:
 
     It is trusted only where a mistake costs a retry, never a wrong write: "absent" leads to a
     create, which a CronJob that does exist refuses (409, and the retry reads); "present and in
-    line" leads to nothing; anything else is read again before it is written. A reconcile
+    line" leads to nothing; anything else (it differs from the rendering, or another owner
+    holds it) is read again before it is written or reported. A reconcile
     woken by its timer reads for real, so a deletion the watch missed (a re-list after a long
     outage) is found by the next run at the latest, as it was before the cache. Held trimmed
     (no managedFields, no annotations), since a replace starts from a read."""
@@ -214,6 +215,8 @@ class Reconciler:
         cached = cached and self.cronjobs.primed and (namespace, name) not in self._foreign
         live = self.cronjobs.get(namespace, cj_name) if cached else self._read_cronjob(namespace, cj_name)
         if live is not None and not any(o.get("uid") == schedule.uid for o in live["metadata"].get("ownerReferences") or []):
+            if cached:
+                raise StaleCache  # perhaps a predecessor's, already collected: a conflict is reported from a read only
             problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
         if reason == "CronJobConflict":
             self._foreign.add((namespace, name))

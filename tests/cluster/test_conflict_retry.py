@@ -59,8 +59,9 @@ def _reconciled_line(caplog) -> str:
 
 def test_the_cronjob_cache_is_trusted_only_where_a_mistake_costs_a_retry(cluster, crd, namespace, caplog):
     """The reconciler's CronJobCache (fed by the watch in the operator) is driven by hand
-    here, so each way it can be wrong is exact: a CronJob it does not know of, one it holds
-    an old version of, and one deleted without its DELETED event reaching it."""
+    here, so each way it can be wrong is exact: a CronJob it does not know of, one it shows
+    with another owner, one it holds an old version of, and one deleted without its DELETED
+    event reaching it."""
     settings = RenderSettings(job_image="ingestion-job:test")
     first = Reconciler(cluster.api_client, settings)
     kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("cached"))
@@ -77,6 +78,17 @@ def test_the_cronjob_cache_is_trusted_only_where_a_mistake_costs_a_retry(cluster
         assert "result=unchanged" in line and "conflicts=1" in line and "writes=0" in line, line
         cjs = cluster.batch.list_namespaced_cron_job(namespace).items
         assert [c.metadata.uid for c in cjs] == [created["metadata"]["uid"]]
+
+        # 1b. The cache shows another owner (a predecessor's CronJob, say, already collected):
+        #     a conflict is reported only from a read, and the read finds ours.
+        held = get_cronjob(cluster, namespace, "cached")
+        held["metadata"]["ownerReferences"] = [{**held["metadata"]["ownerReferences"][0], "uid": "a-predecessor"}]
+        r.cronjobs.put(held)
+        caplog.clear()
+        r.reconcile(namespace, "cached")
+        line = _reconciled_line(caplog)
+        assert "result=unchanged" in line and "writes=0" in line, line
+        assert "CronJobConflict" not in caplog.text
 
         # 2. The cache holds the old version after a spec change: read again before the replace.
         r.cronjobs.put(get_cronjob(cluster, namespace, "cached"))
