@@ -118,7 +118,6 @@ class Reconciler:
         self._written: dict[tuple[str, str, str], str] = {}
         self._written_guard = threading.Lock()
         self.cronjobs = CronJobCache()
-        self._foreign: set[tuple[str, str]] = set()  # schedules whose CronJob name another object holds: read, not cached
 
     def _remember(self, kind: str, namespace: str, name: str, obj) -> None:
         rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
@@ -188,7 +187,6 @@ class Reconciler:
         self.timer.set((namespace, name), None)
         self._coverage_read.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
-        self._foreign.discard((namespace, name))
         self.forget_write("schedule", namespace, name)
         self.forget_write("cronjob", namespace, cronjob_name(name))
 
@@ -212,16 +210,15 @@ class Reconciler:
 
         # 3. Load the live CronJob and check it is ours.
         cj_name = cronjob_name(name)
-        cached = cached and self.cronjobs.primed and (namespace, name) not in self._foreign
+        # (a schedule whose status says another object holds its CronJob's name reads, not caches:
+        #  the cache holds only ours, so "absent" would cost a refused create)
+        foreign = (condition_of(schedule.status, "Ready") or {}).get("reason") == "CronJobConflict"
+        cached = cached and self.cronjobs.primed and not foreign
         live = self.cronjobs.get(namespace, cj_name) if cached else self._read_cronjob(namespace, cj_name)
         if live is not None and not any(o.get("uid") == schedule.uid for o in live["metadata"].get("ownerReferences") or []):
             if cached:
                 raise StaleCache  # perhaps a predecessor's, already collected: a conflict is reported from a read only
             problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
-        if reason == "CronJobConflict":
-            self._foreign.add((namespace, name))
-        else:
-            self._foreign.discard((namespace, name))
 
         # 4. Converge the CronJob to the rendered one (only when it differs).
         action = None
