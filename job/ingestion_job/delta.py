@@ -302,8 +302,7 @@ class DeltaStore(Store):
         from deltalake import DeltaTable
 
         def schema_of(t: str) -> pa.Schema:
-            local = self.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table().schema
-            return local.append(pa.field("part", pa.int32())) if "symbol" in local.names else local
+            return with_part(self.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table()).schema
 
         wanted = {table: schema, **{t: schema_of(t) for t in sorted(self._missing & set(TABLES) - {table})}}
 
