@@ -38,6 +38,8 @@ def test_bench_scale_small():
     assert "| bare client: 20 CronJobs, sequential |" in table and "| operator: 20 schedules created" in table
     assert "the floor of the operator's contract" in table and "x its contract's floor" in table
     assert "0 writes to schedules, CronJobs, Events" in table and "goal < 200 MB: met" in table
+    assert "| CPU during the floor |" in table and "| CPU during the operator's convergence |" in table
+    assert "kube-apiserver" in table and "operator" in table.split("| CPU during the operator's convergence |")[1]
 
 
 def test_bench_delta_small():
