@@ -8,6 +8,7 @@ out, or cut short by it, is left for a later run (not failed).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import logging
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: 
            log: logging.LoggerAdapter, on_repaired=None) -> tuple[dict[CellKey, dict], dict[CellKey, str], set[CellKey]]:
     """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}, {cell not started in time})
     of every cell in ``todo``. ``on_repaired(repaired)``, if given, is called on this thread
-    after each cell verified (a backfill unit checkpoints from it)."""
+    after each cell verified (a backfill unit checkpoints from it); no cell starts while it runs."""
     repaired: dict[CellKey, dict] = {}
     failed: dict[CellKey, str] = {}
     late: set[CellKey] = set()
@@ -34,21 +35,33 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: 
         staged = stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}") if load != "none" else None
         return {"sha256": digest, "bytes": len(body), "staged": staged}
 
-    with cf.ThreadPoolExecutor(max_workers=min(8, max(1, source.concurrency))) as pool:
-        futures = {pool.submit(one, c): c for c in todo}
-        for i, fut in enumerate(cf.as_completed(futures), 1):
-            cell = futures[fut]
-            try:
-                repaired[(cell.symbol, cell.date)] = fut.result()
-                if on_repaired is not None:
-                    on_repaired(repaired)
-            except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
-                late.add((cell.symbol, cell.date))
-            except (ObjectError, StagingError) as e:
-                failed[(cell.symbol, cell.date)] = str(e)
-                log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
-            if i % 100 == 0 or i == len(todo):
-                log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
+    # A window of at most ``workers`` cells in flight, refilled only as this thread takes a
+    # result: while it commits a checkpoint no new cell starts, so a unit killed at any moment
+    # has verified at most the batch being committed plus ``workers`` cells nobody committed
+    # (submitting every cell at once let the workers run on through a slow commit).
+    workers = min(8, max(1, source.concurrency))
+    queue = iter(todo)
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(one, c): c for c in itertools.islice(queue, workers)}
+        i = 0
+        while futures:
+            finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                i += 1
+                cell = futures.pop(fut)
+                try:
+                    repaired[(cell.symbol, cell.date)] = fut.result()
+                    if on_repaired is not None:
+                        on_repaired(repaired)
+                except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
+                    late.add((cell.symbol, cell.date))
+                except (ObjectError, StagingError) as e:
+                    failed[(cell.symbol, cell.date)] = str(e)
+                    log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
+                if i % 100 == 0 or i == len(todo):
+                    log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
+                for nxt in itertools.islice(queue, 1):
+                    futures[pool.submit(one, nxt)] = nxt
     return repaired, failed, late
 
 

@@ -238,3 +238,41 @@ def test_the_housekeeping_lease_is_one_writers_at_a_time_and_taken_over_once_exp
     finally:
         a.close()
         b.close()
+
+
+def test_no_cell_starts_while_a_checkpoint_commits(dataset, servers, tmp_path):
+    """Repair keeps at most one cell per worker in flight and starts none while ``on_repaired``
+    (a unit's checkpoint commit) runs, so a slow commit cannot let the fetches run ahead of what
+    is committed: a unit killed in it loses at most the batch being committed and the cells in
+    flight. Before, every cell was queued at once and the workers ran on through the commit."""
+    import logging
+    import time
+
+    from ingestion_contract.spec import parse_job_spec
+    from ingestion_dev.faultproxy import FaultProxy
+    from ingestion_job.plan import Cell
+    from ingestion_job.repair import repair
+    from ingestion_job.source import S3Source
+
+    days = [FIRST + dt.timedelta(days=i) for i in range(40)]
+    dataset.upload([("BTCUSDT", d) for d in days])
+    proxy = FaultProxy(servers.s3.endpoint)  # it records which objects were asked for
+    try:
+        source = S3Source(parse_job_spec(dataset.spec(["BTCUSDT"], endpoint=proxy.endpoint)).target, concurrency=16)
+        upstream = {"BTCUSDT": source.list_symbol("BTCUSDT")}
+        fetched = lambda: sum(1 for d in days if proxy.times_of(upstream["BTCUSDT"][d].key))  # noqa: E731
+        seen = []
+
+        def slow_commit(repaired):
+            time.sleep(0.2)
+            seen.append((len(repaired), fetched()))
+
+        repaired, failed, late = repair(source, [Cell("BTCUSDT", d) for d in days], upstream, "none", tmp_path,
+                                        logging.LoggerAdapter(logging.getLogger("ingestion_job"), {}), slow_commit)
+    finally:
+        proxy.close()
+    assert (len(repaired), failed, late) == (40, {}, set())
+    # After each 0.2 s "commit": the cells taken so far plus at most the 7 others in flight
+    # (8 workers), never more; the first commit would have seen all 40 fetched before.
+    assert len(seen) == 40 and all(n <= done + 7 for done, n in seen), seen
+    assert any(n > done for done, n in seen), seen  # and cells were in flight: the workers ran at once
