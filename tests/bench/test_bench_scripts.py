@@ -42,6 +42,15 @@ def test_bench_scale_small():
     assert "kube-apiserver" in table and "operator" in table.split("| CPU during the operator's convergence |")[1]
 
 
+def test_bench_scale_without_the_audit_log():
+    """--no-audit: the operator's writes come from its own counter, and the table says what it
+    could not count."""
+    table = bench("bench_scale.py", "--schedules", "20", "--quiet", "2", "--no-tick", "--no-audit")
+    assert "audit log off" in table and "| operator: 20 schedules created" in table
+    assert "| operator API writes per schedule while converging | 3.00 writes |" in table
+    assert "requests: not counted (no audit log)" in table and "| CPU during the floor |" in table
+
+
 def test_bench_delta_small():
     table = bench("bench_delta.py", "--symbols", "5", "--days", "8", "--rounds", "1", "--every", "4", "--off-days", "4")
     assert "### First run: 5 symbols x 8 days = 40 cells (1 missing)" in table
