@@ -23,6 +23,28 @@ from ingestion_dev.sandbox import pod_runner_argv
 os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
 
 
+# The fixtures that start a server or a build, and the marker each gives the tests using it
+# (directly or through another fixture), so `dev/test --fast` (-m "not slow markers") leaves
+# them out. A test that starts one itself carries the marker in its module; under --fast,
+# ingestion_dev.workspace.refuse_in_fast_loop fails whatever start was missed.
+MARKER_OF_FIXTURE = {
+    "cluster": "cluster", "own_plane": "cluster", "planes": "cluster",
+    "servers": "servers",
+    "real_cluster": "node",
+    "helm": "build", "oracle": "build", "wheels": "build",
+}
+SLOW_MARKERS = ("cluster", "servers", "node", "build")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            marker = MARKER_OF_FIXTURE.get(fixture)
+            if marker and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0

@@ -31,7 +31,7 @@ from pathlib import Path
 from .node import NODE_NAME, Node, NodeNetwork
 from .pki import PKI
 from .processes import ProcessGroup
-from .workspace import REPO_ROOT, ClusterError, free_ports, port_in_use
+from .workspace import REPO_ROOT, ClusterError, free_ports, port_in_use, refuse_in_fast_loop
 
 BUILD_SCRIPT = REPO_ROOT / "dev" / "build-kube"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -62,6 +62,7 @@ class Ports:
 
 def build_binaries() -> Path:
     """Build (or find cached) binaries; returns their directory."""
+    refuse_in_fast_loop("the Kubernetes build")
     if not BUILD_SCRIPT.exists():
         raise ClusterError(f"missing build script {BUILD_SCRIPT}")
     proc = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True)
@@ -76,6 +77,7 @@ def build_binaries() -> Path:
 
 def helm_binary() -> str:
     """The pinned Helm, built once from the Go module proxy by dev/build-helm (cached)."""
+    refuse_in_fast_loop("the Helm build")
     proc = subprocess.run([str(REPO_ROOT / "dev" / "build-helm")], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise ClusterError("building helm failed (dev/build-helm); see the output above")

@@ -15,13 +15,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .workspace import REPO_ROOT, ClusterError, cache_dir
+from .workspace import REPO_ROOT, ClusterError, cache_dir, refuse_in_fast_loop
 
 SOURCE = REPO_ROOT / "dev" / "cronoracle"
 
 
 def build() -> Path:
     """The oracle binary, built if this source has not been built on this machine yet."""
+    refuse_in_fast_loop("the cron oracle's Go build")
     key = hashlib.sha256(b"".join((SOURCE / f).read_bytes() for f in ("go.mod", "go.sum", "main.go"))).hexdigest()[:12]
     binary = cache_dir() / f"cronoracle-{key}" / "cronoracle"
     if binary.exists():

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .workspace import REPO_ROOT, ClusterError, cache_dir
+from .workspace import REPO_ROOT, ClusterError, cache_dir, refuse_in_fast_loop
 
 PAUSE_IMAGE = "localhost/ingestion-pause:1"
 BASE_IMAGE = "localhost/ingestion-base:bookworm"
@@ -53,6 +53,7 @@ def images_dir() -> Path:
 
 
 def buildah(*args: str) -> str:
+    refuse_in_fast_loop(f"buildah {args[0] if args else ''}")
     if not shutil.which("buildah"):
         raise ClusterError("buildah is missing: run dev/bootstrap (as root) to install Debian's buildah")
     d = images_dir()

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .workspace import refuse_in_fast_loop
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -35,6 +37,7 @@ class ProcessGroup:
         """Start a long-lived process owned by this state dir, logged to logs/NAME.log; with
         ``netns``, inside that network namespace (entered before exec, so the PID file still
         records the program itself)."""
+        refuse_in_fast_loop(f"process {name!r}")
         exe = Path(argv[0]).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,22 @@ class ClusterError(RuntimeError):
     the message says what to do. ``ingestion-dev`` prints it and exits with code 2."""
 
 
+FAST_ENV = "INGESTION_FAST"
+
+
+class NeedsServer(RuntimeError):
+    """Raised under ``dev/test --fast`` when a test starts a server or a build: the test lacks
+    one of the markers that keep it out of the fast loop (pyproject's pytest markers)."""
+
+
+def refuse_in_fast_loop(what: str) -> None:
+    """Called by everything that starts a server or builds something; a no-op outside the fast
+    loop. In it, a test that got here is unmarked, and this says so instead of a slow pass."""
+    if os.environ.get(FAST_ENV):
+        raise NeedsServer(f"{what} started under dev/test --fast: mark the test cluster, servers, node "
+                          "or build (tests/conftest.py marks by fixture; mark direct starts yourself)")
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports the kernel reports free on 127.0.0.1 right now."""
     socks = []

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.servers, pytest.mark.cluster]  # the scripts start their own
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 

@@ -27,6 +27,7 @@ def test_refuses_when_a_binary_is_missing(tmp_path):
         plane.up()
 
 
+@pytest.mark.cluster
 def test_down_stops_only_processes_it_started(tmp_path):
     plane = ControlPlane(tmp_path, ports=Ports.free())
     plane.start_process("sleeper", ["/bin/sleep", "300"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ingestion_dev import images
 from ingestion_dev.workspace import REPO_ROOT
 
@@ -11,6 +13,7 @@ def test_both_dockerfiles_name_their_wheel_stage_so_it_is_tagged_not_pruned():
     assert images.stages(REPO_ROOT / "Dockerfile.operator") == ["build"]
 
 
+@pytest.mark.build
 def test_exporting_an_image_removes_the_archives_of_its_earlier_builds():
     """Each source change used to leave a new archive of several hundred MB beside the old
     ones (42 GB in a day of work) until SeaweedFS, sizing its volumes by free disk, refused writes."""

@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.servers
 def test_job_tests_pass_with_their_clock_just_before_a_midnight_already_past():
     yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     pinned = f"{yesterday.isoformat()}T23:59:59.9Z"

@@ -46,6 +46,7 @@ def planes(tmp_path):
         plane.down(log=lambda m: None)
 
 
+@pytest.mark.node
 def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_path):
     """Also: a pod runner in the same cluster takes no pod the scheduler gave to the real node."""
     before = host_footprint(tmp_path)
@@ -77,6 +78,7 @@ def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_pa
     assert not any(left.values()), left
 
 
+@pytest.mark.node
 def test_a_node_that_cannot_start_fails_with_the_reason_and_cleans_up(tmp_path, monkeypatch):
     from ingestion_dev import node as node_module
     from ingestion_dev.workspace import ClusterError

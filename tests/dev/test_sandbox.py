@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kubernetes import client, config
 
 from ingestion_dev import sandbox
@@ -30,6 +31,8 @@ def gaps(db: Path, today: dt.date) -> dict | None:
     return {(s, (today - d).days): status for s, d, status in rows}
 
 
+@pytest.mark.node
+@pytest.mark.build
 def test_sandbox_up_status_down(tmp_path):
     state = tmp_path / "sandbox"
     before = host_footprint(state)

@@ -20,3 +20,37 @@ def test_no_test_module_imports_another():
             if any(p.startswith("test_") for p in parts):
                 offenders.append(f"{path.relative_to(TESTS)}:{node.lineno}")
     assert offenders == [], f"test modules importing test modules: {offenders}"
+
+
+def test_the_fast_loop_refuses_a_server_a_test_forgot_to_mark(tmp_path, monkeypatch):
+    """Under dev/test --fast, starting a server fails the test naming the markers, and starts nothing."""
+    import pytest
+
+    from ingestion_dev.processes import ProcessGroup
+    from ingestion_dev.workspace import FAST_ENV, NeedsServer
+
+    monkeypatch.setenv(FAST_ENV, "1")
+    group = ProcessGroup(tmp_path)
+    with pytest.raises(NeedsServer, match="mark the test cluster, servers, node or build"):
+        group.start_process("sleeper", ["/bin/sleep", "300"])
+    assert group.process_names() == []
+
+
+def test_the_fast_loop_selects_no_test_that_uses_a_server_fixture():
+    """The markers come from the fixtures a test uses: --fast collects nothing that needs the
+    control plane, S3, the node or a build, and still collects the pure tests."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "-m", "not (cluster or servers or node or build)", str(TESTS)],
+        capture_output=True, text=True, cwd=TESTS.parent, env={**os.environ, "INGESTION_FAST": "1"}, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    selected = [line for line in out.stdout.splitlines() if "::" in line]
+    for slow in ("tests/cluster/", "tests/node/", "tests/bench/", "tests/job/test_run.py", "tests/job/test_delta.py",
+                 "tests/deploy/test_alerts.py", "tests/contract/test_cron_differential.py"):
+        assert not [t for t in selected if t.startswith(slow)], f"{slow} selected by --fast"
+    for pure in ("tests/contract/test_cron.py", "tests/operator/test_status.py", "tests/job/test_plan.py"):
+        assert [t for t in selected if t.startswith(pure)], f"{pure} left out of --fast"
