@@ -313,9 +313,3 @@ def _next_runs(expr: str, timezone: str, after: dt.datetime, count: int) -> tupl
         out.append(nxt)
         t = nxt
     return tuple(out)
-
-
-def matches(s: Schedule, local: dt.datetime) -> bool:
-    """Whether a local wall-clock minute matches the schedule's fields."""
-    return bool((1 << local.minute) & s.minute and (1 << local.hour) & s.hour
-                and (1 << local.month) & s.month and _day_matches(s, local))

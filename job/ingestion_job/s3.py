@@ -1,6 +1,6 @@
 """The one S3 client setup of the job: how clients are built, retried and how failures read.
 
-Object-store mode (``objectstore.py``) builds its boto3 client here (botocore's standard
+Object-store mode (``delta.py``, Delta tables on S3) builds its boto3 client here (botocore's standard
 retry mode), and turns S3 failures into one-line errors of its own kind with
 :func:`guarded`. The source (``source.py``) uses the client only to resolve the endpoint and
 region: its requests have their own per-request retry budget (``MAX_ATTEMPTS`` within

@@ -94,10 +94,6 @@ def _micro(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class LostLeadership(Exception):
-    pass
-
-
 class LeaderElector:
     def __init__(self, api_client: client.ApiClient, namespace: str, name: str, identity: str,
                  timing: Timing = Timing(), monotonic: Callable[[], float] = time.monotonic,
