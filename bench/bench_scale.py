@@ -293,7 +293,7 @@ def main():
                     "apiVersion": f"{G}/{V}", "kind": "IngestionSchedule", "metadata": {"name": name}, "spec": spec()})
                 cj = json.loads(batch.create_namespaced_cron_job(ns, render_cronjob(name, ns, typed, settings),
                                                                  _preload_content=False).data)
-                status = derive_status(ScheduleResource.from_body(body), cj, [], dt.datetime.now(dt.timezone.utc), None, None, None)
+                status = derive_status(ScheduleResource.from_body(body), cj, [], dt.datetime.now(dt.timezone.utc), None, None)
                 custom.patch_namespaced_custom_object_status(G, V, ns, P, name, {"status": status})
                 core.create_namespaced_event(ns, {
                     "metadata": {"name": f"{name}.created", "namespace": ns},

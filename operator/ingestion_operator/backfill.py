@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import threading
 
 import kopf
 from kubernetes.client.rest import ApiException
@@ -29,9 +28,9 @@ from ingestion_contract.spec import ScheduleSpec
 
 from . import names
 from .render import RenderSettings, render_pod_spec
-from .resource import ScheduleResource
-from .reconcile import KeyedLocks, raw, raw_or_none
-from .status import condition, condition_of, iso, job_container_ends, job_outcome, merge_patch
+from .gateway import BACKFILL, SCHEDULE, KeyedLocks, owned_by
+from .resource import Problem, ScheduleResource
+from .status import Conditions, condition_of, iso, job_container_ends, job_outcome, merge_patch
 
 log = logging.getLogger("ingestion_operator")
 UNLIMITED_REPAIRS = 2**31 - 1  # a unit repairs every cell it can within its time budget
@@ -107,16 +106,17 @@ def unit_coverage(pods: list[dict]) -> dict[int, Coverage]:
 
 
 def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None, pods: list[dict], now: dt.datetime,
-                           problem: str | None = None, reason: str = "", cells_total: int | None = None) -> dict:
+                           problem: Problem | None = None, cells_total: int | None = None) -> dict:
     """The backfill's status from its Job and pods (pure; equal inputs give an equal status)."""
     live = dict(body.get("status") or {})
-    generation = body["metadata"].get("generation", 0)
-    prior = live.get("conditions") or []
+    condition = Conditions.of(body, now)
+    generation = condition.generation
     if problem is not None or bf is None:
+        problem = problem or Problem("", "")
         keep = {k: v for k, v in live.items() if k in ("progress", "shards", "jobName", "startTime", "completionTime")}
         return {**keep, "observedGeneration": generation, "conditions": [
-            condition("Complete", False, reason, problem or "", generation, prior, now),
-            condition("Failed", reason in ("InvalidSpec", "JobConflict"), reason, problem or "", generation, prior, now)]}
+            condition("Complete", False, problem.reason, problem.message),
+            condition("Failed", problem.reason in ("InvalidSpec", "JobConflict"), problem.reason, problem.message)]}
     units = bf.units
     st = (job or {}).get("status") or {}
     done, failed = parse_indexes(st.get("completedIndexes")), parse_indexes(st.get("failedIndexes"))
@@ -154,9 +154,9 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
     status = {
         "observedGeneration": generation, "jobName": (job or {}).get("metadata", {}).get("name") or live.get("jobName"),
         "progress": progress, "shards": shards,
-        "conditions": [condition("Complete", complete, c_reason, c_msg, generation, prior, now),
+        "conditions": [condition("Complete", complete, c_reason, c_msg),
                        condition("Failed", outcome == "Failed", "Failed" if outcome == "Failed" else "NotFailed",
-                                 (why or "the Job failed") if outcome == "Failed" else "", generation, prior, now)],
+                                 (why or "the Job failed") if outcome == "Failed" else "")],
     }
     if st.get("startTime"):
         status["startTime"] = iso(st["startTime"])
@@ -166,60 +166,46 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
 
 
 class BackfillReconciler:
-    """Brings one backfill in line; shares the schedule reconciler's API clients and settings."""
+    """Brings one backfill in line, through the schedule reconciler's gateway, settings and
+    timer (the same retry policy, echo record and worker pool)."""
 
     RECHECK_SECONDS = 30  # a backfill waiting for its schedule looks again
 
     def __init__(self, reconciler):
         self.r = reconciler
+        self.kube = reconciler.kube
         self._lock = KeyedLocks()
-        self._guard = threading.Lock()  # of the recheck timers
-        self._timers: dict[tuple[str, str], threading.Timer] = {}
+        reconciler.due[BACKFILL.name] = lambda namespace, name: self.reconcile(namespace, name, trigger="recheck")
 
     def forget(self, namespace: str, name: str) -> None:
-        self.r.forget_write("backfill", namespace, name)
-        with self._guard:
-            t = self._timers.pop((namespace, name), None)
-        if t:
-            t.cancel()
-
-    def _recheck(self, namespace: str, name: str) -> None:
-        t = threading.Timer(self.RECHECK_SECONDS, lambda: self.reconcile(namespace, name, trigger="recheck"))
-        t.daemon = True
-        with self._guard:
-            old = self._timers.pop((namespace, name), None)
-            self._timers[(namespace, name)] = t
-        if old:
-            old.cancel()
-        t.start()
+        self.kube.forget_write(BACKFILL.name, namespace, name)
+        self.r.timer.set((BACKFILL.name, namespace, name), None)
 
     def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "backfill") -> None:
         with self._lock((namespace, name)):
-            try:
-                result = self._reconcile_once(namespace, name, body)
-            except ApiException as e:
-                if e.status == 404:
-                    self.forget(namespace, name)
-                    return
-                if e.status != 409:
-                    raise
-                result = self._reconcile_once(namespace, name, None)  # a concurrent write: read again, once
-            log.info("event=backfill_reconciled namespace=%s name=%s trigger=%s result=%s", namespace, name, trigger, result)
+            result, conflicts = self.kube.with_retries(
+                lambda fresh: self._reconcile_once(namespace, name, None if fresh else body),
+                on_gone=lambda: self.forget(namespace, name))
+            log.info("event=backfill_reconciled namespace=%s name=%s trigger=%s result=%s conflicts=%d", namespace, name,
+                     trigger, result, conflicts)
 
     def _reconcile_once(self, namespace: str, name: str, body: dict | None) -> str:
-        r = self.r
+        r, kube = self.r, self.kube
         if body is None:
-            body = r.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL, name)
+            body = kube.read(BACKFILL, namespace, name)
+            if body is None:
+                self.forget(namespace, name)
+                return "gone"
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
-        problem, reason, bf, action, cells_total = None, "", None, None, None
+        problem, bf, action, cells_total = None, None, None, None
         try:
             bf = parse_backfill(body.get("spec"))
         except SpecError as e:
-            problem, reason = str(e), "InvalidSpec"
-        job = self._read_job(namespace, name) if bf is not None else None
-        if job is not None and not any(o.get("uid") == body["metadata"].get("uid") for o in job["metadata"].get("ownerReferences") or []):
-            problem, reason, job = f"Job {name} already exists and is not owned by this IngestionBackfill", "JobConflict", None
+            problem = Problem("InvalidSpec", str(e))
+        job = kube.read_job(namespace, name) if bf is not None else None
+        if job is not None and not owned_by(job, body["metadata"].get("uid")):
+            problem, job = Problem("JobConflict", f"Job {name} already exists and is not owned by this IngestionBackfill"), None
         live = dict(body.get("status") or {})
         if job is None and problem is None and any((condition_of(live, t) or {}).get("status") == "True"
                                                    for t in ("Complete", "Failed")):
@@ -232,34 +218,28 @@ class BackfillReconciler:
                 cells_total = len(symbols) * bf.days if symbols else None
             if job is None:
                 if schedule is None:
-                    problem, reason = f"IngestionSchedule {bf.schedule} not found in namespace {namespace}", "ScheduleNotFound"
+                    problem = Problem("ScheduleNotFound", f"IngestionSchedule {bf.schedule} not found in namespace {namespace}")
                 elif spec is None:
-                    problem, reason = f"IngestionSchedule {bf.schedule} is invalid: {schedule.problem}", "ScheduleInvalid"
+                    problem = Problem("ScheduleInvalid", f"IngestionSchedule {bf.schedule} is invalid: {schedule.problem.message}")
                 else:
                     desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings)
                     kopf.adopt(desired, owner=body)
                     try:
-                        job = raw(r.batch.create_namespaced_job, namespace, desired, field_manager=names.FIELD_MANAGER)
-                        r._wrote("jobs", "create")
+                        job = kube.create_job(namespace, desired)
                         action = "JobCreated"
                     except ApiException as e:
-                        if e.status == 409:  # made meanwhile (by us, a moment ago): read it next time
+                        if e.status not in (400, 422):  # a 409: made meanwhile (by us, a moment ago), read it again
                             raise
-                        if e.status not in (400, 422):
-                            raise
-                        problem, reason = f"the API server rejected the Job: {e.reason}", "JobRejected"
-        pods = self._pods(namespace, name) if job is not None else []
-        new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, reason, cells_total)
+                        problem = Problem("JobRejected", f"the API server rejected the Job: {e.reason}")
+        pods = kube.pods(namespace, f"{contract.JOB_NAME_LABEL}={name}") if job is not None else []
+        new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, cells_total)
         if new != live:
-            out = r.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.BACKFILL_PLURAL,
-                                                                 name, {"status": merge_patch(live, new)})
-            r._wrote("ingestionbackfills/status", "patch")
-            r._remember("backfill", namespace, name, out)
+            kube.patch_status(BACKFILL, namespace, name, merge_patch(live, new))
         for type_, reason_, message in self._events(live, new, action, name):
             self._event(body, type_, reason_, message)
-        if reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected"):
-            self._recheck(namespace, name)
-        return action or (reason if problem else "unchanged" if new == live else "status")
+        if problem is not None and problem.reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected"):
+            r.timer.set((BACKFILL.name, namespace, name), r.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS))
+        return action or (problem.reason if problem else "unchanged" if new == live else "status")
 
     @staticmethod
     def _events(live: dict, new: dict, action: str | None, name: str) -> list[tuple[str, str, str]]:
@@ -276,18 +256,12 @@ class BackfillReconciler:
             out.append(("Warning", now["reason"], now["message"]))
         return out
 
-    def _read_job(self, namespace: str, name: str) -> dict | None:
-        return raw_or_none(self.r.batch.read_namespaced_job, name, namespace)
-
     def _read_schedule(self, namespace: str, name: str) -> ScheduleResource | None:
-        body = raw_or_none(self.r.custom.get_namespaced_custom_object, names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+        body = self.kube.read(SCHEDULE, namespace, name)
         return ScheduleResource.from_body(body) if body is not None else None
-
-    def _pods(self, namespace: str, name: str) -> list[dict]:
-        return raw(self.r.core.list_namespaced_pod, namespace, label_selector=f"{contract.JOB_NAME_LABEL}={name}")["items"]
 
     def _event(self, body: dict, type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        self.r.post_event(names.BACKFILL_KIND, meta, type_, reason, message)
+        self.kube.post_event(BACKFILL, meta, type_, reason, message)
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "event=%s namespace=%s backfill=%s message=%r",
                 reason, meta["namespace"], meta["name"], message)

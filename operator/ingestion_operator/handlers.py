@@ -42,7 +42,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = memo.workers  # reconciles at once (each waits on the API server, not the CPU)
-    memo.reconciler.timer.start()
+    # due reconciles (schedules' next runs, rechecks of both resources) run on kopf's worker pool
+    memo.reconciler.timer.start(submit=settings.execution.executor.submit)
     # kopf holds every handler until the index below has seen every CronJob of ours, and
     # the timer is armed only by a reconcile: no reconcile can read the cache before that.
     memo.reconciler.cronjobs.primed = True
@@ -86,7 +87,7 @@ def _news(kind: str):
     changes nothing a reconcile looks at. Run by kopf on its event loop, so an echo costs no
     hop to a worker thread."""
     def news(type, body, namespace, name, memo: kopf.Memo, **_) -> bool:
-        return type == "DELETED" or not memo.reconciler.is_echo(kind, namespace, name,
+        return type == "DELETED" or not memo.reconciler.kube.is_echo(kind, namespace, name,
                                                                 (body.get("metadata") or {}).get("resourceVersion"))
     return news
 

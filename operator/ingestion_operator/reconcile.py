@@ -11,11 +11,9 @@ with nothing changed therefore writes nothing (counted by ingestion_operator_api
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
-import uuid
 
 import kopf
 from kubernetes import client
@@ -24,8 +22,9 @@ from kubernetes.client.rest import ApiException
 from ingestion_contract import JOB_NAME_LABEL, Coverage
 
 from . import metrics, names
+from .gateway import SCHEDULE, KeyedLocks, KubeGateway, api_message, owned_by, refused
 from .render import RenderSettings, cronjob_name, render_cronjob
-from .resource import ScheduleResource
+from .resource import Problem, ScheduleResource
 from .status import (Event, condition_of, derive_status, job_container_ends, merge_patch, newest_finished_job, parse_time,
                      stale_deadline, transition_events)
 from .timer import NextRunTimer
@@ -60,7 +59,8 @@ class CronJobCache:
     holds it) is read again before it is written or reported. A reconcile
     woken by its timer reads for real, so a deletion the watch missed (a re-list after a long
     outage) is found by the next run at the latest, as it was before the cache. Held trimmed
-    (no managedFields, no annotations), since a replace starts from a read."""
+    (no managedFields, no annotations), since a replace starts from a read. Whether an
+    entry is acted on is :meth:`trusts`'s answer, a value computed before any write."""
 
     def __init__(self):
         self.primed = False  # set once kopf's index of CronJobs holds the handlers
@@ -86,53 +86,37 @@ class CronJobCache:
     def get(self, namespace: str, name: str) -> dict | None:
         return self._items.get((namespace, name))
 
+    @staticmethod
+    def trusts(entry: dict | None, owner_uid: str, wanted: dict | None) -> bool:
+        """Whether a reconcile may act on ``entry`` (the cache's CronJob, None: absent) without
+        reading it: when it is absent (a create that is wrong costs a 409 and a retry), or ours
+        and, with a rendering (``wanted``) to compare, already in line with it. Anything else
+        (another owner: perhaps a predecessor's, already collected; a replace, which starts
+        from the whole object) is read first."""
+        if entry is None:
+            return True
+        return owned_by(entry, owner_uid) and (wanted is None or is_subset(wanted, entry))
+
     def __len__(self) -> int:
         return len(self._items)
-
-
-class StaleCache(Exception):
-    """The cached CronJob differs from the rendered one: read it for real before writing."""
 
 
 class Reconciler:
     RECHECK_SECONDS = 30  # a schedule blocked by a foreign CronJob or an admission refusal looks again
 
     def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None, pool_size: int | None = None):
-        if pool_size and api_client.configuration.connection_pool_maxsize < pool_size:
-            # one HTTP connection per concurrent reconcile (urllib3 otherwise discards and reopens them)
-            api_client.configuration.connection_pool_maxsize = pool_size
-            api_client = client.ApiClient(api_client.configuration)
-        self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.settings = settings
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-        self.timer = NextRunTimer(lambda namespace, name: self.reconcile(namespace, name, trigger="timer"), clock=self.clock)
+        self.kube = KubeGateway(api_client, self.clock, pool_size)
+        self.api_client = self.kube.api_client
+        self.settings = settings
+        # One timer for both resources (keys (kind, namespace, name)); what a due key does, by kind.
+        self.due = {SCHEDULE.name: lambda namespace, name: self.reconcile(namespace, name, trigger="timer")}
+        self.timer = NextRunTimer(lambda kind, namespace, name: self.due[kind](namespace, name), clock=self.clock)
         self._coverage_read: dict[tuple[str, str], str] = {}  # the Job whose pods were last read, per schedule
-        self._tally = threading.local()  # this thread's reconcile: writes it made, version it saw
+        self._observed = threading.local()  # this thread's reconcile: the schedule's version it acted on
         self._lock = KeyedLocks()
         self.ready: dict[tuple[str, str], bool] = {}
-        # resourceVersions our own writes returned: the watch event for exactly that version
-        # is the echo of our write, and changes nothing a reconcile would look at.
-        self._written: dict[tuple[str, str, str], str] = {}
-        self._written_guard = threading.Lock()
         self.cronjobs = CronJobCache()
-
-    def _remember(self, kind: str, namespace: str, name: str, obj) -> None:
-        rv = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
-        if rv:
-            with self._written_guard:
-                self._written[(kind, namespace, name)] = rv
-
-    def is_echo(self, kind: str, namespace: str, name: str, resource_version: str | None) -> bool:
-        """True when this watch event shows exactly the version our last write produced."""
-        with self._written_guard:
-            return bool(resource_version) and self._written.get((kind, namespace, name)) == resource_version
-
-    def _wrote(self, resource: str, verb: str) -> None:
-        metrics.API_WRITES.labels(resource, verb).inc()
-        self._tally.writes = getattr(self._tally, "writes", 0) + 1
 
     def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "schedule") -> None:
         """Bring one schedule in line. ``body``: the schedule as its watch event delivered it
@@ -140,97 +124,71 @@ class Reconciler:
         (schedule, cronjob, job, timer) is what woke it, for the log line every reconcile ends
         with: ``event=reconciled namespace= name= trigger= result= observed=<the schedule's
         resourceVersion it acted on> writes= conflicts= duration_ms=``."""
-        key = (namespace, name)
         t0 = time.monotonic()
-        self._tally.writes, self._tally.observed = 0, None
-        conflicts = 0
-        cached = trigger != "timer"  # the timer's reconcile reads the CronJob: see CronJobCache
+        self.kube.start_tally()
+        self._observed.version = None
+        use_cache = trigger != "timer"  # the timer's reconcile reads the CronJob: see CronJobCache
         try:
-            with self._lock(key):
-                while True:
-                    try:
-                        result = self._reconcile_once(namespace, name, body, cached)
-                        break
-                    except StaleCache:
-                        cached = False
-                    except ApiException as e:
-                        if _gone(e):  # deleted meanwhile, or its namespace is terminating
-                            self.forget(namespace, name)
-                            result = "gone"
-                            break
-                        if e.status != 409:  # 409: a concurrent write; read again and redo
-                            raise
-                        conflicts += 1
-                        body, cached = None, False
-                        if conflicts == 3:
-                            result = "conflict"
-                            break
+            with self._lock((namespace, name)):
+                # after a conflict (fresh): the schedule and its CronJob are read again
+                result, conflicts = self.kube.with_retries(
+                    lambda fresh: self._reconcile_once(namespace, name, None if fresh else body, use_cache and not fresh),
+                    on_gone=lambda: self.forget(namespace, name))
             metrics.RECONCILES.labels(result).inc()
             log.info("event=reconciled namespace=%s name=%s trigger=%s result=%s observed=%s writes=%d conflicts=%d duration_ms=%d",
-                     namespace, name, trigger, result, self._tally.observed or "-", self._tally.writes, conflicts,
+                     namespace, name, trigger, result, self._observed.version or "-", self.kube.writes, conflicts,
                      (time.monotonic() - t0) * 1000)
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             log.exception("event=reconcile_error namespace=%s name=%s trigger=%s observed=%s", namespace, name, trigger,
-                          self._tally.observed or "-")
+                          self._observed.version or "-")
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - t0)
             metrics.SCHEDULES.labels("true").set(sum(self.ready.values()))
             metrics.SCHEDULES.labels("false").set(len(self.ready) - sum(self.ready.values()))
 
-    def forget_write(self, kind: str, namespace: str, name: str) -> None:
-        with self._written_guard:
-            self._written.pop((kind, namespace, name), None)
-
     def forget(self, namespace: str, name: str) -> None:
-        self.timer.set((namespace, name), None)
+        self.timer.set((SCHEDULE.name, namespace, name), None)
         self._coverage_read.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
-        self.forget_write("schedule", namespace, name)
-        self.forget_write("cronjob", namespace, cronjob_name(name))
+        self.kube.forget_write(SCHEDULE.name, namespace, name)
+        self.kube.forget_write("cronjob", namespace, cronjob_name(name))
 
-    def _reconcile_once(self, namespace: str, name: str, body: dict | None = None, cached: bool = False) -> str:
+    def _reconcile_once(self, namespace: str, name: str, body: dict | None = None, use_cache: bool = False) -> str:
         # 1. Load the schedule; a deleted one is left to garbage collection (ownerReferences).
         if body is None:
-            try:
-                body = self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
-            except ApiException as e:
-                if e.status == 404:
-                    self.forget(namespace, name)
-                    return "gone"
-                raise
-        self._tally.observed = body["metadata"].get("resourceVersion")
+            body = self.kube.read(SCHEDULE, namespace, name)
+            if body is None:
+                self.forget(namespace, name)
+                return "gone"
+        self._observed.version = body["metadata"].get("resourceVersion")
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
 
-        # 2. Parse and validate the spec once: field errors, or the typed spec.
+        # 2. Parse and validate the spec once: field errors, or the typed spec; render it.
         schedule = ScheduleResource.from_body(body)
-        problem, reason = schedule.problem, schedule.reason
-
-        # 3. Load the live CronJob and check it is ours.
+        problem = schedule.problem
         cj_name = cronjob_name(name)
-        # (a schedule whose status says another object holds its CronJob's name reads, not caches:
-        #  the cache holds only ours, so "absent" would cost a refused create)
-        foreign = (condition_of(schedule.status, "Ready") or {}).get("reason") == "CronJobConflict"
-        cached = cached and self.cronjobs.primed and not foreign
-        live = self.cronjobs.get(namespace, cj_name) if cached else self._read_cronjob(namespace, cj_name)
-        if live is not None and not any(o.get("uid") == schedule.uid for o in live["metadata"].get("ownerReferences") or []):
-            if cached:
-                raise StaleCache  # perhaps a predecessor's, already collected: a conflict is reported from a read only
-            problem, reason = f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule", "CronJobConflict"
+        desired = None
+        if problem is None:
+            desired = render_cronjob(name, namespace, schedule.spec, self.settings)
+            kopf.adopt(desired, owner=body)
+
+        # 3. The live CronJob, from the cache where it can be trusted, and whether it is ours.
+        live = self._live_cronjob(schedule, cj_name, desired, use_cache)
+        if live is not None and not owned_by(live, schedule.uid):
+            problem = Problem("CronJobConflict", f"CronJob {cj_name} already exists and is not owned by this IngestionSchedule")
 
         # 4. Converge the CronJob to the rendered one (only when it differs).
         action = None
         if problem is None:
-            desired = render_cronjob(name, namespace, schedule.spec, self.settings)
-            kopf.adopt(desired, owner=body)
             try:
-                live, action = self._converge(namespace, desired, live, cached)
+                live, action = self._converge(namespace, desired, live)
             except ApiException as e:
-                if not _refused(e):
+                if not refused(e):
                     raise
-                problem, reason = f"the API server rejected the CronJob: {_api_message(e)}", "CronJobRejected"
+                problem = Problem("CronJobRejected", f"the API server rejected the CronJob: {api_message(e)}")
 
         # 5. Its Jobs, newest decides lastRun.
         # (A CronJob created just now, with a new uid, owns no Job yet: no need to list them.)
@@ -238,15 +196,12 @@ class Reconciler:
 
         # 6. Status, written only when it changed.
         coverage = self._coverage(namespace, name, schedule.status.get("coverage"), jobs)
-        new_status = derive_status(schedule, live, jobs, self.clock(), problem, reason, coverage)
+        new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage)
         if new_status != schedule.status:
-            out = self.custom.patch_namespaced_custom_object_status(
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": merge_patch(schedule.status, new_status)})
-            self._wrote("ingestionschedules/status", "patch")
-            self._remember("schedule", namespace, name, out)
+            self.kube.patch_status(SCHEDULE, namespace, name, merge_patch(schedule.status, new_status))
 
         # 7. Events on transitions only.
-        for event in transition_events(schedule.status, new_status, problem, reason, action):
+        for event in transition_events(schedule.status, new_status, problem, action):
             self._event(schedule, event)
             log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "event=%s namespace=%s name=%s cronjob=%s message=%r",
                     event.reason, namespace, name, cj_name, event.message)
@@ -259,11 +214,22 @@ class Reconciler:
         stale_at = stale_deadline(schedule, live, jobs) if problem is None else None
         if stale_at is not None and stale_at > self.clock() and (wake is None or stale_at < wake):
             wake = stale_at  # Stale turns True then, with no event to announce it
-        if reason in ("CronJobConflict", "CronJobRejected"):
+        if problem is not None and problem.reason in ("CronJobConflict", "CronJobRejected"):
             wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
-        self.timer.set((namespace, name), wake)
+        self.timer.set((SCHEDULE.name, namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
+
+    def _live_cronjob(self, schedule: ScheduleResource, cj_name: str, desired: dict | None, use_cache: bool) -> dict | None:
+        """The schedule's CronJob: the cache's entry where :meth:`CronJobCache.trusts` it, else a
+        read. (A schedule whose status says another object holds its CronJob's name reads: the
+        cache holds only ours, so "absent" would cost a refused create.)"""
+        foreign = (condition_of(schedule.status, "Ready") or {}).get("reason") == "CronJobConflict"
+        if use_cache and self.cronjobs.primed and not foreign:
+            entry = self.cronjobs.get(schedule.namespace, cj_name)
+            if self.cronjobs.trusts(entry, schedule.uid, desired and _wanted(desired)):
+                return entry
+        return self._read_cronjob(schedule.namespace, cj_name)
 
     def _coverage(self, namespace: str, name: str, known: dict | None, jobs: list[dict]) -> dict | None:
         """The coverage the newest finished run reported in its pod's termination message, read
@@ -271,7 +237,7 @@ class Reconciler:
         job = newest_finished_job(jobs)
         if job is None or (known or {}).get("job") == job or self._coverage_read.get((namespace, name)) == job:
             return known
-        pods = raw(self.core.list_namespaced_pod, namespace, label_selector=f"{JOB_NAME_LABEL}={job}")["items"]
+        pods = self.kube.pods(namespace, f"{JOB_NAME_LABEL}={job}")
         self._coverage_read[(namespace, name)] = job
         messages = [(p["metadata"].get("creationTimestamp") or "", t.get("message")) for p in pods for t in job_container_ends(p)]
         for _, message in sorted(messages, key=lambda m: m[0], reverse=True):
@@ -281,106 +247,35 @@ class Reconciler:
         return known
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
-        return raw_or_none(self.batch.read_namespaced_cron_job, name, namespace)
+        return self.kube.read_cronjob(namespace, name)
 
-    def _converge(self, namespace: str, desired: dict, live: dict | None, cached: bool = False) -> tuple[dict, str | None]:
+    def _converge(self, namespace: str, desired: dict, live: dict | None) -> tuple[dict, str | None]:
+        """Create or replace the CronJob unless ``live`` already holds what we render (a
+        replace is made only from a ``live`` that was read, never from the cache)."""
         if live is None:
-            out = raw(self.batch.create_namespaced_cron_job, namespace, desired, field_manager=names.FIELD_MANAGER)
-            self._wrote("cronjobs", "create")
-            self._remember("cronjob", namespace, out["metadata"]["name"], out)
+            out = self.kube.create_cronjob(namespace, desired)
             self.cronjobs.put(out)
             return out, "CronJobCreated"
-        wanted = {"metadata": {k: desired["metadata"][k] for k in ("labels", "ownerReferences")}, "spec": desired["spec"]}
-        if is_subset(wanted, live):
+        if is_subset(_wanted(desired), live):
             return live, None
-        if cached:
-            raise StaleCache  # a replace starts from the whole object, read now
         body = {**live, "spec": desired["spec"]}
         body["metadata"] = {**live["metadata"],
                             "labels": {**(live["metadata"].get("labels") or {}), **desired["metadata"]["labels"]},
                             "ownerReferences": desired["metadata"]["ownerReferences"]}
         body.pop("status", None)
-        out = raw(self.batch.replace_namespaced_cron_job, live["metadata"]["name"], namespace, body,
-                  field_manager=names.FIELD_MANAGER)
-        self._wrote("cronjobs", "update")
-        self._remember("cronjob", namespace, out["metadata"]["name"], out)
+        out = self.kube.replace_cronjob(namespace, body)
         self.cronjobs.put(out)
         return out, "CronJobUpdated"
 
     def _jobs(self, namespace: str, schedule_name: str, cronjob: dict) -> list[dict]:
-        jobs = raw(self.batch.list_namespaced_job, namespace, label_selector=f"{names.LABEL_SCHEDULE}={schedule_name}")["items"]
-        uid = cronjob["metadata"]["uid"]
-        return [j for j in jobs if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
+        jobs = self.kube.jobs(namespace, f"{names.LABEL_SCHEDULE}={schedule_name}")
+        return [j for j in jobs if owned_by(j, cronjob["metadata"]["uid"])]
 
     def _event(self, schedule: ScheduleResource, event: Event) -> None:
         meta = {"name": schedule.name, "namespace": schedule.namespace, "uid": schedule.uid}
-        self.post_event(names.KIND, meta, event.type, event.reason, event.message)
-
-    def post_event(self, kind: str, meta: dict, type_: str, reason: str, message: str) -> None:
-        """An Event about our resource ``kind`` with metadata ``meta`` (a schedule or a
-        backfill). Best effort: status carries the truth."""
-        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{names.GROUP}/{names.VERSION}", "kind": kind, "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid", "")},
-            "type": type_, "reason": reason, "message": message[:1024],
-            "source": {"component": names.MANAGED_BY},
-            "firstTimestamp": now, "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            raw(self.core.create_namespaced_event, meta["namespace"], body)
-            self._wrote("events", "create")
-        except ApiException as e:
-            log.warning("event=event_post_failed namespace=%s kind=%s name=%s status=%s", meta["namespace"], kind, meta["name"],
-                        e.status)
+        self.kube.post_event(SCHEDULE, meta, event.type, event.reason, event.message)
 
 
-class KeyedLocks:
-    """One lock per key (a resource's namespace and name), made on first use."""
-
-    def __init__(self):
-        self._locks: dict = {}
-        self._guard = threading.Lock()
-
-    def __call__(self, key) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
-
-
-def raw(call, *args, **kwargs) -> dict:
-    """A client call's response as the API server's JSON, with no client models built and
-    then turned back into dicts. (Measured at 1,000 schedules: no speed-up beyond the noise;
-    it keeps one form of every object, the API server's.)"""
-    return json.loads(call(*args, _preload_content=False, **kwargs).data)
-
-
-def raw_or_none(call, *args, **kwargs) -> dict | None:
-    """:func:`raw` for a read, None when the object does not exist (404)."""
-    try:
-        return raw(call, *args, **kwargs)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-
-
-def _refused(e: ApiException) -> bool:
-    """The API server refused the CronJob itself: invalid (400, 422: validation, an admission
-    policy), or forbidden by admission (403 from a quota or a webhook), not by RBAC."""
-    if e.status in (400, 422):
-        return True
-    message = _api_message(e) if e.status == 403 else ""
-    return "exceeded quota" in message or "admission webhook" in message or "denied the request" in message
-
-
-def _gone(e: ApiException) -> bool:
-    return e.status == 404 or (e.status == 403 and "being terminated" in (e.body or ""))
-
-
-def _api_message(e: ApiException) -> str:
-    try:
-        return json.loads(e.body).get("message", e.reason)
-    except (TypeError, ValueError):
-        return str(e.reason)
+def _wanted(desired: dict) -> dict:
+    """What of a rendered CronJob the live one must hold: our labels, owner and the spec."""
+    return {"metadata": {k: desired["metadata"][k] for k in ("labels", "ownerReferences")}, "spec": desired["spec"]}

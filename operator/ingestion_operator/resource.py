@@ -10,6 +10,15 @@ from ingestion_contract.spec import FieldError, ScheduleSpec, SpecError, parse_s
 
 
 @dataclasses.dataclass(frozen=True)
+class Problem:
+    """What keeps a resource from being in line: the conditions' reason (CamelCase) and one
+    line for people."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ScheduleResource:
     body: Mapping  # as the API server returned it (owner references and events name it)
     name: str
@@ -37,13 +46,10 @@ class ScheduleResource:
                    created=meta.get("creationTimestamp"))
 
     @property
-    def problem(self) -> str | None:
-        """Every validation error as one line, or None."""
-        return "; ".join(map(str, self.errors)) or None
-
-    @property
-    def reason(self) -> str:
-        """The Ready condition's reason for the errors: theirs when they agree (NeverFires),
-        else InvalidSpec."""
+    def problem(self) -> Problem | None:
+        """Every validation error as one line, or None. Its reason is theirs when they agree
+        (NeverFires), else InvalidSpec."""
+        if not self.errors:
+            return None
         reasons = {e.reason for e in self.errors}
-        return reasons.pop() if len(reasons) == 1 else "InvalidSpec"
+        return Problem(reasons.pop() if len(reasons) == 1 else "InvalidSpec", "; ".join(map(str, self.errors)))

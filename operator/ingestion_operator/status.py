@@ -16,9 +16,32 @@ from ingestion_contract.cron import next_runs
 from ingestion_contract.summary import is_complete
 
 from . import names
-from .resource import ScheduleResource
+from .resource import Problem, ScheduleResource
 
 NEXT_RUNS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditions:
+    """The conditions of one reconcile, made once: the resource's generation, its previous
+    conditions and the reconcile's clock. A condition's ``lastTransitionTime`` is carried over
+    from the previous one of its type unless its status changed."""
+
+    generation: int
+    previous: list[dict]
+    now: dt.datetime
+
+    @classmethod
+    def of(cls, body: dict, now: dt.datetime) -> "Conditions":
+        """For a resource as the API server returned it."""
+        return cls(body["metadata"].get("generation", 0), (body.get("status") or {}).get("conditions") or [], now)
+
+    def __call__(self, type_: str, ok: bool | None, reason: str, message: str) -> dict:
+        status = "Unknown" if ok is None else "True" if ok else "False"
+        prior = next((c for c in self.previous if c.get("type") == type_), None)
+        since = prior["lastTransitionTime"] if prior and prior.get("status") == status else iso(self.now)
+        return {"type": type_, "status": status, "reason": reason, "message": message,
+                "observedGeneration": self.generation, "lastTransitionTime": since}
 
 
 def parse_time(t: str | None) -> dt.datetime | None:
@@ -91,18 +114,17 @@ def newest_finished_job(jobs: list[dict]) -> str | None:
     return max(done, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))["metadata"]["name"]
 
 
-def complete_condition(coverage: dict | None, generation: int, previous: list[dict], now: dt.datetime) -> dict:
+def complete_condition(coverage: dict | None, condition: Conditions) -> dict:
     """``Complete``: every expected cell of the last reported window is present and no gap is open."""
     if not coverage:
-        return condition("Complete", None, "NoCoverageYet", "no run has reported its coverage yet", generation, previous, now)
+        return condition("Complete", None, "NoCoverageYet", "no run has reported its coverage yet")
     c = coverage
     if is_complete(c["present"], c["expected"], c["gapsOpen"]):
-        return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})",
-                         generation, previous, now)
+        return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})")
     oldest = f", the oldest from {c['oldestOpenGap']}" if c.get("oldestOpenGap") else ""
     return condition("Complete", False, "CellsMissing",
                      f"{c['present']} of {c['expected']} expected cells present ({c['percent']}%), {c['gapsOpen']} gap(s) open{oldest} "
-                     f"(Job {c['job']})", generation, previous, now)
+                     f"(Job {c['job']})")
 
 
 def last_success(cronjob: dict | None, jobs: list[dict]) -> str | None:
@@ -127,8 +149,8 @@ def _deadline(schedule: ScheduleResource, success: str | None) -> dt.datetime | 
     return None if since is None else since + schedule.spec.stale_after()
 
 
-def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], problem: str | None,
-                    generation: int, previous: list[dict], now: dt.datetime) -> dict:
+def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], problem: Problem | None,
+                    condition: Conditions) -> dict:
     """``Stale``: no run has succeeded within the freshness limit (spec.staleAfterSeconds)."""
     success = last_success(cronjob, jobs)
     deadline = None if problem is not None else _deadline(schedule, success)
@@ -136,19 +158,19 @@ def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list
         why = ("the spec is not valid" if schedule.spec is None else
                "the schedule is not Ready" if problem is not None else "spec.enabled is false")
         why += ": no run is expected"
-        return condition("Stale", None, "NotJudged", f"{why}, so freshness is not judged", generation, previous, now)
+        return condition("Stale", None, "NotJudged", f"{why}, so freshness is not judged")
     limit = _duration(schedule.spec.stale_after())
-    if now < deadline:
+    if condition.now < deadline:
         if success:
             return condition("Stale", False, "RecentSuccess", f"a run succeeded at {success}; stale after {iso(deadline)} "
-                             f"(limit {limit})", generation, previous, now)
+                             f"(limit {limit})")
         return condition("Stale", False, "NoSuccessYet", f"no run has succeeded yet; stale after {iso(deadline)} "
-                         f"(limit {limit} from creation)", generation, previous, now)
+                         f"(limit {limit} from creation)")
     if success:
         return condition("Stale", True, "NoRecentSuccess", f"no run has succeeded since {success}, longer than the "
-                         f"limit of {limit}", generation, previous, now)
+                         f"limit of {limit}")
     return condition("Stale", True, "NeverSucceeded", f"no run has succeeded since the schedule was created at "
-                     f"{iso(schedule.created)}, longer than the limit of {limit}", generation, previous, now)
+                     f"{iso(schedule.created)}, longer than the limit of {limit}")
 
 
 def _duration(d: dt.timedelta) -> str:
@@ -158,27 +180,18 @@ def _duration(d: dt.timedelta) -> str:
     return (f"{h}h" if h else "") + f"{rest // 60}m{rest % 60}s"
 
 
-def condition(type_: str, ok: bool | None, reason: str, message: str, generation: int, previous: list[dict], now: dt.datetime) -> dict:
-    status = "Unknown" if ok is None else "True" if ok else "False"
-    prior = next((c for c in previous if c.get("type") == type_), None)
-    since = prior["lastTransitionTime"] if prior and prior.get("status") == status else iso(now)
-    return {"type": type_, "status": status, "reason": reason, "message": message,
-            "observedGeneration": generation, "lastTransitionTime": since}
-
-
 def derive_status(
     schedule: ScheduleResource,
     cronjob: dict | None,
     jobs: list[dict],
     now: dt.datetime,
-    problem: str | None = None,
-    problem_reason: str = "InvalidSpec",
+    problem: Problem | None = None,
     coverage: dict | None = None,
 ) -> dict:
     """The status for ``schedule``; ``problem`` is a validation or apply error, if any;
     ``coverage``: what the newest run that reported one said about its window."""
     generation = schedule.generation
-    previous = schedule.status.get("conditions") or []
+    condition = Conditions(generation, schedule.status.get("conditions") or [], now)
     enabled = schedule.enabled
     cj_status = (cronjob or {}).get("status") or {}
     status: dict = {"observedGeneration": generation}
@@ -201,26 +214,24 @@ def derive_status(
         status["coverage"] = coverage
 
     if problem is not None:
-        ready = condition("Ready", False, problem_reason, problem, generation, previous, now)
+        ready = condition("Ready", False, problem.reason, problem.message)
     elif cronjob is None:
-        ready = condition("Ready", False, "CronJobMissing", "the CronJob does not exist yet", generation, previous, now)
+        ready = condition("Ready", False, "CronJobMissing", "the CronJob does not exist yet")
     else:
-        ready = condition("Ready", True, "CronJobInSync", f"CronJob {cronjob['metadata']['name']} matches the spec", generation, previous, now)
+        ready = condition("Ready", True, "CronJobInSync", f"CronJob {cronjob['metadata']['name']} matches the spec")
     suspended = condition(
         "Suspended", not enabled,
         "Disabled" if not enabled else "Enabled",
         "spec.enabled is false: the CronJob is suspended, no runs start" if not enabled else "runs start on schedule",
-        generation, previous, now,
     )
     if problem is not None:
-        degraded = condition("Degraded", True, problem_reason, problem, generation, previous, now)
+        degraded = condition("Degraded", True, problem.reason, problem.message)
     elif run and run["outcome"] == "Failed":
-        degraded = condition("Degraded", True, "LastRunFailed", f"Job {run['job']} failed: {run.get('reason', '')}".rstrip(": "),
-                             generation, previous, now)
+        degraded = condition("Degraded", True, "LastRunFailed", f"Job {run['job']} failed: {run.get('reason', '')}".rstrip(": "))
     else:
-        degraded = condition("Degraded", False, "AsExpected", "no problem seen", generation, previous, now)
-    status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, generation, previous, now),
-                            stale_condition(schedule, cronjob, jobs, problem, generation, previous, now)]
+        degraded = condition("Degraded", False, "AsExpected", "no problem seen")
+    status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, condition),
+                            stale_condition(schedule, cronjob, jobs, problem, condition)]
     return status
 
 
@@ -250,14 +261,14 @@ class Event:
     message: str
 
 
-def transition_events(live: dict, new: dict, problem: str | None, reason: str, action: str | None) -> list[Event]:
+def transition_events(live: dict, new: dict, problem: Problem | None, action: str | None) -> list[Event]:
     """The Events a reconcile posts: one on each transition of Ready, and one per CronJob
     write (``action``). A reconcile that changes nothing posts nothing."""
     events = []
     was_ready, now_ready = condition_of(live, "Ready"), condition_of(new, "Ready")
     if problem is not None:
-        if was_ready is None or was_ready.get("status") != "False" or was_ready.get("message") != problem:
-            events.append(Event("Warning", reason, problem))
+        if was_ready is None or was_ready.get("status") != "False" or was_ready.get("message") != problem.message:
+            events.append(Event("Warning", problem.reason, problem.message))
     elif was_ready is not None and was_ready.get("status") == "False" and now_ready and now_ready["status"] == "True":
         events.append(Event("Normal", "Recovered", f"spec is valid again; CronJob {new.get('cronJobName')} is in sync"))
     if action:

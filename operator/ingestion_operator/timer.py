@@ -1,11 +1,13 @@
-"""One timer for every schedule's next run: a heap of due times and one thread.
+"""One timer for every resource's next look: a heap of due times and one thread.
 
 ``status.nextRuns`` must move on when a tick passes with no Job event, for example when
-Forbid or the misfire window skipped it. Nothing polls the schedules. Each reconcile
-tells the timer when that schedule's first next run is due. The thread sleeps until the
-earliest due time, plus a second so the tick has passed, and then reconciles only that
-schedule, which sets its next due time again. A quiet operator with a thousand
-schedules wakes once per tick, not once per schedule per interval.
+Forbid or the misfire window skipped it, and a resource blocked by something outside it
+(a foreign CronJob, an admission refusal, a backfill's missing schedule) must look again.
+Nothing polls. Each reconcile tells the timer when its resource is next due (keys name
+the resource: ``(kind, namespace, name)``). The thread sleeps until the earliest due time,
+plus a second so the tick has passed, and hands that key to ``fire``: on the operator's
+worker pool, the same as watch events (``submit``), or on the timer's own thread. A quiet
+operator with a thousand schedules wakes once per tick, not once per schedule per interval.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import heapq
 import threading
 from collections.abc import Callable
 
-Key = tuple[str, str]  # (namespace, name)
+Key = tuple  # (kind, namespace, name) in the operator; ``fire`` receives its parts
 
 
 def _utcnow() -> dt.datetime:
@@ -25,8 +27,9 @@ def _utcnow() -> dt.datetime:
 class NextRunTimer:
     RETRY = dt.timedelta(seconds=15)
 
-    def __init__(self, fire: Callable[[str, str], None], clock: Callable[[], dt.datetime] = _utcnow, grace: float = 1.0):
+    def __init__(self, fire: Callable[..., None], clock: Callable[[], dt.datetime] = _utcnow, grace: float = 1.0):
         self._fire = fire
+        self._submit: Callable | None = None
         self._clock = clock
         self._grace = dt.timedelta(seconds=grace)
         self._due: dict[Key, dt.datetime] = {}
@@ -51,7 +54,9 @@ class NextRunTimer:
         with self._cond:
             return dict(self._due)
 
-    def start(self) -> None:
+    def start(self, submit: Callable | None = None) -> None:
+        """Start the thread; with ``submit`` (an executor's), each due key runs through it."""
+        self._submit = submit
         with self._cond:
             self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="next-run-timer", daemon=True)
@@ -84,7 +89,16 @@ class NextRunTimer:
 
     def _loop(self) -> None:
         while (key := self._next_due()) is not None:
-            try:
-                self._fire(*key)
-            except Exception:  # reconcile logs and counts its own errors; try this one again later
-                self.set(key, self._clock() + self.RETRY)
+            if self._submit is None:
+                self._run(key)
+            else:
+                try:
+                    self._submit(self._run, key)
+                except RuntimeError:  # the pool is shutting down: the operator is stopping
+                    return
+
+    def _run(self, key: Key) -> None:
+        try:
+            self._fire(*key)
+        except Exception:  # reconcile logs and counts its own errors; try this one again later
+            self.set(key, self._clock() + self.RETRY)

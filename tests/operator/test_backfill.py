@@ -8,6 +8,7 @@ import json
 from ingestion_contract import Coverage, parse_backfill, parse_spec, read_environment
 
 from ingestion_operator.backfill import UNLIMITED_REPAIRS, derive_backfill_status, parse_indexes, render_backfill_job
+from ingestion_operator.resource import Problem
 from ingestion_operator.status import condition_of
 
 from ..samples import SCHEDULE
@@ -88,7 +89,7 @@ def test_a_finished_job_completes_or_fails_the_backfill():
 
 
 def test_a_backfill_without_its_schedule_waits_and_says_why():
-    st = derive_backfill_status(body(), BF, None, [], NOW, "IngestionSchedule daily not found in namespace ns", "ScheduleNotFound")
+    st = derive_backfill_status(body(), BF, None, [], NOW, Problem("ScheduleNotFound", "IngestionSchedule daily not found in namespace ns"))
     c = condition_of(st, "Complete")
     assert (c["status"], c["reason"]) == ("False", "ScheduleNotFound") and condition_of(st, "Failed")["status"] == "False"
     assert json.dumps(st)  # serialisable as a status patch

@@ -9,15 +9,15 @@ from ingestion_operator.render import RenderSettings
 
 def test_only_the_version_we_wrote_is_an_echo():
     r = Reconciler(client.ApiClient(), RenderSettings(job_image="job:test"))
-    assert not r.is_echo("schedule", "ns", "a", "41")
-    r._remember("schedule", "ns", "a", {"metadata": {"resourceVersion": "41"}})
-    assert r.is_echo("schedule", "ns", "a", "41")
-    assert not r.is_echo("schedule", "ns", "a", "42")  # somebody wrote after us
-    assert not r.is_echo("cronjob", "ns", "a", "41") and not r.is_echo("schedule", "other", "a", "41")
-    assert not r.is_echo("schedule", "ns", "a", None) and not r.is_echo("schedule", "ns", "a", "")
-    r._remember("cronjob", "ns", "a", {"metadata": {"resourceVersion": "50"}})
+    assert not r.kube.is_echo("schedule", "ns", "a", "41")
+    r.kube.remember("schedule", "ns", "a", {"metadata": {"resourceVersion": "41"}})
+    assert r.kube.is_echo("schedule", "ns", "a", "41")
+    assert not r.kube.is_echo("schedule", "ns", "a", "42")  # somebody wrote after us
+    assert not r.kube.is_echo("cronjob", "ns", "a", "41") and not r.kube.is_echo("schedule", "other", "a", "41")
+    assert not r.kube.is_echo("schedule", "ns", "a", None) and not r.kube.is_echo("schedule", "ns", "a", "")
+    r.kube.remember("cronjob", "ns", "a", {"metadata": {"resourceVersion": "50"}})
     r.forget("ns", "a")  # deleted: nothing of it is remembered
-    assert not r.is_echo("schedule", "ns", "a", "41") and not r.is_echo("cronjob", "ns", "a", "50")
+    assert not r.kube.is_echo("schedule", "ns", "a", "41") and not r.kube.is_echo("cronjob", "ns", "a", "50")
 
 
 def test_the_cronjob_cache_holds_what_a_reconcile_compares_and_forgets_only_the_deleted_one():

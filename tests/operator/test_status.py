@@ -6,7 +6,7 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion_operator.resource import ScheduleResource
+from ingestion_operator.resource import Problem, ScheduleResource
 from ingestion_operator.status import derive_status, last_run, stale_deadline
 
 from ..samples import SCHEDULE
@@ -67,7 +67,7 @@ def test_disabled_schedule_is_suspended_with_no_next_runs():
 
 
 def test_invalid_spec_is_not_ready_and_degraded_with_the_message():
-    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, problem="spec.timezone='Mars/Base': unknown time zone")
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, problem=Problem("InvalidSpec", "spec.timezone='Mars/Base': unknown time zone"))
     r = cond(st, "Ready")
     assert r["status"] == "False" and r["reason"] == "InvalidSpec" and "Mars/Base" in r["message"]
     assert st["nextRuns"] == []
@@ -79,7 +79,7 @@ def test_transition_time_is_kept_while_the_status_holds():
     s = {**SCHEDULE, "status": first}
     again = derive_status(ScheduleResource.from_body(s), CJ, [], later)
     assert again == first  # nothing new: identical status, so no write
-    broken = derive_status(ScheduleResource.from_body(s), CJ, [], later, problem="bad")
+    broken = derive_status(ScheduleResource.from_body(s), CJ, [], later, problem=Problem("InvalidSpec", "bad"))
     assert cond(broken, "Ready")["lastTransitionTime"] == "2026-11-23T07:40:00Z"
     assert cond(broken, "Suspended")["lastTransitionTime"] == cond(first, "Suspended")["lastTransitionTime"]
 
@@ -111,7 +111,7 @@ JOB_CONDITIONS = st.sampled_from([[], [{"type": "Complete", "status": "True"}],
 @settings(max_examples=200, deadline=None)
 @given(
     enabled=st.booleans(),
-    problem=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    problem=st.one_of(st.none(), st.builds(Problem, st.just("InvalidSpec"), st.text(min_size=1, max_size=40))),
     jobs=st.lists(st.tuples(st.integers(0, 10_000), JOB_CONDITIONS, st.booleans()), max_size=5),
     minutes=st.integers(0, 60 * 24 * 400),
     later=st.integers(0, 59),
@@ -155,8 +155,8 @@ def test_a_never_firing_schedule_is_not_ready_and_says_why():
     s = copy.deepcopy(SCHEDULE)
     s["spec"]["schedule"] = "0 0 30 2 *"
     res = ScheduleResource.from_body(s)
-    assert res.reason == "NeverFires" and res.spec is None
-    st = derive_status(res, CJ, [], NOW, res.problem, res.reason)
+    assert res.problem.reason == "NeverFires" and res.spec is None
+    st = derive_status(res, CJ, [], NOW, res.problem)
     ready = cond(st, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "NeverFires" and "never fires" in ready["message"]
     assert st["nextRuns"] == []
