@@ -171,7 +171,7 @@ class DeltaStore(Store):
     # write: whatever changed locally since the last sync --------------------------------------
     def write_run(self, objects, gaps, run, loads=()) -> int:
         written = super().write_run(objects, gaps, run, loads)
-        self.sync_loaded([(symbol, date) for _, symbol, date, _, _ in loads])
+        self.sync_loaded([load.cell for load in loads])
         self.sync("objects")
         failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
         self.sync("gaps")

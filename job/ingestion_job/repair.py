@@ -13,27 +13,27 @@ import logging
 from pathlib import Path
 
 from .plan import Cell, Listed
-from .rows import CellKey
+from .rows import CellKey, Staged, Verified
 from .source import ObjectError, OutOfTime, S3Source
 from .staging import StagingError, stage
 
 
 def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: str, tmp: Path,
-           log: logging.LoggerAdapter, on_repaired=None) -> tuple[dict[CellKey, dict], dict[CellKey, str], set[CellKey]]:
-    """({cell: {"sha256", "bytes", "staged"}}, {cell: reason}, {cell not started in time})
+           log: logging.LoggerAdapter, on_repaired=None) -> tuple[dict[CellKey, Verified], dict[CellKey, str], set[CellKey]]:
+    """({cell: what was verified}, {cell: reason}, {cell not started in time})
     of every cell in ``todo``. ``on_repaired(repaired)``, if given, is called on this thread
     after each cell verified (a backfill unit checkpoints from it); no cell starts while it runs."""
-    repaired: dict[CellKey, dict] = {}
+    repaired: dict[CellKey, Verified] = {}
     failed: dict[CellKey, str] = {}
     late: set[CellKey] = set()
 
-    def one(cell: Cell) -> dict:
+    def one(cell: Cell) -> Verified:
         if source.past_deadline():
             raise _NotStarted
         listed: Listed = upstream[cell.symbol][cell.date]
         body, digest = source.fetch(listed)
-        staged = stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}") if load != "none" else None
-        return {"sha256": digest, "bytes": len(body), "staged": staged}
+        staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}")) if load != "none" else None
+        return Verified(digest, len(body), staged)
 
     # A window of at most ``workers`` cells in flight, refilled only as this thread takes a
     # result: while it commits a checkpoint no new cell starts, so a unit killed at any moment

@@ -13,49 +13,15 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from .store import Store, open_store
-
-
-def open_for_report(path: Path | None, lock_timeout: float = 30, on_wait=None, ctx=None) -> Store:
-    if path is not None:
-        return open_store(path, read_only=True, lock_timeout=lock_timeout, on_wait=on_wait)
-    from .run import open_backend
-
-    return open_backend(ctx, None)
-
-
-def gather(store: Store, schedule: str | None, days: int) -> dict:
-    con = store.con
-    where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
-    availability = con.execute(f"""
-        SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
-               min(date) AS first_date, max(date) AS last_date
-        FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
-    gaps = con.execute(f"""
-        SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
-        {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""", params).fetchall()
-    runs = con.execute(f"""
-        SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
-        FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-    ok, total = con.execute(f"""
-        SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FROM runs
-        {where + (' AND' if where else 'WHERE')} started_at >= ? AND outcome <> 'running'""", params + [since]).fetchone()
-    return {
-        "availability": [dict(zip(["schedule", "symbol", "expected", "present", "first_date", "last_date"], r)) for r in availability],
-        "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
-        "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
-                                  "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
-        "success_rate": {"days": days, "succeeded": ok, "runs": total, "rate": round(ok / total, 4) if total else None},
-    }
+from .store import open_backend
 
 
 def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: bool = False, lock_timeout: float = 30,
            on_wait=None, ctx=None) -> str:
     """The report of a DuckDB file (``path``), or of the object store of ``ctx``'s spec."""
-    store = open_for_report(path, lock_timeout, on_wait, ctx)
+    store = open_backend(ctx, path, lock_timeout, on_wait, read_only=True)
     try:
-        data = gather(store, schedule, days)
+        data = store.report(schedule, days, dt.datetime.now(dt.timezone.utc))
     finally:
         store.close()
     if fmt == "json":

@@ -17,10 +17,47 @@ CellKey = tuple[str, dt.date]
 
 
 @dataclasses.dataclass(frozen=True)
+class Staged:
+    """A verified object's rows, parsed into a local Parquet file before the commit."""
+
+    path: str
+    format: str  # the object's format: csv | parquet
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """One cell repaired: the object as fetched and verified, and its staged rows (None when
+    the spec loads nothing)."""
+
+    sha256: str
+    bytes: int
+    staged: Staged | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """One cell's rows to load into table ``loaded`` (replacing what it held for the cell)."""
+
+    schedule: str
+    symbol: str
+    date: dt.date
+    staged: Staged
+
+    @property
+    def cell(self) -> CellKey:
+        return (self.symbol, self.date)
+
+
+def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
+    """The loads of the repaired cells that staged rows."""
+    return [Load(schedule, symbol, date, v.staged) for (symbol, date), v in repaired.items() if v.staged]
+
+
+@dataclasses.dataclass(frozen=True)
 class Repairs:
     """What step 4 did: verified fetches, failures (with their reason), cells left for later."""
 
-    repaired: dict[CellKey, dict]  # {"sha256", "bytes", "staged": (path, format) | None}
+    repaired: dict[CellKey, Verified]
     failed: dict[CellKey, str]
     deferred: Mapping[CellKey, str]  # why each was left for later
 
@@ -29,7 +66,7 @@ class Repairs:
 class Rows:
     objects: list[dict]
     gaps: list[dict]
-    loads: list[tuple]  # (schedule, symbol, date, staged file, "csv" | "parquet")
+    loads: list[Load]
 
 
 def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
@@ -55,9 +92,9 @@ def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstr
         if k in repairs.repaired:
             r = repairs.repaired[k]
             gaps.append({**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
-                         "sha256": r["sha256"], "bytes": r["bytes"], "last_error": None})
-            if r["staged"]:
-                loads.append((schedule, c.symbol, c.date, *r["staged"]))
+                         "sha256": r.sha256, "bytes": r.bytes, "last_error": None})
+            if r.staged:
+                loads.append(Load(schedule, c.symbol, c.date, r.staged))
         elif k in repairs.failed:
             gaps.append({**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
                          "last_error": repairs.failed[k]})

@@ -1,4 +1,5 @@
-"""One probe-and-repair run, as six steps: expected set, probe, gaps, repair, write, report.
+"""One probe-and-repair run, as its steps: expected set, probe, gaps, repair, commit, push,
+housekeeping, summary.
 
 The run holds the store only to read its starting state and to commit:
 
@@ -7,9 +8,11 @@ The run holds the store only to read its starting state and to commit:
 * steps 1-4 (:meth:`Run.probe_and_repair`): learn what is expected, what exists upstream,
   what is missing, and repair what can be, one cell at a time: a cell that cannot be
   fetched, verified or loaded fails alone;
-* steps 5-6 (:meth:`Run.finish`): take the file again, build the rows against its current
-  gaps, commit them with the run's record in one transaction, let go; then push metrics
-  that describe what was committed, and log one summary line.
+* :meth:`Run.finish`, one method per step: :meth:`~Run.commit_step` takes the file again,
+  builds the rows against its current gaps and commits them with the run's record in one
+  transaction; :meth:`~Run.push_step` pushes metrics that describe what was committed;
+  :meth:`~Run.housekeeping_step` runs the store's housekeeping when due; and
+  :meth:`~Run.summarize` logs one summary line and returns the result.
 
 Outcomes and exit codes: ``succeeded`` (0); ``partial`` (3): committed, but at least one
 repair failed, its gap kept open with the reason; ``failed`` (1): nothing but the run's
@@ -34,9 +37,9 @@ from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Covera
 from . import metrics
 from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
-from .rows import Repairs, Rows, build_rows, open_elsewhere
+from .rows import Repairs, Rows, build_rows, loads_of, open_elsewhere
 from .source import RequestStats, S3Source, SourceError
-from .store import Store, StoreError, open_store
+from .store import Store, StoreError, open_backend
 
 log = logging.getLogger("ingestion_job")
 UTC = dt.timezone.utc
@@ -65,6 +68,19 @@ class RunResult:
         return EXIT_CODES[self.outcome]
 
 
+@dataclasses.dataclass(frozen=True)
+class Committed:
+    """What the commit step left: whether the store holds the run's record, how the run ended,
+    and the schedule's run counts and last finishes the metrics report."""
+
+    committed: bool
+    outcome: str
+    error: str | None
+    counts: dict | None
+    last: dict
+    oldest_open: dt.date | None
+
+
 @dataclasses.dataclass
 class Work:
     """What steps 1-4 learnt and did; the rows are built from it at commit time."""
@@ -85,19 +101,6 @@ def run_id_for(ctx: RunContext) -> str:
     if ctx.scheduled_time:
         return f"{ctx.namespace}/{ctx.schedule}@{ctx.scheduled_time.strftime('%Y-%m-%dT%H:%MZ')}"
     return f"{ctx.namespace}/{ctx.schedule}@manual:{ctx.job_name or uuid.uuid4().hex[:12]}"
-
-
-def open_backend(ctx: RunContext, store_path: Path | None, lock_timeout: float = LOCK_TIMEOUT,
-                 on_wait=None) -> Store:
-    """A DuckDB file (``store_path``), or the spec's object store as Delta tables."""
-    if store_path is not None:
-        return open_store(store_path, lock_timeout=lock_timeout, on_wait=on_wait)
-    from .delta import DeltaStore
-
-    cfg = ctx.spec.storage.object_store
-    if cfg is None:
-        raise StoreError("no store: the spec has neither storage.duckdb nor storage.objectStore")
-    return DeltaStore(cfg, ctx.schedule, ctx.store_credentials, on_wait=on_wait)
 
 
 def run(ctx: RunContext, store_path: Path | None, now: dt.datetime | None = None, concurrency: int = 16,
@@ -217,8 +220,7 @@ class Run:
                 return
             try:
                 with store.locked():
-                    loads = [(schedule, *k, *v["staged"]) for k, v in batch.items() if v["staged"]]
-                    for k in store.refuse_loads(loads):  # left to the final commit, which fails them alone
+                    for k in store.refuse_loads(loads_of(schedule, batch)):  # left to the final commit, which fails them alone
                         del batch[k]
                     rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
                                       Repairs(batch, {}, {}), store.gaps(schedule), store.first_seen(schedule), self.started)
@@ -245,8 +247,7 @@ class Run:
         """Step 5 under the file's lock: rows built against the store's current gaps (another
         run may have committed meanwhile), loads that would not fit refused alone."""
         schedule, s, r = self.ctx.schedule, self.summary, work.repairs
-        loads = [(schedule, *k, *done["staged"]) for k, done in r.repaired.items() if done["staged"]]
-        for k, reason in store.refuse_loads(loads).items():
+        for k, reason in store.refuse_loads(loads_of(schedule, r.repaired)).items():
             r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
             del r.repaired[k]
         prior_gaps = store.gaps(schedule)
@@ -278,11 +279,25 @@ class Run:
 
     def finish(self, store: Store | None, source: S3Source | None, work: Work | None = None,
                error: str | None = None) -> RunResult:
-        """Steps 5-6: the commit (the run row with all data rows in one transaction), then
-        metrics describing what was committed, then one summary line."""
-        s = self.summary
+        """The steps after the repair, in order: the commit (the run row with all data rows in
+        one transaction), the metrics push (describing what was committed), the store's
+        housekeeping, and the summary."""
         stats = source.stats if source else RequestStats()
-        s.bytes_fetched = stats.bytes_fetched
+        self.summary.bytes_fetched = stats.bytes_fetched
+        done = self.commit_step(store, source, work, error, stats)
+        warnings = self.push_step(done, work, stats) + self.housekeeping_step(store, done)
+        if warnings and done.committed:
+            try:
+                with store.locked():
+                    store.add_warning(self.run_id, "; ".join(warnings))
+            except StoreError as e:
+                self.log.warning("event=warning_not_recorded error=%r", str(e))
+        return self.summarize(done, source, work, warnings)
+
+    def commit_step(self, store: Store | None, source: S3Source | None, work: Work | None, error: str | None,
+                    stats: RequestStats) -> Committed:
+        """Take the store again and commit the run (or, after an error, its record alone);
+        then read what the metrics report of the schedule's runs."""
         counts, last, oldest_open = None, {}, None
         committed = False  # whether the store now holds this run's record
         if store is not None:
@@ -300,20 +315,25 @@ class Run:
             # (a pushed count never goes down), and this run's failure. Its 'running' record is
             # counted as abandoned once its deadline has passed.
             counts, last = self.start_counts, {**self.start_last, outcome: self.finished_at()}
-        warnings = []
+        return Committed(committed, outcome, error, counts, last, oldest_open)
+
+    def push_step(self, done: Committed, work: Work | None, stats: RequestStats) -> list[str]:
+        """Push the run's metrics: a schedule's run to the schedule's group (also a run that
+        failed), a committed backfill unit to its backfill's. Returns the warnings."""
         url = self.ctx.spec.metrics.pushgateway_url
         if url and self.ctx.backfill is None:
-            warnings += self.push_metrics(url, outcome, stats, counts, last)
-        elif url and committed and work is not None and outcome != "failed":  # a unit: not the schedule's last run
-            warnings += self.push_backfill_metrics(url, outcome)
-        if committed and outcome != "failed":
-            warnings += self.maintain(store)
-        if warnings and committed:
-            try:
-                with store.locked():
-                    store.add_warning(self.run_id, "; ".join(warnings))
-            except StoreError as e:
-                self.log.warning("event=warning_not_recorded error=%r", str(e))
+            return self.push_metrics(url, done.outcome, stats, done.counts, done.last)
+        if url and done.committed and work is not None and done.outcome != "failed":  # a unit: not the schedule's last run
+            return self.push_backfill_metrics(url, done.outcome)
+        return []
+
+    def housekeeping_step(self, store: Store | None, done: Committed) -> list[str]:
+        """The store's housekeeping after a run that committed its data. Returns the warnings."""
+        return self.maintain(store) if done.committed and done.outcome != "failed" else []
+
+    def summarize(self, done: Committed, source: S3Source | None, work: Work | None, warnings: list[str]) -> RunResult:
+        """One summary line (and the failure's, if any), and the run's result with its coverage."""
+        s, outcome, error = self.summary, done.outcome, done.error
         line = (f"event=run_finished outcome={outcome} duration_seconds={s.duration_seconds} symbols={s.symbols} "
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
                 f"repairs_failed={s.repairs_failed} deferred={s.repairs_deferred} gaps_open={s.gaps_open} "
@@ -329,9 +349,9 @@ class Run:
             self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed,
                              next(iter(work.repairs.failed.values())))
         coverage = None
-        if committed and work is not None and outcome != "failed":
+        if done.committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
-                                oldest_open.isoformat() if oldest_open else None, s.bytes_fetched, outcome,
+                                done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
                                 s.repairs_failed + s.repairs_deferred)
         return RunResult(self.run_id, outcome, s, error, warnings, coverage)
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 from ingestion_contract import RunSummary
 
 from . import failpoints, first_line
+from .rows import Load
 
 SCHEMA_VERSION = 2
 
@@ -78,6 +79,19 @@ class StoreError(RuntimeError):
 
 class IntegrityError(StoreError):
     pass
+
+
+def open_backend(ctx, store_path: Path | None, lock_timeout: float = 0, on_wait=None, read_only: bool = False) -> "Store":
+    """The store a run or a report of ``ctx``'s schedule uses: a DuckDB file (``store_path``),
+    or the spec's object store as Delta tables."""
+    if store_path is not None:
+        return open_store(store_path, read_only=read_only, lock_timeout=lock_timeout, on_wait=on_wait)
+    from .delta import DeltaStore
+
+    cfg = ctx.spec.storage.object_store
+    if cfg is None:
+        raise StoreError("no store: the spec has neither storage.duckdb nor storage.objectStore")
+    return DeltaStore(cfg, ctx.schedule, ctx.store_credentials, on_wait=on_wait)
 
 
 def open_store(path: str | Path, read_only: bool = False, lock_timeout: float = 0,
@@ -234,17 +248,46 @@ class Store:
         return {o: t for o, t in rows if t is not None}
 
     # the one write of a run ---------------------------------------------------------------
-    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[tuple] = ()) -> int:
-        """Everything a run learnt, in one transaction. ``loads`` are (schedule, symbol,
-        date, local file path, "csv"|"parquet") loaded into table ``loaded`` idempotently
-        (the cell's rows are replaced). Returns the rows of objects, gaps and loaded that
+    def report(self, schedule: str | None, days: int, now: dt.datetime) -> dict:
+        """What ``ingestion-job report`` shows (of one schedule, or of all): availability per
+        symbol, the open gaps (at most 200), the last 10 runs and the success rate of the
+        finished runs started in the last ``days`` days."""
+        con = self.con
+        where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
+        availability = con.execute(f"""
+            SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
+                   min(date) AS first_date, max(date) AS last_date
+            FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+        gaps = con.execute(f"""
+            SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
+            {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""",
+                           params).fetchall()
+        runs = con.execute(f"""
+            SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
+            FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
+        since = now - dt.timedelta(days=days)
+        ok, total = con.execute(f"""
+            SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FROM runs
+            {where + (' AND' if where else 'WHERE')} started_at >= ? AND outcome <> 'running'""", params + [since]).fetchone()
+        return {
+            "availability": [dict(zip(["schedule", "symbol", "expected", "present", "first_date", "last_date"], r))
+                             for r in availability],
+            "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
+            "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
+                                      "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
+            "success_rate": {"days": days, "succeeded": ok, "runs": total, "rate": round(ok / total, 4) if total else None},
+        }
+
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = ()) -> int:
+        """Everything a run learnt, in one transaction. ``loads`` are loaded into table
+        ``loaded`` idempotently (the cell's rows are replaced). Returns the rows of objects, gaps and loaded that
         DuckDB inserted or changed (also stored as the run's ``rows_written``): a row whose
         values are all unchanged is not rewritten."""
         check_invariants(objects, gaps)
         with self.transaction():
             written = self._upsert("objects", objects, OBJECT_COLS, KEY) + self._upsert("gaps", gaps, GAP_COLS, KEY)
-            for schedule, symbol, date, path, fmt in loads:
-                written += self._load(schedule, symbol, date, path, fmt)
+            for load in loads:
+                written += self._load(load.schedule, load.symbol, load.date, load.staged.path)
             failpoints.hit("store.commit")  # every data row written, the transaction still open
             run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
@@ -306,7 +349,7 @@ class Store:
             self._schemas[table] = pa.schema([(c, mapping[types[c]]) for c in cols])
         return self._schemas[table]
 
-    def refuse_loads(self, loads: list[tuple]) -> dict[tuple[str, dt.date], str]:
+    def refuse_loads(self, loads: list[Load]) -> dict[tuple[str, dt.date], str]:
         """Staged files that would not fit table ``loaded`` ({(symbol, date): reason}), so that
         one odd cell is refused alone instead of failing the run's transaction. The table's
         columns are the existing ones, or the first staged file's when the table is new;
@@ -314,7 +357,8 @@ class Store:
         refused: dict[tuple[str, dt.date], str] = {}
         columns = dict(self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                         "WHERE table_name = 'loaded'").fetchall())
-        for _, symbol, date, path, _fmt in loads:
+        for load in loads:
+            symbol, date, path = load.symbol, load.date, load.staged.path
             have = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
                                          [path]).fetchall())
             if not columns:
@@ -334,7 +378,7 @@ class Store:
                         break
         return refused
 
-    def _load(self, schedule: str, symbol: str, date: dt.date, path: str, fmt: str) -> int:
+    def _load(self, schedule: str, symbol: str, date: dt.date, path: str) -> int:
         src = "SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM read_parquet(?)"
         params = [schedule, symbol, date, path]
         exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchone()[0]

@@ -72,7 +72,7 @@ def test_units_commit_their_shard_and_chunk_alone_and_a_rerun_repairs_nothing(da
     assert (own.coverage.expected, own.coverage.present, own.coverage.repaired, own.coverage.gaps_open) == (40, 39, 0, 1)
 
     # The schedule's own success rate and freshness do not count a backfill's units.
-    from ingestion_job.run import open_backend
+    from ingestion_job.store import open_backend
 
     store = open_backend(unit_context(spec, bf, 0, creds), None)
     try:

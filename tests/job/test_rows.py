@@ -3,7 +3,7 @@
 import datetime as dt
 
 from ingestion_job.plan import Cell, KeyTemplate, Listed
-from ingestion_job.rows import Repairs, build_rows, open_elsewhere
+from ingestion_job.rows import Load, Repairs, Staged, Verified, build_rows, open_elsewhere
 
 NOW = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
 D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (19, 20, 21, 22))
@@ -13,7 +13,7 @@ UPSTREAM = {"BTC": {d: Listed(T.key("BTC", d), 10, "e", NOW) for d in (D1, D2, D
 
 
 def repairs(repaired=(), failed=None, deferred=(), limit=2):
-    return Repairs({(("BTC", d)): {"sha256": "s", "bytes": 10, "staged": None} for d in repaired},
+    return Repairs({(("BTC", d)): Verified("s", 10) for d in repaired},
                    failed or {}, {("BTC", d): f"maxRepairsPerRun={limit} reached" for d in deferred})
 
 
@@ -46,11 +46,11 @@ def test_a_rerun_with_nothing_new_rewrites_no_gap():
 
 def test_first_seen_is_kept_and_loads_follow_staged_repairs():
     seen = {("BTC", D1): NOW - dt.timedelta(days=3)}
-    r = Repairs({("BTC", D1): {"sha256": "s", "bytes": 10, "staged": ("/tmp/x.csv", "csv")}}, {}, {})
+    r = Repairs({("BTC", D1): Verified("s", 10, Staged("/tmp/x.csv", "csv"))}, {}, {})
     rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, seen, NOW)
     assert by_date(rows.objects)[D1]["first_seen_at"] == NOW - dt.timedelta(days=3)
     assert by_date(rows.objects)[D2]["first_seen_at"] == NOW
-    assert rows.loads == [("s", "BTC", D1, "/tmp/x.csv", "csv")]
+    assert rows.loads == [Load("s", "BTC", D1, Staged("/tmp/x.csv", "csv"))]
 
 
 def test_open_gaps_outside_the_window_still_count():
