@@ -42,7 +42,7 @@ from ingestion_contract.summary import RunSummary  # noqa: E402
 from ingestion_dev.processes import ProcessGroup  # noqa: E402
 from ingestion_dev.services import start_seaweed  # noqa: E402
 from ingestion_job.delta import TABLES, DeltaStore  # noqa: E402
-from ingestion_job.store import RUN_COLS, Store  # noqa: E402
+from ingestion_job.store import RUN_COLS  # noqa: E402
 
 BUCKET = "bench-lake"
 SCHEDULE = "binance-um-1m"
@@ -101,7 +101,7 @@ class Lake:
 def commit_delta(store: DeltaStore, objects, gaps, run) -> float:
     """The run's commit as write_run makes it, timed from the local rows to the last Delta
     commit: the local upsert is the same in both modes and not counted."""
-    Store.write_run(store, objects, gaps, run)
+    store.local.write_run(objects, gaps, run)
     t0 = time.perf_counter()
     for table in TABLES:
         store.sync(table)
@@ -112,7 +112,7 @@ def commit_parquet(store: DeltaStore, fs, prefix: str) -> float:
     """The same rows (the working copy's tables, as Arrow) as one Parquet file per table."""
     t0 = time.perf_counter()
     for table in TABLES:
-        rows = store.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+        rows = store.local.con.sql(f"SELECT * FROM {table}").to_arrow_table()
         pq.write_table(rows, f"{BUCKET}/{prefix}/{table}.parquet", filesystem=fs)
     return time.perf_counter() - t0
 
@@ -129,7 +129,7 @@ def part_first(server, n_symbols: int, n_days: int, rounds: int) -> list[str]:
            "|---|---|---|---|---|"]
     # warm-up, not counted: the first S3 write of pyarrow and of delta-rs in a process
     warm = Lake(server, "warm-up").open()
-    Store.write_run(warm, objects[:10], [], run_row(0, seen, "succeeded"))
+    warm.local.write_run(objects[:10], [], run_row(0, seen, "succeeded"))
     commit_parquet(warm, fs, "warm-up-plain")
     commit_delta(warm, [], [], run_row(0, seen, "succeeded"))
     warm.close()
@@ -138,7 +138,7 @@ def part_first(server, n_symbols: int, n_days: int, rounds: int) -> list[str]:
         # Parquet first, then Delta on fresh tables, then a second schedule's first run into them
         lake = Lake(server, f"first-{r}")
         store = lake.open()
-        Store.write_run(store, objects, gaps, run_row(0, seen, "succeeded"))
+        store.local.write_run(objects, gaps, run_row(0, seen, "succeeded"))
         parquet = commit_parquet(store, fs, f"plain-{r}")
         store.close()
         store = lake.open()

@@ -51,7 +51,8 @@ from ingestion_contract.backfill import part_of
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import failpoints
-from .store import KEY, Store, StoreError
+from .rows import Load
+from .store import KEY, DuckStore, StoreError
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
@@ -91,10 +92,15 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-class DeltaStore(Store):
+class DeltaStore:
+    """A schedule's partition of the Delta tables, through a working copy: a DuckStore in a
+    temporary file of this process (``local``), filled from the tables at the open, which
+    answers every read; each write goes to it, then whatever changed is committed to Delta."""
+
     def __init__(self, cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str] | None = None,
                  on_wait: Callable[[str], None] | None = None):
         self.cfg = cfg
+        self.on_wait = on_wait
         self.schedule = schedule
         self.credentials = credentials
         self.base_uri = f"s3://{cfg.bucket}/{cfg.prefix.strip('/')}".rstrip("/")
@@ -108,8 +114,8 @@ class DeltaStore(Store):
         self._missing: set[str] = set()
         self._created: dict[str, object] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
-        super().__init__(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.local = DuckStore(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
+        self.local.con.execute("SET TimeZone = 'UTC'")
         self._hydrate()
 
     def where(self) -> str:
@@ -150,27 +156,58 @@ class DeltaStore(Store):
             self._parted["loaded"] = "part" in loaded.metadata().partition_columns
             schema = pa.schema(loaded.schema().to_arrow())
             schema = schema.remove(schema.get_field_index("part")) if "part" in schema.names else schema
-            self.con.register("_empty", schema.empty_table())
+            self.local.con.register("_empty", schema.empty_table())
             try:
-                self.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
+                self.local.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
             finally:
-                self.con.unregister("_empty")
+                self.local.con.unregister("_empty")
 
     def insert_local(self, table: str, rows: pa.Table, keep_existing: bool = False) -> int:
         """Add ``rows`` to the working copy's ``table`` (its columns that the table has); with
         ``keep_existing``, a row whose key is already there is skipped. Returns the rows added."""
-        self.con.register("_incoming", rows)
+        self.local.con.register("_incoming", rows)
         try:
-            cols = {r[0] for r in self.con.execute(f"DESCRIBE {table}").fetchall()}
+            cols = {r[0] for r in self.local.con.execute(f"DESCRIBE {table}").fetchall()}
             pick = ", ".join(f'"{c}"' for c in rows.column_names if c in cols)
             verb = "INSERT OR IGNORE" if keep_existing else "INSERT"
-            return self.con.execute(f"{verb} INTO {table} BY NAME SELECT {pick} FROM _incoming").fetchall()[0][0]
+            return self.local.con.execute(f"{verb} INTO {table} BY NAME SELECT {pick} FROM _incoming").fetchall()[0][0]
         finally:
-            self.con.unregister("_incoming")
+            self.local.con.unregister("_incoming")
+
+    # read: the working copy ------------------------------------------------------------------
+    def known_symbols(self, schedule: str) -> set[str]:
+        return self.local.known_symbols(schedule)
+
+    def held(self, schedule: str) -> set[tuple[str, dt.date]]:
+        return self.local.held(schedule)
+
+    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
+        return self.local.gaps(schedule)
+
+    def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]:
+        return self.local.first_seen(schedule)
+
+    def run_attempts(self, run_id: str) -> int:
+        return self.local.run_attempts(run_id)
+
+    def run_counts(self, schedule: str) -> dict[str, int]:
+        return self.local.run_counts(schedule)
+
+    def oldest_open_gap(self, schedule: str) -> dt.date | None:
+        return self.local.oldest_open_gap(schedule)
+
+    def last_finished(self, schedule: str) -> dict[str, dt.datetime]:
+        return self.local.last_finished(schedule)
+
+    def report(self, schedule: str | None, days: int, now: dt.datetime) -> dict:
+        return self.local.report(schedule, days, now)
+
+    def refuse_loads(self, loads: list[Load]) -> dict[tuple[str, dt.date], str]:
+        return self.local.refuse_loads(loads)
 
     # write: whatever changed locally since the last sync --------------------------------------
     def write_run(self, objects, gaps, run, loads=()) -> int:
-        written = super().write_run(objects, gaps, run, loads)
+        written = self.local.write_run(objects, gaps, run, loads)
         self.sync_loaded([load.cell for load in loads])
         self.sync("objects")
         failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
@@ -179,25 +216,25 @@ class DeltaStore(Store):
         return written
 
     def write_run_record(self, run: dict) -> None:
-        super().write_run_record(run)
+        self.local.write_run_record(run)
         self.sync("runs")
 
     def begin_run(self, run: dict, now: dt.datetime) -> list[str]:
-        stale = super().begin_run(run, now)
+        stale = self.local.begin_run(run, now)
         self.sync("runs")
         return stale
 
     def add_warning(self, run_id: str, warning: str) -> None:
-        super().add_warning(run_id, warning)
+        self.local.add_warning(run_id, warning)
         self.sync("runs")
 
     def _synced_now(self, table: str, rows: pa.Table | None = None) -> None:
         """Remember ``table`` as the Delta tables now hold it: an Arrow snapshot (``rows``, or
         the working copy's table) that the next sync compares against."""
         if rows is None:
-            rows = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+            rows = self.local.con.sql(f"SELECT * FROM {table}").to_arrow_table()
         self._synced[table] = rows
-        self.con.register(f"_synced_{table}", rows)
+        self.local.con.register(f"_synced_{table}", rows)
 
     def sync(self, table: str) -> None:
         """Commit the rows of ``table`` that changed since the last sync: a ``MERGE`` on the
@@ -209,9 +246,9 @@ class DeltaStore(Store):
 
         first = not self._synced[table].num_rows
         if first:  # nothing synced yet (a first run): every row is new, no need to compare
-            changed = self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+            changed = self.local.con.sql(f"SELECT * FROM {table}").to_arrow_table()
         else:
-            changed = self.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
+            changed = self.local.con.sql(f"SELECT * FROM {table} EXCEPT SELECT * FROM _synced_{table}").to_arrow_table()
         synced = changed if first else None
         if changed.num_rows:
             if self._parted.get(table, True):
@@ -251,9 +288,9 @@ class DeltaStore(Store):
 
         for i in range(0, len(cells), LOAD_CELLS_PER_COMMIT):
             chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
-            self.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
-            self.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
-            rows = self.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
+            self.local.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
+            self.local.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
+            rows = self.local.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
                                 params=[self.schedule]).to_arrow_table()
             parts = None
             if self._parted.get("loaded", True):
@@ -302,7 +339,7 @@ class DeltaStore(Store):
         from deltalake import DeltaTable
 
         def schema_of(t: str) -> pa.Schema:
-            return with_part(self.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table()).schema
+            return with_part(self.local.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table()).schema
 
         wanted = {table: schema, **{t: schema_of(t) for t in sorted(self._missing & set(TABLES) - {table})}}
 
@@ -416,13 +453,15 @@ class DeltaStore(Store):
     def _error(self, what: str, e: BaseException) -> StoreError:
         return StoreError(f"{self.where()}: {what}: {first_line(e)}")
 
-    # the working copy is this process's own file ---------------------------------------------
-    def release(self) -> None:
-        """Nothing to let go of until close: other writers never wait for this one."""
+    # the working copy is this process's own file: nothing to take or let go of until close,
+    # and other writers never wait for this one ------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        yield self
 
-    def acquire(self) -> None:
+    def release(self) -> None:
         pass
 
     def close(self) -> None:
-        super().release()
+        self.local.close()
         self._tmp.cleanup()

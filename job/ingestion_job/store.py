@@ -8,8 +8,8 @@
   we replace).
 * Integrity invariants gate the commit: ``present`` exactly when the probe saw the object,
   ``size``/``etag`` set exactly when present, a repaired gap has its sha256 and time.
-* A run holds the file only to read its starting state and to commit (:meth:`Store.release`,
-  :meth:`Store.acquire`); a second process waits up to ``lock_timeout`` for it, then gets one
+* A run holds the file only to read its starting state and to commit (:meth:`DuckStore.release`,
+  :meth:`DuckStore.acquire`); a second process waits up to ``lock_timeout`` for it, then gets one
   line naming the file and the holder, never a corrupt store.
 * A run is recorded as ``running`` when it starts, with the instant its Job's deadline ends
   it. A run still ``running`` past that instant never finished (SIGKILL, OOM, deadline): the
@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -95,11 +96,39 @@ def open_backend(ctx, store_path: Path | None, lock_timeout: float = 0, on_wait=
 
 
 def open_store(path: str | Path, read_only: bool = False, lock_timeout: float = 0,
-               on_wait: Callable[[str], None] | None = None) -> "Store":
-    return Store(Path(path), read_only, lock_timeout, on_wait)
+               on_wait: Callable[[str], None] | None = None) -> "DuckStore":
+    return DuckStore(Path(path), read_only, lock_timeout, on_wait)
 
 
-class Store:
+class Store(Protocol):
+    """What a run and a report use of a store, whichever it is: a DuckDB file
+    (:class:`DuckStore`) or a schedule's Delta tables in object storage
+    (:class:`~ingestion_job.delta.DeltaStore`, which keeps a DuckStore as its working copy)."""
+
+    def locked(self) -> contextlib.AbstractContextManager: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
+    def maintain(self) -> list[dict]: ...
+    def known_symbols(self, schedule: str) -> set[str]: ...
+    def held(self, schedule: str) -> set[tuple[str, dt.date]]: ...
+    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]: ...
+    def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]: ...
+    def run_attempts(self, run_id: str) -> int: ...
+    def run_counts(self, schedule: str) -> dict[str, int]: ...
+    def oldest_open_gap(self, schedule: str) -> dt.date | None: ...
+    def last_finished(self, schedule: str) -> dict[str, dt.datetime]: ...
+    def report(self, schedule: str | None, days: int, now: dt.datetime) -> dict: ...
+    def refuse_loads(self, loads: list[Load]) -> dict[tuple[str, dt.date], str]: ...
+    def begin_run(self, run: dict, now: dt.datetime) -> list[str]: ...
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = ()) -> int: ...
+    def write_run_record(self, run: dict) -> None: ...
+    def add_warning(self, run_id: str, warning: str) -> None: ...
+
+
+class DuckStore:
+    """The store as one DuckDB file (on a PVC), held only while a run reads its starting
+    state and while it commits."""
+
     def __init__(self, path: Path, read_only: bool = False, lock_timeout: float = 0,
                  on_wait: Callable[[str], None] | None = None):
         """``lock_timeout``: seconds to wait while another process holds the file; ``on_wait``
