@@ -63,48 +63,68 @@ class Repairs:
 
 
 @dataclasses.dataclass(frozen=True)
+class CellRows:
+    """What a run writes of one expected cell: its availability row (``objects``), its gap
+    row when the gap changed (``gaps``; None: the store's row stands), and its load."""
+
+    object: dict
+    gap: dict | None = None
+    load: Load | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Rows:
+    """The rows of a run's one transaction, table by table."""
+
     objects: list[dict]
     gaps: list[dict]
     loads: list[Load]
+
+    @classmethod
+    def of(cls, cells: list[CellRows]) -> "Rows":
+        return cls([c.object for c in cells], [c.gap for c in cells if c.gap is not None],
+                   [c.load for c in cells if c.load is not None])
 
 
 def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
                repairs: Repairs, prior_gaps: dict[CellKey, dict], first_seen: dict[CellKey, dt.datetime],
                now: dt.datetime) -> Rows:
-    objects, gaps, loads = [], [], []
-    for c in expected:
-        k = (c.symbol, c.date)
-        listed = upstream.get(c.symbol, {}).get(c.date)
-        key = listed.key if listed else template.key(c.symbol, c.date)
-        objects.append({
-            "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
-            "size": listed.size if listed else None, "etag": listed.etag if listed else None,
-            "last_modified": listed.last_modified if listed else None,
-            "first_seen_at": first_seen.get(k) or (now if listed else None),
-        })
-        prior = prior_gaps.get(k)
-        if prior and prior["status"] == "repaired":
-            continue  # held verified: nothing to change
-        base = {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key,
-                "detected_at": prior["detected_at"] if prior else now, "attempts": prior["attempts"] if prior else 0,
-                "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None}
-        if k in repairs.repaired:
-            r = repairs.repaired[k]
-            gaps.append({**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
-                         "sha256": r.sha256, "bytes": r.bytes, "last_error": None})
-            if r.staged:
-                loads.append(Load(schedule, c.symbol, c.date, r.staged))
-        elif k in repairs.failed:
-            gaps.append({**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
-                         "last_error": repairs.failed[k]})
-        elif k in repairs.deferred:
-            gaps.append({**base, "status": "open", "reason": f"deferred: {repairs.deferred[k]}"})
-        else:
-            gaps.append({**base, "status": "open", "reason": "absent upstream"})
-    # Rows identical to what the store holds are not rewritten: a rerun changes nothing.
-    gaps = [g for g in gaps if _changed(g, prior_gaps.get((g["symbol"], g["date"])))]
-    return Rows(objects, gaps, loads)
+    return Rows.of([cell_rows(schedule, template, c, upstream.get(c.symbol, {}).get(c.date), repairs,
+                              prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now) for c in expected])
+
+
+def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
+              first_seen: dt.datetime | None, now: dt.datetime) -> CellRows:
+    """The rows of one expected cell, from its listing (None: not published), what the repair
+    did of it and the gap row the store holds (``prior``)."""
+    k = (c.symbol, c.date)
+    key = listed.key if listed else template.key(c.symbol, c.date)
+    obj = {
+        "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
+        "size": listed.size if listed else None, "etag": listed.etag if listed else None,
+        "last_modified": listed.last_modified if listed else None,
+        "first_seen_at": first_seen or (now if listed else None),
+    }
+    if prior and prior["status"] == "repaired":
+        return CellRows(obj)  # held verified: nothing to change
+    base = {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key,
+            "detected_at": prior["detected_at"] if prior else now, "attempts": prior["attempts"] if prior else 0,
+            "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None}
+    load = None
+    if k in repairs.repaired:
+        r = repairs.repaired[k]
+        gap = {**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
+               "sha256": r.sha256, "bytes": r.bytes, "last_error": None}
+        load = Load(schedule, c.symbol, c.date, r.staged) if r.staged else None
+    elif k in repairs.failed:
+        gap = {**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
+               "last_error": repairs.failed[k]}
+    elif k in repairs.deferred:
+        gap = {**base, "status": "open", "reason": f"deferred: {repairs.deferred[k]}"}
+    else:
+        gap = {**base, "status": "open", "reason": "absent upstream"}
+    # A row identical to what the store holds is not rewritten: a rerun changes nothing.
+    return CellRows(obj, gap if _changed(gap, prior) else None, load)
 
 
 def open_elsewhere(prior_gaps: dict[CellKey, dict], expected: list[Cell]) -> int:
