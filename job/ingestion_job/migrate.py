@@ -76,10 +76,10 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
         version = json.loads(body)["version"]
         store = DeltaStore(cfg, schedule, credentials)
         try:
-            con = store.con
+            con = store.local.con
 
             def download(key: str) -> Path:
-                local = store.path.parent / _safe(key)
+                local = store.local.path.parent / _safe(key)
                 call(lambda: client.download_file(cfg.bucket, key, str(local)), f"download {key}")
                 return local
 
