@@ -61,7 +61,8 @@ def cmd_crd_reference(args) -> int:
     from . import crdref
 
     if args.write:
-        crdref.README.write_text(crdref.render(crdref.README.read_text()))
+        for page in crdref.write():
+            print(f"refreshed {page.relative_to(crdref.REPO_ROOT)}")
     else:
         print(crdref.table())
     return 0
@@ -97,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     la.add_argument("endpoint", help="the sandbox's S3 endpoint")
     la.set_defaults(func=cmd_late_arrivals)
 
-    d = sub.add_parser("crd-reference", help="print the README's IngestionSchedule reference, generated from the CRD")
-    d.add_argument("--write", action="store_true", help="refresh README.md between its crd-reference markers")
+    d = sub.add_parser("crd-reference", help="print the IngestionSchedule reference table, generated from the CRD")
+    d.add_argument("--write", action="store_true",
+                   help="refresh the reference pages in docs/reference/ (IngestionSchedule, IngestionBackfill) between their markers")
     d.set_defaults(func=cmd_crd_reference)
 
     args = p.parse_args(argv)

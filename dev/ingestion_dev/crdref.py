@@ -1,10 +1,12 @@
-"""Generate the README's IngestionSchedule and IngestionBackfill references from the CRDs (the one contract).
+"""Generate the IngestionSchedule and IngestionBackfill reference pages (docs/reference/) from the CRDs (the one contract).
 
-    .venv/bin/ingestion-dev crd-reference --write   # refresh README.md between the markers
-A test fails when the README's table and the CRD disagree.
+    .venv/bin/ingestion-dev crd-reference --write   # refresh each page between its markers
+A test fails when a page's table and its CRD disagree.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import yaml
 
@@ -12,10 +14,13 @@ from .workspace import REPO_ROOT
 
 CRD = REPO_ROOT / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
 BACKFILL_CRD = REPO_ROOT / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
-README = REPO_ROOT / "README.md"
+REFERENCE = REPO_ROOT / "docs" / "reference"
 BEGIN, END = "<!-- crd-reference:begin -->", "<!-- crd-reference:end -->"
-# each CRD's table sits between its own markers
-SECTIONS = ((CRD, BEGIN, END), (BACKFILL_CRD, "<!-- backfill-reference:begin -->", "<!-- backfill-reference:end -->"))
+# each CRD's table sits between its own markers, on a page of its own
+PAGES = (
+    (REFERENCE / "ingestionschedule.md", CRD, BEGIN, END),
+    (REFERENCE / "ingestionbackfill.md", BACKFILL_CRD, "<!-- backfill-reference:begin -->", "<!-- backfill-reference:end -->"),
+)
 
 
 def rows(node: dict, path: str, required: set[str]):
@@ -40,10 +45,23 @@ def table(crd=CRD) -> str:
     return "\n".join(lines)
 
 
-def render(readme: str) -> str:
-    for crd, begin, end in SECTIONS:
-        head, rest = readme.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        readme = f"{head}{begin}\n{table(crd)}\n{end}{tail}"
-    return readme
+def render(page: Path, text: str) -> str:
+    """``text`` (the content of ``page``, one of PAGES) with the table between its markers
+    generated again from its CRD."""
+    _, crd, begin, end = next(p for p in PAGES if p[0] == page)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{table(crd)}\n{end}{tail}"
+
+
+def write() -> list[Path]:
+    """Refresh every reference page; returns the pages that changed."""
+    changed = []
+    for page, *_ in PAGES:
+        text = page.read_text()
+        new = render(page, text)
+        if new != text:
+            page.write_text(new)
+            changed.append(page)
+    return changed
 

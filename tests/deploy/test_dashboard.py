@@ -57,7 +57,7 @@ def test_every_panel_query_returns_data(servers, tmp_path, wait_for):
         rate = query(prom, next(p for p in panels if "success rate" in p["title"])["targets"][0]["expr"]
                      .replace("$namespace", "grafana-test").replace("$schedule", "dashboard-demo"))
         assert float(rate[0]["value"][1]) == 1.0
-        if os.environ.get("INGESTION_DASHBOARD_PNG"):  # refresh the README's rendering
+        if os.environ.get("INGESTION_DASHBOARD_PNG"):  # refresh docs/dashboard.png (shown on the metrics page)
             sys.path.insert(0, str(DASHBOARD.parent))
             from render_dashboard import render
 

@@ -214,11 +214,12 @@ def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_th
 
 
 def test_the_readmes_reader_block_reads_the_tables_a_run_wrote(dataset, servers):
-    """The README shows how to read the tables from DuckDB, Polars and an older version: that
-    block, as written there, against tables a real run wrote."""
+    """The storage page (docs/user-guide/storage.md, once in the README) shows how to read the
+    tables from DuckDB, Polars and an older version: that block, as written there, against
+    tables a real run wrote."""
     import re
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "user-guide" / "storage.md").read_text()
     block = re.search(r"<!-- delta-readers:begin -->\n```python\n(.*?)```\n<!-- delta-readers:end -->", readme, re.S).group(1)
     dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
     prefix = f"{dataset.prefix}-readers"
@@ -226,7 +227,7 @@ def test_the_readmes_reader_block_reads_the_tables_a_run_wrote(dataset, servers)
     creds = (servers.s3.access_key, servers.s3.secret_key)
     assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
     scope = {"endpoint": servers.s3.endpoint, "key": creds[0], "secret": creds[1], "bucket": PRIVATE, "prefix": prefix}
-    exec(compile(block, "README.md (delta-readers)", "exec"), scope)
+    exec(compile(block, "docs/user-guide/storage.md (delta-readers)", "exec"), scope)
     assert sorted(scope["per_symbol"]) == [("BTCUSDT", 2), ("ETHUSDT", 2)]
     assert sorted(scope["open_gaps"]["date"].to_list()) == sorted(days_ago(3, 3, 4, 4))  # never published
     assert scope["before"].num_rows == 1 and scope["before"].column("outcome").to_pylist() == ["running"]  # before its end

@@ -1,4 +1,4 @@
-"""The user's path, in real containers: exactly what the README tells a kind user to run.
+"""The user's path, in real containers: exactly what docs/operations/install.md tells a kind user to run.
 
 helm install with the images built from our Dockerfiles -> the operator pod Ready through
 its probes (in-cluster config, the chart's ServiceAccount) -> an example schedule against
@@ -82,7 +82,7 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     window_cells = len(SYMBOLS) * (LOOKBACK + 1)
     sampledata.upload(c.s3.client(), "data.binance.vision", cells, rows=60)
 
-    # 1. helm install, as the README says, with the images built here.
+    # 1. helm install, as docs/operations/install.md says, with the images built here.
     image_sets = [*images.chart_values(), f"defaultPushgatewayUrl={c.pushgateway}"]
     run(c, helm, "install", RELEASE, str(CHART), "-n", "ingestion-system", "--create-namespace", "--wait", "--timeout", "180s",
         *(a for s in image_sets for a in ("--set", s)))
