@@ -103,6 +103,10 @@ class Target:
 class Repair:
     max_repairs_per_run: int = spec_field("maxRepairsPerRun", 100, minimum=0)
     load: str = spec_field("load", "none", enum=LOAD_MODES)
+    # the exact row count of a loaded object (None: not checked), or the count from the interval
+    # in the key's file name (1440 for -1m-); an object with another count is quarantined
+    expect_rows: int | None = spec_field("expectRows", None, minimum=1)
+    expect_rows_from_interval: bool = spec_field("expectRowsFromInterval", False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -386,6 +390,12 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     for field, url in urls:
         if url and not _is_http_url(url):
             err(field, url, "must be an http:// or https:// URL")
+
+    repair = spec.repair
+    if repair.expect_rows is not None and repair.expect_rows_from_interval:
+        err("repair.expectRows", repair.expect_rows, "excludes repair.expectRowsFromInterval: set one of them")
+    if (repair.expect_rows is not None or repair.expect_rows_from_interval) and repair.load == "none":
+        err("repair.load", repair.load, "must load objects (csv-zip, csv or parquet) for repair.expectRows* to be checked")
 
     storage = spec.storage
     if storage.duckdb is not None:

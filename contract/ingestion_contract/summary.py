@@ -26,6 +26,9 @@ class RunSummary:
     gaps_open: int = counter("Gaps still open after the last run.", "ingestion_gaps_open")
     gaps_repaired: int = counter("Gaps the last run repaired.", "ingestion_gaps_repaired")
     repairs_failed: int = counter("Repairs the last run attempted that failed.", "ingestion_repairs_failed")
+    repairs_quarantined: int = counter("Failed repairs whose object was fetched and verified but did not hold its cell's "
+                                       "data (wrong member, rows of another day, a wrong count): nothing of it is loaded, its "
+                                       "gap stays open with cause quarantined.", "ingestion_repairs_quarantined")
     repairs_deferred: int = counter("Repair candidates the last run left for a later one (maxRepairsPerRun or its time "
                                     "budget).", "ingestion_repairs_deferred")
     bytes_fetched: int = counter("Bytes the last run fetched from the source.", "ingestion_fetched_bytes", sql="BIGINT")

@@ -1,8 +1,10 @@
 """Step 4 of a run: fetch, verify and stage the repair candidates, with bounded concurrency.
 
 A cell that cannot be fetched, verified or staged fails alone: its reason is kept for
-its gap, and the other cells go on. A cell not started before the run's time budget ran
-out, or cut short by it, is left for a later run (not failed).
+its gap, and the other cells go on. A cell whose object was fetched and verified but does
+not hold its cell's data (staging's checks) is also quarantined: nothing of it is loaded.
+A cell not started before the run's time budget ran out, or cut short by it, is left for a
+later run (not failed).
 """
 
 from __future__ import annotations
@@ -12,27 +14,35 @@ import itertools
 import logging
 from pathlib import Path
 
+from ingestion_contract.spec import Repair
+
 from .plan import Cell, Listed
-from .rows import CellKey, Staged, Verified
+from .rows import CellKey, Repairs, Staged, Verified
 from .source import ObjectError, OutOfTime, S3Source
-from .staging import StagingError, stage
+from .staging import StagingError, expected_rows, stage
 
 
-def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: str, tmp: Path,
-           log: logging.LoggerAdapter, on_repaired=None) -> tuple[dict[CellKey, Verified], dict[CellKey, str], set[CellKey]]:
-    """({cell: what was verified}, {cell: reason}, {cell not started in time})
-    of every cell in ``todo``. ``on_repaired(repaired)``, if given, is called on this thread
-    after each cell verified (a backfill unit checkpoints from it); no cell starts while it runs."""
+def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules: Repair, tmp: Path,
+           log: logging.LoggerAdapter, on_repaired=None) -> tuple[Repairs, set[CellKey]]:
+    """What became of every cell in ``todo`` (its ``deferred`` left empty), and the cells not
+    started in time. ``rules``: the spec's repair (how to load, what a load must hold).
+    ``on_repaired(repaired)``, if given, is called on this thread after each cell verified (a
+    backfill unit checkpoints from it); no cell starts while it runs."""
     repaired: dict[CellKey, Verified] = {}
     failed: dict[CellKey, str] = {}
+    quarantined: set[CellKey] = set()
     late: set[CellKey] = set()
+    load = rules.load
 
     def one(cell: Cell) -> Verified:
         if source.past_deadline():
             raise _NotStarted
         listed: Listed = upstream[cell.symbol][cell.date]
         body, digest = source.fetch(listed)
-        staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}")) if load != "none" else None
+        staged = None
+        if load != "none":
+            expect = expected_rows(listed.key, rules.expect_rows, rules.expect_rows_from_interval)
+            staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}", cell.date, expect))
         return Verified(digest, len(body), staged)
 
     # A window of at most ``workers`` cells in flight, refilled only as this thread takes a
@@ -55,14 +65,18 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], load: 
                         on_repaired(repaired)
                 except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
                     late.add((cell.symbol, cell.date))
-                except (ObjectError, StagingError) as e:
+                except ObjectError as e:
                     failed[(cell.symbol, cell.date)] = str(e)
                     log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
+                except StagingError as e:
+                    failed[(cell.symbol, cell.date)] = str(e)
+                    quarantined.add((cell.symbol, cell.date))
+                    log.warning("event=cell_quarantined symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
                 if i % 100 == 0 or i == len(todo):
                     log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
                 for nxt in itertools.islice(queue, 1):
                     futures[pool.submit(one, nxt)] = nxt
-    return repaired, failed, late
+    return Repairs(repaired, failed, {}, quarantined), late
 
 
 class _NotStarted(Exception):

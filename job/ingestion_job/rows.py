@@ -60,6 +60,7 @@ class Repairs:
     repaired: dict[CellKey, Verified]
     failed: dict[CellKey, str]
     deferred: Mapping[CellKey, str]  # why each was left for later
+    quarantined: set[CellKey] = dataclasses.field(default_factory=set)  # failed: the object did not hold its cell's data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +118,8 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
                "sha256": r.sha256, "bytes": r.bytes, "last_error": None}
         load = Load(schedule, c.symbol, c.date, r.staged) if r.staged else None
     elif k in repairs.failed:
-        gap = {**base, "status": "open", "reason": "repair failed", "attempts": base["attempts"] + 1,
-               "last_error": repairs.failed[k]}
+        gap = {**base, "status": "open", "reason": "quarantined" if k in repairs.quarantined else "repair failed",
+               "attempts": base["attempts"] + 1, "last_error": repairs.failed[k]}
     elif k in repairs.deferred:
         gap = {**base, "status": "open", "reason": f"deferred: {repairs.deferred[k]}"}
     else:

@@ -199,12 +199,13 @@ class Run:
                       len(plan.missing), len(todo), len(deferred), source.stats.total_requests)
         # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
         on_repaired = self.checkpointer(store, source, upstream) if unit and store is not None else None
-        repaired, failed, late = repair(source, todo, upstream, spec.repair.load, tmp, self.log, on_repaired)
+        done, late = repair(source, todo, upstream, spec.repair, tmp, self.log, on_repaired)
         later = {(c.symbol, c.date): f"maxRepairsPerRun={limit} reached" for c in deferred}
         later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
-        return Work(symbols, expected, upstream, len(plan.missing), len(plan.present), Repairs(repaired, failed, later))
+        return Work(symbols, expected, upstream, len(plan.missing), len(plan.present),
+                    dataclasses.replace(done, deferred=later))
 
     def checkpointer(self, store: Store, source: S3Source, upstream: dict):
         """For a backfill unit: every ``checkpointEvery`` verified cells, commit them (their
@@ -249,12 +250,14 @@ class Run:
         schedule, s, r = self.ctx.schedule, self.summary, work.repairs
         for k, reason in store.refuse_loads(loads_of(schedule, r.repaired)).items():
             r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
+            r.quarantined.add(k)  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
         prior_gaps = store.gaps(schedule)
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps,
                           store.first_seen(schedule), self.started)
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
+        s.repairs_quarantined = len(r.quarantined & r.failed.keys())
         s.gaps_open = work.missing + len(r.failed) + len(r.deferred) + open_elsewhere(prior_gaps, work.expected)
         return rows
 
@@ -336,7 +339,8 @@ class Run:
         s, outcome, error = self.summary, done.outcome, done.error
         line = (f"event=run_finished outcome={outcome} duration_seconds={s.duration_seconds} symbols={s.symbols} "
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
-                f"repairs_failed={s.repairs_failed} deferred={s.repairs_deferred} gaps_open={s.gaps_open} "
+                f"repairs_failed={s.repairs_failed} quarantined={s.repairs_quarantined} deferred={s.repairs_deferred} "
+                f"gaps_open={s.gaps_open} "
                 f"bytes_fetched={s.bytes_fetched} rows_written={s.rows_written} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
         if source is not None and source.rate is not None:
             line += f" max_requests_per_second={self.ctx.spec.target.max_requests_per_second} rate_wait_seconds={source.rate.waited:.1f}"

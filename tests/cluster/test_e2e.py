@@ -95,8 +95,9 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     pods = cluster.core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=manual-1").items
     assert len(pods) == 1, "a partial run is not retried"
     assert query(db, "SELECT outcome, repairs_failed FROM runs WHERE job_name = 'manual-1'") == [("partial", 1)]
-    (status, err), = query(db, "SELECT status, last_error FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'" % late[1])
-    assert status == "open" and "no header row and 11 columns" in err
+    (status, reason, err), = query(db, "SELECT status, reason, last_error FROM gaps WHERE symbol = 'ETHUSDT' AND date = DATE '%s'"
+                                   % late[1])
+    assert (status, reason) == ("open", "quarantined") and "no header row and 11 columns" in err
 
     # Fixed upstream, the next manual run repairs it.
     sampledata.upload(servers.s3.client(), PUBLIC, [late], template=template)

@@ -44,6 +44,10 @@ def test_the_example_spec_is_valid():
     ({"startingDeadlineSeconds": -5}, "spec.startingDeadlineSeconds=-5: must be >= 0"),
     ({"schedule": "0 0 30 2 *"}, "spec.schedule='0 0 30 2 *': never fires"),
     ({"schedule": "0 0 31 4,6,9,11 *"}, "never fires"),
+    ({"repair__load": "csv-zip", "repair__expectRows": 1440, "repair__expectRowsFromInterval": True},
+     "spec.repair.expectRows=1440: excludes repair.expectRowsFromInterval"),
+    ({"repair__load": "none", "repair__expectRowsFromInterval": True}, "spec.repair.load='none': must load objects"),
+    ({"repair__expectRows": 0}, "spec.repair.expectRows=0: must be >= 1"),
 ])
 def test_each_problem_names_field_and_value(changes, expected):
     errs = errors_for(**changes)

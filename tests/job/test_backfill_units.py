@@ -248,7 +248,7 @@ def test_no_cell_starts_while_a_checkpoint_commits(dataset, servers, tmp_path):
     import logging
     import time
 
-    from ingestion_contract.spec import parse_job_spec
+    from ingestion_contract.spec import Repair, parse_job_spec
     from ingestion_dev.faultproxy import FaultProxy
     from ingestion_job.plan import Cell
     from ingestion_job.repair import repair
@@ -267,8 +267,9 @@ def test_no_cell_starts_while_a_checkpoint_commits(dataset, servers, tmp_path):
             time.sleep(0.2)
             seen.append((len(repaired), fetched()))
 
-        repaired, failed, late = repair(source, [Cell("BTCUSDT", d) for d in days], upstream, "none", tmp_path,
-                                        logging.LoggerAdapter(logging.getLogger("ingestion_job"), {}), slow_commit)
+        done, late = repair(source, [Cell("BTCUSDT", d) for d in days], upstream, Repair(load="none"), tmp_path,
+                            logging.LoggerAdapter(logging.getLogger("ingestion_job"), {}), slow_commit)
+        repaired, failed = done.repaired, done.failed
     finally:
         proxy.close()
     assert (len(repaired), failed, late) == (40, {}, set())

@@ -58,10 +58,13 @@ def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset
     gaps = {d: (status, reason, attempts, err) for d, status, reason, attempts, err in
             rows(db, "SELECT date, status, reason, attempts, last_error FROM gaps")}
     assert {d: g[0] for d, g in gaps.items()} == {d1: "repaired", d2: "repaired", d3: "open", d4: "open", d5: "open"}
-    causes = {d3: "no header row and 11 columns", d4: "not a zip file", d5: "does not match the checksum file"}
-    for d, cause in causes.items():
+    # the object that is not what its checksum says failed to repair; the two verified objects
+    # that do not hold their cell's data are quarantined (nothing of them loaded)
+    causes = {d3: ("quarantined", "no header row and 11 columns"), d4: ("quarantined", "not a zip file"),
+              d5: ("repair failed", "does not match the checksum file")}
+    for d, (why, cause) in causes.items():
         status, reason, attempts, err = gaps[d]
-        assert (reason, attempts) == ("repair failed", 1) and cause in err and "\n" not in err
+        assert (reason, attempts) == (why, 1) and cause in err and "\n" not in err
     assert rows(db, "SELECT outcome, repairs_failed, gaps_repaired FROM runs") == [("partial", 3, 2)]
     metrics = pushed(servers.pushgateway, schedule)
     assert metrics["ingestion_run_success"] == 0 and metrics["ingestion_repairs_failed"] == 3
@@ -71,6 +74,57 @@ def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset
     assert again.returncode == 3
     assert rows(db, "SELECT attempts FROM gaps WHERE status = 'open'") == [(2,), (2,), (2,)]
     assert rows(db, "SELECT count(*) FROM loaded") == [(10,)]
+
+
+def test_an_object_that_does_not_hold_its_cells_data_is_quarantined_and_loads_nothing(dataset, servers, tmp_path):
+    """Issue 24, point 2, on the real S3 server: a zip of another day's rows under the right
+    name, a zip of two members and one named for another day are quarantined (their gap open
+    with cause quarantined and the check that failed, nothing of them loaded), while a file
+    with a byte-order mark and an odd header loads under the normal column names. The store,
+    the run's summary, the pushed metrics and the report say the same."""
+    d1, d2, d3, d4, d5 = days_ago(1, 2, 3, 4, 5)
+    member = lambda d: f"BTCUSDT-1m-{d}.csv"  # noqa: E731
+
+    def csv_of(d: dt.date) -> str:
+        return zipfile.ZipFile(io.BytesIO(sampledata.kline_zip("BTCUSDT", d))).read(member(d)).decode()
+
+    def zip_of(files: dict) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name, text in files.items():
+                zf.writestr(name, text)
+        return buf.getvalue()
+
+    header, rest = csv_of(d4).split("\n", 1)
+    dataset.put("BTCUSDT", d1, kline_zip("BTCUSDT", d1))
+    dataset.put("BTCUSDT", d2, zip_of({member(d2): csv_of(d2 - dt.timedelta(days=1))}))  # yesterday's rows
+    dataset.put("BTCUSDT", d3, zip_of({member(d3): csv_of(d3), "extra.csv": csv_of(d3)}))
+    dataset.put("BTCUSDT", d4, zip_of({member(d4): "\ufeff" + header.upper().replace(",", " , ") + "\n" + rest}))
+    dataset.put("BTCUSDT", d5, zip_of({member(d5 - dt.timedelta(days=1)): csv_of(d5)}))
+    schedule = f"quarantine-{dataset.prefix}"
+    spec = dataset.spec(["BTCUSDT"], lookback=4, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+    db = tmp_path / "s.duckdb"
+
+    res = run(context(spec, schedule=schedule), db)
+    assert (res.outcome, res.summary["gaps_repaired"], res.summary["repairs_failed"], res.summary["gaps_open"]) == \
+        ("partial", 2, 3, 3)
+    gaps = {d: (status, reason, err) for d, status, reason, err in rows(db, "SELECT date, status, reason, last_error FROM gaps")}
+    assert {d: g[:2] for d, g in gaps.items()} == {d1: ("repaired", None), d4: ("repaired", None), d2: ("open", "quarantined"),
+                                                   d3: ("open", "quarantined"), d5: ("open", "quarantined")}
+    assert f"5 row(s) have an open_time outside {d2} (UTC)" in gaps[d2][2]
+    assert f"the zip must hold exactly one .csv member, {member(d3)}; it holds {member(d3)}, extra.csv" in gaps[d3][2]
+    assert f"it holds {member(d5 - dt.timedelta(days=1))}" in gaps[d5][2]
+    assert rows(db, "SELECT date, count(*) FROM loaded GROUP BY date ORDER BY date") == [(d4, 5), (d1, 5)]
+    assert [c for c, in rows(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'loaded'")
+            if "open_time" in c] == ["open_time"]  # no '\ufeffOPEN_TIME' column
+    metrics = pushed(servers.pushgateway, schedule)
+    assert res.summary["repairs_quarantined"] == 3
+    assert rows(db, "SELECT repairs_failed, repairs_quarantined, gaps_open FROM runs") == [(3, 3, 3)]
+    assert (metrics["ingestion_repairs_failed"], metrics["ingestion_repairs_quarantined"], metrics["ingestion_gaps_repaired"],
+            metrics["ingestion_gaps_open"]) == (3, 3, 2, 3)
+    report = subprocess.run([EXE, "report", "--db", str(db), "--schedule", schedule], capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "OPEN GAPS (3)" in report.stdout and report.stdout.count("quarantined") == 3
 
 
 def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, tmp_path):
@@ -94,6 +148,7 @@ def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, tmp
     assert (res.outcome, res.exit_code, res.summary["repairs_failed"], res.summary["gaps_repaired"]) == ("partial", 3, 2, 1)
     assert rows(db, "SELECT date, price, qty FROM loaded ORDER BY date") == [(d4, 4.0, 4), (d1, 1.0, 1)]
     errors = dict(rows(db, "SELECT date, last_error FROM gaps WHERE status = 'open'"))
+    assert rows(db, "SELECT DISTINCT reason FROM gaps WHERE status = 'open'") == [("quarantined",)]
     assert "load refused: columns other are not in table loaded (price, qty)" in errors[d2]
     assert "load refused: column price: 1 value(s) of type VARCHAR do not fit loaded's DOUBLE" in errors[d3]
 
