@@ -37,6 +37,15 @@ def kline_zip(symbol: str, date: dt.date, rows: int = 5) -> bytes:
     return buf.getvalue()
 
 
+def zipped(files: dict[str, str | bytes]) -> bytes:
+    """A zip of these members (name: content), e.g. one Binance never packs: two CSVs, another day's."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+    return buf.getvalue()
+
+
 def zipped_csv(key: str, text: str) -> bytes:
     """A zip holding one CSV named after the key's file, as Binance packs each day."""
     buf = io.BytesIO()

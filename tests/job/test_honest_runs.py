@@ -88,13 +88,7 @@ def test_an_object_that_does_not_hold_its_cells_data_is_quarantined_and_loads_no
     def csv_of(d: dt.date) -> str:
         return zipfile.ZipFile(io.BytesIO(sampledata.kline_zip("BTCUSDT", d))).read(member(d)).decode()
 
-    def zip_of(files: dict) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            for name, text in files.items():
-                zf.writestr(name, text)
-        return buf.getvalue()
-
+    zip_of = sampledata.zipped
     header, rest = csv_of(d4).split("\n", 1)
     dataset.put("BTCUSDT", d1, kline_zip("BTCUSDT", d1))
     dataset.put("BTCUSDT", d2, zip_of({member(d2): csv_of(d2 - dt.timedelta(days=1))}))  # yesterday's rows

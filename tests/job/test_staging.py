@@ -14,12 +14,7 @@ from ingestion_job.staging import KLINE_COLUMNS, StagingError, expected_rows, ro
 DAY = dt.date(2026, 11, 22)
 
 
-def zipped(files: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, body in files.items():
-            zf.writestr(name, body)
-    return buf.getvalue()
+zipped = sampledata.zipped
 
 
 def kline_csv(header: bool, rows: int = 5) -> str:
