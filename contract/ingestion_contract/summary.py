@@ -24,6 +24,10 @@ class RunSummary:
     present: int = counter("Expected cells present upstream.", "ingestion_objects_present")
     missing: int = counter("Expected cells absent upstream.", "ingestion_objects_missing")
     gaps_open: int = counter("Gaps still open after the last run.", "ingestion_gaps_open")
+    republished: int = counter("Cells held verified whose object the last run found changed upstream (size or ETag): "
+                               "fetched, verified and loaded again.", "ingestion_objects_republished")
+    withdrawn: int = counter("Cells held verified whose object the last run found gone upstream: open gaps with cause "
+                             "withdrawn.", "ingestion_objects_withdrawn")
     gaps_repaired: int = counter("Gaps the last run repaired.", "ingestion_gaps_repaired")
     repairs_failed: int = counter("Repairs the last run attempted that failed.", "ingestion_repairs_failed")
     repairs_quarantined: int = counter("Failed repairs whose object was fetched and verified but did not hold its cell's "

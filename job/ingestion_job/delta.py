@@ -51,6 +51,7 @@ from ingestion_contract.backfill import part_of
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import failpoints
+from .plan import Held
 from .rows import Load
 from .store import KEY, DuckStore, StoreError
 
@@ -178,7 +179,7 @@ class DeltaStore:
     def known_symbols(self, schedule: str) -> set[str]:
         return self.local.known_symbols(schedule)
 
-    def held(self, schedule: str) -> set[tuple[str, dt.date]]:
+    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
         return self.local.held(schedule)
 
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:

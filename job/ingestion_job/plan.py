@@ -98,19 +98,43 @@ def expected_cells(symbols: list[str], window: Window, first_listed: dict[str, d
 
 
 @dataclasses.dataclass(frozen=True)
+class Held:
+    """What the store holds a cell verified as: its object's ETag and size (an ETag of None:
+    verified before the store recorded it; the size decides alone then)."""
+
+    etag: str | None
+    size: int | None
+
+    def matches(self, listed: "Listed") -> bool:
+        """Whether the listed object is still the one the cell was verified as."""
+        return listed.size == self.size and (self.etag is None or listed.etag == self.etag)
+
+
+@dataclasses.dataclass(frozen=True)
 class GapPlan:
     present: list[Cell]        # expected and upstream
     missing: list[Cell]        # expected, not upstream (open gaps)
-    candidates: list[Cell]     # upstream but not yet held verified by the store: to repair
+    candidates: list[Cell]     # upstream but not held verified as the object listed now: to repair
+    republished: list[Cell] = dataclasses.field(default_factory=list)  # held verified, listed now as another object
+    withdrawn: list[Cell] = dataclasses.field(default_factory=list)    # held verified, gone upstream
 
 
-def plan_gaps(expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]], held: set[tuple[str, dt.date]]) -> GapPlan:
-    present, missing, candidates = [], [], []
+def plan_gaps(expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]], held: dict[tuple[str, dt.date], Held]) -> GapPlan:
+    """The expected cells by what the listing says of them against what the store holds: a
+    cell held verified whose object changed (size or ETag) is republished and repaired again;
+    one whose object is gone is withdrawn (an open gap)."""
+    plan = GapPlan([], [], [])
     for c in expected:
-        if c.date in upstream.get(c.symbol, {}):
-            present.append(c)
-            if (c.symbol, c.date) not in held:
-                candidates.append(c)
+        listed, was = upstream.get(c.symbol, {}).get(c.date), held.get((c.symbol, c.date))
+        if listed is not None:
+            plan.present.append(c)
+            if was is None:
+                plan.candidates.append(c)
+            elif not was.matches(listed):
+                plan.candidates.append(c)
+                plan.republished.append(c)
         else:
-            missing.append(c)
-    return GapPlan(present, missing, candidates)
+            plan.missing.append(c)
+            if was is not None:
+                plan.withdrawn.append(c)
+    return plan

@@ -39,6 +39,11 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
     out += _table(["RUN", "TRIGGER", "STARTED", "OUTCOME", "EXPECTED", "MISSING", "REPAIRED", "OPEN", "ERROR"],
                   [[r["run_id"], r["trigger"], _t(r["started_at"]), r["outcome"], r["expected"], r["missing"], r["repaired"],
                     r["gaps_open"], r["error"] or r["warnings"] or ""] for r in data["recent_runs"]], width)
+    if data["changed_upstream"]:
+        out += ["", f"CHANGED UPSTREAM ({len(data['changed_upstream'])}{'+' if len(data['changed_upstream']) == 200 else ''})"]
+        out += _table(["SCHEDULE", "SYMBOL", "DATE", "NOW", "CHANGES", "LAST CHANGED", "PREVIOUS SHA256"],
+                      [[c["schedule"], c["symbol"], c["date"], c["status"], c["changes"], _t(c["changed_at"]),
+                        c["previous_sha256"] or ""] for c in data["changed_upstream"]], width)
     sr = data["success_rate"]
     rate = f"{sr['rate'] * 100:.1f}%" if sr["rate"] is not None else "n/a"
     out += ["", f"SUCCESS RATE (last {sr['days']} days): {rate} ({sr['succeeded']} of {sr['runs']} finished runs)"]

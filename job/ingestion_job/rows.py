@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 
-from .plan import Cell, KeyTemplate, Listed
+from .plan import Cell, Held, KeyTemplate, Listed
 
 CellKey = tuple[str, dt.date]
 
@@ -106,16 +106,28 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
         "last_modified": listed.last_modified if listed else None,
         "first_seen_at": first_seen or (now if listed else None),
     }
+    provenance = {f: (prior or {}).get(f) for f in ("previous_etag", "previous_sha256", "changed_at")}
+    provenance["changes"] = (prior or {}).get("changes") or 0
     if prior and prior["status"] == "repaired":
-        return CellRows(obj)  # held verified: nothing to change
+        if listed is not None and Held(prior.get("etag"), prior.get("bytes")).matches(listed):
+            return CellRows(obj)  # held verified as the object listed now: nothing to change
+        # republished (listed as another object) or withdrawn (gone): the cell no longer holds
+        # what the bucket holds; what it was verified as becomes its provenance
+        provenance = {"previous_etag": prior.get("etag"), "previous_sha256": prior["sha256"], "changed_at": now,
+                      "changes": provenance["changes"] + 1}
+        prior = {**prior, "reason": "withdrawn" if listed is None else None, "attempts": 0, "last_error": None,
+                 "detected_at": now}
     base = {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key,
             "detected_at": prior["detected_at"] if prior else now, "attempts": prior["attempts"] if prior else 0,
-            "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None}
+            "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None,
+            "etag": None, **provenance}
     load = None
-    if k in repairs.repaired:
+    if listed is None and prior and prior["reason"] == "withdrawn":
+        gap = {**base, "status": "open", "reason": "withdrawn"}  # gone upstream after it was verified (and still gone)
+    elif k in repairs.repaired:
         r = repairs.repaired[k]
         gap = {**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
-               "sha256": r.sha256, "bytes": r.bytes, "last_error": None}
+               "sha256": r.sha256, "bytes": r.bytes, "etag": listed.etag if listed else None, "last_error": None}
         load = Load(schedule, c.symbol, c.date, r.staged) if r.staged else None
     elif k in repairs.failed:
         gap = {**base, "status": "open", "reason": "quarantined" if k in repairs.quarantined else "repair failed",

@@ -91,6 +91,8 @@ class Work:
     missing: int
     present: int
     repairs: Repairs
+    republished: int = 0  # cells held verified whose object changed upstream (repaired again)
+    withdrawn: int = 0  # cells held verified whose object is gone upstream
 
 
 def run_id_for(ctx: RunContext) -> str:
@@ -194,9 +196,10 @@ class Run:
         plan = plan_gaps(expected, upstream, start["held"])
         limit = spec.repair.max_repairs_per_run
         todo, deferred = plan.candidates[:limit], plan.candidates[limit:]
-        self.log.info("event=probed symbols=%d window=%s..%s expected=%d present=%d missing=%d to_repair=%d deferred=%d "
-                      "s3_requests=%d", len(symbols), window.first, window.last, len(expected), len(plan.present),
-                      len(plan.missing), len(todo), len(deferred), source.stats.total_requests)
+        self.log.info("event=probed symbols=%d window=%s..%s expected=%d present=%d missing=%d republished=%d withdrawn=%d "
+                      "to_repair=%d deferred=%d s3_requests=%d", len(symbols), window.first, window.last, len(expected),
+                      len(plan.present), len(plan.missing), len(plan.republished), len(plan.withdrawn), len(todo),
+                      len(deferred), source.stats.total_requests)
         # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
         on_repaired = self.checkpointer(store, source, upstream) if unit and store is not None else None
         done, late = repair(source, todo, upstream, spec.repair, tmp, self.log, on_repaired)
@@ -205,7 +208,7 @@ class Run:
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
         return Work(symbols, expected, upstream, len(plan.missing), len(plan.present),
-                    dataclasses.replace(done, deferred=later))
+                    dataclasses.replace(done, deferred=later), len(plan.republished), len(plan.withdrawn))
 
     def checkpointer(self, store: Store, source: S3Source, upstream: dict):
         """For a backfill unit: every ``checkpointEvery`` verified cells, commit them (their
@@ -258,6 +261,7 @@ class Run:
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
         s.repairs_quarantined = len(r.quarantined & r.failed.keys())
+        s.republished, s.withdrawn = work.republished, work.withdrawn
         s.gaps_open = work.missing + len(r.failed) + len(r.deferred) + open_elsewhere(prior_gaps, work.expected)
         return rows
 

@@ -32,9 +32,10 @@ import pyarrow as pa
 from ingestion_contract import RunSummary
 
 from . import failpoints, first_line
+from .plan import Held
 from .rows import Load
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS = {
     1: [
@@ -59,6 +60,13 @@ MIGRATIONS = {
         "ALTER TABLE runs ALTER COLUMN finished_at DROP NOT NULL",
         "ALTER TABLE runs ADD COLUMN deadline_at TIMESTAMPTZ",
     ],
+    3: [  # a cell follows its object: what it was verified as (etag), and its provenance when that changed
+        "ALTER TABLE gaps ADD COLUMN etag VARCHAR",
+        "ALTER TABLE gaps ADD COLUMN previous_etag VARCHAR",
+        "ALTER TABLE gaps ADD COLUMN previous_sha256 VARCHAR",
+        "ALTER TABLE gaps ADD COLUMN changed_at TIMESTAMPTZ",
+        "ALTER TABLE gaps ADD COLUMN changes INTEGER DEFAULT 0",
+    ],
 }
 OUTCOMES = ("succeeded", "partial", "failed", "abandoned")  # a finished run's outcome; 'running' until then
 ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline) before its commit, "
@@ -66,7 +74,7 @@ ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline
 
 OBJECT_COLS = ["schedule", "symbol", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
 GAP_COLS = ["schedule", "symbol", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
-            "last_error", "sha256", "bytes"]
+            "last_error", "sha256", "bytes", "etag", "previous_etag", "previous_sha256", "changed_at", "changes"]
 # The run's own columns, then one per counter of the run summary (added to older files on open).
 RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
             "finished_at", "outcome", "window_first", "window_last", "error", "warnings", "deadline_at",
@@ -110,7 +118,7 @@ class Store(Protocol):
     def close(self) -> None: ...
     def maintain(self) -> list[dict]: ...
     def known_symbols(self, schedule: str) -> set[str]: ...
-    def held(self, schedule: str) -> set[tuple[str, dt.date]]: ...
+    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]: ...
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]: ...
     def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]: ...
     def run_attempts(self, run_id: str) -> int: ...
@@ -242,10 +250,11 @@ class DuckStore:
     def known_symbols(self, schedule: str) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT DISTINCT symbol FROM objects WHERE schedule = ?", [schedule]).fetchall()}
 
-    def held(self, schedule: str) -> set[tuple[str, dt.date]]:
-        """Cells the store holds verified (repaired gaps)."""
-        rows = self.con.execute("SELECT symbol, date FROM gaps WHERE schedule = ? AND status = 'repaired'", [schedule]).fetchall()
-        return {(s, d) for s, d in rows}
+    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
+        """Cells the store holds verified (repaired gaps), with what each object was verified as."""
+        rows = self.con.execute("SELECT symbol, date, etag, bytes FROM gaps WHERE schedule = ? AND status = 'repaired'",
+                                [schedule]).fetchall()
+        return {(s, d): Held(etag, size) for s, d, etag, size in rows}
 
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
         cur = self.con.execute(f"SELECT {', '.join(GAP_COLS)} FROM gaps WHERE schedule = ?", [schedule])
@@ -294,6 +303,10 @@ class DuckStore:
         runs = con.execute(f"""
             SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
             FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
+        changed = con.execute(f"""
+            SELECT schedule, symbol, date, status, changes, changed_at, previous_sha256, sha256 FROM gaps
+            {where + (' AND' if where else 'WHERE')} changes > 0 ORDER BY changed_at DESC, schedule, symbol, date LIMIT 200""",
+                              params).fetchall()
         since = now - dt.timedelta(days=days)
         ok, total = con.execute(f"""
             SELECT count(*) FILTER (WHERE outcome = 'succeeded'), count(*) FROM runs
@@ -304,6 +317,8 @@ class DuckStore:
             "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
             "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
                                       "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
+            "changed_upstream": [dict(zip(["schedule", "symbol", "date", "status", "changes", "changed_at", "previous_sha256",
+                                           "sha256"], r)) for r in changed],
             "success_rate": {"days": days, "succeeded": ok, "runs": total, "rate": round(ok / total, 4) if total else None},
         }
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion_job.plan import Cell, KeyTemplate, Listed, Window, expected_cells, plan_gaps, plan_window
+from ingestion_job.plan import Cell, Held, KeyTemplate, Listed, Window, expected_cells, plan_gaps, plan_window
 
 U = dt.timezone.utc
 T = KeyTemplate("data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip")
@@ -70,7 +70,22 @@ def test_new_symbols_backfill_their_upstream_history():
 def test_plan_gaps_separates_missing_candidates_and_held():
     d1, d2, d3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
     lst = Listed("k", 1, "e", dt.datetime(2026, 1, 1, tzinfo=U))
-    plan = plan_gaps([Cell("A", d1), Cell("A", d2), Cell("A", d3)], {"A": {d1: lst, d2: lst}}, held={("A", d1)})
+    plan = plan_gaps([Cell("A", d1), Cell("A", d2), Cell("A", d3)], {"A": {d1: lst, d2: lst}}, held={("A", d1): Held("e", 1)})
     assert plan.present == [Cell("A", d1), Cell("A", d2)]
     assert plan.candidates == [Cell("A", d2)]
     assert plan.missing == [Cell("A", d3)]
+    assert plan.republished == plan.withdrawn == []
+
+
+def test_a_held_cell_follows_its_object_republished_or_withdrawn():
+    """Issue 24, point 1: a cell held verified whose listing shows another object (size or
+    ETag) is repaired again and counted republished; one gone upstream is withdrawn. A cell
+    verified before ETags were recorded is judged by its size alone."""
+    d1, d2, d3, d4 = (dt.date(2026, 1, d) for d in (1, 2, 3, 4))
+    at = dt.datetime(2026, 1, 1, tzinfo=U)
+    upstream = {"A": {d1: Listed("k1", 10, "new", at), d2: Listed("k2", 11, "e2", at), d4: Listed("k4", 12, "e4", at)}}
+    held = {("A", d1): Held("old", 10), ("A", d2): Held("e2", 11), ("A", d3): Held("e3", 9), ("A", d4): Held(None, 12)}
+    plan = plan_gaps([Cell("A", d) for d in (d1, d2, d3, d4)], upstream, held)
+    assert plan.candidates == plan.republished == [Cell("A", d1)]
+    assert plan.withdrawn == plan.missing == [Cell("A", d3)]
+    assert plan_gaps([Cell("A", d4)], {"A": {d4: Listed("k4", 13, "e4", at)}}, held).republished == [Cell("A", d4)]

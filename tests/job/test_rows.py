@@ -57,3 +57,29 @@ def test_open_gaps_outside_the_window_still_count():
     prior = {("BTC", dt.date(2020, 1, 1)): {"status": "open"}, ("BTC", D1): {"status": "open"},
              ("ETH", D1): {"status": "repaired"}}
     assert open_elsewhere(prior, EXPECTED) == 1
+
+
+def test_a_held_cell_follows_its_object_with_its_provenance():
+    """Issue 24, point 1: a cell held verified is rewritten only when its object changed: a
+    republished one is repaired again (new sha256 and ETag, the old ones as provenance, counted
+    in changes); a withdrawn one becomes an open gap with reason withdrawn; a withdrawn one still
+    gone rewrites nothing."""
+    held = {"schedule": "s", "symbol": "BTC", "date": D1, "key": T.key("BTC", D1), "status": "repaired", "reason": None,
+            "detected_at": NOW - dt.timedelta(days=9), "repaired_at": NOW - dt.timedelta(days=9), "attempts": 1,
+            "last_error": None, "sha256": "s", "bytes": 10, "etag": "e", "previous_etag": None, "previous_sha256": None,
+            "changed_at": None, "changes": 0}
+    same = build_rows("s", T, [Cell("BTC", D1)], UPSTREAM, repairs(), {("BTC", D1): held}, {}, NOW)
+    assert same.gaps == []
+
+    moved = {"BTC": {D1: Listed(T.key("BTC", D1), 12, "e2", NOW)}}
+    again = build_rows("s", T, [Cell("BTC", D1)], moved, Repairs({("BTC", D1): Verified("s2", 12)}, {}, {}),
+                       {("BTC", D1): held}, {}, NOW)
+    (g,) = again.gaps
+    assert (g["status"], g["sha256"], g["bytes"], g["etag"], g["attempts"]) == ("repaired", "s2", 12, "e2", 1)
+    assert (g["previous_sha256"], g["previous_etag"], g["changed_at"], g["changes"]) == ("s", "e", NOW, 1)
+
+    gone = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): held}, {}, NOW)
+    (w,) = gone.gaps
+    assert (w["status"], w["reason"], w["sha256"], w["previous_sha256"], w["changes"]) == ("open", "withdrawn", None, "s", 1)
+    still = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): w}, {}, NOW + dt.timedelta(days=1))
+    assert still.gaps == []
