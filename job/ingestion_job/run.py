@@ -189,6 +189,12 @@ class Run:
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
         # 2. Probe: one paginated listing per symbol.
         upstream = source.list_all(symbols)
+        if not target.symbols:  # discovered: a folder holding no object of the key template is no symbol
+            folders = [s for s in symbols if not upstream.get(s) and s not in start["known"]]
+            if folders:
+                self.log.info("event=folders_skipped count=%d first=%s reason=%r", len(folders), folders[0],
+                              "no object in it matches target.keyTemplate")
+                symbols = [s for s in symbols if s not in folders]
         # (a new symbol's whole history is expected too, unless the range was given)
         first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None and not unit else {}
         expected = expected_cells(symbols, window, first_listed, start["known"])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 
-from .conftest import PRIVATE, TODAY, context, days_ago, holding, pushed, rows, run, run_cli, scrape
+from .conftest import PRIVATE, PUBLIC, TODAY, context, days_ago, holding, pushed, rows, run, run_cli, scrape
 from ingestion_dev.faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
@@ -119,6 +119,22 @@ def test_discovery_lists_symbols_under_the_prefix(dataset, tmp_path):
     spec["target"]["discover"] = True
     res = run(context(spec), tmp_path / "s.duckdb")
     assert res.summary["symbols"] == 3 and res.summary["present"] == 3
+
+
+def test_a_discovered_folder_with_no_object_of_the_template_is_no_symbol(dataset, servers, tmp_path):
+    """Issue 24, point 3 (one part): a folder beside the symbols that holds only a readme was a
+    symbol with a gap a day; it is skipped, and the symbols beside it are probed as before."""
+    dataset.upload([(s, d) for s in ["XUSDT", "YUSDT"] for d in days_ago(1, 2)])
+    folder = dataset.template.split("{symbol}", 1)[0]
+    servers.s3.client().put_object(Bucket=PUBLIC, Key=f"{folder}NOTES/readme.txt", Body=b"not a symbol")
+    spec = dataset.spec([], lookback=1)
+    spec["target"].pop("symbols")
+    spec["target"]["discover"] = True
+    db = tmp_path / "s.duckdb"
+    res = run(context(spec), db)
+    assert (res.outcome, res.summary["symbols"], res.summary["expected"], res.summary["gaps_open"]) == ("succeeded", 2, 4, 0)
+    assert rows(db, "SELECT DISTINCT symbol FROM objects ORDER BY symbol") == [("XUSDT",), ("YUSDT",)]
+    assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'open'") == [(0,)]
 
 
 def test_missing_bucket_fails_at_once_with_one_line(dataset, servers, tmp_path):
