@@ -42,10 +42,6 @@ SCHEDULE = Kind("schedule", names.KIND, names.PLURAL)
 BACKFILL = Kind("backfill", names.BACKFILL_KIND, names.BACKFILL_PLURAL)
 
 
-class Conflicted(Exception):
-    """Every attempt of a reconcile met a concurrent write (409): it gives up until the next event."""
-
-
 def owned_by(obj: dict, uid: str | None) -> bool:
     """Whether ``obj`` names the object ``uid`` among its owners (the one owner check)."""
     return any(o.get("uid") == uid for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
