@@ -94,6 +94,9 @@ class Target:
     symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
     discover: bool = spec_field("discover", False)
     lag_days: int = spec_field("lagDays", 1, minimum=0)
+    # hours after a date ends (in the schedule's zone) within which its object is usually
+    # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
+    publish_delay_hours: int = spec_field("publishDelayHours", 24, minimum=0, maximum=8784)
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)

@@ -23,7 +23,8 @@ class RunSummary:
     expected: int = counter("Cells (symbol, date) the last run expected.", "ingestion_objects_expected")
     present: int = counter("Expected cells present upstream.", "ingestion_objects_present")
     missing: int = counter("Expected cells absent upstream.", "ingestion_objects_missing")
-    gaps_open: int = counter("Gaps still open after the last run.", "ingestion_gaps_open")
+    # pushed by cause, as ingestion_gaps_open{cause} (see ingestion_job.metrics), not as a plain gauge
+    gaps_open: int = counter("Gaps still open after the last run.")
     republished: int = counter("Cells held verified whose object the last run found changed upstream (size or ETag): "
                                "fetched, verified and loaded again.", "ingestion_objects_republished")
     withdrawn: int = counter("Cells held verified whose object the last run found gone upstream: open gaps with cause "
@@ -70,6 +71,25 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default termina
 TERMINATION_MESSAGE_ENV = "INGESTION_TERMINATION_MESSAGE_PATH"  # where the job writes it (the pod runner moves it)
 COVERAGE_VERSION = 1
 
+# Why a gap is open: one cause per open gap, from this closed list (the ``gaps`` table's
+# ``reason``, the report, ``status.coverage.gapsByCause`` and ``ingestion_gaps_open{cause}``).
+# Upstream's: not published yet but within the publisher's usual delay (not-due), past it
+# (late-upstream), gone after it was verified (withdrawn). Ours: the fetch failed, the object
+# did not verify (size, checksum), it did not hold its cell's data (quarantined), or the run
+# left it for a later one (deferred: maxRepairsPerRun, the time budget, the catch-up limit).
+GAP_CAUSES = ("not-due", "late-upstream", "withdrawn", "fetch-failed", "verification-failed", "quarantined", "deferred")
+UPSTREAM_CAUSES = ("not-due", "late-upstream", "withdrawn")
+OUR_CAUSES = ("fetch-failed", "verification-failed", "quarantined", "deferred")
+
+
+def by_cause(counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Every cause with its count (0 for the causes absent from ``counts``), in list order."""
+    counts = counts or {}
+    unknown = set(counts) - set(GAP_CAUSES)
+    if unknown:
+        raise ValueError(f"not a gap cause: {sorted(unknown)} (causes: {', '.join(GAP_CAUSES)})")
+    return {c: int(counts.get(c, 0)) for c in GAP_CAUSES}
+
 
 def is_complete(present: int, expected: int, gaps_open: int) -> bool:
     """The ``Complete`` rule: every expected cell present upstream, and no gap open."""
@@ -92,11 +112,23 @@ class Coverage:
     # cells of this run's window whose repair failed or was deferred (a backfill's failed
     # cells); optional in a message, for messages of jobs written before it
     unrepaired: int = 0
+    # open gaps by cause (every cause of GAP_CAUSES, summing to gaps_open); a message holds the
+    # non-zero ones only, and a message written before causes decodes to an empty dict
+    gaps_by_cause: dict = dataclasses.field(default_factory=dict, compare=True)
 
     KEYS = {"expected": "expected", "present": "present", "missing": "missing", "repaired": "repaired",
             "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome",
-            "unrepaired": "unrepaired"}
-    OPTIONAL = {"unrepaired": 0}
+            "unrepaired": "unrepaired", "gaps_by_cause": "gapsByCause"}
+    OPTIONAL = {"unrepaired": 0, "gaps_by_cause": {}}
+
+    def __post_init__(self):
+        if self.gaps_by_cause:
+            object.__setattr__(self, "gaps_by_cause", by_cause(self.gaps_by_cause))
+
+    def largest_causes(self, n: int = 2) -> list[tuple[str, int]]:
+        """The ``n`` causes with the most open gaps (ties in list order), zeros left out."""
+        ranked = sorted(((c, k) for c, k in self.gaps_by_cause.items() if k), key=lambda ck: -ck[1])
+        return ranked[:n]
 
     @property
     def percent(self) -> float:
@@ -109,6 +141,7 @@ class Coverage:
 
     def encode(self) -> str:
         body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}
+        body["gapsByCause"] = {c: n for c, n in self.gaps_by_cause.items() if n}
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -125,7 +158,11 @@ class Coverage:
             values = {f: raw[k] if f not in cls.OPTIONAL else raw.get(k, cls.OPTIONAL[f]) for f, k in cls.KEYS.items()}
         except KeyError:
             return None
-        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome")]
+        causes = values["gaps_by_cause"]
+        if not isinstance(causes, dict) or any(c not in GAP_CAUSES or not isinstance(n, int) or isinstance(n, bool) or n < 0
+                                               for c, n in causes.items()):
+            return None
+        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome", "gaps_by_cause")]
         if any(not isinstance(values[f], int) or isinstance(values[f], bool) or values[f] < 0 for f in ints):
             return None
         if not isinstance(values["outcome"], str) or not (values["oldest_open_gap"] is None or isinstance(values["oldest_open_gap"], str)):
@@ -136,5 +173,7 @@ class Coverage:
         """``status.coverage`` of the schedule (camelCase keys, plus ``percent``). No null
         values: a merge patch would drop them, and the stored status would never equal this."""
         out = {k: getattr(self, f) for f, k in self.KEYS.items()
-               if f not in ("outcome", "unrepaired") and getattr(self, f) is not None}
+               if f not in ("outcome", "unrepaired", "gaps_by_cause") and getattr(self, f) is not None}
+        if self.gaps_by_cause:  # every cause, zeros too: a merge patch never leaves a stale count behind
+            out["gapsByCause"] = dict(self.gaps_by_cause)
         return {**out, "percent": self.percent}

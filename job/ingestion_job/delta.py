@@ -53,7 +53,7 @@ from ingestion_contract.spec import ObjectStoreStorage
 from . import failpoints
 from .plan import Held
 from .rows import Load
-from .store import KEY, DuckStore, StoreError
+from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, StoreError
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
@@ -150,6 +150,8 @@ class DeltaStore:
                     raise self._error(f"read table {table}", e) from None
                 self.insert_local(table, rows)
             self._synced_now(table)
+        for stmt in CAUSES_OF_OLD_REASONS:  # after the snapshot: the next commit writes them to Delta
+            self.local.con.execute(stmt)
         loaded = self.delta_table("loaded")
         if loaded is None:
             self._missing.add("loaded")

@@ -16,7 +16,7 @@ import datetime as dt
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway
 
-from ingestion_contract import RunSummary
+from ingestion_contract import GAP_CAUSES, RunSummary
 
 from .store import OUTCOMES
 
@@ -27,14 +27,23 @@ LAST_FAILURE = "ingestion_last_failure_timestamp_seconds"
 S3_REQUESTS = "ingestion_s3_requests"
 S3_ERRORS = "ingestion_s3_errors"
 RUNS_TOTAL = "ingestion_runs_total"
+GAPS_OPEN = "ingestion_gaps_open"
 
 
 def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int] | None,
-                   last_finished: dict[str, dt.datetime]) -> CollectorRegistry:
+                   last_finished: dict[str, dt.datetime], gaps_by_cause: dict[str, int] | None = None) -> CollectorRegistry:
     """The run's gauges. ``run_counts`` and ``last_finished`` are what the store holds after
     the run's commit; ``run_counts`` None (the store could not be read) pushes no run count,
-    so that a pushed count never goes down."""
+    so that a pushed count never goes down. ``gaps_by_cause``: the schedule's open gaps by
+    cause once the run committed, pushed as ``ingestion_gaps_open{cause}`` with every cause (0
+    included); None (nothing committed) pushes no gap count rather than a false 0."""
     reg = CollectorRegistry()
+    if gaps_by_cause is not None:
+        gaps = Gauge(GAPS_OPEN, "Gaps open after the last run, by cause: not-due, late-upstream, withdrawn (upstream's); "
+                     "fetch-failed, verification-failed, quarantined, deferred (ours). sum() is every open gap.", ["cause"],
+                     registry=reg)
+        for cause in GAP_CAUSES:
+            gaps.labels(cause).set(gaps_by_cause.get(cause, 0))
     Gauge(RUN_SUCCESS, "1 if the last run succeeded, else 0.", registry=reg).set(1.0 if outcome == "succeeded" else 0.0)
     for field, name, help_ in RunSummary.gauges():
         Gauge(name, help_, registry=reg).set(getattr(summary, field))

@@ -37,6 +37,24 @@ def window_on(today: dt.date, lag_days: int, lookback_days: int) -> Window:
 
 
 @dataclasses.dataclass(frozen=True)
+class Publication:
+    """When the publisher usually has a date's object out: ``delay_hours`` after the date ends
+    in ``timezone``. An expected object not listed before then is not due yet (a gap with cause
+    not-due); after it, upstream is late (late-upstream)."""
+
+    timezone: str = "UTC"
+    delay_hours: int = 0
+
+    def due(self, date: dt.date) -> dt.datetime:
+        end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(self.timezone))
+        return end + dt.timedelta(hours=self.delay_hours)
+
+    def absent_cause(self, date: dt.date, now: dt.datetime) -> str:
+        """The cause of a gap whose object is not listed (and never was verified)."""
+        return "not-due" if now < self.due(date) else "late-upstream"
+
+
+@dataclasses.dataclass(frozen=True)
 class KeyTemplate:
     """A key template with ``{symbol}`` and ``{date}`` placeholders."""
 

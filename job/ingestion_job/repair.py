@@ -18,7 +18,7 @@ from ingestion_contract.spec import Repair
 
 from .plan import Cell, Listed
 from .rows import CellKey, Repairs, Staged, Verified
-from .source import ObjectError, OutOfTime, S3Source
+from .source import ObjectError, OutOfTime, S3Source, VerificationError
 from .staging import StagingError, expected_rows, stage
 
 
@@ -30,7 +30,7 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
     backfill unit checkpoints from it); no cell starts while it runs."""
     repaired: dict[CellKey, Verified] = {}
     failed: dict[CellKey, str] = {}
-    quarantined: set[CellKey] = set()
+    causes: dict[CellKey, str] = {}
     late: set[CellKey] = set()
     load = rules.load
 
@@ -66,17 +66,18 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
                 except (_NotStarted, OutOfTime):  # the budget, not the object, stopped it: a later run goes on
                     late.add((cell.symbol, cell.date))
                 except ObjectError as e:
-                    failed[(cell.symbol, cell.date)] = str(e)
-                    log.warning("event=repair_failed symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
+                    cause = "verification-failed" if isinstance(e, VerificationError) else "fetch-failed"
+                    failed[(cell.symbol, cell.date)], causes[(cell.symbol, cell.date)] = str(e), cause
+                    log.warning("event=repair_failed symbol=%s date=%s cause=%s error=%r", cell.symbol, cell.date, cause, str(e))
                 except StagingError as e:
-                    failed[(cell.symbol, cell.date)] = str(e)
-                    quarantined.add((cell.symbol, cell.date))
-                    log.warning("event=cell_quarantined symbol=%s date=%s error=%r", cell.symbol, cell.date, str(e))
+                    failed[(cell.symbol, cell.date)], causes[(cell.symbol, cell.date)] = str(e), "quarantined"
+                    log.warning("event=cell_quarantined symbol=%s date=%s cause=quarantined error=%r", cell.symbol, cell.date,
+                                str(e))
                 if i % 100 == 0 or i == len(todo):
                     log.info("event=repair_progress done=%d of=%d failed=%d", i, len(todo), len(failed))
                 for nxt in itertools.islice(queue, 1):
                     futures[pool.submit(one, nxt)] = nxt
-    return Repairs(repaired, failed, {}, quarantined), late
+    return Repairs(repaired, failed, {}, causes), late
 
 
 class _NotStarted(Exception):

@@ -31,8 +31,12 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
     out += _table(["SCHEDULE", "SYMBOL", "PRESENT/EXPECTED", "FROM", "TO"],
                   [[a["schedule"], a["symbol"], f"{a['present']}/{a['expected']}", a["first_date"], a["last_date"]]
                    for a in data["availability"]])
-    out += ["", f"OPEN GAPS ({len(data['open_gaps'])}{'+' if len(data['open_gaps']) == 200 else ''})"]
-    out += _table(["SCHEDULE", "SYMBOL", "DATE", "REASON", "ATTEMPTS", "LAST ERROR"],
+    causes = data["open_gaps_by_cause"]
+    total = sum(causes.values())
+    by = ", ".join(f"{c} {n}" for c, n in causes.items() if n)
+    out += ["", f"OPEN GAPS ({total}{': ' + by if by else ''})"
+                + (f"; the first {len(data['open_gaps'])} below" if total > len(data["open_gaps"]) else "")]
+    out += _table(["SCHEDULE", "SYMBOL", "DATE", "CAUSE", "ATTEMPTS", "LAST ERROR"],
                   [[g["schedule"], g["symbol"], g["date"], g["reason"], g["attempts"], g["last_error"] or ""]
                    for g in data["open_gaps"]], width)
     out += ["", "RECENT RUNS"]
@@ -60,7 +64,7 @@ def _table(header: list[str], rows: list[list], width: int | None = None) -> lis
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    room = None if width is None else max(40, width - indent)
+    room = None if width is None else max(20, width - indent)
     if room is not None:
         widths[-1] = min(widths[-1], room)
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)

@@ -11,7 +11,9 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 
-from .plan import Cell, Held, KeyTemplate, Listed
+from ingestion_contract import by_cause
+
+from .plan import Cell, Held, KeyTemplate, Listed, Publication
 
 CellKey = tuple[str, dt.date]
 
@@ -55,12 +57,22 @@ def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
 
 @dataclasses.dataclass(frozen=True)
 class Repairs:
-    """What step 4 did: verified fetches, failures (with their reason), cells left for later."""
+    """What step 4 did: verified fetches, failures (with their reason and cause), cells left
+    for later (with why)."""
 
     repaired: dict[CellKey, Verified]
     failed: dict[CellKey, str]
     deferred: Mapping[CellKey, str]  # why each was left for later
-    quarantined: set[CellKey] = dataclasses.field(default_factory=set)  # failed: the object did not hold its cell's data
+    # the cause of each failure: fetch-failed (the default), verification-failed, quarantined
+    causes: dict[CellKey, str] = dataclasses.field(default_factory=dict)
+
+    def cause(self, k: CellKey) -> str:
+        return self.causes.get(k, "fetch-failed")
+
+    @property
+    def quarantined(self) -> int:
+        """Failed repairs whose object did not hold its cell's data."""
+        return sum(1 for k in self.failed if self.cause(k) == "quarantined")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,15 +101,18 @@ class Rows:
 
 def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
                repairs: Repairs, prior_gaps: dict[CellKey, dict], first_seen: dict[CellKey, dt.datetime],
-               now: dt.datetime) -> Rows:
+               now: dt.datetime, publication: Publication = Publication()) -> Rows:
     return Rows.of([cell_rows(schedule, template, c, upstream.get(c.symbol, {}).get(c.date), repairs,
-                              prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now) for c in expected])
+                              prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now, publication)
+                    for c in expected])
 
 
 def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
-              first_seen: dt.datetime | None, now: dt.datetime) -> CellRows:
+              first_seen: dt.datetime | None, now: dt.datetime, publication: Publication = Publication()) -> CellRows:
     """The rows of one expected cell, from its listing (None: not published), what the repair
-    did of it and the gap row the store holds (``prior``)."""
+    did of it and the gap row the store holds (``prior``). An open gap's ``reason`` is its one
+    cause (:data:`ingestion_contract.GAP_CAUSES`); ``last_error`` says more where there is more
+    to say (the failure, why it was deferred)."""
     k = (c.symbol, c.date)
     key = listed.key if listed else template.key(c.symbol, c.date)
     obj = {
@@ -130,20 +145,26 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
                "sha256": r.sha256, "bytes": r.bytes, "etag": listed.etag if listed else None, "last_error": None}
         load = Load(schedule, c.symbol, c.date, r.staged) if r.staged else None
     elif k in repairs.failed:
-        gap = {**base, "status": "open", "reason": "quarantined" if k in repairs.quarantined else "repair failed",
-               "attempts": base["attempts"] + 1, "last_error": repairs.failed[k]}
+        gap = {**base, "status": "open", "reason": repairs.cause(k), "attempts": base["attempts"] + 1,
+               "last_error": repairs.failed[k]}
     elif k in repairs.deferred:
-        gap = {**base, "status": "open", "reason": f"deferred: {repairs.deferred[k]}"}
+        gap = {**base, "status": "open", "reason": "deferred", "last_error": f"deferred: {repairs.deferred[k]}"}
     else:
-        gap = {**base, "status": "open", "reason": "absent upstream"}
+        gap = {**base, "status": "open", "reason": publication.absent_cause(c.date, now)}
     # A row identical to what the store holds is not rewritten: a rerun changes nothing.
     return CellRows(obj, gap if _changed(gap, prior) else None, load)
 
 
-def open_elsewhere(prior_gaps: dict[CellKey, dict], expected: list[Cell]) -> int:
-    """Open gaps of cells outside this run's expected set (e.g. older than the window)."""
-    cells = {(c.symbol, c.date) for c in expected}
-    return sum(1 for k, g in prior_gaps.items() if g["status"] == "open" and k not in cells)
+def open_by_cause(rows: Rows, prior_gaps: dict[CellKey, dict]) -> dict[str, int]:
+    """The schedule's open gaps by cause once ``rows`` are committed: the gap rows written,
+    and the stored ones they leave as they are (in the window or outside it)."""
+    final = dict(prior_gaps)
+    final.update({(g["symbol"], g["date"]): g for g in rows.gaps})
+    counts: dict[str, int] = {}
+    for g in final.values():
+        if g["status"] == "open":
+            counts[g["reason"]] = counts.get(g["reason"], 0) + 1
+    return by_cause(counts)
 
 
 def _changed(new: dict, old: dict | None) -> bool:

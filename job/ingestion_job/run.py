@@ -35,9 +35,9 @@ from pathlib import Path
 from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
 
 from . import metrics
-from .plan import Cell, Listed, Window, expected_cells, plan_gaps, plan_window, window_on
+from .plan import Cell, Listed, Publication, Window, expected_cells, plan_gaps, plan_window, window_on
 from .repair import repair
-from .rows import Repairs, Rows, build_rows, loads_of, open_elsewhere
+from .rows import Repairs, Rows, build_rows, loads_of, open_by_cause
 from .source import RequestStats, S3Source, SourceError
 from .store import Store, StoreError, open_backend
 
@@ -62,6 +62,7 @@ class RunResult:
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     coverage: Coverage | None = None  # of a committed run: its termination message
+    gaps_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)  # of a committed run: every cause
 
     @property
     def exit_code(self) -> int:
@@ -134,6 +135,8 @@ class Run:
         self.start_last: dict = {}
         self.summary = RunSummary()
         self.window: Window | None = None
+        self.gaps_by_cause: dict[str, int] = {}  # the schedule's open gaps by cause once committed
+        self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
 
@@ -233,7 +236,8 @@ class Run:
                     for k in store.refuse_loads(loads_of(schedule, batch)):  # left to the final commit, which fails them alone
                         del batch[k]
                     rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
-                                      Repairs(batch, {}, {}), store.gaps(schedule), store.first_seen(schedule), self.started)
+                                      Repairs(batch, {}, {}), store.gaps(schedule), store.first_seen(schedule), self.started,
+                                      self.publication)
                     self.checkpoint_rows += store.write_run(rows.objects, rows.gaps, self.run_row("running", None, source.stats),
                                                             rows.loads)
             except StoreError as e:
@@ -259,16 +263,17 @@ class Run:
         schedule, s, r = self.ctx.schedule, self.summary, work.repairs
         for k, reason in store.refuse_loads(loads_of(schedule, r.repaired)).items():
             r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
-            r.quarantined.add(k)  # its rows do not fit the table: nothing of it is loaded
+            r.causes[k] = "quarantined"  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
         prior_gaps = store.gaps(schedule)
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps,
-                          store.first_seen(schedule), self.started)
+                          store.first_seen(schedule), self.started, self.publication)
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
-        s.repairs_quarantined = len(r.quarantined & r.failed.keys())
+        s.repairs_quarantined = r.quarantined
         s.republished, s.withdrawn = work.republished, work.withdrawn
-        s.gaps_open = work.missing + len(r.failed) + len(r.deferred) + open_elsewhere(prior_gaps, work.expected)
+        self.gaps_by_cause = open_by_cause(rows, prior_gaps)
+        s.gaps_open = sum(self.gaps_by_cause.values())
         return rows
 
     def record(self, store: Store, source: S3Source | None, work: Work | None, error: str | None,
@@ -284,6 +289,7 @@ class Run:
                 return True, None
             except StoreError as e:
                 error = str(e)
+                self.gaps_by_cause = {}  # not committed: no count of the store's gaps to report
         try:
             store.write_run_record(self.run_row("failed", error, stats))
             return True, error
@@ -351,6 +357,7 @@ class Run:
                 f"expected={s.expected} present={s.present} missing={s.missing} repaired={s.gaps_repaired} "
                 f"repairs_failed={s.repairs_failed} quarantined={s.repairs_quarantined} deferred={s.repairs_deferred} "
                 f"gaps_open={s.gaps_open} "
+                + "".join(f"gaps_{c.replace('-', '_')}={n} " for c, n in self.gaps_by_cause.items() if n) +
                 f"bytes_fetched={s.bytes_fetched} rows_written={s.rows_written} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
         if source is not None and source.rate is not None:
             line += f" max_requests_per_second={self.ctx.spec.target.max_requests_per_second} rate_wait_seconds={source.rate.waited:.1f}"
@@ -366,8 +373,8 @@ class Run:
         if done.committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
-                                s.repairs_failed + s.repairs_deferred)
-        return RunResult(self.run_id, outcome, s, error, warnings, coverage)
+                                s.repairs_failed + s.repairs_deferred, self.gaps_by_cause)
+        return RunResult(self.run_id, outcome, s, error, warnings, coverage, self.gaps_by_cause)
 
     def maintain(self, store: Store) -> list[str]:
         """The store's housekeeping, when its policy asks for it, and only while half the time
@@ -419,7 +426,8 @@ class Run:
     def push_metrics(self, url: str, outcome: str, stats: RequestStats, counts: dict | None, last: dict) -> list[str]:
         """Push this run's metrics."""
         return self._pushed(url, lambda: metrics.push(
-            url, self.ctx.namespace, self.ctx.schedule, metrics.build_registry(self.summary, outcome, stats, counts, last)))
+            url, self.ctx.namespace, self.ctx.schedule,
+            metrics.build_registry(self.summary, outcome, stats, counts, last, self.gaps_by_cause or None)))
 
     def _pushed(self, url: str, push: Callable[[], None]) -> list[str]:
         """Run ``push``; a failure to push is a warning (returned), never a failed run."""

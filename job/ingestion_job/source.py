@@ -49,6 +49,12 @@ class OutOfTime(ObjectError):
     """The run's time budget ran out before this request could finish."""
 
 
+class VerificationError(ObjectError):
+    """The object was fetched but does not verify: empty, another size than listed, or a
+    checksum sidecar that is missing, empty or names another sha256 (cause verification-failed;
+    an ObjectError otherwise is fetch-failed)."""
+
+
 class RequestStats:
     """HTTP attempts and errors by S3 operation and status/error code, retries included."""
 
@@ -195,27 +201,29 @@ class S3Source:
         and, when a ``checksumSuffix`` is configured, the sha256 its sidecar names
         (``<sha256 hex>  <file name>``; a missing sidecar fails the cell)."""
         if listed.size == 0:  # matches any listing and the sidecar of empty input, yet holds no data
-            raise ObjectError(f"{listed.key}: empty object (0 bytes): nothing to verify")
+            raise VerificationError(f"{listed.key}: empty object (0 bytes): nothing to verify")
         body = self._object(listed.key)
         if len(body) != listed.size:
-            raise ObjectError(f"{listed.key}: size {len(body)} does not match the listed {listed.size}")
+            raise VerificationError(f"{listed.key}: size {len(body)} does not match the listed {listed.size}")
         digest = hashlib.sha256(body).hexdigest()
         if self.checksum_suffix:
-            sidecar = self._object(listed.key + self.checksum_suffix).decode(errors="replace").split()
+            sidecar = self._object(listed.key + self.checksum_suffix, missing=VerificationError).decode(errors="replace").split()
             if not sidecar:
-                raise ObjectError(f"{listed.key}{self.checksum_suffix}: empty checksum file")
+                raise VerificationError(f"{listed.key}{self.checksum_suffix}: empty checksum file")
             if sidecar[0].lower() != digest:
-                raise ObjectError(f"{listed.key}: sha256 {digest} does not match the checksum file's {sidecar[0]}")
+                raise VerificationError(f"{listed.key}: sha256 {digest} does not match the checksum file's {sidecar[0]}")
         return body, digest
 
-    def _object(self, key: str) -> bytes:
-        """GetObject: a bucket-level refusal fails the run; anything else fails this cell only."""
+    def _object(self, key: str, missing: type[ObjectError] = ObjectError) -> bytes:
+        """GetObject: a bucket-level refusal fails the run; anything else fails this cell only
+        (an object not found raises ``missing``)."""
         try:
             body = self._request("GetObject", f"{self.base_url}/{urllib.parse.quote(key, safe='/~')}")
         except _Failure as f:
             if f.code in s3.FATAL_CODES:
                 raise SourceError(s3.describe(self.bucket, "GetObject", f.code)) from None
-            raise (OutOfTime if f.out_of_time else ObjectError)(f"{key}: GetObject {f.detail()}") from None
+            kind = OutOfTime if f.out_of_time else missing if f.code in s3.MISSING_CODES else ObjectError
+            raise kind(f"{key}: GetObject {f.detail()}") from None
         self.stats.add_bytes(len(body))
         return body
 

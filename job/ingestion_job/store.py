@@ -29,13 +29,23 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from ingestion_contract import RunSummary
+from ingestion_contract import GAP_CAUSES, RunSummary, by_cause
 
 from . import failpoints, first_line
 from .plan import Held
 from .rows import Load
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Open gaps written before causes (schema 4) said 'absent upstream', 'repair failed' or
+# 'deferred: <why>'; these statements give each its cause (a DeltaStore runs them on its
+# working copy after reading the tables, so the next commit writes the causes to Delta).
+CAUSES_OF_OLD_REASONS = [
+    "UPDATE gaps SET reason = 'deferred', last_error = reason WHERE reason LIKE 'deferred: %'",
+    "UPDATE gaps SET reason = 'late-upstream' WHERE reason = 'absent upstream'",
+    """UPDATE gaps SET reason = CASE WHEN regexp_matches(coalesce(last_error, ''),
+           'empty object|does not match the listed|does not match the checksum|empty checksum file') THEN 'verification-failed'
+           ELSE 'fetch-failed' END WHERE reason = 'repair failed'""",
+]
 
 MIGRATIONS = {
     1: [
@@ -67,6 +77,7 @@ MIGRATIONS = {
         "ALTER TABLE gaps ADD COLUMN changed_at TIMESTAMPTZ",
         "ALTER TABLE gaps ADD COLUMN changes INTEGER DEFAULT 0",
     ],
+    4: CAUSES_OF_OLD_REASONS,  # an open gap's reason is its one cause (ingestion_contract.GAP_CAUSES)
 }
 OUTCOMES = ("succeeded", "partial", "failed", "abandoned")  # a finished run's outcome; 'running' until then
 ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline) before its commit, "
@@ -296,6 +307,9 @@ class DuckStore:
             SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
                    min(date) AS first_date, max(date) AS last_date
             FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+        causes = con.execute(f"""
+            SELECT reason, count(*) FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open' GROUP BY reason""",
+                             params).fetchall()
         gaps = con.execute(f"""
             SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
             {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""",
@@ -315,6 +329,7 @@ class DuckStore:
             "availability": [dict(zip(["schedule", "symbol", "expected", "present", "first_date", "last_date"], r))
                              for r in availability],
             "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
+            "open_gaps_by_cause": by_cause(dict(causes)),
             "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
                                       "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
             "changed_upstream": [dict(zip(["schedule", "symbol", "date", "status", "changes", "changed_at", "previous_sha256",
@@ -447,3 +462,5 @@ def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
             raise IntegrityError(f"{where}: unknown status {g['status']!r}")
         if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
             raise IntegrityError(f"{where}: a gap is repaired exactly when it has repaired_at and sha256")
+        if g["status"] == "open" and g["reason"] not in GAP_CAUSES:
+            raise IntegrityError(f"{where}: an open gap's reason must be one cause of {', '.join(GAP_CAUSES)}, not {g['reason']!r}")

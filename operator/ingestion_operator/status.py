@@ -122,9 +122,11 @@ def complete_condition(coverage: dict | None, condition: Conditions) -> dict:
     if is_complete(c["present"], c["expected"], c["gapsOpen"]):
         return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})")
     oldest = f", the oldest from {c['oldestOpenGap']}" if c.get("oldestOpenGap") else ""
+    ranked = sorted(((k, n) for k, n in (c.get("gapsByCause") or {}).items() if n), key=lambda kn: -kn[1])
+    causes = f" ({', '.join(f'{k} {n}' for k, n in ranked[:2])}{', ...' if len(ranked) > 2 else ''})" if ranked else ""
     return condition("Complete", False, "CellsMissing",
-                     f"{c['present']} of {c['expected']} expected cells present ({c['percent']}%), {c['gapsOpen']} gap(s) open{oldest} "
-                     f"(Job {c['job']})")
+                     f"{c['present']} of {c['expected']} expected cells present ({c['percent']}%), {c['gapsOpen']} gap(s) open"
+                     f"{causes}{oldest} (Job {c['job']})")
 
 
 def last_success(cronjob: dict | None, jobs: list[dict]) -> str | None:

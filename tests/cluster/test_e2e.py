@@ -64,8 +64,11 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     assert cov.get("job", "").startswith("e2e-"), st
     assert {k: cov[k] for k in ("expected", "present", "missing", "gapsOpen", "oldestOpenGap", "percent")} == {
         "expected": 8, "present": 7, "missing": 1, "gapsOpen": 1, "oldestOpenGap": late[1].isoformat(), "percent": 87.5}
+    assert cov["gapsByCause"] == {"not-due": 0, "late-upstream": 1, "withdrawn": 0, "fetch-failed": 0, "verification-failed": 0,
+                                  "quarantined": 0, "deferred": 0}, cov
     complete = cond(obj, "Complete")
     assert (complete["status"], complete["reason"]) == ("False", "CellsMissing") and "7 of 8" in complete["message"]
+    assert "1 gap(s) open (late-upstream 1)" in complete["message"], complete
     header, row = kubectl(cluster, "get", "isched", "e2e", "-n", ns).stdout.splitlines()
     # disabled now: freshness is not judged
     assert header.split()[-4:] == ["COVERAGE", "GAPS", "STALE", "AGE"] and row.split()[-4:-1] == ["87.5", "1", "Unknown"], (header, row)
@@ -73,7 +76,7 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     db = cluster.pod_state / "pvc" / ns / "e2e-data" / "e2e.duckdb"
     wait_for(db.exists, 10, f"the DuckDB file at {db}")
     assert query(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(8, 7)]
-    assert query(db, "SELECT symbol, date, reason FROM gaps WHERE status = 'open'") == [("ETHUSDT", late[1], "absent upstream")]
+    assert query(db, "SELECT symbol, date, reason FROM gaps WHERE status = 'open'") == [("ETHUSDT", late[1], "late-upstream")]
     assert query(db, "SELECT count(*) FROM loaded") == [(7 * 5,)]
     runs = query(db, "SELECT trigger, outcome, job_name FROM runs")
     assert runs and all(r[0] == "scheduled" and r[1] == "succeeded" and r[2].startswith("e2e-") for r in runs)

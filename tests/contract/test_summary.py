@@ -12,7 +12,8 @@ def test_columns_and_gauges_come_from_the_fields():
     assert cols["bytes_fetched"] == "BIGINT" and cols["expected"] == "INTEGER"
     assert "duration_seconds" not in cols  # the runs table has started_at/finished_at
     gauges = {f: m for f, m, _ in RunSummary.gauges()}
-    assert gauges["gaps_open"] == "ingestion_gaps_open" and gauges["duration_seconds"] == "ingestion_run_duration_seconds"
+    assert gauges["gaps_repaired"] == "ingestion_gaps_repaired" and gauges["duration_seconds"] == "ingestion_run_duration_seconds"
+    assert "gaps_open" not in gauges  # pushed by cause: ingestion_gaps_open{cause}
     assert all(m.startswith("ingestion_") for m in gauges.values())
     assert len(set(gauges.values())) == len(gauges)
 
@@ -44,3 +45,21 @@ def test_coverage_round_trips_through_a_termination_message_and_refuses_anything
                   text.replace('"bytes":12345', '"bytes":-1'), text.replace('"present":28', '"present":true'),
                   text.replace('"outcome":"partial"', '"outcome":3')):
         assert Coverage.decode(other) is None, other
+
+
+def test_coverage_counts_open_gaps_by_cause_and_a_message_without_them_still_decodes():
+    """Issue 24, point 5: the message carries the non-zero causes; status.coverage lists every
+    cause (a merge patch never leaves a stale count); a message of an older job has none."""
+    from ingestion_contract import GAP_CAUSES, Coverage
+
+    c = Coverage(30, 27, 3, 20, 5, "2026-11-20", 1, "partial", 2, {"late-upstream": 3, "quarantined": 2})
+    assert c.gaps_by_cause == {**dict.fromkeys(GAP_CAUSES, 0), "late-upstream": 3, "quarantined": 2}
+    text = c.encode()
+    assert '"gapsByCause":{"late-upstream":3,"quarantined":2}' in text and Coverage.decode(text) == c
+    assert c.as_status()["gapsByCause"] == c.gaps_by_cause and c.largest_causes() == [("late-upstream", 3), ("quarantined", 2)]
+    old = text.replace(',"gapsByCause":{"late-upstream":3,"quarantined":2}', "")
+    assert Coverage.decode(old).gaps_by_cause == {} and "gapsByCause" not in Coverage.decode(old).as_status()
+    for bad in ('{"late":3}', '{"quarantined":-1}', '{"quarantined":"2"}', '[3]'):
+        assert Coverage.decode(text.replace('{"late-upstream":3,"quarantined":2}', bad)) is None, bad
+    with pytest.raises(ValueError, match="not a gap cause"):
+        Coverage(1, 0, 1, 0, 1, None, 0, "succeeded", 0, {"absent upstream": 1})

@@ -44,8 +44,8 @@ def test_the_rules_are_valid_and_cover_what_users_need(rule_file):
     assert out.returncode == 0, out.stdout + out.stderr
     alerts = {r["alert"] for g in yaml.safe_load(rule_file.read_text())["groups"] for r in g["rules"]}
     assert alerts == {"IngestionScheduleStale", "IngestionLastRunFailed", "IngestionErrorBudgetBurnFast",
-                      "IngestionErrorBudgetBurnSlow", "IngestionGapsOpenTooLong", "IngestionOperatorDown",
-                      "IngestionOperatorReconcileErrors"}
+                      "IngestionErrorBudgetBurnSlow", "IngestionRepairsFailing", "IngestionRepairBacklog", "IngestionUpstreamLate",
+                      "IngestionOperatorDown", "IngestionOperatorReconcileErrors"}
 
 
 def firing(alert: str, at: str, labels: dict | None = None, **annotations: str) -> dict:
@@ -60,17 +60,34 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
         {"interval": "1m", "input_series": [
             # last success at t=0: stale after 26 h
             {"series": f"ingestion_last_success_timestamp_seconds{S}", "values": "0x1800"},
-            # gaps open from the start: open too long after 72 h
-            {"series": f"ingestion_gaps_open{S}", "values": "3x4440"},
+            # gaps open from the start, by cause: each alert sums its own causes after its own time
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="deferred"}', "values": "3x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="fetch-failed"}', "values": "1x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="quarantined"}', "values": "1x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="verification-failed"}', "values": "0x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="late-upstream"}', "values": "2x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="withdrawn"}', "values": "1x4440"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="not-due"}', "values": "5x4440"},
          ], "alert_rule_test": [
             firing("IngestionScheduleStale", "25h"),
             firing("IngestionScheduleStale", "27h", {**sched, "severity": "warning"},
                    summary="data/daily has had no successful run for 1d 3h 0m 0s",
                    description="No run of this IngestionSchedule succeeded within 93600 s; see kubectl describe isched and its Jobs' logs."),
-            firing("IngestionGapsOpenTooLong", "71h"),
-            firing("IngestionGapsOpenTooLong", "73h", {**sched, "severity": "warning"},
-                   summary="data/daily has had 3 open gaps for a while",
-                   description="ingestion-job report lists each open gap with its reason and last error."),
+            firing("IngestionRepairBacklog", "71h"),
+            firing("IngestionRepairBacklog", "73h", {**sched, "severity": "warning"},
+                   summary="data/daily has left 3 gap(s) for later runs for a while",
+                   description="Runs defer repairs they have no room for (spec.repair.maxRepairsPerRun, the run's time budget, "
+                               "the catch-up limit); raise them, or run a backfill."),
+            firing("IngestionRepairsFailing", "5h"),
+            firing("IngestionRepairsFailing", "7h", {**sched, "severity": "warning"},
+                   summary="data/daily has 2 gap(s) its runs fail to repair",
+                   description="Causes fetch-failed, verification-failed (size or checksum) or quarantined (the object did not "
+                               "hold its cell's data): ingestion-job report lists each with its last error."),
+            firing("IngestionUpstreamLate", "11h"),
+            firing("IngestionUpstreamLate", "13h", {**sched, "severity": "info"},  # not-due is never counted
+                   summary="data/daily waits for 3 object(s) upstream",
+                   description="Causes late-upstream (not published past spec.target.publishDelayHours) or withdrawn (gone "
+                               "after it was verified): the publisher's doing; the runs repair them once they are listed."),
          ]},
         {"interval": "1m", "input_series": [
             {"series": f"ingestion_run_success{S}", "values": "1 1 0 0 1"},

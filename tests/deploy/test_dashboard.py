@@ -62,6 +62,9 @@ def test_every_panel_query_returns_data(servers, tmp_path, wait_for):
             from render_dashboard import render
 
             assert render(prom, "grafana-test", "dashboard-demo", REPO / os.environ["INGESTION_DASHBOARD_PNG"]).exists()
+        by_cause = query(prom, next(p for p in panels if p["title"] == "Gaps open by cause")["targets"][0]["expr"]
+                         .replace("$namespace", "grafana-test").replace("$schedule", "dashboard-demo"))
+        assert {r["metric"]["cause"]: float(r["value"][1]) for r in by_cause if float(r["value"][1])} == {"late-upstream": 1.0}
         titles = " ".join(p["title"] for p in panels).lower()
         progress = query(prom, next(p for p in panels if "backfill progress" in p["title"].lower())["targets"][0]["expr"]
                          .replace("$namespace", "grafana-test").replace("$schedule", "dashboard-demo"))

@@ -133,6 +133,11 @@ def pushed(url: str, schedule: str) -> dict[str, float]:
     return out
 
 
+def pushed_causes(metrics: dict[str, float]) -> dict[str, int]:
+    """``ingestion_gaps_open{cause}`` of a pushed group (see :func:`pushed`), every cause."""
+    return {k.split('cause="')[1].rstrip('"}'): int(v) for k, v in metrics.items() if k.startswith("ingestion_gaps_open{")}
+
+
 @contextlib.contextmanager
 def holding(db, seconds: float = 60):
     """Another process holds ``db`` open for writing (DuckDB's file lock) for ``seconds`` or

@@ -13,7 +13,7 @@ from ingestion_job.store import open_backend
 
 from ..conftest import PRIVATE
 from ..samples import delta_table
-from .conftest import context, days_ago, now, pushed, run
+from .conftest import context, days_ago, now, pushed, pushed_causes, run
 
 
 class Scenario:
@@ -67,16 +67,19 @@ class Scenario:
         return {d: dates.count(d) for d in set(dates)}
 
     def agree(self, res) -> int:
-        """The five views of the open gaps say the same; returns that count."""
-        open_ = [g for g in self.gaps().values() if g["status"] == "open"]
+        """The five views of the open gaps say the same, cause by cause; returns their count."""
+        from ingestion_contract import by_cause
+
+        open_ = [g["reason"] for g in self.gaps().values() if g["status"] == "open"]
         report = self.report()
         metrics = pushed(self.servers.pushgateway, self.schedule)
-        views = {"store": len(open_), "report": len(report["open_gaps"]), "summary": res.summary["gaps_open"],
-                 "metrics": int(metrics["ingestion_gaps_open"]), "coverage": res.coverage.gaps_open}
-        assert len(set(views.values())) == 1, views
+        views = {"store": by_cause({c: open_.count(c) for c in set(open_)}), "report": report["open_gaps_by_cause"],
+                 "summary": res.gaps_by_cause, "metrics": pushed_causes(metrics), "coverage": res.coverage.gaps_by_cause}
+        assert all(v == views["store"] for v in views.values()), views
+        assert res.summary["gaps_open"] == res.coverage.gaps_open == len(report["open_gaps"]) == len(open_)
         assert int(metrics["ingestion_objects_republished"]) == res.summary["republished"]
         assert int(metrics["ingestion_objects_withdrawn"]) == res.summary["withdrawn"]
-        return views["store"]
+        return len(open_)
 
 
 @pytest.mark.parametrize("mode", ["duckdb", "delta"])

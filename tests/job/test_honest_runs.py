@@ -19,7 +19,7 @@ import yaml
 
 from ingestion_dev import sampledata
 
-from .conftest import EXE, context, days_ago, holding, pushed, rows, run, run_cli
+from .conftest import EXE, context, days_ago, holding, pushed, pushed_causes, rows, run, run_cli
 from ingestion_dev.faultproxy import FaultProxy
 
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} level=")
@@ -61,7 +61,7 @@ def test_one_bad_cell_of_each_kind_fails_alone_and_the_rest_is_committed(dataset
     # the object that is not what its checksum says failed to repair; the two verified objects
     # that do not hold their cell's data are quarantined (nothing of them loaded)
     causes = {d3: ("quarantined", "no header row and 11 columns"), d4: ("quarantined", "not a zip file"),
-              d5: ("repair failed", "does not match the checksum file")}
+              d5: ("verification-failed", "does not match the checksum file")}
     for d, (why, cause) in causes.items():
         status, reason, attempts, err = gaps[d]
         assert (reason, attempts) == (why, 1) and cause in err and "\n" not in err
@@ -115,10 +115,10 @@ def test_an_object_that_does_not_hold_its_cells_data_is_quarantined_and_loads_no
     assert res.summary["repairs_quarantined"] == 3
     assert rows(db, "SELECT repairs_failed, repairs_quarantined, gaps_open FROM runs") == [(3, 3, 3)]
     assert (metrics["ingestion_repairs_failed"], metrics["ingestion_repairs_quarantined"], metrics["ingestion_gaps_repaired"],
-            metrics["ingestion_gaps_open"]) == (3, 3, 2, 3)
+            sum(pushed_causes(metrics).values()), pushed_causes(metrics)["quarantined"]) == (3, 3, 2, 3, 3)
     report = subprocess.run([EXE, "report", "--db", str(db), "--schedule", schedule], capture_output=True, text=True, timeout=60)
     assert report.returncode == 0, report.stderr
-    assert "OPEN GAPS (3)" in report.stdout and report.stdout.count("quarantined") == 3
+    assert "OPEN GAPS (3: quarantined 3)" in report.stdout and report.stdout.count("quarantined") == 4
 
 
 def test_a_loaded_file_that_does_not_fit_the_table_is_refused_alone(dataset, tmp_path):
@@ -253,8 +253,8 @@ def test_the_run_keeps_to_its_time_budget_and_defers_the_rest(dataset, servers, 
     assert res.outcome == "succeeded" and took < 8
     s = res.summary
     assert s["gaps_repaired"] >= 1 and s["repairs_deferred"] >= 5 and s["gaps_repaired"] + s["repairs_deferred"] == 10
-    reasons = {r for r, in rows(db, "SELECT reason FROM gaps WHERE status = 'open'")}
-    assert reasons == {"deferred: the run's time budget (4s of activeDeadlineSeconds) ran out"}
+    reasons = set(rows(db, "SELECT reason, last_error FROM gaps WHERE status = 'open'"))
+    assert reasons == {("deferred", "deferred: the run's time budget (4s of activeDeadlineSeconds) ran out")}
     assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'open' AND attempts = 0") == [(s["repairs_deferred"],)]
 
 

@@ -2,8 +2,8 @@
 
 import datetime as dt
 
-from ingestion_job.plan import Cell, KeyTemplate, Listed
-from ingestion_job.rows import Load, Repairs, Staged, Verified, build_rows, open_elsewhere
+from ingestion_job.plan import Cell, KeyTemplate, Listed, Publication
+from ingestion_job.rows import Load, Repairs, Rows, Staged, Verified, build_rows, open_by_cause
 
 NOW = dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)
 D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (19, 20, 21, 22))
@@ -28,13 +28,33 @@ def test_every_expected_cell_gets_an_availability_row():
     assert objects[D4]["key"] == "k/BTC/2026-11-22.zip" and objects[D4]["size"] is None
 
 
-def test_gap_reasons_repaired_failed_deferred_absent():
-    rows = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1], failed={("BTC", D2): "boom"}, deferred=[D3]), {}, {}, NOW)
+def test_every_open_gap_has_one_cause():
+    """Issue 24, point 5: repaired, failed (fetch-failed unless the repair said otherwise),
+    deferred (why in last_error), and absent: not-due within the publisher's delay after the
+    date ends, late-upstream after it."""
+    r = repairs(repaired=[D1], failed={("BTC", D2): "boom"}, deferred=[D3])
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW)
     gaps = by_date(rows.gaps)
     assert gaps[D1]["status"] == "repaired" and gaps[D1]["attempts"] == 1 and gaps[D1]["sha256"] == "s"
-    assert (gaps[D2]["status"], gaps[D2]["reason"], gaps[D2]["last_error"], gaps[D2]["attempts"]) == ("open", "repair failed", "boom", 1)
-    assert gaps[D3]["reason"] == "deferred: maxRepairsPerRun=2 reached" and gaps[D3]["attempts"] == 0
-    assert gaps[D4]["reason"] == "absent upstream"
+    assert (gaps[D2]["status"], gaps[D2]["reason"], gaps[D2]["last_error"], gaps[D2]["attempts"]) == ("open", "fetch-failed", "boom", 1)
+    assert (gaps[D3]["reason"], gaps[D3]["last_error"], gaps[D3]["attempts"]) == \
+        ("deferred", "deferred: maxRepairsPerRun=2 reached", 0)
+    assert gaps[D4]["reason"] == "late-upstream"  # D4 ended 26 h before NOW; no delay given
+    r.causes[("BTC", D2)] = "verification-failed"
+    pub = Publication("UTC", 3)  # D4 (ended at 2026-11-23 00:00Z) is due at 03:00Z; NOW is 02:00Z
+    gaps = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW, pub).gaps)
+    assert (gaps[D2]["reason"], gaps[D4]["reason"]) == ("verification-failed", "not-due")
+    later = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW + dt.timedelta(hours=1), pub).gaps)
+    assert later[D4]["reason"] == "late-upstream"
+
+
+def test_not_due_is_counted_in_the_schedules_timezone():
+    """A date ends at midnight where the schedule runs: in Tokyo 2026-11-22 ends at 15:00Z
+    the day before."""
+    pub = Publication("Asia/Tokyo", 2)
+    assert pub.due(D4) == dt.datetime(2026, 11, 22, 17, tzinfo=dt.timezone.utc)
+    assert pub.absent_cause(D4, dt.datetime(2026, 11, 22, 16, 59, tzinfo=dt.timezone.utc)) == "not-due"
+    assert pub.absent_cause(D4, dt.datetime(2026, 11, 22, 17, tzinfo=dt.timezone.utc)) == "late-upstream"
 
 
 def test_a_rerun_with_nothing_new_rewrites_no_gap():
@@ -53,10 +73,17 @@ def test_first_seen_is_kept_and_loads_follow_staged_repairs():
     assert rows.loads == [Load("s", "BTC", D1, Staged("/tmp/x.csv", "csv"))]
 
 
-def test_open_gaps_outside_the_window_still_count():
-    prior = {("BTC", dt.date(2020, 1, 1)): {"status": "open"}, ("BTC", D1): {"status": "open"},
-             ("ETH", D1): {"status": "repaired"}}
-    assert open_elsewhere(prior, EXPECTED) == 1
+def test_open_gaps_by_cause_count_the_rows_written_over_the_stored_ones():
+    old = dt.date(2020, 1, 1)
+    prior = {("BTC", old): {"symbol": "BTC", "date": old, "status": "open", "reason": "late-upstream"},
+             ("BTC", D1): {"symbol": "BTC", "date": D1, "status": "open", "reason": "fetch-failed"},
+             ("ETH", D1): {"symbol": "ETH", "date": D1, "status": "repaired", "reason": None}}
+    written = Rows([], [{"symbol": "BTC", "date": D1, "status": "repaired", "reason": None},
+                        {"symbol": "BTC", "date": D2, "status": "open", "reason": "quarantined"}], [])
+    counts = open_by_cause(written, prior)
+    assert list(counts) == ["not-due", "late-upstream", "withdrawn", "fetch-failed", "verification-failed", "quarantined",
+                            "deferred"]
+    assert {c: n for c, n in counts.items() if n} == {"late-upstream": 1, "quarantined": 1}
 
 
 def test_a_held_cell_follows_its_object_with_its_provenance():

@@ -34,7 +34,7 @@ def test_first_run_records_availability_gaps_and_repairs(dataset, tmp_path):
     assert rows(db, "SELECT count(*), count(*) FILTER (WHERE present) FROM objects") == [(16, 14)]
     assert rows(db, "SELECT count(*) FROM objects WHERE present AND (size IS NULL OR etag IS NULL)") == [(0,)]
     open_gaps = rows(db, "SELECT symbol, date, reason FROM gaps WHERE status = 'open' ORDER BY symbol")
-    assert [(s, d, r) for s, d, r in open_gaps] == [(s, TODAY - dt.timedelta(days=3), "absent upstream") for s in SYMS]
+    assert [(s, d, r) for s, d, r in open_gaps] == [(s, TODAY - dt.timedelta(days=3), "late-upstream") for s in SYMS]
     assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'repaired' AND sha256 IS NOT NULL AND attempts = 1") == [(14,)]
     (run_row,) = rows(db, "SELECT outcome, trigger, expected, present, missing, gaps_repaired, gaps_open, s3_errors FROM runs")
     assert run_row == ("succeeded", "manual", 16, 14, 2, 14, 2, 0)
@@ -95,7 +95,7 @@ def test_bad_checksum_keeps_the_gap_open_with_the_reason(dataset, tmp_path):
     res = run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
     assert (res.outcome, res.exit_code, res.summary["repairs_failed"]) == ("partial", 3, 1)
     (status, reason, attempts, err), = rows(db, "SELECT status, reason, attempts, last_error FROM gaps")
-    assert (status, reason, attempts) == ("open", "repair failed", 1) and "does not match the checksum" in err
+    assert (status, reason, attempts) == ("open", "verification-failed", 1) and "does not match the checksum" in err
     run(context(dataset.spec(["BTCUSDT"], lookback=0)), db)
     assert rows(db, "SELECT attempts FROM gaps") == [(2,)]
 
@@ -106,7 +106,7 @@ def test_max_repairs_per_run_defers_the_rest(dataset, tmp_path):
     spec = dataset.spec(["BTCUSDT"], lookback=4, repair={"maxRepairsPerRun": 2, "load": "none"})
     res = run(context(spec), db)
     assert res.summary["gaps_repaired"] == 2
-    assert rows(db, "SELECT count(*) FROM gaps WHERE reason LIKE 'deferred: maxRepairsPerRun=2%'") == [(3,)]
+    assert rows(db, "SELECT count(*) FROM gaps WHERE reason = 'deferred' AND last_error LIKE 'deferred: maxRepairsPerRun=2%'") == [(3,)]
     run(context(spec), db)
     run(context(spec), db)
     assert rows(db, "SELECT count(*) FROM gaps WHERE status = 'repaired'") == [(5,)]
@@ -287,6 +287,10 @@ def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
         assert name in metric, name
     assert 'job="ingestion"' in metric["ingestion_objects_expected"] and 'namespace="data"' in metric["ingestion_objects_expected"]
     assert metric["ingestion_objects_missing"].endswith(" 2")
+    # open gaps by cause, every cause pushed (0 included): day 2 of both symbols is past its publish delay
+    gaps = {line.split('cause="')[1].split('"')[0]: line.rsplit(" ", 1)[1] for line in mine if line.startswith("ingestion_gaps_open{")}
+    assert gaps == {"not-due": "0", "late-upstream": "2", "withdrawn": "0", "fetch-failed": "0", "verification-failed": "0",
+                    "quarantined": "0", "deferred": "0"}
     runs_ok = next(line for line in mine if line.startswith("ingestion_runs_total") and 'outcome="succeeded"' in line)
     assert runs_ok.endswith(" 2")  # cumulative, from the store
 
@@ -321,7 +325,7 @@ def test_cli_run_and_report(dataset, tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert "event=run_finished outcome=succeeded" in last and "schedule=cli-demo" in last and "run_id=" in last
     table = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb")], capture_output=True, text=True).stdout
-    assert "OPEN GAPS (2)" in table and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 finished runs)" in table
+    assert "OPEN GAPS (2: late-upstream 2)" in table and "SUCCESS RATE (last 30 days): 100.0% (1 of 1 finished runs)" in table
     js = subprocess.run([exe, "report", "--db", str(tmp_path / "s.duckdb"), "--format", "json"], capture_output=True, text=True).stdout
     data = json.loads(js)
     assert {a["symbol"]: a["present"] for a in data["availability"]} == {"BTCUSDT": 2, "ETHUSDT": 2}
@@ -342,7 +346,7 @@ def test_a_committed_run_leaves_its_coverage_as_the_termination_message(dataset,
     c = Coverage.decode(message.read_text())
     day2 = days_ago(2)[0].isoformat()
     assert c == Coverage(expected=6, present=4, missing=2, repaired=4, gaps_open=2, oldest_open_gap=day2,
-                         bytes=c.bytes, outcome="succeeded") and c.bytes > 0
+                         bytes=c.bytes, outcome="succeeded", gaps_by_cause={"late-upstream": 2}) and c.bytes > 0
     message.unlink()
     bad = {**spec, "target": {**spec["target"], "bucket": "no-such-bucket"}}
     out = run_cli(tmp_path, "covered", bad, "--db", str(tmp_path / "s.duckdb"), env={**os.environ, TERMINATION_MESSAGE_ENV: str(message)})

@@ -30,6 +30,34 @@ def test_migrates_to_current_version_and_refuses_newer(tmp_path):
         open_store(db)
 
 
+def test_a_file_from_before_causes_gets_one_cause_per_open_gap(tmp_path):
+    """Schema 4 (issue 24, point 5): the reasons gaps were left with before causes become causes."""
+    import duckdb
+
+    from ingestion_job.store import MIGRATIONS
+
+    db = tmp_path / "s.duckdb"
+    with duckdb.connect(str(db)) as con:  # a file as schema 3 left it
+        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+        for v in (1, 2, 3):
+            for stmt in MIGRATIONS[v]:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+        old = [("absent upstream", None), ("repair failed", "k: GetObject ReadTimeout after 3 attempts in 9.1s"),
+               ("repair failed", "k: sha256 ab does not match the checksum file's cd"), ("repair failed", "k: size 3 does not "
+                                                                                       "match the listed 4"),
+               ("deferred: maxRepairsPerRun=2 reached", None), ("quarantined", "k: not a zip file"), ("withdrawn", None)]
+        for i, (reason, err) in enumerate(old):
+            con.execute("INSERT INTO gaps (schedule, symbol, date, key, status, reason, detected_at, attempts, last_error) "
+                        "VALUES ('s', 'BTC', ?, 'k', 'open', ?, ?, 1, ?)", [D - dt.timedelta(days=i), reason, NOW, err])
+    with open_store(db) as s:
+        assert s.version() == SCHEMA_VERSION
+        got = s.con.execute("SELECT reason, last_error FROM gaps ORDER BY date DESC").fetchall()
+    assert [r for r, _ in got] == ["late-upstream", "fetch-failed", "verification-failed", "verification-failed", "deferred",
+                                   "quarantined", "withdrawn"]
+    assert got[4][1] == "deferred: maxRepairsPerRun=2 reached" and got[1][1].startswith("k: GetObject ReadTimeout")
+
+
 def test_missing_flips_to_present_on_upsert(tmp_path):
     # The system we replace lost 201,000 such flips to INSERT OR REPLACE with secondary indexes.
     with open_store(tmp_path / "s.duckdb") as s:
@@ -70,6 +98,15 @@ def test_repaired_gap_needs_its_evidence(tmp_path):
            "detected_at": NOW, "repaired_at": NOW, "attempts": 1, "last_error": None, "sha256": None, "bytes": 1}
     with open_store(tmp_path / "s.duckdb") as s, pytest.raises(IntegrityError, match="repaired exactly when"):
         s.write_run([], [gap], run_row())
+
+
+def test_an_open_gap_has_one_cause_of_the_list(tmp_path):
+    gap = {"schedule": "s", "symbol": "BTCUSDT", "date": D, "key": "k", "status": "open", "reason": "absent upstream",
+           "detected_at": NOW, "repaired_at": None, "attempts": 0, "last_error": None, "sha256": None, "bytes": None}
+    with open_store(tmp_path / "s.duckdb") as s:
+        with pytest.raises(IntegrityError, match="one cause of not-due, late-upstream.*not 'absent upstream'"):
+            s.write_run([], [gap], run_row())
+        s.write_run([], [{**gap, "reason": "late-upstream"}], run_row())
 
 
 def test_read_only_open_of_a_missing_file_says_so(tmp_path):

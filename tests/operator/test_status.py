@@ -178,6 +178,16 @@ def test_coverage_goes_on_status_and_decides_complete():
     assert c["message"] == "18 of 20 expected cells present (90.0%), 3 gap(s) open, the oldest from 2026-11-02 (Job b-7)"
     none = next(c for c in derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW)["conditions"] if c["type"] == "Complete")
     assert (none["status"], none["reason"]) == ("Unknown", "NoCoverageYet")
+    # the message names the two largest causes (issue 24, point 5)
+    causes = {"not-due": 1, "late-upstream": 0, "withdrawn": 0, "fetch-failed": 0, "verification-failed": 0, "quarantined": 2,
+              "deferred": 0}
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, coverage={**holes, "gapsByCause": causes})
+    c = next(c for c in st["conditions"] if c["type"] == "Complete")
+    assert c["message"] == ("18 of 20 expected cells present (90.0%), 3 gap(s) open (quarantined 2, not-due 1), the oldest "
+                            "from 2026-11-02 (Job b-7)")
+    three = {**causes, "deferred": 1}
+    st = derive_status(ScheduleResource.from_body(SCHEDULE), CJ, [], NOW, coverage={**holes, "gapsOpen": 4, "gapsByCause": three})
+    assert "4 gap(s) open (quarantined 2, not-due 1, ...)" in next(c for c in st["conditions"] if c["type"] == "Complete")["message"]
 
 
 def _stale(schedule: dict, cronjob: dict | None, jobs: list, now: dt.datetime) -> dict:
