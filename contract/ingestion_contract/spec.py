@@ -82,6 +82,71 @@ class SecretRef:
     secret_access_key_key: str = spec_field("secretAccessKeyKey", "AWS_SECRET_ACCESS_KEY")
 
 
+class Symbol(str):
+    """A symbol of ``target.symbols``: its name (the string itself), and the dates it is expected
+    over when the spec gives them (``{name, from, until}``; None: unbounded on that side)."""
+
+    first: dt.date | None
+    until: dt.date | None
+
+    def __new__(cls, name: str, first: dt.date | None = None, until: dt.date | None = None):
+        self = super().__new__(cls, name)
+        self.first, self.until = first, until
+        return self
+
+    @property
+    def ranged(self) -> bool:
+        return self.first is not None or self.until is not None
+
+    def as_json(self):
+        if not self.ranged:
+            return str(self)
+        out = {"name": str(self)}
+        if self.first:
+            out["from"] = self.first.isoformat()
+        if self.until:
+            out["until"] = self.until.isoformat()
+        return out
+
+    def __reduce__(self):
+        return (Symbol, (str(self), self.first, self.until))
+
+
+SYMBOL_FORMS = "a symbol name, or {name, from, until} with dates YYYY-MM-DD"
+
+
+def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
+    """One item of ``target.symbols``: a name, or ``{name, from, until}``; (symbol, None) or (None, problem)."""
+    if isinstance(item, str):
+        problem = _string_problem(item, meta)
+        return (None, problem) if problem else (Symbol(item), None)
+    if not isinstance(item, Mapping):
+        return None, f"must be {SYMBOL_FORMS}"
+    unknown = set(item) - {"name", "from", "until"}
+    if unknown:
+        return None, f"unknown field(s) {sorted(map(str, unknown))}; must be {SYMBOL_FORMS}"
+    name = item.get("name")
+    if not isinstance(name, str):
+        return None, f"needs a name; must be {SYMBOL_FORMS}"
+    if problem := _string_problem(name, meta):
+        return None, f"name {problem}"
+    dates = {}
+    for key in ("from", "until"):
+        v = item.get(key)
+        if v is None:
+            dates[key] = None
+            continue
+        try:
+            dates[key] = dt.date.fromisoformat(v) if isinstance(v, str) and len(v) == 10 else None
+        except ValueError:
+            dates[key] = None
+        if dates[key] is None:
+            return None, f"{key} must be a date YYYY-MM-DD, not {v!r}"
+    if dates["from"] and dates["until"] and dates["from"] > dates["until"]:
+        return None, f"from {dates['from']} is after until {dates['until']}"
+    return Symbol(name, dates["from"], dates["until"]), None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
     bucket: str = spec_field("bucket", min_length=3, max_length=63)
@@ -91,12 +156,19 @@ class Target:
     anonymous: bool = spec_field("anonymous", False)
     credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
     checksum_suffix: str | None = spec_field("checksumSuffix", None)
-    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    # a name, or {name, from, until}: the symbol is expected over those dates only
+    symbols: tuple[Symbol, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
     discover: bool = spec_field("discover", False)
     lag_days: int = spec_field("lagDays", 1, minimum=0)
     # hours after a date ends (in the schedule's zone) within which its object is usually
     # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
     publish_delay_hours: int = spec_field("publishDelayHours", 24, minimum=0, maximum=8784)
+    # a symbol that has published nothing for this many days is delisted: later dates are not
+    # expected (0: never); it is active again once it publishes
+    delist_after_days: int = spec_field("delistAfterDays", 7, minimum=0, maximum=3660)
+    # dates a run probes beyond its window to catch up after an outage longer than lookbackDays
+    # (from the last date it probed); the rest are open gaps with cause deferred
+    max_catch_up_days: int = spec_field("maxCatchUpDays", 90, minimum=0, maximum=3660)
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
@@ -249,6 +321,8 @@ def to_json(obj) -> object:
         return {f.metadata["key"]: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple):
         return [to_json(v) for v in obj]
+    if isinstance(obj, Symbol):
+        return obj.as_json()
     return obj
 
 
@@ -331,6 +405,22 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         return bad(problem) if problem else value
     if tp is dict:
         return dict(value) if isinstance(value, Mapping) else bad("must be an object")
+    if tp == tuple[Symbol, ...]:  # a list of names or {name, from, until}
+        if not isinstance(value, list):
+            return bad(f"must be a list, each item {SYMBOL_FORMS}")
+        if meta.get("maxItems") is not None and len(value) > meta["maxItems"]:
+            return bad(f"must have at most {meta['maxItems']} items")
+        out = []
+        for i, item in enumerate(value):
+            sym, problem = _symbol(item, meta)
+            if problem:
+                errors.append(FieldError(f"{path}[{i}]", item, problem))
+                return _INVALID
+            out.append(sym)
+        dups = {s for s in out if out.count(s) > 1}
+        if any(s in dups and s.ranged for s in out):  # which range would hold?
+            return bad(f"names {sorted(dups)[0]} more than once, with a range: name each symbol once")
+        return tuple(out)
     if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a list of strings
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return bad("must be a list of strings")

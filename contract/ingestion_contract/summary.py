@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 
 
 def counter(help: str, metric: str | None = None, sql: str | None = "INTEGER", default=0):
@@ -29,6 +30,10 @@ class RunSummary:
                                "fetched, verified and loaded again.", "ingestion_objects_republished")
     withdrawn: int = counter("Cells held verified whose object the last run found gone upstream: open gaps with cause "
                              "withdrawn.", "ingestion_objects_withdrawn")
+    symbols_delisted: int = counter("Symbols that have published nothing for target.delistAfterDays: dates after their "
+                                    "last object are not expected.", "ingestion_symbols_delisted")
+    cells_unprobed: int = counter("Cells before the window an outage left that the last run did not probe "
+                                  "(target.maxCatchUpDays per run): open gaps with cause deferred.", "ingestion_cells_unprobed")
     gaps_repaired: int = counter("Gaps the last run repaired.", "ingestion_gaps_repaired")
     repairs_failed: int = counter("Repairs the last run attempted that failed.", "ingestion_repairs_failed")
     repairs_quarantined: int = counter("Failed repairs whose object was fetched and verified but did not hold its cell's "
@@ -115,13 +120,20 @@ class Coverage:
     # open gaps by cause (every cause of GAP_CAUSES, summing to gaps_open); a message holds the
     # non-zero ones only, and a message written before causes decodes to an empty dict
     gaps_by_cause: dict = dataclasses.field(default_factory=dict, compare=True)
+    # symbols delisted (published nothing for target.delistAfterDays), and the first of their
+    # names (at most MAX_NAMED, so the message stays small)
+    symbols_delisted: int = 0
+    delisted: tuple = ()
 
+    MAX_NAMED: typing.ClassVar[int] = 20
     KEYS = {"expected": "expected", "present": "present", "missing": "missing", "repaired": "repaired",
             "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome",
-            "unrepaired": "unrepaired", "gaps_by_cause": "gapsByCause"}
-    OPTIONAL = {"unrepaired": 0, "gaps_by_cause": {}}
+            "unrepaired": "unrepaired", "gaps_by_cause": "gapsByCause", "symbols_delisted": "symbolsDelisted",
+            "delisted": "delistedSymbols"}
+    OPTIONAL = {"unrepaired": 0, "gaps_by_cause": {}, "symbols_delisted": 0, "delisted": ()}
 
     def __post_init__(self):
+        object.__setattr__(self, "delisted", tuple(sorted(self.delisted))[:self.MAX_NAMED])
         if self.gaps_by_cause:
             object.__setattr__(self, "gaps_by_cause", by_cause(self.gaps_by_cause))
 
@@ -142,6 +154,7 @@ class Coverage:
     def encode(self) -> str:
         body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}
         body["gapsByCause"] = {c: n for c, n in self.gaps_by_cause.items() if n}
+        body["delistedSymbols"] = list(self.delisted)
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -158,11 +171,15 @@ class Coverage:
             values = {f: raw[k] if f not in cls.OPTIONAL else raw.get(k, cls.OPTIONAL[f]) for f, k in cls.KEYS.items()}
         except KeyError:
             return None
+        names = values["delisted"]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            return None
+        values["delisted"] = tuple(names)
         causes = values["gaps_by_cause"]
         if not isinstance(causes, dict) or any(c not in GAP_CAUSES or not isinstance(n, int) or isinstance(n, bool) or n < 0
                                                for c, n in causes.items()):
             return None
-        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome", "gaps_by_cause")]
+        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome", "gaps_by_cause", "delisted")]
         if any(not isinstance(values[f], int) or isinstance(values[f], bool) or values[f] < 0 for f in ints):
             return None
         if not isinstance(values["outcome"], str) or not (values["oldest_open_gap"] is None or isinstance(values["oldest_open_gap"], str)):
@@ -173,7 +190,8 @@ class Coverage:
         """``status.coverage`` of the schedule (camelCase keys, plus ``percent``). No null
         values: a merge patch would drop them, and the stored status would never equal this."""
         out = {k: getattr(self, f) for f, k in self.KEYS.items()
-               if f not in ("outcome", "unrepaired", "gaps_by_cause") and getattr(self, f) is not None}
+               if f not in ("outcome", "unrepaired", "gaps_by_cause", "delisted") and getattr(self, f) is not None}
         if self.gaps_by_cause:  # every cause, zeros too: a merge patch never leaves a stale count behind
             out["gapsByCause"] = dict(self.gaps_by_cause)
+            out["delistedSymbols"] = list(self.delisted)  # a list: a merge patch replaces it whole
         return {**out, "percent": self.percent}

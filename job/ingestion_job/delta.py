@@ -184,6 +184,12 @@ class DeltaStore:
     def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
         return self.local.held(schedule)
 
+    def probed_through(self, schedule: str) -> dict[str, dt.date]:
+        return self.local.probed_through(schedule)
+
+    def unprobed(self, schedule: str) -> dict[str, list[dt.date]]:
+        return self.local.unprobed(schedule)
+
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
         return self.local.gaps(schedule)
 

@@ -102,17 +102,75 @@ class Cell:
     date: dt.date
 
 
-def expected_cells(symbols: list[str], window: Window, first_listed: dict[str, dt.date],
-                   known_symbols: set[str]) -> list[Cell]:
-    """Every (symbol, date) of the window; a symbol the store has never seen is expected
-    from its first date upstream, so its history is backfilled rather than skipped."""
-    cells = []
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """How a run's expectations follow the listing (the spec's target, and the kind of run)."""
+
+    history: bool = True       # a symbol the store has never seen is expected from its first date upstream
+    catch_up: bool = True      # probe from the last date probed when that is before the window
+    delist_after_days: int = 0  # 0: never delisted
+    max_catch_up_days: int = 90
+
+
+@dataclasses.dataclass
+class Expected:
+    """What a run expects: the cells it probes, the catch-up cells it leaves unprobed (open
+    gaps with cause deferred), and the symbols delisted (with the first date not expected)."""
+
+    cells: list[Cell] = dataclasses.field(default_factory=list)
+    unprobed: list[Cell] = dataclasses.field(default_factory=list)
+    delisted: dict[str, dt.date] = dataclasses.field(default_factory=dict)
+    caught_up: int = 0  # cells probed before the window to catch up
+
+
+UNPROBED = "not probed yet"  # the start of an unprobed catch-up cell's last_error (its gap: open, deferred)
+
+
+def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Listed"]], known: set[str],
+           probed_through: dict[str, dt.date], backlog: dict[str, list[dt.date]], rules: Rules) -> Expected:
+    """The expected set, symbol by symbol, from the window and what the listing says:
+
+    * a symbol is expected from its first published date (a symbol the store has never seen:
+      its whole history, with ``rules.history``), or from the ``from`` of its range;
+    * one that has published nothing for ``rules.delist_after_days`` up to the window's last
+      date is delisted: no date after its last object is expected; when it publishes again it
+      is active again, and its missing days are expected again (through the catch-up);
+    * up to the ``until`` of its range;
+    * after an outage longer than the window, the dates from the day after the last date
+      probed (``probed_through``) to the window, and the catch-up cells earlier runs left
+      unprobed (``backlog``): at most ``rules.max_catch_up_days`` of them per symbol and run,
+      oldest first; the rest are ``unprobed`` (open gaps, cause deferred)."""
+    out = Expected()
+    one = dt.timedelta(days=1)
     for sym in sorted(set(symbols)):
-        first = window.first
-        if sym not in known_symbols and sym in first_listed:
-            first = min(first, first_listed[sym])
-        cells += [Cell(sym, d) for d in Window(first, window.last).dates()]
-    return cells
+        name = str(sym)
+        first_range, until = getattr(sym, "first", None), getattr(sym, "until", None)
+        listed = upstream.get(name) or {}
+        first_pub, last_pub = (min(listed), max(listed)) if listed else (None, None)
+        start, end = window.first, window.last
+        if rules.history and name not in known:
+            start = min(start, first_range or first_pub or start)
+        floor = first_range or first_pub  # nothing is expected before it
+        if floor:
+            start = max(start, floor)
+        if rules.delist_after_days and last_pub and (window.last - last_pub).days >= rules.delist_after_days \
+                and not (until and until <= last_pub):
+            out.delisted[name] = last_pub + one
+            end = min(end, last_pub)
+        if until:
+            end = min(end, until)
+        if rules.catch_up:
+            behind = probed_through.get(name)
+            late = set(backlog.get(name, ()))
+            if behind is not None and behind + one < start:
+                late.update(Window(behind + one, start - one).dates())
+            late = sorted(d for d in late if d < start and d <= end and (floor is None or d >= floor))
+            now, later = late[:rules.max_catch_up_days], late[rules.max_catch_up_days:]
+            out.cells += [Cell(name, d) for d in now]
+            out.unprobed += [Cell(name, d) for d in later]
+            out.caught_up += len(now)
+        out.cells += [Cell(name, d) for d in Window(start, end).dates()]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,14 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
     out += _table(["SCHEDULE", "SYMBOL", "DATE", "CAUSE", "ATTEMPTS", "LAST ERROR"],
                   [[g["schedule"], g["symbol"], g["date"], g["reason"], g["attempts"], g["last_error"] or ""]
                    for g in data["open_gaps"]], width)
+    if data["delisted"]:
+        out += ["", f"DELISTED ({len(data['delisted'])}): no object for target.delistAfterDays; later dates not expected"]
+        out += _table(["SCHEDULE", "SYMBOL", "SINCE"], [[d["schedule"], d["symbol"], d["since"]] for d in data["delisted"]])
+    if data["never_probed"]:
+        days = sum(u["days"] for u in data["never_probed"])
+        out += ["", f"NEVER PROBED ({days} dates): left by an outage for the catch-up of later runs (target.maxCatchUpDays)"]
+        out += _table(["SCHEDULE", "SYMBOL", "FROM", "TO", "DATES"],
+                      [[u["schedule"], u["symbol"], u["first"], u["last"], u["days"]] for u in data["never_probed"]])
     out += ["", "RECENT RUNS"]
     out += _table(["RUN", "TRIGGER", "STARTED", "OUTCOME", "EXPECTED", "MISSING", "REPAIRED", "OPEN", "ERROR"],
                   [[r["run_id"], r["trigger"], _t(r["started_at"]), r["outcome"], r["expected"], r["missing"], r["repaired"],

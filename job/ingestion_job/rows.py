@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ingestion_contract import by_cause
 
-from .plan import Cell, Held, KeyTemplate, Listed, Publication
+from .plan import UNPROBED, Cell, Held, KeyTemplate, Listed, Publication
 
 CellKey = tuple[str, dt.date]
 
@@ -80,7 +80,7 @@ class CellRows:
     """What a run writes of one expected cell: its availability row (``objects``), its gap
     row when the gap changed (``gaps``; None: the store's row stands), and its load."""
 
-    object: dict
+    object: dict | None  # None: a cell no run probed (no availability to record)
     gap: dict | None = None
     load: Load | None = None
 
@@ -95,16 +95,49 @@ class Rows:
 
     @classmethod
     def of(cls, cells: list[CellRows]) -> "Rows":
-        return cls([c.object for c in cells], [c.gap for c in cells if c.gap is not None],
+        return cls([c.object for c in cells if c.object is not None], [c.gap for c in cells if c.gap is not None],
                    [c.load for c in cells if c.load is not None])
 
 
 def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
                repairs: Repairs, prior_gaps: dict[CellKey, dict], first_seen: dict[CellKey, dt.datetime],
-               now: dt.datetime, publication: Publication = Publication()) -> Rows:
-    return Rows.of([cell_rows(schedule, template, c, upstream.get(c.symbol, {}).get(c.date), repairs,
-                              prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now, publication)
-                    for c in expected])
+               now: dt.datetime, publication: Publication = Publication(), unprobed: list[Cell] = (),
+               delisted: Mapping[str, dt.date] | None = None, why_unprobed: str = "") -> Rows:
+    """The rows of every expected cell; the gap rows of the catch-up cells left ``unprobed``
+    (open, cause deferred, no availability row: no run looked at them); and of the cells of
+    ``delisted`` symbols (symbol: the first date not expected) that are no longer expected."""
+    cells = [cell_rows(schedule, template, c, upstream.get(c.symbol, {}).get(c.date), repairs,
+                       prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now, publication)
+             for c in expected]
+    for c in unprobed:
+        prior = prior_gaps.get((c.symbol, c.date))
+        gap = {**_fresh_gap(schedule, template, c, prior, now), "status": "open", "reason": "deferred",
+               "last_error": f"{UNPROBED}: {why_unprobed}".rstrip(": ")}
+        if _changed(gap, _live(prior)):
+            cells.append(CellRows(None, gap))
+    for symbol, since in (delisted or {}).items():
+        dates = {d for (s_, d) in prior_gaps if s_ == symbol and d >= since} | {since}
+        for d in sorted(dates):
+            prior = prior_gaps.get((symbol, d))
+            gap = {**_fresh_gap(schedule, template, Cell(symbol, d), prior, now), "status": "delisted", "reason": None,
+                   "last_error": None, "detected_at": prior["detected_at"] if prior else now}
+            if prior is None or prior["status"] != "delisted":
+                cells.append(CellRows(None, gap))
+    return Rows.of(cells)
+
+
+def _live(prior: dict | None) -> dict | None:
+    """A stored gap row as a run compares against: a cell once delisted is expected afresh."""
+    return None if prior is None or prior["status"] == "delisted" else prior
+
+
+def _fresh_gap(schedule: str, template: KeyTemplate, c: Cell, prior: dict | None, now: dt.datetime) -> dict:
+    """A gap row's fields that are not its state, keeping a stored row's history."""
+    p = prior or {}
+    return {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": p.get("key") or template.key(c.symbol, c.date),
+            "detected_at": p.get("detected_at") or now, "attempts": p.get("attempts") or 0, "last_error": p.get("last_error"),
+            "repaired_at": None, "sha256": None, "bytes": None, "etag": None, "previous_etag": p.get("previous_etag"),
+            "previous_sha256": p.get("previous_sha256"), "changed_at": p.get("changed_at"), "changes": p.get("changes") or 0}
 
 
 def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
@@ -114,6 +147,7 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
     cause (:data:`ingestion_contract.GAP_CAUSES`); ``last_error`` says more where there is more
     to say (the failure, why it was deferred)."""
     k = (c.symbol, c.date)
+    prior = _live(prior)
     key = listed.key if listed else template.key(c.symbol, c.date)
     obj = {
         "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,

@@ -35,7 +35,7 @@ from pathlib import Path
 from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
 
 from . import metrics
-from .plan import Cell, Listed, Publication, Window, expected_cells, plan_gaps, plan_window, window_on
+from .plan import Cell, Expected, Listed, Publication, Rules, Window, expect, plan_gaps, plan_window, window_on
 from .repair import repair
 from .rows import Repairs, Rows, build_rows, loads_of, open_by_cause
 from .source import RequestStats, S3Source, SourceError
@@ -94,6 +94,7 @@ class Work:
     repairs: Repairs
     republished: int = 0  # cells held verified whose object changed upstream (repaired again)
     withdrawn: int = 0  # cells held verified whose object is gone upstream
+    plan: Expected = dataclasses.field(default_factory=Expected)  # catch-up left unprobed, delisted symbols
 
 
 def run_id_for(ctx: RunContext) -> str:
@@ -136,6 +137,7 @@ class Run:
         self.summary = RunSummary()
         self.window: Window | None = None
         self.gaps_by_cause: dict[str, int] = {}  # the schedule's open gaps by cause once committed
+        self.delisted: list[str] = []  # the symbols this run found delisted
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
@@ -171,7 +173,8 @@ class Run:
         lets go of the file for the rest of the run."""
         schedule = self.ctx.schedule
         self.attempt = store.run_attempts(self.run_id) + 1
-        state = {"known": store.known_symbols(schedule), "held": store.held(schedule)}
+        state = {"known": store.known_symbols(schedule), "held": store.held(schedule),
+                 "probed": store.probed_through(schedule), "unprobed": store.unprobed(schedule)}
         self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
@@ -198,9 +201,20 @@ class Run:
                 self.log.info("event=folders_skipped count=%d first=%s reason=%r", len(folders), folders[0],
                               "no object in it matches target.keyTemplate")
                 symbols = [s for s in symbols if s not in folders]
-        # (a new symbol's whole history is expected too, unless the range was given)
-        first_listed = {s: min(d) for s, d in upstream.items() if d} if self.dates is None and not unit else {}
-        expected = expected_cells(symbols, window, first_listed, start["known"])
+        # (a new symbol's whole history is expected too, and the dates an outage left, unless
+        # the range was given; each symbol from its first object, until it is delisted)
+        free = self.dates is None and not unit
+        rules = Rules(history=free, catch_up=free, delist_after_days=target.delist_after_days,
+                      max_catch_up_days=target.max_catch_up_days)
+        wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["unprobed"], rules)
+        expected = wanted.cells
+        if wanted.delisted:
+            first = min(wanted.delisted)
+            self.log.info("event=symbols_delisted count=%d first=%s since=%s delist_after_days=%d", len(wanted.delisted),
+                          first, wanted.delisted[first], target.delist_after_days)
+        if wanted.caught_up or wanted.unprobed:
+            self.log.warning("event=catch_up probed_before_window=%d left_unprobed=%d max_catch_up_days=%d",
+                             wanted.caught_up, len(wanted.unprobed), target.max_catch_up_days)
         # 3. Gaps: expected cells the store does not hold verified yet.
         plan = plan_gaps(expected, upstream, start["held"])
         limit = spec.repair.max_repairs_per_run
@@ -217,7 +231,7 @@ class Run:
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
         return Work(symbols, expected, upstream, len(plan.missing), len(plan.present),
-                    dataclasses.replace(done, deferred=later), len(plan.republished), len(plan.withdrawn))
+                    dataclasses.replace(done, deferred=later), len(plan.republished), len(plan.withdrawn), wanted)
 
     def checkpointer(self, store: Store, source: S3Source, upstream: dict):
         """For a backfill unit: every ``checkpointEvery`` verified cells, commit them (their
@@ -267,11 +281,15 @@ class Run:
             del r.repaired[k]
         prior_gaps = store.gaps(schedule)
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps,
-                          store.first_seen(schedule), self.started, self.publication)
+                          store.first_seen(schedule), self.started, self.publication, work.plan.unprobed, work.plan.delisted,
+                          f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
+                          "(target.maxCatchUpDays)")
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
         s.repairs_quarantined = r.quarantined
         s.republished, s.withdrawn = work.republished, work.withdrawn
+        s.symbols_delisted, s.cells_unprobed = len(work.plan.delisted), len(work.plan.unprobed)
+        self.delisted = sorted(work.plan.delisted)
         self.gaps_by_cause = open_by_cause(rows, prior_gaps)
         s.gaps_open = sum(self.gaps_by_cause.values())
         return rows
@@ -373,7 +391,8 @@ class Run:
         if done.committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
-                                s.repairs_failed + s.repairs_deferred, self.gaps_by_cause)
+                                s.repairs_failed + s.repairs_deferred, self.gaps_by_cause, s.symbols_delisted,
+                                tuple(self.delisted))
         return RunResult(self.run_id, outcome, s, error, warnings, coverage, self.gaps_by_cause)
 
     def maintain(self, store: Store) -> list[str]:

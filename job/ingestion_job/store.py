@@ -32,7 +32,7 @@ import pyarrow as pa
 from ingestion_contract import GAP_CAUSES, RunSummary, by_cause
 
 from . import failpoints, first_line
-from .plan import Held
+from .plan import UNPROBED, Held
 from .rows import Load
 
 SCHEMA_VERSION = 4
@@ -130,6 +130,8 @@ class Store(Protocol):
     def maintain(self) -> list[dict]: ...
     def known_symbols(self, schedule: str) -> set[str]: ...
     def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]: ...
+    def probed_through(self, schedule: str) -> dict[str, dt.date]: ...
+    def unprobed(self, schedule: str) -> dict[str, list[dt.date]]: ...
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]: ...
     def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]: ...
     def run_attempts(self, run_id: str) -> int: ...
@@ -261,6 +263,23 @@ class DuckStore:
     def known_symbols(self, schedule: str) -> set[str]:
         return {r[0] for r in self.con.execute("SELECT DISTINCT symbol FROM objects WHERE schedule = ?", [schedule]).fetchall()}
 
+    def probed_through(self, schedule: str) -> dict[str, dt.date]:
+        """Per symbol, the last date a run probed (its newest availability row)."""
+        return dict(self.con.execute("SELECT symbol, max(date) FROM objects WHERE schedule = ? GROUP BY symbol",
+                                     [schedule]).fetchall())
+
+    def unprobed(self, schedule: str) -> dict[str, list[dt.date]]:
+        """Per symbol, the cells a run has to look at again before its window: the catch-up
+        cells earlier runs left unprobed (open, deferred), and those of a delisted symbol
+        (expected again if it publishes again)."""
+        rows = self.con.execute("SELECT symbol, date FROM gaps WHERE schedule = ? AND (status = 'delisted' OR (status = 'open' "
+                                "AND reason = 'deferred' AND starts_with(coalesce(last_error, ''), ?))) ORDER BY symbol, date",
+                                [schedule, UNPROBED]).fetchall()
+        out: dict[str, list[dt.date]] = {}
+        for sym, d in rows:
+            out.setdefault(sym, []).append(d)
+        return out
+
     def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
         """Cells the store holds verified (repaired gaps), with what each object was verified as."""
         rows = self.con.execute("SELECT symbol, date, etag, bytes FROM gaps WHERE schedule = ? AND status = 'repaired'",
@@ -303,10 +322,25 @@ class DuckStore:
         finished runs started in the last ``days`` days."""
         con = self.con
         where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
+        # a delisted symbol's dates after its last object are not expected, though runs probed them before
         availability = con.execute(f"""
             SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
                    min(date) AS first_date, max(date) AS last_date
-            FROM objects {where} GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+            FROM objects o {where} {' AND' if where else 'WHERE'} NOT EXISTS (
+                SELECT 1 FROM gaps g WHERE g.schedule = o.schedule AND g.symbol = o.symbol AND g.date = o.date
+                AND g.status = 'delisted')
+            GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+        delisted = con.execute(f"""
+            SELECT schedule, symbol, min(date) FROM gaps {where + (' AND' if where else 'WHERE')} status = 'delisted'
+            GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
+        # the dates no run has probed yet (an outage's catch-up left for later runs), as ranges
+        unprobed = con.execute(f"""
+            WITH u AS (SELECT schedule, symbol, date, date - CAST(row_number() OVER (PARTITION BY schedule, symbol ORDER BY date)
+                                                            AS INTEGER) AS island
+                       FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open' AND reason = 'deferred'
+                       AND starts_with(coalesce(last_error, ''), ?))
+            SELECT schedule, symbol, min(date), max(date), count(*) FROM u GROUP BY schedule, symbol, island
+            ORDER BY schedule, symbol, min(date)""", params + [UNPROBED]).fetchall()
         causes = con.execute(f"""
             SELECT reason, count(*) FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open' GROUP BY reason""",
                              params).fetchall()
@@ -330,6 +364,8 @@ class DuckStore:
                              for r in availability],
             "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
             "open_gaps_by_cause": by_cause(dict(causes)),
+            "delisted": [dict(zip(["schedule", "symbol", "since"], r)) for r in delisted],
+            "never_probed": [dict(zip(["schedule", "symbol", "first", "last", "days"], r)) for r in unprobed],
             "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
                                       "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
             "changed_upstream": [dict(zip(["schedule", "symbol", "date", "status", "changes", "changed_at", "previous_sha256",
@@ -458,7 +494,7 @@ def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
             raise IntegrityError(f"{where}: negative size {o['size']}")
     for g in gaps:
         where = f"gaps {g['schedule']}/{g['symbol']}/{g['date']}"
-        if g["status"] not in ("open", "repaired"):
+        if g["status"] not in ("open", "repaired", "delisted"):
             raise IntegrityError(f"{where}: unknown status {g['status']!r}")
         if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
             raise IntegrityError(f"{where}: a gap is repaired exactly when it has repaired_at and sha256")

@@ -38,7 +38,7 @@ def test_coverage_round_trips_through_a_termination_message_and_refuses_anything
     assert len(text.encode()) < 4096 and Coverage.decode(text) == c
     assert (c.percent, c.complete) == (93.3, False)
     assert c.as_status() == {"expected": 30, "present": 28, "missing": 2, "repaired": 26, "gapsOpen": 3,
-                             "oldestOpenGap": "2026-11-20", "bytes": 12_345, "percent": 93.3}
+                             "oldestOpenGap": "2026-11-20", "bytes": 12_345, "symbolsDelisted": 0, "percent": 93.3}
     assert Coverage(0, 0, 0, 0, 0, None, 0, "succeeded").percent == 100.0
     assert "oldestOpenGap" not in Coverage(5, 5, 0, 0, 0, None, 0, "succeeded").as_status()  # no null for a merge patch
     for other in (None, "", "Error: boom", "[1]", '{"v": 2}', text.replace('"expected":30', '"expected":"30"'),
@@ -61,5 +61,10 @@ def test_coverage_counts_open_gaps_by_cause_and_a_message_without_them_still_dec
     assert Coverage.decode(old).gaps_by_cause == {} and "gapsByCause" not in Coverage.decode(old).as_status()
     for bad in ('{"late":3}', '{"quarantined":-1}', '{"quarantined":"2"}', '[3]'):
         assert Coverage.decode(text.replace('{"late-upstream":3,"quarantined":2}', bad)) is None, bad
+    # delisted symbols: counted, the first 20 named (sorted), a list on status (replaced whole)
+    many = Coverage(30, 27, 3, 20, 5, None, 1, "succeeded", 0, {"late-upstream": 5}, 25, [f"S{i:02}" for i in range(25, 0, -1)])
+    assert many.delisted == tuple(f"S{i:02}" for i in range(1, 21)) and Coverage.decode(many.encode()) == many
+    assert many.as_status()["symbolsDelisted"] == 25 and many.as_status()["delistedSymbols"][0] == "S01"
+    assert Coverage.decode(many.encode().replace('"delistedSymbols":["S01"', '"delistedSymbols":[1')) is None
     with pytest.raises(ValueError, match="not a gap cause"):
         Coverage(1, 0, 1, 0, 1, None, 0, "succeeded", 0, {"absent upstream": 1})

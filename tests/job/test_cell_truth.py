@@ -6,6 +6,8 @@ metrics and the coverage the run reports for status.coverage give the same count
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from ingestion_dev import sampledata
@@ -17,10 +19,11 @@ from .conftest import context, days_ago, now, pushed, pushed_causes, run
 
 
 class Scenario:
-    def __init__(self, dataset, servers, tmp_path, mode: str):
+    def __init__(self, dataset, servers, tmp_path, mode: str, symbols=("BTCUSDT",), lookback: int = 3, **target):
         self.dataset, self.servers = dataset, servers
         self.schedule = f"truth-{mode}-{dataset.prefix}"
-        self.spec = dataset.spec(["BTCUSDT"], lookback=3, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+        self.spec = dataset.spec(list(symbols), lookback=lookback, repair={"maxRepairsPerRun": 100, "load": "csv-zip"})
+        self.spec["target"].update(target)
         self.creds = (servers.s3.access_key, servers.s3.secret_key)
         self.prefix = f"{dataset.prefix}-truth/"
         if mode == "delta":
@@ -29,8 +32,10 @@ class Scenario:
         else:
             self.db = tmp_path / "s.duckdb"
 
-    def run(self):
-        res = run(context(self.spec, schedule=self.schedule, store_credentials=self.creds), self.db)
+    def run(self, days_later: int = 0):
+        """A run on the tests' clock, moved ``days_later`` days on."""
+        res = run(context(self.spec, schedule=self.schedule, store_credentials=self.creds), self.db,
+                  now=now() + dt.timedelta(days=days_later))
         assert res.outcome == "succeeded", res.error
         return res
 
@@ -38,13 +43,18 @@ class Scenario:
         return open_backend(context(self.spec, schedule=self.schedule, store_credentials=self.creds), self.db,
                             read_only=self.db is not None)
 
-    def gaps(self) -> dict:
+    def cells(self) -> dict:
+        """Every gap row, by (symbol, date)."""
         store = self.store()
         try:
             with store.locked():
-                return {d: g for (_, d), g in store.gaps(self.schedule).items()}
+                return store.gaps(self.schedule)
         finally:
             store.close()
+
+    def gaps(self, symbol: str = "BTCUSDT") -> dict:
+        """One symbol's gap rows, by date."""
+        return {d: g for (sym, d), g in self.cells().items() if sym == symbol}
 
     def report(self) -> dict:
         store = self.store()
@@ -70,7 +80,7 @@ class Scenario:
         """The five views of the open gaps say the same, cause by cause; returns their count."""
         from ingestion_contract import by_cause
 
-        open_ = [g["reason"] for g in self.gaps().values() if g["status"] == "open"]
+        open_ = [g["reason"] for g in self.cells().values() if g["status"] == "open"]
         report = self.report()
         metrics = pushed(self.servers.pushgateway, self.schedule)
         views = {"store": by_cause({c: open_.count(c) for c in set(open_)}), "report": report["open_gaps_by_cause"],
@@ -123,3 +133,70 @@ def test_a_cell_follows_its_object_republished_and_withdrawn(dataset, servers, t
     if mode == "duckdb":
         assert fourth.summary["rows_written"] == 0
     assert s.gaps()[d2]["reason"] == "withdrawn" and s.agree(fourth) == 1
+
+
+def open_causes(res) -> dict:
+    return {c: n for c, n in res.gaps_by_cause.items() if n}
+
+
+@pytest.mark.parametrize("mode", ["duckdb", "delta"])
+def test_expectations_follow_the_listing_delisted_relisted_and_ranged(dataset, servers, tmp_path, mode):
+    """Issue 24, point 3: a symbol is expected from its first object; one silent for
+    delistAfterDays is delisted (its later dates are not gaps, the report and the coverage
+    name it); when it publishes again its missing days are gaps again; a ranged symbol is
+    expected over its range only. Every view agrees after every run."""
+    syms = ["LUNAUSDT", "NEWUSDT", {"name": "ETHUSDT", "from": days_ago(5)[0].isoformat(), "until": days_ago(3)[0].isoformat()}]
+    s = Scenario(dataset, servers, tmp_path, mode, symbols=syms, lookback=3, delistAfterDays=7, publishDelayHours=0)
+    dataset.upload([("LUNAUSDT", d) for d in days_ago(*range(12, 21))] + [("NEWUSDT", d) for d in days_ago(2, 1)]
+                   + [("ETHUSDT", d) for d in days_ago(*range(1, 11))])
+    # Eight days ago LUNA had been silent for three days: late, not delisted.
+    first = s.run(days_later=-8)
+    g = s.gaps("LUNAUSDT")
+    assert sorted(d for d, x in g.items() if x["status"] == "open") == days_ago(11, 10, 9), g
+    assert open_causes(first) == {"late-upstream": 3} and first.summary["symbols_delisted"] == 0
+    assert s.agree(first) == 3
+    # Today LUNA has been silent for eleven days: delisted since the day after its last object;
+    # its three late days are no longer gaps. NEW is expected from its first object only, ETH
+    # over its range only.
+    second = s.run()
+    assert (second.summary["symbols_delisted"], second.coverage.symbols_delisted, second.coverage.delisted) == (1, 1, ("LUNAUSDT",))
+    assert s.agree(second) == 0 and second.coverage.gaps_open == 0
+    report = s.report()
+    assert [(d["symbol"], d["since"]) for d in report["delisted"]] == [("LUNAUSDT", days_ago(11)[0])]
+    avail = {a["symbol"]: (a["expected"], a["present"], a["first_date"], a["last_date"]) for a in report["availability"]}
+    assert avail["NEWUSDT"] == (2, 2, days_ago(2)[0], days_ago(1)[0])
+    assert avail["ETHUSDT"] == (3, 3, days_ago(5)[0], days_ago(3)[0])
+    assert avail["LUNAUSDT"] == (9, 9, days_ago(20)[0], days_ago(12)[0])  # its probed late days are not expected
+    # LUNA publishes again: active, and every day since its last object is a gap again
+    dataset.upload([("LUNAUSDT", days_ago(1)[0])])
+    third = s.run()
+    assert third.summary["symbols_delisted"] == 0 and third.coverage.delisted == ()
+    g = s.gaps("LUNAUSDT")
+    assert sorted(d for d, x in g.items() if x["status"] == "open") == days_ago(*range(11, 1, -1))
+    assert {x["reason"] for x in g.values() if x["status"] == "open"} == {"late-upstream"} and s.agree(third) == 10
+    assert s.report()["delisted"] == []
+
+
+@pytest.mark.parametrize("mode", ["duckdb", "delta"])
+def test_no_date_is_left_unprobed_after_an_outage(dataset, servers, tmp_path, mode):
+    """Issue 24, point 4: after an outage longer than lookbackDays, runs probe from the last
+    date probed, maxCatchUpDays dates per run, oldest first; the rest are open gaps with cause
+    deferred that the report lists as never probed, until a later run probes them."""
+    s = Scenario(dataset, servers, tmp_path, mode, lookback=2, maxCatchUpDays=5, publishDelayHours=0)
+    dataset.upload([("BTCUSDT", d) for d in days_ago(*range(1, 21))])
+    before = s.run(days_later=-15)  # history from the first object (20 days ago) to 16 days ago
+    assert (before.summary["expected"], before.summary["gaps_repaired"]) == (5, 5) and s.agree(before) == 0
+    # fifteen days without a run: the window is 3..1 days ago; 15..4 days ago were never probed
+    back = s.run()
+    assert (back.summary["expected"], back.summary["cells_unprobed"], back.summary["gaps_repaired"]) == (8, 7, 8)
+    assert open_causes(back) == {"deferred": 7} and s.agree(back) == 7
+    never = s.report()["never_probed"]
+    assert [(u["first"], u["last"], u["days"]) for u in never] == [(days_ago(10)[0], days_ago(4)[0], 7)]
+    assert all(g["last_error"].startswith("not probed yet") for g in s.gaps().values() if g["status"] == "open")
+    again = s.run()
+    assert (again.summary["cells_unprobed"], again.summary["gaps_repaired"]) == (2, 5) and s.agree(again) == 2
+    done = s.run()
+    assert (done.summary["cells_unprobed"], done.summary["gaps_repaired"]) == (0, 2) and s.agree(done) == 0
+    assert s.report()["never_probed"] == []
+    avail = s.report()["availability"][0]
+    assert (avail["expected"], avail["present"], avail["first_date"], avail["last_date"]) == (20, 20, days_ago(20)[0], days_ago(1)[0])

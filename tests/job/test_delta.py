@@ -168,7 +168,7 @@ def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path
     """Four processes (a backfill's shards: one schedule, a group of symbols each) are lined up
     at their first commit and let go together; every commit lands, none overwrites another."""
     groups = [("AAAUSDT", "BBBUSDT"), ("CCCUSDT", "DDDUSDT"), ("EEEUSDT", "FFFUSDT"), ("GGGUSDT", "HHHUSDT")]
-    dataset.upload([(s, d) for g in groups for s in g for d in days_ago(1, 2, 3)])
+    dataset.upload([(s, d) for g in groups for s in g for d in days_ago(1, 2, 4)])
     prefix = f"{dataset.prefix}-four/"
     spec = object_spec(dataset, servers, prefix)
     creds = (servers.s3.access_key, servers.s3.secret_key)
@@ -178,7 +178,7 @@ def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path
     assert not [log for log in logs if "terminate called" in log]  # delta-rs's exit-time abort (issue 13) is not seen
     objects = table(servers, prefix, "objects")
     assert _q(objects, "SELECT count(*), count(*) FILTER (WHERE present), count(DISTINCT symbol) FROM t") == [(8 * 4, 8 * 3, 8)]
-    # the fourth day of each window was never published: its gap stays open
+    # the third day of each window was never published: its gap stays open
     assert _q(table(servers, prefix, "gaps"), "SELECT status, count(*) FROM t GROUP BY ALL ORDER BY ALL") == [
         ("open", 8), ("repaired", 8 * 3)]
     assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(8 * 3,)]
@@ -186,7 +186,7 @@ def test_four_writers_committing_at_once_lose_nothing(dataset, servers, tmp_path
 
 
 def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_the_next_run_finishes(dataset, servers, tmp_path):
-    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 4)])  # day 3 never published
     prefix = f"{dataset.prefix}-kill/"
     spec = object_spec(dataset, servers, prefix)
     creds = (servers.s3.access_key, servers.s3.secret_key)
@@ -197,8 +197,8 @@ def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_th
         proc.wait()
     finally:
         proc.kill()
-    assert _q(table(servers, prefix, "objects"), "SELECT count(*) FILTER (WHERE present) FROM t") == [(4,)]
-    assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(4,)]
+    assert _q(table(servers, prefix, "objects"), "SELECT count(*) FILTER (WHERE present) FROM t") == [(6,)]
+    assert _q(table(servers, prefix, "loaded"), "SELECT count(DISTINCT (symbol, date)) FROM t") == [(6,)]
     # the run's first commit created every table, empty; the gaps' own commit never happened
     assert keys(servers, f"{prefix}gaps/") == [f"{prefix}gaps/_delta_log/00000000000000000000.json"]
     assert _q(table(servers, prefix, "gaps"), "SELECT count(*) FROM t") == [(0,)]
@@ -206,9 +206,9 @@ def test_sigkill_between_two_table_commits_leaves_each_table_at_a_version_and_th
     # The next run finds the gaps still open, repairs them again (the loads are replaced, not
     # doubled), and commits every table.
     nxt = run(context(spec, schedule="lake", store_credentials=creds), None)
-    assert nxt.outcome == "succeeded" and nxt.summary["gaps_repaired"] == 4, nxt.error
+    assert nxt.outcome == "succeeded" and nxt.summary["gaps_repaired"] == 6, nxt.error
     assert _q(table(servers, prefix, "gaps"), "SELECT status, count(*) FROM t GROUP BY ALL ORDER BY ALL") == [
-        ("open", 4), ("repaired", 4)]
+        ("open", 2), ("repaired", 6)]
     loaded = table(servers, prefix, "loaded")
     assert _q(loaded, "SELECT count(*) = count(DISTINCT (symbol, date, open_time)) FROM t") == [(True,)]
 
@@ -221,15 +221,15 @@ def test_the_readmes_reader_block_reads_the_tables_a_run_wrote(dataset, servers)
 
     readme = (REPO / "docs" / "user-guide" / "storage.md").read_text()
     block = re.search(r"<!-- delta-readers:begin -->\n```python\n(.*?)```\n<!-- delta-readers:end -->", readme, re.S).group(1)
-    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2)])
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 4)])
     prefix = f"{dataset.prefix}-readers"
     spec = object_spec(dataset, servers, prefix + "/")
     creds = (servers.s3.access_key, servers.s3.secret_key)
     assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
     scope = {"endpoint": servers.s3.endpoint, "key": creds[0], "secret": creds[1], "bucket": PRIVATE, "prefix": prefix}
     exec(compile(block, "docs/user-guide/storage.md (delta-readers)", "exec"), scope)
-    assert sorted(scope["per_symbol"]) == [("BTCUSDT", 2), ("ETHUSDT", 2)]
-    assert sorted(scope["open_gaps"]["date"].to_list()) == sorted(days_ago(3, 3, 4, 4))  # never published
+    assert sorted(scope["per_symbol"]) == [("BTCUSDT", 3), ("ETHUSDT", 3)]
+    assert sorted(scope["open_gaps"]["date"].to_list()) == sorted(days_ago(3, 3))  # never published
     assert scope["before"].num_rows == 1 and scope["before"].column("outcome").to_pylist() == ["running"]  # before its end
 
 
@@ -264,7 +264,7 @@ def test_migrate_store_moves_the_old_format_into_delta_once(dataset, servers, tm
                    Body=json.dumps({"version": "20261101T020000000000Z"}).encode())
     want = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("objects", "gaps", "runs", "loaded")}
     con.close()
-    assert len(cells) == 4 and want["objects"] == 8
+    assert len(cells) == 4 and want["objects"] == 4  # each symbol expected from its first object
 
     f = tmp_path / "lake.yaml"
     f.write_text(yaml.safe_dump({"metadata": {"name": "lake"}, "spec": spec}))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion_job.plan import Cell, Held, KeyTemplate, Listed, Window, expected_cells, plan_gaps, plan_window
+from ingestion_job.plan import Cell, Held, KeyTemplate, Listed, Rules, Window, expect, plan_gaps, plan_window
 
 U = dt.timezone.utc
 T = KeyTemplate("data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip")
@@ -62,7 +62,9 @@ def test_parse_inverts_key(d, sym):
 
 def test_new_symbols_backfill_their_upstream_history():
     w = Window(dt.date(2026, 11, 20), dt.date(2026, 11, 22))
-    cells = expected_cells(["OLD", "NEW"], w, {"NEW": dt.date(2026, 11, 1), "OLD": dt.date(2020, 1, 1)}, known_symbols={"OLD"})
+    up = {s: {d: Listed("k", 1, "e", dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)) for d in (first, w.last)}
+          for s, first in (("NEW", dt.date(2026, 11, 1)), ("OLD", dt.date(2020, 1, 1)))}
+    cells = expect(["OLD", "NEW"], w, up, {"OLD"}, {}, {}, Rules()).cells
     assert len([c for c in cells if c.symbol == "OLD"]) == 3
     assert len([c for c in cells if c.symbol == "NEW"]) == 22
 
@@ -89,3 +91,59 @@ def test_a_held_cell_follows_its_object_republished_or_withdrawn():
     assert plan.candidates == plan.republished == [Cell("A", d1)]
     assert plan.withdrawn == plan.missing == [Cell("A", d3)]
     assert plan_gaps([Cell("A", d4)], {"A": {d4: Listed("k4", 13, "e4", at)}}, held).republished == [Cell("A", d4)]
+
+
+# -- expectations follow the listing (issue 24, points 3 and 4) --------------------------------
+from ingestion_contract.spec import Symbol  # noqa: E402
+
+D0 = dt.date(2026, 11, 30)  # the window's last date in these tests
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+W = Window(D0 - dt.timedelta(days=3), D0)
+
+
+def days(*ns):
+    return [D0 - dt.timedelta(days=n) for n in ns]
+
+
+def listing(sym, dates):
+    return {sym: {d: Listed(f"k/{sym}/{d}", 1, "e", NOW) for d in dates}}
+
+
+def test_a_symbol_is_expected_from_its_first_object_and_over_its_range():
+    up = {**listing("NEW", days(1, 0)), **listing("ETH", days(*range(20)))}
+    got = expect(["NEW", Symbol("ETH", *days(10, 2))], W, up, {"NEW", "ETH"}, {}, {}, Rules())
+    assert [(c.symbol, c.date) for c in got.cells] == [("ETH", d) for d in days(3, 2)] + [("NEW", d) for d in days(1, 0)]
+    # a symbol the store has never seen: its history, from its first object (or its range's from)
+    got = expect([Symbol("ETH", *days(10, 2))], W, up, set(), {}, {}, Rules())
+    assert [c.date for c in got.cells] == days(*range(10, 1, -1))
+    # nothing published at all: expected over the window (late-upstream gaps, not silence)
+    assert len(expect(["NONE"], W, {}, set(), {}, {}, Rules()).cells) == 4
+
+
+def test_a_silent_symbol_is_delisted_and_active_again_once_it_publishes():
+    up = listing("LUNA", days(*range(9, 20)))  # silent for 9 days up to D0
+    rules = Rules(delist_after_days=7)
+    got = expect(["LUNA"], W, up, {"LUNA"}, {"LUNA": D0 - dt.timedelta(days=2)}, {}, rules)
+    assert got.cells == [] and got.delisted == {"LUNA": days(8)[0]}
+    assert expect(["LUNA"], W, up, {"LUNA"}, {}, {}, Rules(delist_after_days=10)).delisted == {}  # not silent long enough
+    assert expect(["LUNA"], W, up, {"LUNA"}, {}, {}, Rules(delist_after_days=0)).delisted == {}  # never
+    # it publishes again: active; the dates it was delisted for come back through the backlog
+    back = {"LUNA": {**up["LUNA"], D0: Listed("k", 1, "e", NOW)}}
+    got = expect(["LUNA"], W, back, {"LUNA"}, {"LUNA": days(6)[0]}, {"LUNA": days(8, 7, 6)}, rules)
+    assert got.delisted == {} and [c.date for c in got.cells] == days(*range(8, -1, -1))
+    # a range that ends before the silence: not delisted, just over
+    assert expect([Symbol("LUNA", None, days(12)[0])], W, up, {"LUNA"}, {}, {}, rules).delisted == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(behind=st.integers(5, 60), limit=st.integers(0, 30), backlog=st.sets(st.integers(4, 80), max_size=10))
+def test_catch_up_probes_the_oldest_dates_first_and_leaves_the_rest_unprobed(behind, limit, backlog):
+    up = listing("BTC", days(*range(100)))
+    got = expect(["BTC"], W, up, {"BTC"}, {"BTC": days(behind)[0]}, {"BTC": days(*backlog)}, Rules(max_catch_up_days=limit))
+    late = sorted(set(days(*range(4, behind))) | set(days(*backlog)))
+    probed = [c.date for c in got.cells]
+    assert probed == late[:limit] + W.dates() and [c.date for c in got.unprobed] == late[limit:]
+    assert got.caught_up == min(limit, len(late))
+    # no catch-up for an explicit range or a backfill unit
+    assert expect(["BTC"], W, up, {"BTC"}, {"BTC": days(behind)[0]}, {}, Rules(catch_up=False)).cells == \
+        [Cell("BTC", d) for d in W.dates()]
