@@ -113,6 +113,50 @@ def bench_upsert(n, tmp):
     return rows, timings
 
 
+def bench_whole_run(endpoint, symbols, dates, concurrency, tmp):
+    """A whole run of the job (no repairs: maxRepairsPerRun 0) against its floor measured in the
+    same process: the listing of the same prefixes plus one Arrow upsert of the rows the run
+    committed (objects and gaps) into a fresh file, and, for the rerun, into a file that holds
+    them already (nothing new: nothing written). Returns rows of (label, run s, floor s)."""
+    import json
+
+    import ingestion_contract as contract
+    from ingestion_job.run import run as run_job
+
+    spec = {"schedule": "0 2 * * *", "target": {
+        "endpoint": endpoint, "bucket": BUCKET, "anonymous": True, "keyTemplate": sampledata.KEY_TEMPLATE,
+        "symbols": symbols, "lagDays": 1, "lookbackDays": len(dates) - 1},
+        "repair": {"maxRepairsPerRun": 0}, "storage": {"duckdb": {"claimName": "bench"}}}
+    ctx = contract.read_environment({contract.SPEC_ENV: json.dumps(spec), contract.SCHEDULE_ENV: "bench",
+                                     contract.NAMESPACE_ENV: "bench"})
+    as_of = dates[-1] + dt.timedelta(days=1)
+    db = Path(tmp) / "whole.duckdb"
+    out = []
+    for label in ("first run", "rerun, nothing new"):
+        t0 = time.perf_counter()
+        res = run_job(ctx, db, as_of=as_of, concurrency=concurrency, lock_timeout=5)
+        took = time.perf_counter() - t0
+        assert res.outcome == "succeeded" and res.summary.expected == len(symbols) * len(dates), res
+        # the floor: the same listing, one upsert of the same rows
+        src = S3Source(target(endpoint), concurrency=concurrency)
+        store = open_store(db, read_only=True)
+        rows = {t: store.con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("objects", "gaps")}
+        store.close()
+        floor_db = Path(tmp) / "floor.duckdb"
+        if label == "first run":
+            floor_db.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        src.list_all(symbols)
+        floor = open_store(floor_db)
+        floor.con.execute("BEGIN TRANSACTION")
+        for t, arrow in rows.items():
+            floor.upsert_arrow(t, arrow, ["schedule", "symbol", "date"])
+        floor.con.execute("COMMIT")
+        floor.close()
+        out.append((label, took, time.perf_counter() - t0, res.summary.rows_written))
+    return out
+
+
 def bench_repairs(s3, endpoint, n, concurrency):
     today = dt.date(2026, 11, 22)
     cells = [(f"R{i % 20:02d}USDT", today - dt.timedelta(days=i // 20)) for i in range(n)]
@@ -134,6 +178,7 @@ def main():
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--upsert-rows", type=int, default=1_000_000)
     p.add_argument("--repairs", type=int, default=400)
+    p.add_argument("--run-symbols", type=int, default=200, help="symbols of the whole-run benchmark (its days: --days)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         group = ProcessGroup(Path(tmp))
@@ -148,6 +193,7 @@ def main():
             l_found, l_req, l_wall = bench_list(server.endpoint, symbols, a.concurrency)
             h_found, h_req, h_wall = bench_head(server.endpoint, symbols, dates, a.concurrency)
             assert l_found == h_found == n, (l_found, h_found, n)
+            whole = bench_whole_run(server.endpoint, symbols[:a.run_symbols], dates, a.concurrency, tmp)
             rows, upserts = bench_upsert(a.upsert_rows, tmp)
             r_n, r_wall, r_bytes = bench_repairs(s3, server.endpoint, a.repairs, a.concurrency)
         finally:
@@ -158,6 +204,10 @@ def main():
     print(f"| probe, one HEAD per object (baseline) | {h_req:,} | {h_wall:.1f} s | {h_found:,} found |")
     print(f"| probe, list by symbol prefix (ours) | {l_req:,} | {l_wall:.1f} s | {l_found:,} found |")
     print(f"| ratio (baseline / ours) | {h_req / l_req:.0f}x fewer | {h_wall / l_wall:.0f}x faster | target >= 50x, >= 20x |")
+    cells = min(a.run_symbols, a.symbols) * a.days
+    for label, took, floor, written in whole:
+        print(f"| whole run, {min(a.run_symbols, a.symbols)} symbols x {a.days} days ({cells:,} cells, no repairs), {label} | - | "
+              f"{took:.2f} s vs floor {floor:.2f} s | {took / floor:.2f}x of the floor (target <= 1.5x); {written:,} rows written |")
     for label, secs, written in upserts:
         print(f"| DuckDB upsert of {rows:,} rows ({label}) | - | {secs:.2f} s | {written:,} rows written; target < 3 s |")
     print(f"| repairs (GET + size + sha256 sidecar), 1440-row zips | {r_n * 2:,} | {r_wall:.1f} s | {r_n / r_wall:.0f} repairs/s, {r_bytes / r_wall / 1e6:.1f} MB/s |")

@@ -83,8 +83,9 @@ class SecretRef:
 
 
 class Symbol(str):
-    """A symbol of ``target.symbols``: its name (the string itself), and the dates it is expected
-    over when the spec gives them (``{name, from, until}``; None: unbounded on that side)."""
+    """A symbol to probe: its name (the string itself), and the dates it is expected over when
+    the spec gives them (an item of ``target.symbolRanges``, ``{name, from, until}``; None:
+    unbounded on that side). The names of ``target.symbols`` are Symbols without a range."""
 
     first: dt.date | None
     until: dt.date | None
@@ -112,14 +113,11 @@ class Symbol(str):
         return (Symbol, (str(self), self.first, self.until))
 
 
-SYMBOL_FORMS = "a symbol name, or {name, from, until} with dates YYYY-MM-DD"
+SYMBOL_FORMS = "{name, from, until} with dates YYYY-MM-DD"
 
 
 def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
-    """One item of ``target.symbols``: a name, or ``{name, from, until}``; (symbol, None) or (None, problem)."""
-    if isinstance(item, str):
-        problem = _string_problem(item, meta)
-        return (None, problem) if problem else (Symbol(item), None)
+    """One item of ``target.symbolRanges``, ``{name, from, until}``; (symbol, None) or (None, problem)."""
     if not isinstance(item, Mapping):
         return None, f"must be {SYMBOL_FORMS}"
     unknown = set(item) - {"name", "from", "until"}
@@ -128,7 +126,7 @@ def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
     name = item.get("name")
     if not isinstance(name, str):
         return None, f"needs a name; must be {SYMBOL_FORMS}"
-    if problem := _string_problem(name, meta):
+    if problem := _string_problem(name, {"minLength": 1, "maxLength": 64}):  # as target.symbols' names
         return None, f"name {problem}"
     dates = {}
     for key in ("from", "until"):
@@ -156,8 +154,9 @@ class Target:
     anonymous: bool = spec_field("anonymous", False)
     credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
     checksum_suffix: str | None = spec_field("checksumSuffix", None)
-    # a name, or {name, from, until}: the symbol is expected over those dates only
-    symbols: tuple[Symbol, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    # symbols each expected over its own dates only, {name, from, until}, beside (or instead of) the plain names
+    symbol_ranges: tuple[Symbol, ...] = spec_field("symbolRanges", (), max_items=5000)
     discover: bool = spec_field("discover", False)
     lag_days: int = spec_field("lagDays", 1, minimum=0)
     # hours after a date ends (in the schedule's zone) within which its object is usually
@@ -169,6 +168,11 @@ class Target:
     # dates a run probes beyond its window to catch up after an outage longer than lookbackDays
     # (from the last date it probed); the rest are open gaps with cause deferred
     max_catch_up_days: int = spec_field("maxCatchUpDays", 90, minimum=0, maximum=3660)
+
+    @property
+    def all_symbols(self) -> tuple[Symbol, ...]:
+        """The symbols the spec names: plain names (no range), then the ranged ones."""
+        return tuple(Symbol(n) for n in self.symbols) + self.symbol_ranges
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
@@ -405,7 +409,7 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         return bad(problem) if problem else value
     if tp is dict:
         return dict(value) if isinstance(value, Mapping) else bad("must be an object")
-    if tp == tuple[Symbol, ...]:  # a list of names or {name, from, until}
+    if tp == tuple[Symbol, ...]:  # a list of {name, from, until}
         if not isinstance(value, list):
             return bad(f"must be a list, each item {SYMBOL_FORMS}")
         if meta.get("maxItems") is not None and len(value) > meta["maxItems"]:
@@ -417,9 +421,9 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
                 errors.append(FieldError(f"{path}[{i}]", item, problem))
                 return _INVALID
             out.append(sym)
-        dups = {s for s in out if out.count(s) > 1}
-        if any(s in dups and s.ranged for s in out):  # which range would hold?
-            return bad(f"names {sorted(dups)[0]} more than once, with a range: name each symbol once")
+        dups = sorted({s for s in out if out.count(s) > 1})
+        if dups:  # which range would hold?
+            return bad(f"names {dups[0]} more than once: give each symbol one range")
         return tuple(out)
     if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a list of strings
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -472,9 +476,12 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     names = _PLACEHOLDER.findall(target.key_template)
     if set(names) - set(KEY_PLACEHOLDERS) or not all(p in names for p in KEY_PLACEHOLDERS):
         err("target.keyTemplate", target.key_template, "must contain {symbol} and {date} and no other placeholders")
-    if bool(target.symbols) == target.discover:
+    if bool(target.symbols or target.symbol_ranges) == target.discover:
         err("target.symbols", list(target.symbols) or None,
-            "set exactly one of target.symbols (non-empty) or target.discover=true")
+            "set exactly one of target.symbols or target.symbolRanges (non-empty) or target.discover=true")
+    both = sorted(set(target.symbols) & set(target.symbol_ranges))
+    if both:
+        err("target.symbolRanges", both, "names symbols target.symbols names too: name each symbol in one of them")
     if target.anonymous and target.credentials_secret:
         err("target.anonymous", True, "excludes target.credentialsSecret")
     urls = (("target.endpoint", target.endpoint),

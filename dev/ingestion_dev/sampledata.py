@@ -18,8 +18,9 @@ KEY_TEMPLATE = "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 
 
-def kline_zip(symbol: str, date: dt.date, rows: int = 5) -> bytes:
-    rnd = random.Random(f"{symbol}{date}")
+def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0) -> bytes:
+    """One day's zip; another ``version`` has other prices (a republished object)."""
+    rnd = random.Random(f"{symbol}{date}" + (f"#{version}" if version else ""))
     start = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
     price = 100 + rnd.random() * 1000
     lines = [HEADER]
@@ -35,6 +36,12 @@ def kline_zip(symbol: str, date: dt.date, rows: int = 5) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(f"{symbol}-1m-{date}.csv", "\n".join(lines) + "\n")
     return buf.getvalue()
+
+
+def csv_of(body: bytes) -> str:
+    """The text of the one member of a zip (the first, if it holds several)."""
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        return zf.read(zf.namelist()[0]).decode()
 
 
 def zipped(files: dict[str, str | bytes]) -> bytes:

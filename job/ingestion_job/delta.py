@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
@@ -57,6 +58,11 @@ from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, StoreError
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
+
+
+def _type_name(t) -> str:
+    """A Delta type as a person reads it (``PrimitiveType("integer")`` -> ``integer``)."""
+    return getattr(t, "type", None) or str(t)
 
 
 def with_part(rows: pa.Table) -> pa.Table:
@@ -114,6 +120,7 @@ class DeltaStore:
         # looking again; and the handles of tables created that way, for their first commit
         self._missing: set[str] = set()
         self._created: dict[str, object] = {}
+        self.problem: str | None = None  # a table that does not match what the job expects (see check)
         self._tmp = tempfile.TemporaryDirectory(prefix="ingestion-delta-")
         self.local = DuckStore(Path(self._tmp.name) / "state.duckdb", on_wait=on_wait)
         self.local.con.execute("SET TimeZone = 'UTC'")
@@ -121,6 +128,42 @@ class DeltaStore:
 
     def where(self) -> str:
         return self.base_uri + "/"
+
+    def check(self) -> None:
+        """Refuse to go on with a table that does not match what the job expects (another
+        engine changed a column's type, or made one NOT NULL that the job leaves empty). Called
+        once the run is recorded, so the failure is recorded too."""
+        if self.problem:
+            raise StoreError(f"{self.where()}: {self.problem}")
+
+    def table_schema(self, table: str) -> pa.Schema:
+        """The columns of ``table`` as the job writes them, ``part`` included: those the job
+        never leaves empty (NOT NULL in the working copy) are non-nullable, so a Delta writer
+        of another engine that would leave one empty is refused at its own commit."""
+        con = self.local.con
+        empty = with_part(con.sql(f"SELECT * FROM {table} LIMIT 0").to_arrow_table())
+        required = {c for c, n in con.execute("SELECT column_name, is_nullable FROM information_schema.columns "
+                                              "WHERE table_name = ?", [table]).fetchall() if n == "NO"} | {"part"}
+        return pa.schema([f.with_nullable(f.name not in required) for f in empty.schema])
+
+    def mismatch(self, table: str, dt_) -> str | None:
+        """What in the Delta table ``table`` the job cannot work with, in one line, or None.
+        A column the job does not know, or one it will add (a newer release's), is fine; one
+        the job writes must have the job's type, and may be NOT NULL only if the job always
+        fills it."""
+        from deltalake import Schema
+
+        want = {f.name: f for f in Schema.from_arrow(self.table_schema(table)).fields}
+        for f in dt_.schema().fields:
+            w = want.get(f.name)
+            if w is None:
+                continue
+            if str(f.type) != str(w.type):
+                return (f"table {table}: column {f.name} is {_type_name(f.type)}, the job writes {_type_name(w.type)}"
+                        " (changed by another writer?)")
+            if not f.nullable and w.nullable:
+                return f"table {table}: column {f.name} is NOT NULL, but the job leaves it empty in some rows"
+        return None
 
     def uri(self, table: str) -> str:
         return f"{self.base_uri}/{table}"
@@ -144,11 +187,19 @@ class DeltaStore:
                 self._missing.add(table)
             else:
                 self._parted[table] = "part" in dt_.metadata().partition_columns
-                try:
-                    rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
-                except Exception as e:
-                    raise self._error(f"read table {table}", e) from None
-                self.insert_local(table, rows)
+                problem = self.mismatch(table, dt_)
+                if problem is None:
+                    try:
+                        rows = dt_.to_pyarrow_table(filters=[("schedule", "=", self.schedule)])
+                    except Exception as e:
+                        raise self._error(f"read table {table}", e) from None
+                    try:
+                        self.insert_local(table, rows)
+                    except duckdb.Error as e:  # e.g. a row another engine left without a value the job needs
+                        problem = f"table {table}: rows the job cannot read: {first_line(e)}"
+                if problem and table == "runs":  # nowhere to record the run either
+                    raise StoreError(f"{self.where()}: {problem}; the run's record cannot be written either")
+                self.problem = self.problem or problem
             self._synced_now(table)
         for stmt in CAUSES_OF_OLD_REASONS:  # after the snapshot: the next commit writes them to Delta
             self.local.con.execute(stmt)
@@ -266,14 +317,27 @@ class DeltaStore:
             on = " AND ".join([self._region(parts, "t."), *(f"t.{k} = s.{k}" for k in TABLES[table])])
 
             def commit(dt_):
+                self._add_columns(dt_, changed.schema)
                 if not self.files_in(dt_, parts):
-                    return write_deltalake(dt_, changed, mode="overwrite", predicate=self._region(parts),
-                                           schema_mode="merge")
-                return (dt_.merge(changed, on, source_alias="s", target_alias="t", merge_schema=True)
+                    return write_deltalake(dt_, changed, mode="overwrite", predicate=self._region(parts))
+                # not merge_schema=True: delta-rs 1.6 then fails the rows it carries over of a table
+                # with NOT NULL columns ("Invalid data found"); new columns are added first instead
+                return (dt_.merge(changed, on, source_alias="s", target_alias="t")
                         .when_matched_update_all().when_not_matched_insert_all().execute())
 
             self._commit(table, commit, changed)
         self._synced_now(table, synced)
+
+    @staticmethod
+    def _add_columns(dt_, schema: pa.Schema) -> None:
+        """Add the columns of ``schema`` that the table lacks (a newer release's), nullable (the
+        rows it holds have none), in a commit of their own."""
+        from deltalake import Schema
+
+        have = {f.name for f in dt_.schema().fields}
+        new = [f.with_nullable(True) for f in schema if f.name not in have]
+        if new:
+            dt_.alter.add_columns(Schema.from_arrow(pa.schema(new)).fields)
 
     def _region(self, parts: list[int] | None, alias: str = "") -> str:
         """The predicate of this schedule's rows (in ``parts``, unless None): what a commit
@@ -348,9 +412,12 @@ class DeltaStore:
         from deltalake import DeltaTable
 
         def schema_of(t: str) -> pa.Schema:
-            return with_part(self.local.con.sql(f"SELECT * FROM {t} LIMIT 0").to_arrow_table()).schema
+            if t in TABLES:
+                return self.table_schema(t)
+            keys = {"schedule", "symbol", "date", "part"}  # loaded: the columns of its rows; its key never empty
+            return pa.schema([f.with_nullable(f.name not in keys) for f in schema])
 
-        wanted = {table: schema, **{t: schema_of(t) for t in sorted(self._missing & set(TABLES) - {table})}}
+        wanted = {t: schema_of(t) for t in sorted(self._missing & set(TABLES) | {table})}
 
         def create(t: str):
             try:

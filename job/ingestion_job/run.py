@@ -179,6 +179,7 @@ class Run:
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
             self.log.warning("event=run_abandoned abandoned_run_id=%s reason=%r", run_id, "running past its deadline")
+        store.check()  # a table the job cannot work with fails the run, now that it is recorded
         store.release()
         return state
 
@@ -188,14 +189,14 @@ class Run:
         spec, target = self.ctx.spec, self.ctx.spec.target
         # 1. Expected set: the window in the schedule's zone, symbols given or discovered.
         source.check_bucket()
-        symbols = list(target.symbols) or source.discover_symbols()
+        symbols = list(target.all_symbols) or source.discover_symbols()
         unit = self.ctx.backfill and self.ctx.backfill.unit
         if unit:  # a backfill's shard: its group of symbols (disjoint Delta parts from the other shards')
             symbols = [s for s in symbols if unit.holds(s)]
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
         # 2. Probe: one paginated listing per symbol.
         upstream = source.list_all(symbols)
-        if not target.symbols:  # discovered: a folder holding no object of the key template is no symbol
+        if target.discover:  # discovered: a folder holding no object of the key template is no symbol
             folders = [s for s in symbols if not upstream.get(s) and s not in start["known"]]
             if folders:
                 self.log.info("event=folders_skipped count=%d first=%s reason=%r", len(folders), folders[0],

@@ -46,7 +46,9 @@ def backfill_schedule_spec(bf: BackfillSpec, schedule: ScheduleSpec) -> Schedule
     shard's share of the request cap, and no cap on repairs per run."""
     target = schedule.target
     if bf.symbols:
-        target = dataclasses.replace(target, symbols=bf.symbols, discover=False)
+        ranged = {s: s for s in target.symbol_ranges}  # a named symbol keeps its range
+        target = dataclasses.replace(target, symbols=tuple(s for s in bf.symbols if s not in ranged),
+                                     symbol_ranges=tuple(ranged[s] for s in bf.symbols if s in ranged), discover=False)
     target = dataclasses.replace(target, max_requests_per_second=bf.shard_requests_per_second(target.max_requests_per_second))
     repair = dataclasses.replace(schedule.repair, max_repairs_per_run=UNLIMITED_REPAIRS)
     return dataclasses.replace(schedule, target=target, repair=repair)
@@ -214,7 +216,7 @@ class BackfillReconciler:
         if bf is not None and problem is None:
             spec = schedule.spec if schedule is not None else None
             if spec is not None:
-                symbols = bf.symbols or spec.target.symbols
+                symbols = bf.symbols or spec.target.all_symbols
                 cells_total = len(symbols) * bf.days if symbols else None
             if job is None:
                 if schedule is None:

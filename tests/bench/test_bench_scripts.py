@@ -22,6 +22,10 @@ def test_bench_job_small():
     table = bench("bench_job.py", "--symbols", "3", "--days", "5", "--upsert-rows", "10000", "--repairs", "20")
     assert "| probe, list by symbol prefix (ours) | 3 |" in table and "15 found" in table
     assert "| probe, one HEAD per object (baseline) | 15 |" in table
+    assert "| whole run, 3 symbols x 5 days (15 cells, no repairs), first run |" in table
+    assert "rerun, nothing new | - |" in table and table.rstrip().count("of the floor") == 2
+    rerun = next(line for line in table.splitlines() if "rerun, nothing new" in line)
+    assert rerun.endswith("; 0 rows written |"), rerun  # a rerun with nothing new writes nothing
 
 
 def test_bench_throttle_small():

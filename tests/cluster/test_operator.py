@@ -152,6 +152,28 @@ def test_invalid_spec_keeps_last_good_cronjob_then_recovers(cluster, operator, n
     assert any(e["reason"] == "Recovered" for e in events(cluster, namespace, "tz"))
 
 
+def test_a_symbol_with_its_own_range_reaches_the_job_and_a_bad_one_is_refused(cluster, operator, namespace, wait_for):
+    """Issue 24, point 3: target.symbolRanges ({name, from, until}) beside target.symbols goes
+    through the real API server (its CEL rules compile and run there), the range reaches the
+    job's spec, and a range the schema cannot refuse (a date that does not exist) is an
+    InvalidSpec condition naming the item."""
+    ranged = {"name": "LUNAUSDT", "from": "2021-01-01", "until": "2022-05-31"}
+    target = {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"], "symbolRanges": [ranged],
+              "keyTemplate": "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"}
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("ranged", target=target))
+    wait_for(lambda: ready(cluster, namespace, "ranged"), 30, "ranged Ready")
+    env = get_cronjob(cluster, namespace, "ranged")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    (spec,) = [json.loads(e["value"]) for e in env if e["name"] == "INGESTION_SPEC"]
+    assert (spec["target"]["symbols"], spec["target"]["symbolRanges"]) == (["BTCUSDT"], [ranged])
+    backwards = {**target, "symbolRanges": [{**ranged, "from": "2023-01-01"}]}
+    out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("ranged", target=backwards), check=False)
+    assert out.returncode != 0 and "from must not be after until" in out.stderr, out.stderr
+    only = {**target, "symbols": [], "symbolRanges": [{"name": "LUNAUSDT", "until": "2022-02-30"}]}  # ranges alone will do
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("ranged", target=only))
+    r = cond(wait_for(lambda: ready(cluster, namespace, "ranged", status="False"), 30, "ranged Ready=False"), "Ready")
+    assert r["reason"] == "InvalidSpec" and "spec.target.symbolRanges[0]" in r["message"] and "until must be a date" in r["message"]
+
+
 def test_hand_edited_cronjob_is_put_back_and_deleted_one_recreated(cluster, operator, namespace, wait_for):
     apply_schedule(cluster, namespace, "drift")
     kubectl(cluster, "patch", "cronjob", "drift", "-n", namespace, "--type", "merge",

@@ -124,29 +124,34 @@ def test_compact_after_files_is_zero_or_above_what_a_compaction_leaves():
 
 
 def test_a_symbol_may_carry_its_own_range():
-    """Issue 24, point 3: target.symbols takes names and {name, from, until}; the range
-    survives the JSON the operator renders into the pod; a bad item names its index."""
+    """Issue 24, point 3: target.symbolRanges ({name, from, until}) beside the names of
+    target.symbols; the range survives the JSON the operator renders into the pod; a bad item
+    names its index."""
     import copy
     import datetime as dt
 
     spec = copy.deepcopy(SCHEDULE["spec"])
-    spec["target"]["symbols"] = ["BTCUSDT", {"name": "LUNAUSDT", "from": "2021-01-01", "until": "2022-05-31"},
-                                 {"name": "ETHUSDT", "until": "2025-01-01"}]
     spec["target"].pop("discover", None)
+    spec["target"]["symbols"] = ["BTCUSDT"]
+    spec["target"]["symbolRanges"] = [{"name": "LUNAUSDT", "from": "2021-01-01", "until": "2022-05-31"},
+                                      {"name": "ETHUSDT", "until": "2025-01-01"}]
     t = parse_spec(spec).target
-    assert t.symbols == ("BTCUSDT", "LUNAUSDT", "ETHUSDT")  # names, as strings
-    assert (t.symbols[1].first, t.symbols[1].until) == (dt.date(2021, 1, 1), dt.date(2022, 5, 31))
-    assert (t.symbols[0].ranged, t.symbols[2].first) == (False, None)
-    assert to_json(parse_spec(spec))["target"]["symbols"] == spec["target"]["symbols"]
-    assert parse_spec(to_json(parse_spec(spec))).target.symbols[1].until == dt.date(2022, 5, 31)
+    assert t.all_symbols == ("BTCUSDT", "LUNAUSDT", "ETHUSDT")  # names, as strings
+    luna = t.all_symbols[1]
+    assert (luna.first, luna.until) == (dt.date(2021, 1, 1), dt.date(2022, 5, 31))
+    assert (t.all_symbols[0].ranged, t.all_symbols[2].first) == (False, None)
+    assert to_json(parse_spec(spec))["target"]["symbolRanges"] == spec["target"]["symbolRanges"]
+    assert parse_spec(to_json(parse_spec(spec))).target.all_symbols[1].until == dt.date(2022, 5, 31)
     for bad, problem in [({"name": "X", "from": "2021-13-01"}, "from must be a date YYYY-MM-DD"),
                          ({"name": "X", "from": "2022-01-02", "until": "2022-01-01"}, "from 2022-01-02 is after until"),
                          ({"from": "2022-01-01"}, "needs a name"), ({"name": "X", "to": "2022-01-01"}, "unknown field"),
-                         (5, "must be a symbol name, or {name, from, until}"), ("", "at least 1 characters")]:
-        spec["target"]["symbols"] = ["BTCUSDT", bad]
+                         ("X", "must be {name, from, until}"), ({"name": ""}, "at least 1 characters")]:
+        spec["target"]["symbolRanges"] = [{"name": "LUNAUSDT"}, bad]
         (err,) = validate(spec)
-        assert err.field == "spec.target.symbols[1]" and problem in err.problem, (bad, err)
-    spec["target"]["symbols"] = ["BTCUSDT", "BTCUSDT"]  # a repeated plain name was accepted before ranges: still is
-    assert validate(spec) == []
-    spec["target"]["symbols"] = ["BTCUSDT", {"name": "BTCUSDT", "from": "2021-01-01"}]
+        assert err.field == "spec.target.symbolRanges[1]" and problem in err.problem, (bad, err)
+    spec["target"]["symbolRanges"] = [{"name": "LUNAUSDT"}, {"name": "LUNAUSDT", "from": "2021-01-01"}]
     assert "more than once" in validate(spec)[0].problem
+    spec["target"]["symbolRanges"] = [{"name": "BTCUSDT", "from": "2021-01-01"}]
+    assert "target.symbols names too" in validate(spec)[0].problem
+    spec["target"]["symbols"] = []  # ranges alone are a list of symbols
+    assert validate(spec) == []

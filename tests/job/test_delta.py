@@ -492,3 +492,47 @@ def test_tables_created_before_parts_keep_working_unparted(dataset, servers, tmp
     assert objects.metadata().partition_columns == ["schedule"] and "part" not in objects.schema().to_arrow().names
     assert _q(objects, "SELECT date, count(*) FROM t WHERE present GROUP BY ALL ORDER BY ALL") == [(d2, 1), (d1, 1)]
     assert "part" in table(servers, prefix, "gaps").metadata().partition_columns  # a new table gets parts
+
+
+def test_tables_say_what_they_hold_and_a_changed_table_fails_the_run_in_one_line(dataset, servers):
+    """Issue 24, point 7: the columns the job never leaves empty are NOT NULL in the Delta
+    schemas, so another engine's writer that would leave one empty is refused at its own commit
+    (delta-rs here, as Spark would be) and later runs go on; a table another writer changed (a
+    column's type) fails the run with one line naming the table, the column and the problem,
+    and the failed run is still recorded."""
+    from deltalake import write_deltalake
+
+    dataset.upload([(s, d) for s in ("BTCUSDT", "ETHUSDT") for d in days_ago(1, 2, 4)])
+    prefix = f"{dataset.prefix}-nn/"
+    spec = object_spec(dataset, servers, prefix)
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
+    nullable = {t: {f.name: f.nullable for f in table(servers, prefix, t).schema().fields} for t in ("objects", "gaps", "runs")}
+    assert {c for c, n in nullable["gaps"].items() if not n} == {"schedule", "symbol", "date", "key", "status", "detected_at",
+                                                                  "attempts", "part"}
+    assert not nullable["objects"]["present"] and nullable["objects"]["size"] and not nullable["runs"]["outcome"]
+    assert not {f.name: f.nullable for f in table(servers, prefix, "loaded").schema().fields}["symbol"]
+
+    gaps = table(servers, prefix, "gaps")
+    row = gaps.to_pyarrow_table().slice(0, 1)
+    no_status = row.set_column(row.schema.get_field_index("status"), "status", pa.array([None], pa.string()))
+    version = gaps.version()
+    try:
+        write_deltalake(gaps, no_status, mode="append")
+        raise AssertionError("a row without status was committed")
+    except Exception as e:  # refused by the writer itself
+        assert "failed validation" in str(e) or "nullable" in str(e).lower(), e
+    assert table(servers, prefix, "gaps").version() == version
+    assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
+
+    # another writer rewrites the table with attempts as a string: the next run fails, in one line
+    changed = gaps.to_pyarrow_table()
+    changed = changed.set_column(changed.schema.get_field_index("attempts"), "attempts",
+                                 changed["attempts"].cast(pa.string()))
+    write_deltalake(table(servers, prefix, "gaps"), changed, mode="overwrite", schema_mode="overwrite")
+    res = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert res.outcome == "failed" and "\n" not in res.error, res.error
+    assert res.error.endswith("table gaps: column attempts is string, the job writes integer (changed by another writer?)"), res.error
+    runs = table(servers, prefix, "runs").to_pyarrow_table().to_pylist()
+    (last,) = [r for r in runs if r["run_id"] == res.run_id]
+    assert last["outcome"] == "failed" and "column attempts is string" in last["error"]

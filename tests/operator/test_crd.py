@@ -7,7 +7,7 @@ from ingestion_operator import names
 from ..conftest import CRD
 
 SCHEMA_KEYS = {"type", "description", "properties", "items", "required", "default", "enum", "format", "minimum",
-               "maximum", "minLength", "maxLength", "maxItems", "nullable", "x-kubernetes-validations",
+               "maximum", "minLength", "maxLength", "maxItems", "nullable", "pattern", "x-kubernetes-validations",
                "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys"}
 
 
