@@ -29,7 +29,7 @@ from ingestion_dev import sampledata
 from ..conftest import PRIVATE, PUBLIC
 from ..samples import delta_table
 from .conftest import Dataset, days_ago
-from .test_cell_truth import Scenario
+from .truth import Scenario
 
 SYMS = ("AAAUSDT", "BBBUSDT")
 WINDOW = days_ago(*range(8, 0, -1))  # lookback 7, lag 1: oldest first
