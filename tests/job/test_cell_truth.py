@@ -6,7 +6,6 @@ metrics and the coverage the run reports for status.coverage give the same count
 
 from __future__ import annotations
 
-
 import pytest
 
 from ingestion_dev import sampledata
