@@ -244,9 +244,6 @@ class DeltaStore:
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
         return self.local.gaps(schedule)
 
-    def first_seen(self, schedule: str) -> dict[tuple[str, dt.date], dt.datetime]:
-        return self.local.first_seen(schedule)
-
     def run_attempts(self, run_id: str) -> int:
         return self.local.run_attempts(run_id)
 

@@ -100,14 +100,13 @@ class Rows:
 
 
 def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
-               repairs: Repairs, prior_gaps: dict[CellKey, dict], first_seen: dict[CellKey, dt.datetime],
-               now: dt.datetime, publication: Publication = Publication(), unprobed: list[Cell] = (),
+               repairs: Repairs, prior_gaps: dict[CellKey, dict], now: dt.datetime, publication: Publication = Publication(), unprobed: list[Cell] = (),
                delisted: Mapping[str, dt.date] | None = None, why_unprobed: str = "") -> Rows:
     """The rows of every expected cell; the gap rows of the catch-up cells left ``unprobed``
     (open, cause deferred, no availability row: no run looked at them); and of the cells of
     ``delisted`` symbols (symbol: the first date not expected) that are no longer expected."""
     cells = [cell_rows(schedule, template, c, upstream.get(c.symbol, {}).get(c.date), repairs,
-                       prior_gaps.get((c.symbol, c.date)), first_seen.get((c.symbol, c.date)), now, publication)
+                       prior_gaps.get((c.symbol, c.date)), now, publication)
              for c in expected]
     for c in unprobed:
         prior = prior_gaps.get((c.symbol, c.date))
@@ -141,7 +140,7 @@ def _fresh_gap(schedule: str, template: KeyTemplate, c: Cell, prior: dict | None
 
 
 def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
-              first_seen: dt.datetime | None, now: dt.datetime, publication: Publication = Publication()) -> CellRows:
+              now: dt.datetime, publication: Publication = Publication()) -> CellRows:
     """The rows of one expected cell, from its listing (None: not published), what the repair
     did of it and the gap row the store holds (``prior``). An open gap's ``reason`` is its one
     cause (:data:`ingestion_contract.GAP_CAUSES`); ``last_error`` says more where there is more
@@ -153,8 +152,21 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
         "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
         "size": listed.size if listed else None, "etag": listed.etag if listed else None,
         "last_modified": listed.last_modified if listed else None,
-        "first_seen_at": first_seen or (now if listed else None),
+        # when first listed: the store keeps the one it holds (see OBJECT_KEEP in store.py)
+        "first_seen_at": now if listed else None,
     }
+    if prior is not None and prior["status"] == "open" and prior["key"] == key and k not in repairs.repaired \
+            and k not in repairs.failed:
+        # the common case of a rerun, decided without building the row: an open gap that stays
+        # as it is (same cause, same words) is not rewritten
+        if k in repairs.deferred:
+            same = prior["reason"] == "deferred" and prior["last_error"] == f"deferred: {repairs.deferred[k]}"
+        elif listed is None and prior["reason"] == "withdrawn":
+            same = True
+        else:
+            same = listed is None and prior["reason"] == publication.absent_cause(c.date, now)
+        if same:
+            return CellRows(obj)
     provenance = {f: (prior or {}).get(f) for f in ("previous_etag", "previous_sha256", "changed_at")}
     provenance["changes"] = (prior or {}).get("changes") or 0
     if prior and prior["status"] == "repaired":

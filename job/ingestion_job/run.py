@@ -251,7 +251,7 @@ class Run:
                     for k in store.refuse_loads(loads_of(schedule, batch)):  # left to the final commit, which fails them alone
                         del batch[k]
                     rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
-                                      Repairs(batch, {}, {}), store.gaps(schedule), store.first_seen(schedule), self.started,
+                                      Repairs(batch, {}, {}), store.gaps(schedule), self.started,
                                       self.publication)
                     self.checkpoint_rows += store.write_run(rows.objects, rows.gaps, self.run_row("running", None, source.stats),
                                                             rows.loads)
@@ -281,8 +281,8 @@ class Run:
             r.causes[k] = "quarantined"  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
         prior_gaps = store.gaps(schedule)
-        rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps,
-                          store.first_seen(schedule), self.started, self.publication, work.plan.unprobed, work.plan.delisted,
+        rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps, self.started,
+                          self.publication, work.plan.unprobed, work.plan.delisted,
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
                           "(target.maxCatchUpDays)")
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing

@@ -1,7 +1,8 @@
 """Cell truth against an oracle (issue 24, point 6): Hypothesis writes upstream histories over
-two symbols and a window of eight days into the real S3 server (publish, republish with new
-content, withdraw, and objects that must be quarantined: another day's CSV, two members, a
-truncated file; a byte-order-mark header is accepted), and the real job runs after each step,
+two symbols and a window of eight days into the real S3 server (publish, publish late,
+republish with new content, withdraw, and objects that must be quarantined: another day's
+CSV, two members, a truncated file; a byte-order-mark header is accepted), and the real job
+runs after each step,
 in DuckDB mode and in Delta mode. After each run, what the store says of every cell (state,
 cause, sha256), the rows table ``loaded`` holds, the delisted symbols, and the five views of
 the open gaps (store, report, summary, metrics, coverage) must equal a plain model of what is
@@ -42,6 +43,8 @@ EXAMPLES = int(os.environ.get("INGESTION_ORACLE_EXAMPLES", "5"))
 # object, published before the first step and never touched (so a symbol is expected from it)
 ACTION = st.tuples(st.sampled_from(KINDS), st.sampled_from(SYMS), st.integers(1, len(WINDOW) - 1))
 HISTORY = st.lists(st.lists(ACTION, min_size=1, max_size=3), min_size=1, max_size=4)
+# cells not published before the first run (published late, if a step publishes them)
+LATE = st.sets(st.tuples(st.sampled_from(SYMS), st.integers(1, len(WINDOW) - 1)), max_size=4)
 
 
 class Upstream:
@@ -153,19 +156,21 @@ def check(s: Scenario, res, oracle: Oracle, up: Upstream, where: str) -> None:
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
-@given(history=HISTORY)
+@given(history=HISTORY, late=LATE)
 # regression cases (shrunk from failures, and the paths that matter most spelled out)
 @example(history=[[("withdraw", "AAAUSDT", 5), ("withdraw", "AAAUSDT", 6), ("withdraw", "AAAUSDT", 7)],
-                  [("publish", "AAAUSDT", 7)]])  # delisted, then relisted: its silent days are gaps again
+                  [("publish", "AAAUSDT", 7)]], late=set())  # delisted, then relisted: its silent days are gaps again
 @example(history=[[("republish", "BBBUSDT", 3)], [("truncated", "BBBUSDT", 3)], [("withdraw", "BBBUSDT", 3)],
-                  [("bom", "BBBUSDT", 3)]])  # verified, quarantined (old rows kept), gone (not withdrawn: it was not held)
-def test_the_store_says_what_the_bucket_holds_after_every_run(servers, tmp_path_factory, history):
+                  [("bom", "BBBUSDT", 3)]], late=set())  # verified, quarantined (old rows kept), gone (not withdrawn: not held)
+@example(history=[[("publish", "AAAUSDT", 2)], [("withdraw", "AAAUSDT", 2)]], late={("AAAUSDT", 2), ("BBBUSDT", 6)})
+def test_the_store_says_what_the_bucket_holds_after_every_run(servers, tmp_path_factory, history, late):
     dataset = Dataset(servers, f"o{uuid.uuid4().hex[:8]}")
     tmp = tmp_path_factory.mktemp("oracle")
     up, oracle = Upstream(dataset), Oracle()
     for sym in SYMS:
-        for d in WINDOW:  # a full history to start from
-            up.apply("publish", sym, d)
+        for i, d in enumerate(WINDOW):  # a history to start from: every day but the late ones
+            if (sym, i) not in late:
+                up.apply("publish", sym, d)
     scenarios = [Scenario(dataset, servers, tmp, mode, symbols=SYMS, lookback=len(WINDOW) - 1, delistAfterDays=DELIST_AFTER,
                           publishDelayHours=0) for mode in ("duckdb", "delta")]
     for s in scenarios:

@@ -22,7 +22,7 @@ def by_date(rows):
 
 
 def test_every_expected_cell_gets_an_availability_row():
-    rows = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1]), {}, {}, NOW)
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1]), {}, NOW)
     objects = by_date(rows.objects)
     assert [objects[d]["present"] for d in (D1, D2, D3, D4)] == [True, True, True, False]
     assert objects[D4]["key"] == "k/BTC/2026-11-22.zip" and objects[D4]["size"] is None
@@ -33,7 +33,7 @@ def test_every_open_gap_has_one_cause():
     deferred (why in last_error), and absent: not-due within the publisher's delay after the
     date ends, late-upstream after it."""
     r = repairs(repaired=[D1], failed={("BTC", D2): "boom"}, deferred=[D3])
-    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW)
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, NOW)
     gaps = by_date(rows.gaps)
     assert gaps[D1]["status"] == "repaired" and gaps[D1]["attempts"] == 1 and gaps[D1]["sha256"] == "s"
     assert (gaps[D2]["status"], gaps[D2]["reason"], gaps[D2]["last_error"], gaps[D2]["attempts"]) == ("open", "fetch-failed", "boom", 1)
@@ -42,9 +42,9 @@ def test_every_open_gap_has_one_cause():
     assert gaps[D4]["reason"] == "late-upstream"  # D4 ended 26 h before NOW; no delay given
     r.causes[("BTC", D2)] = "verification-failed"
     pub = Publication("UTC", 3)  # D4 (ended at 2026-11-23 00:00Z) is due at 03:00Z; NOW is 02:00Z
-    gaps = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW, pub).gaps)
+    gaps = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, NOW, pub).gaps)
     assert (gaps[D2]["reason"], gaps[D4]["reason"]) == ("verification-failed", "not-due")
-    later = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, {}, NOW + dt.timedelta(hours=1), pub).gaps)
+    later = by_date(build_rows("s", T, EXPECTED, UPSTREAM, r, {}, NOW + dt.timedelta(hours=1), pub).gaps)
     assert later[D4]["reason"] == "late-upstream"
 
 
@@ -58,18 +58,17 @@ def test_not_due_is_counted_in_the_schedules_timezone():
 
 
 def test_a_rerun_with_nothing_new_rewrites_no_gap():
-    first = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1, D2], deferred=[D3]), {}, {}, NOW)
+    first = build_rows("s", T, EXPECTED, UPSTREAM, repairs(repaired=[D1, D2], deferred=[D3]), {}, NOW)
     prior = {(g["symbol"], g["date"]): g for g in first.gaps}
-    again = build_rows("s", T, EXPECTED, UPSTREAM, repairs(deferred=[D3]), prior, {}, NOW + dt.timedelta(days=1))
+    again = build_rows("s", T, EXPECTED, UPSTREAM, repairs(deferred=[D3]), prior, NOW + dt.timedelta(days=1))
     assert again.gaps == []
 
 
-def test_first_seen_is_kept_and_loads_follow_staged_repairs():
-    seen = {("BTC", D1): NOW - dt.timedelta(days=3)}
+def test_listed_cells_are_seen_now_and_loads_follow_staged_repairs():
     r = Repairs({("BTC", D1): Verified("s", 10, Staged("/tmp/x.csv", "csv"))}, {}, {})
-    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, seen, NOW)
-    assert by_date(rows.objects)[D1]["first_seen_at"] == NOW - dt.timedelta(days=3)
-    assert by_date(rows.objects)[D2]["first_seen_at"] == NOW
+    rows = build_rows("s", T, EXPECTED, UPSTREAM, r, {}, NOW)
+    assert by_date(rows.objects)[D2]["first_seen_at"] == NOW  # the store keeps an earlier one (test_store)
+    assert by_date(rows.objects)[D4]["first_seen_at"] is None
     assert rows.loads == [Load("s", "BTC", D1, Staged("/tmp/x.csv", "csv"))]
 
 
@@ -95,18 +94,18 @@ def test_a_held_cell_follows_its_object_with_its_provenance():
             "detected_at": NOW - dt.timedelta(days=9), "repaired_at": NOW - dt.timedelta(days=9), "attempts": 1,
             "last_error": None, "sha256": "s", "bytes": 10, "etag": "e", "previous_etag": None, "previous_sha256": None,
             "changed_at": None, "changes": 0}
-    same = build_rows("s", T, [Cell("BTC", D1)], UPSTREAM, repairs(), {("BTC", D1): held}, {}, NOW)
+    same = build_rows("s", T, [Cell("BTC", D1)], UPSTREAM, repairs(), {("BTC", D1): held}, NOW)
     assert same.gaps == []
 
     moved = {"BTC": {D1: Listed(T.key("BTC", D1), 12, "e2", NOW)}}
     again = build_rows("s", T, [Cell("BTC", D1)], moved, Repairs({("BTC", D1): Verified("s2", 12)}, {}, {}),
-                       {("BTC", D1): held}, {}, NOW)
+                       {("BTC", D1): held}, NOW)
     (g,) = again.gaps
     assert (g["status"], g["sha256"], g["bytes"], g["etag"], g["attempts"]) == ("repaired", "s2", 12, "e2", 1)
     assert (g["previous_sha256"], g["previous_etag"], g["changed_at"], g["changes"]) == ("s", "e", NOW, 1)
 
-    gone = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): held}, {}, NOW)
+    gone = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): held}, NOW)
     (w,) = gone.gaps
     assert (w["status"], w["reason"], w["sha256"], w["previous_sha256"], w["changes"]) == ("open", "withdrawn", None, "s", 1)
-    still = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): w}, {}, NOW + dt.timedelta(days=1))
+    still = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): w}, NOW + dt.timedelta(days=1))
     assert still.gaps == []

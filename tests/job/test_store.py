@@ -75,6 +75,22 @@ def test_only_inserted_or_changed_rows_are_written(tmp_path):
         assert s.con.execute("SELECT run_id, rows_written FROM runs ORDER BY run_id").fetchall() == [("r1", 2), ("r2", 0), ("r3", 1)]
 
 
+def test_first_seen_is_kept_once_the_store_has_it(tmp_path):
+    """A run writes first_seen_at = now for every listed cell; the store keeps the one it holds
+    (and never counts that as a change), and fills it when it had none."""
+    later = NOW + dt.timedelta(days=3)
+    with open_store(tmp_path / "s.duckdb") as s:
+        s.write_run([obj(False), obj(True, date=D - dt.timedelta(days=1))], [], run_row("r1"))
+        again = [{**obj(True), "first_seen_at": later}, {**obj(True, date=D - dt.timedelta(days=1)), "first_seen_at": later}]
+        assert s.write_run(again, [], run_row("r2")) == 1  # only the cell that appeared
+        assert s.con.execute("SELECT date, first_seen_at FROM objects ORDER BY date").fetchall() == [
+            (D - dt.timedelta(days=1), NOW), (D, later)]
+        gone = {**obj(False, date=D - dt.timedelta(days=1))}
+        s.write_run([gone], [], run_row("r3"))
+        assert s.con.execute("SELECT present, first_seen_at FROM objects WHERE date = ?", [D - dt.timedelta(days=1)]).fetchall() == [
+            (False, NOW)]
+
+
 def test_duplicates_in_one_batch_keep_the_last_explicitly(tmp_path):
     with open_store(tmp_path / "s.duckdb") as s:
         s.write_run([obj(False), obj(True, size=7)], [], run_row())
