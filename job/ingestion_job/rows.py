@@ -167,6 +167,16 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
             same = listed is None and prior["reason"] == publication.absent_cause(c.date, now)
         if same:
             return CellRows(obj)
+    if prior is None and k not in repairs.repaired and k not in repairs.failed:
+        # the common case of a first run: a new open gap, built in one go
+        if k in repairs.deferred:
+            reason, last_error = "deferred", f"deferred: {repairs.deferred[k]}"
+        else:
+            reason, last_error = publication.absent_cause(c.date, now), None
+        return CellRows(obj, {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "detected_at": now,
+                              "attempts": 0, "last_error": last_error, "repaired_at": None, "sha256": None, "bytes": None,
+                              "etag": None, "previous_etag": None, "previous_sha256": None, "changed_at": None, "changes": 0,
+                              "status": "open", "reason": reason})
     provenance = {f: (prior or {}).get(f) for f in ("previous_etag", "previous_sha256", "changed_at")}
     provenance["changes"] = (prior or {}).get("changes") or 0
     if prior and prior["status"] == "repaired":

@@ -146,8 +146,11 @@ class S3Source:
             self.region, endpoint = meta.region_name, meta.endpoint_url
         self.base_url = f"{endpoint.rstrip('/')}/{self.bucket}"
         self.credentials = Credentials(*credentials) if credentials else None
+        # a plain-http endpoint (a local S3) needs no TLS context: building one loads the CA
+        # bundle, a quarter of a second of every run
+        tls = {} if self.base_url.startswith("https://") else {"verify": False}
         self.http = httpx.Client(timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-                                 limits=httpx.Limits(max_connections=max(concurrency, 10)))
+                                 limits=httpx.Limits(max_connections=max(concurrency, 10)), **tls)
 
     # listing ------------------------------------------------------------------------------
     def check_bucket(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import operator
 import re
 import time
 from collections.abc import Callable
@@ -437,7 +438,8 @@ class DuckStore:
     def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str], keep: tuple[str, ...] = ()) -> int:
         if not rows:
             return 0
-        dedup = list({tuple(r[k] for k in key): r for r in rows}.values())  # last wins, explicitly
+        of = operator.itemgetter(*key)
+        dedup = list({of(r): r for r in rows}.values())  # last wins, explicitly
         arrow = pa.Table.from_pydict({c: [r.get(c) for r in dedup] for c in cols},  # by column: about half of from_pylist's time
                                      schema=self._arrow_schema(table, cols))
         return self.upsert_arrow(table, arrow, key, keep)

@@ -2,6 +2,9 @@
 
 import datetime as dt
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingestion_job.plan import Cell, KeyTemplate, Listed, Publication
 from ingestion_job.rows import Load, Repairs, Rows, Staged, Verified, build_rows, open_by_cause
 
@@ -109,3 +112,29 @@ def test_a_held_cell_follows_its_object_with_its_provenance():
     assert (w["status"], w["reason"], w["sha256"], w["previous_sha256"], w["changes"]) == ("open", "withdrawn", None, "s", 1)
     still = build_rows("s", T, [Cell("BTC", D1)], {}, repairs(), {("BTC", D1): w}, NOW + dt.timedelta(days=1))
     assert still.gaps == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(reason=st.sampled_from(["not-due", "late-upstream", "withdrawn", "fetch-failed", "verification-failed", "quarantined",
+                               "deferred"]),
+       last_error=st.sampled_from([None, "boom", "deferred: maxRepairsPerRun=2 reached"]), listed=st.booleans(),
+       state=st.sampled_from(["none", "deferred", "failed", "repaired"]), hours=st.integers(-30, 30))
+def test_the_shortcuts_for_an_unchanged_open_gap_agree_with_building_its_row(reason, last_error, listed, state, hours):
+    """cell_rows decides an open gap that stays as it is without building its row: it must
+    write nothing exactly when the row it would build equals the stored one, and otherwise
+    the same row (the full construction is forced by a stored key that differs)."""
+    prior = {"schedule": "s", "symbol": "BTC", "date": D4, "key": T.key("BTC", D4), "status": "open", "reason": reason,
+             "detected_at": NOW - dt.timedelta(days=2), "repaired_at": None, "attempts": 1, "last_error": last_error,
+             "sha256": None, "bytes": None, "etag": None, "previous_etag": None, "previous_sha256": None, "changed_at": None,
+             "changes": 0}
+    up = {"BTC": {D4: Listed(T.key("BTC", D4), 10, "e", NOW)}} if listed else {}
+    k = ("BTC", D4)
+    r = Repairs({k: Verified("s", 10)} if state == "repaired" and listed else {}, {k: "boom"} if state == "failed" and listed else {},
+                {k: "maxRepairsPerRun=2 reached"} if state == "deferred" and listed else {})
+    pub, now = Publication("UTC", 24), NOW + dt.timedelta(hours=hours)
+    fast = build_rows("s", T, [Cell("BTC", D4)], up, r, {k: prior}, now, pub).gaps
+    (full,) = build_rows("s", T, [Cell("BTC", D4)], up, r, {k: {**prior, "key": "elsewhere"}}, now, pub).gaps
+    if full == prior:
+        assert fast == []
+    else:
+        assert fast == [full]
