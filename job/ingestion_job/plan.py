@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import typing
 from zoneinfo import ZoneInfo
 
 DATE_FMT = "%Y-%m-%d"
@@ -96,8 +97,10 @@ class Listed:
     last_modified: dt.datetime
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
+class Cell(typing.NamedTuple):
+    """One (symbol, date); a tuple, so it is its own key in the dicts keyed by (symbol, date)
+    (and a run makes one per expected cell: a tuple is made in a fraction of a dataclass's time)."""
+
     symbol: str
     date: dt.date
 

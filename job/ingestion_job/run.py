@@ -227,7 +227,7 @@ class Run:
         # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
         on_repaired = self.checkpointer(store, source, upstream) if unit and store is not None else None
         done, late = repair(source, todo, upstream, spec.repair, tmp, self.log, on_repaired)
-        later = {(c.symbol, c.date): f"maxRepairsPerRun={limit} reached" for c in deferred}
+        later = dict.fromkeys(deferred, f"maxRepairsPerRun={limit} reached")  # a Cell is its (symbol, date) key
         later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
         if late:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
