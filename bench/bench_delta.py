@@ -65,7 +65,7 @@ def objects_rows(syms, days, seen: dt.datetime, missing_every: int = 100):
                      "last_modified": seen if present else None, "first_seen_at": seen if present else None})
         if not present:
             gaps.append({"schedule": SCHEDULE, "symbol": s, "date": d, "key": key, "status": "open",
-                         "reason": "not published upstream", "detected_at": seen, "repaired_at": None, "attempts": 0,
+                         "reason": "late-upstream", "detected_at": seen, "repaired_at": None, "attempts": 0,
                          "last_error": None, "sha256": None, "bytes": None})
     return rows, gaps
 
