@@ -92,8 +92,8 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
         {"interval": "1m", "input_series": [
             {"series": f"ingestion_run_success{S}", "values": "1 1 0 0 1"},
             # ten runs succeed, then every run fails: the fast burn alert once both windows (1 h, 5 m) are mostly failures
-            {"series": f'ingestion_runs_total{{namespace="data", schedule="daily", outcome="failed"}}', "values": "0x10 1+1x90"},
-            {"series": f'ingestion_runs_total{{namespace="data", schedule="daily", outcome="succeeded"}}', "values": "0+1x10 10x90"},
+            {"series": 'ingestion_runs_total{namespace="data", schedule="daily", outcome="failed"}', "values": "0x10 1+1x90"},
+            {"series": 'ingestion_runs_total{namespace="data", schedule="daily", outcome="succeeded"}', "values": "0+1x10 10x90"},
             {"series": f'ingestion_operator_reconcile_errors_total{{{OP}}}', "values": "0x20 1x40"},
             {"series": f'up{{{OP}}}', "values": "1x10 0x50"},
          ], "alert_rule_test": [
