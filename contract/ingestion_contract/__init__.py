@@ -37,8 +37,8 @@ from .podenv import (
     scheduled_time_from_job_name,
 )
 from .spec import FieldError, JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, validate, validate_name
-from .summary import (GAP_CAUSES, OUR_CAUSES, TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH, UPSTREAM_CAUSES, Coverage,
-                      RunSummary, by_cause)
+from .summary import (GAP_CAUSES, TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH, Coverage, RunSummary, by_cause,
+                      largest_causes)
 
 
 def first_line(e: BaseException) -> str:
@@ -54,6 +54,6 @@ __all__ = [
     "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",
     "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary", "first_line",
     "Coverage", "TERMINATION_MESSAGE_ENV", "TERMINATION_MESSAGE_PATH", "BACKFILL_ENV", "COMPLETION_INDEX_ENV",
-    "BackfillSpec", "BackfillUnit", "encode_unit_env", "parse_backfill", "GAP_CAUSES", "OUR_CAUSES", "UPSTREAM_CAUSES",
-    "by_cause",
+    "BackfillSpec", "BackfillUnit", "encode_unit_env", "parse_backfill", "GAP_CAUSES", "by_cause",
+    "largest_causes",
 ]

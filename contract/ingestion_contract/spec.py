@@ -109,9 +109,6 @@ class Symbol(str):
             out["until"] = self.until.isoformat()
         return out
 
-    def __reduce__(self):
-        return (Symbol, (str(self), self.first, self.until))
-
 
 SYMBOL_FORMS = "{name, from, until} with dates YYYY-MM-DD"
 
@@ -168,14 +165,14 @@ class Target:
     # dates a run probes beyond its window to catch up after an outage longer than lookbackDays
     # (from the last date it probed); the rest are open gaps with cause deferred
     max_catch_up_days: int = spec_field("maxCatchUpDays", 90, minimum=0, maximum=3660)
+    lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
+    # every attempt of every request to the source, across the run's concurrency; None: no cap
+    max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
 
     @property
     def all_symbols(self) -> tuple[Symbol, ...]:
         """The symbols the spec names: plain names (no range), then the ranged ones."""
         return tuple(Symbol(n) for n in self.symbols) + self.symbol_ranges
-    lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
-    # every attempt of every request to the source, across the run's concurrency; None: no cap
-    max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -83,8 +83,6 @@ COVERAGE_VERSION = 1
 # did not verify (size, checksum), it did not hold its cell's data (quarantined), or the run
 # left it for a later one (deferred: maxRepairsPerRun, the time budget, the catch-up limit).
 GAP_CAUSES = ("not-due", "late-upstream", "withdrawn", "fetch-failed", "verification-failed", "quarantined", "deferred")
-UPSTREAM_CAUSES = ("not-due", "late-upstream", "withdrawn")
-OUR_CAUSES = ("fetch-failed", "verification-failed", "quarantined", "deferred")
 
 
 def by_cause(counts: dict[str, int] | None = None) -> dict[str, int]:
@@ -94,6 +92,11 @@ def by_cause(counts: dict[str, int] | None = None) -> dict[str, int]:
     if unknown:
         raise ValueError(f"not a gap cause: {sorted(unknown)} (causes: {', '.join(GAP_CAUSES)})")
     return {c: int(counts.get(c, 0)) for c in GAP_CAUSES}
+
+
+def largest_causes(counts: dict[str, int], n: int = 2) -> list[tuple[str, int]]:
+    """The ``n`` causes with the most open gaps (ties in list order), zeros left out."""
+    return sorted(((c, k) for c, k in counts.items() if k), key=lambda ck: -ck[1])[:n]
 
 
 def is_complete(present: int, expected: int, gaps_open: int) -> bool:
@@ -136,11 +139,6 @@ class Coverage:
         object.__setattr__(self, "delisted", tuple(sorted(self.delisted))[:self.MAX_NAMED])
         if self.gaps_by_cause:
             object.__setattr__(self, "gaps_by_cause", by_cause(self.gaps_by_cause))
-
-    def largest_causes(self, n: int = 2) -> list[tuple[str, int]]:
-        """The ``n`` causes with the most open gaps (ties in list order), zeros left out."""
-        ranked = sorted(((c, k) for c, k in self.gaps_by_cause.items() if k), key=lambda ck: -ck[1])
-        return ranked[:n]
 
     @property
     def percent(self) -> float:

@@ -238,8 +238,8 @@ class DeltaStore:
     def probed_through(self, schedule: str) -> dict[str, dt.date]:
         return self.local.probed_through(schedule)
 
-    def unprobed(self, schedule: str) -> dict[str, list[dt.date]]:
-        return self.local.unprobed(schedule)
+    def backlog(self, schedule: str) -> dict[str, list[dt.date]]:
+        return self.local.backlog(schedule)
 
     def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
         return self.local.gaps(schedule)

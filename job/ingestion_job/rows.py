@@ -114,14 +114,13 @@ def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstr
                "last_error": f"{UNPROBED}: {why_unprobed}".rstrip(": ")}
         if _changed(gap, _live(prior)):
             cells.append(CellRows(None, gap))
-    for symbol, since in (delisted or {}).items():
-        dates = {d for (s_, d) in prior_gaps if s_ == symbol and d >= since} | {since}
-        for d in sorted(dates):
-            prior = prior_gaps.get((symbol, d))
-            gap = {**_fresh_gap(schedule, template, Cell(symbol, d), prior, now), "status": "delisted", "reason": None,
-                   "last_error": None, "detected_at": prior["detected_at"] if prior else now}
+    if delisted:  # the stored rows no longer expected (one pass over them), and each symbol's first date
+        gone = {k for k in prior_gaps if k[0] in delisted and k[1] >= delisted[k[0]]} | set(delisted.items())
+        for k in sorted(gone):
+            prior = prior_gaps.get(k)
             if prior is None or prior["status"] != "delisted":
-                cells.append(CellRows(None, gap))
+                cells.append(CellRows(None, {**_fresh_gap(schedule, template, Cell(*k), prior, now), "status": "delisted",
+                                             "reason": None, "last_error": None}))
     return Rows.of(cells)
 
 
@@ -167,31 +166,15 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
             same = listed is None and prior["reason"] == publication.absent_cause(c.date, now)
         if same:
             return CellRows(obj)
-    if prior is None and k not in repairs.repaired and k not in repairs.failed:
-        # the common case of a first run: a new open gap, built in one go
-        if k in repairs.deferred:
-            reason, last_error = "deferred", f"deferred: {repairs.deferred[k]}"
-        else:
-            reason, last_error = publication.absent_cause(c.date, now), None
-        return CellRows(obj, {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "detected_at": now,
-                              "attempts": 0, "last_error": last_error, "repaired_at": None, "sha256": None, "bytes": None,
-                              "etag": None, "previous_etag": None, "previous_sha256": None, "changed_at": None, "changes": 0,
-                              "status": "open", "reason": reason})
-    provenance = {f: (prior or {}).get(f) for f in ("previous_etag", "previous_sha256", "changed_at")}
-    provenance["changes"] = (prior or {}).get("changes") or 0
     if prior and prior["status"] == "repaired":
         if listed is not None and Held(prior.get("etag"), prior.get("bytes")).matches(listed):
             return CellRows(obj)  # held verified as the object listed now: nothing to change
         # republished (listed as another object) or withdrawn (gone): the cell no longer holds
         # what the bucket holds; what it was verified as becomes its provenance
-        provenance = {"previous_etag": prior.get("etag"), "previous_sha256": prior["sha256"], "changed_at": now,
-                      "changes": provenance["changes"] + 1}
         prior = {**prior, "reason": "withdrawn" if listed is None else None, "attempts": 0, "last_error": None,
-                 "detected_at": now}
-    base = {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key,
-            "detected_at": prior["detected_at"] if prior else now, "attempts": prior["attempts"] if prior else 0,
-            "last_error": prior["last_error"] if prior else None, "repaired_at": None, "sha256": None, "bytes": None,
-            "etag": None, **provenance}
+                 "detected_at": now, "previous_etag": prior.get("etag"), "previous_sha256": prior["sha256"], "changed_at": now,
+                 "changes": (prior.get("changes") or 0) + 1}
+    base = {**_fresh_gap(schedule, template, c, prior, now), "key": key}
     load = None
     if listed is None and prior and prior["reason"] == "withdrawn":
         gap = {**base, "status": "open", "reason": "withdrawn"}  # gone upstream after it was verified (and still gone)

@@ -137,7 +137,6 @@ class Run:
         self.summary = RunSummary()
         self.window: Window | None = None
         self.gaps_by_cause: dict[str, int] = {}  # the schedule's open gaps by cause once committed
-        self.delisted: list[str] = []  # the symbols this run found delisted
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
@@ -174,7 +173,7 @@ class Run:
         schedule = self.ctx.schedule
         self.attempt = store.run_attempts(self.run_id) + 1
         state = {"known": store.known_symbols(schedule), "held": store.held(schedule),
-                 "probed": store.probed_through(schedule), "unprobed": store.unprobed(schedule)}
+                 "probed": store.probed_through(schedule), "backlog": store.backlog(schedule)}
         self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
@@ -207,7 +206,7 @@ class Run:
         free = self.dates is None and not unit
         rules = Rules(history=free, catch_up=free, delist_after_days=target.delist_after_days,
                       max_catch_up_days=target.max_catch_up_days)
-        wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["unprobed"], rules)
+        wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["backlog"], rules)
         expected = wanted.cells
         if wanted.delisted:
             first = min(wanted.delisted)
@@ -290,7 +289,6 @@ class Run:
         s.repairs_quarantined = r.quarantined
         s.republished, s.withdrawn = work.republished, work.withdrawn
         s.symbols_delisted, s.cells_unprobed = len(work.plan.delisted), len(work.plan.unprobed)
-        self.delisted = sorted(work.plan.delisted)
         self.gaps_by_cause = open_by_cause(rows, prior_gaps)
         s.gaps_open = sum(self.gaps_by_cause.values())
         return rows
@@ -393,7 +391,7 @@ class Run:
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
                                 s.repairs_failed + s.repairs_deferred, self.gaps_by_cause, s.symbols_delisted,
-                                tuple(self.delisted))
+                                tuple(work.plan.delisted))
         return RunResult(self.run_id, outcome, s, error, warnings, coverage, self.gaps_by_cause)
 
     def maintain(self, store: Store) -> list[str]:

@@ -13,7 +13,7 @@ import re
 
 from ingestion_contract import EXIT_MEANINGS
 from ingestion_contract.cron import next_runs
-from ingestion_contract.summary import is_complete
+from ingestion_contract.summary import is_complete, largest_causes
 
 from . import names
 from .resource import Problem, ScheduleResource
@@ -122,7 +122,7 @@ def complete_condition(coverage: dict | None, condition: Conditions) -> dict:
     if is_complete(c["present"], c["expected"], c["gapsOpen"]):
         return condition("Complete", True, "AllPresent", f"all {c['expected']} expected cells present, no gap open (Job {c['job']})")
     oldest = f", the oldest from {c['oldestOpenGap']}" if c.get("oldestOpenGap") else ""
-    ranked = sorted(((k, n) for k, n in (c.get("gapsByCause") or {}).items() if n), key=lambda kn: -kn[1])
+    ranked = largest_causes(c.get("gapsByCause") or {}, n=3)
     causes = f" ({', '.join(f'{k} {n}' for k, n in ranked[:2])}{', ...' if len(ranked) > 2 else ''})" if ranked else ""
     return condition("Complete", False, "CellsMissing",
                      f"{c['present']} of {c['expected']} expected cells present ({c['percent']}%), {c['gapsOpen']} gap(s) open"

@@ -50,13 +50,13 @@ def test_coverage_round_trips_through_a_termination_message_and_refuses_anything
 def test_coverage_counts_open_gaps_by_cause_and_a_message_without_them_still_decodes():
     """Issue 24, point 5: the message carries the non-zero causes; status.coverage lists every
     cause (a merge patch never leaves a stale count); a message of an older job has none."""
-    from ingestion_contract import GAP_CAUSES, Coverage
+    from ingestion_contract import GAP_CAUSES, Coverage, largest_causes
 
     c = Coverage(30, 27, 3, 20, 5, "2026-11-20", 1, "partial", 2, {"late-upstream": 3, "quarantined": 2})
     assert c.gaps_by_cause == {**dict.fromkeys(GAP_CAUSES, 0), "late-upstream": 3, "quarantined": 2}
     text = c.encode()
     assert '"gapsByCause":{"late-upstream":3,"quarantined":2}' in text and Coverage.decode(text) == c
-    assert c.as_status()["gapsByCause"] == c.gaps_by_cause and c.largest_causes() == [("late-upstream", 3), ("quarantined", 2)]
+    assert c.as_status()["gapsByCause"] == c.gaps_by_cause and largest_causes(c.gaps_by_cause) == [("late-upstream", 3), ("quarantined", 2)]
     old = text.replace(',"gapsByCause":{"late-upstream":3,"quarantined":2}', "")
     assert Coverage.decode(old).gaps_by_cause == {} and "gapsByCause" not in Coverage.decode(old).as_status()
     for bad in ('{"late":3}', '{"quarantined":-1}', '{"quarantined":"2"}', '[3]'):
