@@ -38,7 +38,7 @@ from .podenv import (
 )
 from .spec import FieldError, JobSpec, ScheduleSpec, SpecError, parse_job_spec, parse_spec, validate, validate_name
 from .summary import (GAP_CAUSES, TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH, Coverage, RunSummary, by_cause,
-                      largest_causes)
+                      end_message, end_reason, largest_causes)
 
 
 def first_line(e: BaseException) -> str:
@@ -55,5 +55,5 @@ __all__ = [
     "ScheduleSpec", "SpecError", "parse_job_spec", "parse_spec", "validate", "validate_name", "RunSummary", "first_line",
     "Coverage", "TERMINATION_MESSAGE_ENV", "TERMINATION_MESSAGE_PATH", "BACKFILL_ENV", "COMPLETION_INDEX_ENV",
     "BackfillSpec", "BackfillUnit", "encode_unit_env", "parse_backfill", "GAP_CAUSES", "by_cause",
-    "largest_causes",
+    "largest_causes", "end_message", "end_reason",
 ]

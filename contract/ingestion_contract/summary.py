@@ -75,6 +75,8 @@ _NAMES = frozenset(f.name for f in dataclasses.fields(RunSummary))
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_ENV = "INGESTION_TERMINATION_MESSAGE_PATH"  # where the job writes it (the pod runner moves it)
 COVERAGE_VERSION = 1
+MESSAGE_LIMIT = 4096  # bytes of a termination message the kubelet keeps
+REASON_LIMIT = 1024  # characters of a run's reason in its message (one line)
 
 # Why a gap is open: one cause per open gap, from this closed list (the ``gaps`` table's
 # ``reason``, the report, ``status.coverage.gapsByCause`` and ``ingestion_gaps_open{cause}``).
@@ -193,3 +195,33 @@ class Coverage:
             out["gapsByCause"] = dict(self.gaps_by_cause)
             out["delistedSymbols"] = list(self.delisted)  # a list: a merge patch replaces it whole
         return {**out, "percent": self.percent}
+
+
+def end_message(coverage: Coverage | None, outcome: str, reason: str | None) -> str:
+    """The run's termination message: its coverage (a committed run), and for a run that did
+    not succeed its one-line reason, so that ``lastRun.reason`` says what the job saw (a 403 on
+    the listing, a refused spec), not only the Job's ``BackoffLimitExceeded``. Always under the
+    kubelet's 4 KiB: the reason is cut to fit."""
+    body = json.loads(coverage.encode()) if coverage is not None else {"v": COVERAGE_VERSION, "outcome": outcome}
+    if reason:
+        line = " ".join(reason.split())[:REASON_LIMIT]
+        room = MESSAGE_LIMIT - len(json.dumps({**body, "reason": ""}, separators=(",", ":")).encode())
+        while len(json.dumps(line)) > room:  # escapes (a non-ASCII character is 6 bytes) count too
+            line = line[:-max(1, len(line) // 10)]
+        body["reason"] = line
+    return json.dumps(body, separators=(",", ":"))
+
+
+def end_reason(text: str | None) -> tuple[str, str] | None:
+    """(outcome, reason) of a run's termination message that names a reason, else None (a
+    succeeded run, a message written before reasons, another program's text)."""
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or raw.get("v") != COVERAGE_VERSION:
+        return None
+    outcome, reason = raw.get("outcome"), raw.get("reason")
+    if not isinstance(outcome, str) or not isinstance(reason, str) or not reason:
+        return None
+    return outcome, reason

@@ -75,33 +75,41 @@ def cmd_run(args) -> int:
         ctx = context_from_args(args)
         path = store_path(ctx, args.db)
     except (contract.ContractError, OSError, yaml.YAMLError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _usage_error(str(e))
     try:
         as_of, dates = _day(args.as_of, "--as-of") if args.as_of else None, _range(args.dates) if args.dates else None
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _usage_error(str(e))
     try:
         result = run(ctx, path, concurrency=args.concurrency, as_of=as_of, dates=dates, lock_timeout=args.lock_timeout)
     except Exception as e:  # a bug: keep the traceback in the log, end with one line
         logging.getLogger("ingestion_job").exception("event=run_crashed")
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"error: unexpected {e.__class__.__name__}: {first}", file=sys.stderr)
+        line = f"unexpected {e.__class__.__name__}: {first}"
+        print(f"error: {line}", file=sys.stderr)
+        write_termination_message(None, "failed", line)
         return 1
-    write_termination_message(result)
+    write_termination_message(result.coverage, result.outcome, result.reason)
     return result.exit_code
 
 
-def write_termination_message(result) -> None:
-    """A committed run's coverage, where the pod's terminationMessagePath is (the operator reads
-    it from the pod's status). Best effort: a run is never failed for it."""
+def _usage_error(line: str) -> int:
+    """A refused spec or flag: one line on stderr, the same line as the run's reason, exit 2."""
+    print(f"error: {line}", file=sys.stderr)
+    write_termination_message(None, "failed", line)
+    return 2
+
+
+def write_termination_message(coverage, outcome: str, reason: str | None) -> None:
+    """Where the pod's terminationMessagePath is, the run's end: a committed run's coverage,
+    and the one-line reason of a run that did not succeed (the operator reads both from the
+    pod's status). Best effort: a run is never failed for it."""
     path = os.environ.get(contract.TERMINATION_MESSAGE_ENV)
-    if not path or result.coverage is None:
+    if not path or (coverage is None and not reason):
         return
     try:
         with open(path, "w") as f:
-            f.write(result.coverage.encode())  # under 200 bytes; the kubelet keeps up to 4,096
+            f.write(contract.end_message(coverage, outcome, reason))  # under the kubelet's 4,096 bytes
     except OSError as e:
         logging.getLogger("ingestion_job").warning("event=termination_message_not_written path=%s error=%r", path, e.strerror)
 

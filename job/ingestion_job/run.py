@@ -62,6 +62,7 @@ class RunResult:
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     coverage: Coverage | None = None  # of a committed run: its termination message
+    reason: str | None = None  # one line: why a run did not succeed (the error, or the first failed repair)
     gaps_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)  # of a committed run: every cause
 
     @property
@@ -383,16 +384,18 @@ class Run:
         {"succeeded": self.log.info, "partial": self.log.warning}.get(outcome, self.log.error)(line)
         if error:
             self.log.error("event=run_failed reason=%r", error)
-        elif outcome == "partial":
-            self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed,
-                             next(iter(work.repairs.failed.values())))
+        reason = error
+        if not error and outcome == "partial":
+            first = next(iter(work.repairs.failed.values()))
+            self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed, first)
+            reason = f"{s.repairs_failed} repair(s) failed, the first: {first}"
         coverage = None
         if done.committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
                                 s.repairs_failed + s.repairs_deferred, self.gaps_by_cause, s.symbols_delisted,
                                 tuple(work.plan.delisted))
-        return RunResult(self.run_id, outcome, s, error, warnings, coverage, self.gaps_by_cause)
+        return RunResult(self.run_id, outcome, s, error, warnings, coverage, reason, self.gaps_by_cause)
 
     def maintain(self, store: Store) -> list[str]:
         """The store's housekeeping, when its policy asks for it, and only while half the time

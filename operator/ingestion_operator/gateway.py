@@ -60,6 +60,7 @@ class KubeGateway:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.clock = clock
+        self._events_refused = False
         self._tally = threading.local()  # the calling thread's reconcile: the writes it made
         # resourceVersions our own writes returned: the watch event for exactly that version
         # is the echo of our write, and changes nothing a reconcile would look at.
@@ -112,6 +113,20 @@ class KubeGateway:
 
     def pods(self, namespace: str, label_selector: str) -> list[dict]:
         return raw(self.core.list_namespaced_pod, namespace, label_selector=label_selector)["items"]
+
+    def events(self, namespace: str, kind: str, name: str) -> list[dict]:
+        """The Events about one object (why the Job controller made no pod, why a volume
+        did not mount); an operator not allowed to list them sees none (logged once)."""
+        try:
+            return raw(self.core.list_namespaced_event, namespace,
+                       field_selector=f"involvedObject.kind={kind},involvedObject.name={name}")["items"]
+        except ApiException as e:
+            if e.status != 403:
+                raise
+            if not self._events_refused:
+                self._events_refused = True
+                log.warning("event=events_not_readable namespace=%s error=%r", namespace, api_message(e))
+            return []
 
     # -- counted writes ---------------------------------------------------------------------
     def create_cronjob(self, namespace: str, body: dict) -> dict:

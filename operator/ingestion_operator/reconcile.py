@@ -19,14 +19,14 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from ingestion_contract import JOB_NAME_LABEL, Coverage
+from ingestion_contract import JOB_NAME_LABEL, Coverage, end_reason
 
 from . import metrics, names
 from .gateway import SCHEDULE, KeyedLocks, KubeGateway, api_message, owned_by, refused
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import Problem, ScheduleResource
-from .status import (Event, condition_of, derive_status, job_container_ends, merge_patch, newest_finished_job, parse_time,
-                     stale_deadline, transition_events)
+from .status import (MOUNT_GRACE, START_GRACE, Blocked, Event, condition_of, derive_status, job_blocked, job_container_ends, job_outcome,
+                     merge_patch, newest_finished_job, parse_time, stale_deadline, transition_events)
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -103,6 +103,7 @@ class CronJobCache:
 
 class Reconciler:
     RECHECK_SECONDS = 30  # a schedule blocked by a foreign CronJob or an admission refusal looks again
+    START_RECHECK_SECONDS = 15  # a run that has not started yet is looked at again
 
     def __init__(self, api_client: client.ApiClient, settings: RenderSettings, clock=None, pool_size: int | None = None):
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
@@ -113,6 +114,7 @@ class Reconciler:
         self.due = {SCHEDULE.name: lambda namespace, name: self.reconcile(namespace, name, trigger="timer")}
         self.timer = NextRunTimer(lambda kind, namespace, name: self.due[kind](namespace, name), clock=self.clock)
         self._coverage_read: dict[tuple[str, str], str] = {}  # the Job whose pods were last read, per schedule
+        self._ends: dict[tuple[str, str], dict[str, str]] = {}  # per schedule: that Job's own reason, if it gave one
         self._observed = threading.local()  # this thread's reconcile: the schedule's version it acted on
         self._lock = KeyedLocks()
         self.ready: dict[tuple[str, str], bool] = {}
@@ -151,6 +153,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.timer.set((SCHEDULE.name, namespace, name), None)
         self._coverage_read.pop((namespace, name), None)
+        self._ends.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
         self.kube.forget_write(SCHEDULE.name, namespace, name)
         self.kube.forget_write("cronjob", namespace, cronjob_name(name))
@@ -194,9 +197,11 @@ class Reconciler:
         # (A CronJob created just now, with a new uid, owns no Job yet: no need to list them.)
         jobs = self._jobs(namespace, name, live) if live is not None and action != "CronJobCreated" else []
 
-        # 6. Status, written only when it changed.
-        coverage = self._coverage(namespace, name, schedule.status.get("coverage"), jobs)
-        new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage)
+        # 6. Status, written only when it changed: with what the newest finished run said of
+        #    itself, and why the newest Job cannot start, if it cannot.
+        coverage, ends = self._run_ends(namespace, name, schedule.status, jobs)
+        blocked, look_again = self._blocked(namespace, jobs)
+        new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage, ends, blocked)
         if new_status != schedule.status:
             self.kube.patch_status(SCHEDULE, namespace, name, merge_patch(schedule.status, new_status))
 
@@ -216,6 +221,8 @@ class Reconciler:
             wake = stale_at  # Stale turns True then, with no event to announce it
         if problem is not None and problem.reason in ("CronJobConflict", "CronJobRejected"):
             wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
+        if look_again is not None and (wake is None or look_again < wake):
+            wake = look_again  # a run not started yet: whether it can, no event would tell
         self.timer.set((SCHEDULE.name, namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
         return "invalid" if problem else (action or "unchanged")
@@ -231,20 +238,55 @@ class Reconciler:
                 return entry
         return self._read_cronjob(schedule.namespace, cj_name)
 
-    def _coverage(self, namespace: str, name: str, known: dict | None, jobs: list[dict]) -> dict | None:
-        """The coverage the newest finished run reported in its pod's termination message, read
-        once per Job (a run that reported none, e.g. a failed one, leaves the last one standing)."""
+    def _run_ends(self, namespace: str, name: str, status: dict, jobs: list[dict]) -> tuple[dict | None, dict[str, str]]:
+        """The coverage the newest finished run reported in its pod's termination message, and
+        its one-line reason if it did not succeed ({job: reason}), read once per Job (a run
+        that reported no coverage, e.g. a failed one, leaves the last one standing). A run
+        that was Blocked and then ended (its deadline) keeps the block as its reason: its pod,
+        that held it, is gone."""
+        known = status.get("coverage")
         job = newest_finished_job(jobs)
-        if job is None or (known or {}).get("job") == job or self._coverage_read.get((namespace, name)) == job:
-            return known
+        key = (namespace, name)
+        if job is None:
+            return known, {}
+        if self._coverage_read.get(key) == job:
+            return known, self._ends.get(key, {})
+        succeeded = job_outcome(next(j for j in jobs if j["metadata"]["name"] == job))[0] == "Succeeded"
+        prior = status.get("lastRun") or {}
+        said = {job: prior["message"]} if prior.get("job") == job and prior.get("message") else {}
+        if (known or {}).get("job") == job and (succeeded or said):
+            return known, said  # read before this operator started: the status holds it
         pods = self.kube.pods(namespace, f"{JOB_NAME_LABEL}={job}")
-        self._coverage_read[(namespace, name)] = job
         messages = [(p["metadata"].get("creationTimestamp") or "", t.get("message")) for p in pods for t in job_container_ends(p)]
+        coverage, ends, spoke = known, dict(said), False
         for _, message in sorted(messages, key=lambda m: m[0], reverse=True):
-            found = Coverage.decode(message)
+            found, end = Coverage.decode(message), end_reason(message)
+            if end is not None and not spoke:  # the run's own words win over a block carried over
+                ends[job], spoke = end[1], True
             if found is not None:
-                return {**found.as_status(), "job": job}
-        return known
+                coverage = {**found.as_status(), "job": job}
+                break
+        self._coverage_read[key], self._ends[key] = job, ends
+        return coverage, ends
+
+    def _blocked(self, namespace: str, jobs: list[dict]) -> tuple[Blocked | None, dt.datetime | None]:
+        """Why the newest Job, running but with no pod ready, cannot start (its pods, and the
+        Events of a Job with no pod or of a pod stuck creating), and when to look again while
+        it has not started. A Job whose pod is ready costs no read."""
+        job = max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]), default=None)
+        if job is None or job_outcome(job)[0] != "Running" or ((job.get("status") or {}).get("ready") or 0) > 0:
+            return None, None
+        now = self.clock()
+        created = parse_time(job["metadata"].get("creationTimestamp")) or now
+        if now - created < START_GRACE:
+            return None, created + START_GRACE
+        name = job["metadata"]["name"]
+        pods = self.kube.pods(namespace, f"{JOB_NAME_LABEL}={name}")
+        job_events = self.kube.events(namespace, "Job", name) if not pods else []
+        pod_events = {p["metadata"]["name"]: self.kube.events(namespace, "Pod", p["metadata"]["name"]) for p in pods
+                      if (p.get("status") or {}).get("phase") in (None, "Pending") and now - (parse_time(
+                          p["metadata"].get("creationTimestamp")) or now) >= MOUNT_GRACE}
+        return job_blocked(job, pods, now, job_events, pod_events), now + dt.timedelta(seconds=self.START_RECHECK_SECONDS)
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
         return self.kube.read_cronjob(namespace, name)

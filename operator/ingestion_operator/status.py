@@ -84,14 +84,96 @@ def job_outcome(job: dict) -> tuple[str, str | None, str | None]:
     return "Running", None, None
 
 
-def last_run(jobs: list[dict]) -> dict | None:
-    """The newest Job (by creation time, then name) as status.lastRun."""
-    if not jobs:
+@dataclasses.dataclass(frozen=True)
+class Blocked:
+    """Why a run's pod cannot start (or no pod can be made): the Kubernetes reason and message."""
+
+    reason: str
+    message: str
+
+
+# Container waits that do not end by themselves: a missing Secret or key, an image that cannot
+# be pulled or is not on the node (imagePullPolicy Never), a runtime refusal.
+BLOCKING_WAITS = frozenset({"CreateContainerConfigError", "CreateContainerError", "ImagePullBackOff", "ErrImagePull",
+                            "ErrImageNeverPull", "InvalidImageName", "RunContainerError"})
+START_GRACE = dt.timedelta(seconds=20)  # a run not started after this long is looked at
+MOUNT_GRACE = dt.timedelta(seconds=60)  # a pod still ContainerCreating after this long: its events say why
+
+
+def _age(obj: dict, now: dt.datetime) -> dt.timedelta:
+    created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+    return now - created if created else dt.timedelta(0)
+
+
+def pod_blocked(pod: dict, now: dt.datetime, events: list[dict] = ()) -> Blocked | None:
+    """Why ``pod`` (of a run) cannot start, once it has waited longer than START_GRACE; None
+    while it may still start by itself (scheduling, pulling, creating its container)."""
+    st = pod.get("status") or {}
+    if st.get("phase") not in (None, "Pending") or (pod.get("metadata") or {}).get("deletionTimestamp") or \
+            _age(pod, now) < START_GRACE:
         return None
-    job = max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))
+    for c in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in BLOCKING_WAITS:
+            return Blocked(waiting["reason"], waiting.get("message") or waiting["reason"])
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return Blocked(cond.get("reason") or "Unschedulable", cond.get("message") or "the pod cannot be scheduled")
+    if _age(pod, now) >= MOUNT_GRACE:
+        mount = newest_event(events, ("FailedMount", "FailedAttachVolume"))
+        if mount is not None:
+            return Blocked(mount["reason"], mount.get("message") or mount["reason"])
+    return None
+
+
+def newest_event(events: list[dict], reasons: tuple[str, ...]) -> dict | None:
+    """The newest of ``events`` with one of ``reasons`` (by lastTimestamp, eventTime, creation)."""
+    found = [e for e in events if e.get("reason") in reasons]
+    when = lambda e: e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp") or ""  # noqa: E731
+    return max(found, key=when, default=None)
+
+
+def job_blocked(job: dict, pods: list[dict], now: dt.datetime, job_events: list[dict] = (),
+                pod_events: dict[str, list[dict]] | None = None) -> Blocked | None:
+    """Why the running Job ``job`` has no pod that can start: one of its pods is blocked
+    (:func:`pod_blocked`), or it has none at all and the Job controller said why it made none
+    (``FailedCreate``: a quota that requires limits, an admission webhook, a missing
+    ServiceAccount). None while it runs, or may still."""
+    if job_outcome(job)[0] != "Running" or ((job.get("status") or {}).get("ready") or 0) > 0:
+        return None
+    live = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")
+            and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    for pod in live:
+        found = pod_blocked(pod, now, (pod_events or {}).get(pod["metadata"]["name"], []))
+        if found is not None:
+            return found
+    if not live and not any((p.get("status") or {}).get("phase") == "Running" for p in pods) and _age(job, now) >= START_GRACE:
+        refused = newest_event(job_events, ("FailedCreate",))
+        if refused is not None:
+            return Blocked("FailedCreate", refused.get("message") or "the Job controller could not create a pod")
+    return None
+
+
+def _short(reason: str) -> str:
+    """The head of a Job's reason ("Partial (exit code 3)", "BackoffLimitExceeded"): what goes
+    before the run's own words."""
+    code = re.search(r"\(exit code \d+\)$", reason)
+    head = reason.split(":")[0]
+    return f"{head} {code.group(0)}" if code and code.group(0) not in head else head
+
+
+def run_of(job: dict, ends: dict[str, str] | None = None, blocked: Blocked | None = None) -> dict:
+    """``job`` as status.lastRun: its outcome (``Blocked`` while its pod cannot start), and
+    for one that did not succeed its reason, in the run's own words where the run (its
+    termination message) or the pod it never started (``blocked``) gave them (``message``)."""
     meta = job["metadata"]
     manual = (meta.get("annotations") or {}).get(names.ANNOTATION_INSTANTIATE) == "manual"
     outcome, end, reason = job_outcome(job)
+    message = (ends or {}).get(meta["name"])
+    if outcome == "Running" and blocked is not None:
+        outcome, reason, message = "Blocked", blocked.reason, blocked.message
+    elif outcome == "Succeeded":
+        message = None
     run = {
         "job": meta["name"],
         "trigger": "manual" if manual else "scheduled",
@@ -100,18 +182,37 @@ def last_run(jobs: list[dict]) -> dict | None:
     }
     if end:
         run["end"] = end
-    if reason:
+    if message and reason:
+        run["reason"] = f"{_short(reason)}: {message}" if outcome == "Failed" else f"{reason}: {message}"
+        run["message"] = message
+    elif reason:
         run["reason"] = reason
     return run
+
+
+def _newest(jobs: list[dict]) -> dict | None:
+    return max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]), default=None)
+
+
+def last_run(jobs: list[dict], ends: dict[str, str] | None = None, blocked: Blocked | None = None) -> dict | None:
+    """The newest Job (by creation time, then name) as status.lastRun (``blocked``: why that
+    Job, if running, cannot start)."""
+    job = _newest(jobs)
+    return run_of(job, ends, blocked) if job is not None else None
+
+
+def last_finished_run(jobs: list[dict], ends: dict[str, str] | None = None) -> dict | None:
+    """The newest Job that has ended, as status.lastRun would show it: what Degraded judges,
+    so a new run starting changes nothing until it ends."""
+    job = _newest([j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")])
+    return run_of(job, ends) if job is not None else None
 
 
 def newest_finished_job(jobs: list[dict]) -> str | None:
     """The name of the newest Job that has ended (Complete or Failed): its pod carries the
     run's coverage summary."""
-    done = [j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")]
-    if not done:
-        return None
-    return max(done, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))["metadata"]["name"]
+    job = _newest([j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")])
+    return job["metadata"]["name"] if job is not None else None
 
 
 def complete_condition(coverage: dict | None, condition: Conditions) -> dict:
@@ -189,9 +290,13 @@ def derive_status(
     now: dt.datetime,
     problem: Problem | None = None,
     coverage: dict | None = None,
+    ends: dict[str, str] | None = None,
+    blocked: Blocked | None = None,
 ) -> dict:
     """The status for ``schedule``; ``problem`` is a validation or apply error, if any;
-    ``coverage``: what the newest run that reported one said about its window."""
+    ``coverage``: what the newest run that reported one said about its window; ``ends``: the
+    runs' own one-line reasons by Job (their termination messages); ``blocked``: why the
+    newest Job, running, cannot start."""
     generation = schedule.generation
     condition = Conditions(generation, schedule.status.get("conditions") or [], now)
     enabled = schedule.enabled
@@ -209,7 +314,7 @@ def derive_status(
         if cj_status.get(src):
             status[dst] = iso(cj_status[src])
     status["active"] = len(cj_status.get("active") or [])
-    run = last_run(jobs)
+    run = last_run(jobs, ends, blocked)
     if run:
         status["lastRun"] = run
     if coverage:
@@ -228,8 +333,12 @@ def derive_status(
     )
     if problem is not None:
         degraded = condition("Degraded", True, problem.reason, problem.message)
-    elif run and run["outcome"] == "Failed":
-        degraded = condition("Degraded", True, "LastRunFailed", f"Job {run['job']} failed: {run.get('reason', '')}".rstrip(": "))
+    elif run and run["outcome"] == "Blocked":
+        degraded = condition("Degraded", True, "RunBlocked", f"Job {run['job']} cannot start: {run['reason']}")
+    elif (finished := last_finished_run(jobs, ends)) and finished["outcome"] == "Failed":
+        # until a run succeeds: the next run starting changes nothing
+        degraded = condition("Degraded", True, "LastRunFailed",
+                             f"Job {finished['job']} failed: {finished.get('reason', '')}".rstrip(": "))
     else:
         degraded = condition("Degraded", False, "AsExpected", "no problem seen")
     status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, condition),
@@ -264,8 +373,11 @@ class Event:
 
 
 def transition_events(live: dict, new: dict, problem: Problem | None, action: str | None) -> list[Event]:
-    """The Events a reconcile posts: one on each transition of Ready, and one per CronJob
-    write (``action``). A reconcile that changes nothing posts nothing."""
+    """The Events a reconcile posts, one per transition, comparing the live status with the new
+    one (so a reconcile that changes nothing, or a restarted operator, posts nothing): Ready
+    turning False or True, a run failing or blocked (Warning; each failed run is one, a blocked
+    run is one whatever its pod's state flips between) and Degraded clearing (Normal), Stale
+    turning True (Warning) or clearing (Normal), and one per CronJob write (``action``)."""
     events = []
     was_ready, now_ready = condition_of(live, "Ready"), condition_of(new, "Ready")
     if problem is not None:
@@ -273,6 +385,32 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
             events.append(Event("Warning", problem.reason, problem.message))
     elif was_ready is not None and was_ready.get("status") == "False" and now_ready and now_ready["status"] == "True":
         events.append(Event("Normal", "Recovered", f"spec is valid again; CronJob {new.get('cronJobName')} is in sync"))
+    if problem is None:
+        before, after = _run_trouble(live), _run_trouble(new)
+        degraded = condition_of(new, "Degraded") or {}
+        if after is not None and after != before:
+            events.append(Event("Warning", "RunBlocked" if after[0] == "RunBlocked" else "RunFailed", degraded["message"]))
+        elif after is None and before is not None and degraded.get("status") == "False":
+            run = new.get("lastRun") or {}
+            events.append(Event("Normal", "RunSucceeded" if run.get("outcome") == "Succeeded" else "RunUnblocked",
+                                f"Job {run.get('job')} {'succeeded' if run.get('outcome') == 'Succeeded' else 'started'}: "
+                                f"the schedule is no longer degraded"))
+    was_stale, now_stale = (condition_of(live, "Stale") or {}).get("status"), condition_of(new, "Stale")
+    if now_stale and now_stale["status"] == "True" and was_stale != "True":
+        events.append(Event("Warning", "Stale", now_stale["message"]))
+    elif now_stale and was_stale == "True" and now_stale["status"] != "True":
+        events.append(Event("Normal", "Fresh" if now_stale["status"] == "False" else now_stale["reason"], now_stale["message"]))
     if action:
         events.append(Event("Normal", action, f"CronJob {new.get('cronJobName')} {action.lower().replace('cronjob', '')}".strip()))
     return events
+
+
+def _run_trouble(status: dict) -> tuple | None:
+    """What makes a status Degraded by its runs, as one Event's key: a failed run by its
+    message (naming the Job), a blocked one by its Job."""
+    d = condition_of(status, "Degraded")
+    if not d or d.get("status") != "True" or d.get("reason") not in ("RunBlocked", "LastRunFailed"):
+        return None
+    if d["reason"] == "RunBlocked":
+        return ("RunBlocked", (status.get("lastRun") or {}).get("job"))
+    return ("LastRunFailed", d.get("message"))

@@ -335,8 +335,9 @@ def test_cli_run_and_report(dataset, tmp_path):
 
 def test_a_committed_run_leaves_its_coverage_as_the_termination_message(dataset, tmp_path):
     """What the operator reads from the pod: the window's coverage, the open gaps (including one
-    older than the window) and the oldest of them; a failed run leaves no message."""
-    from ingestion_contract import TERMINATION_MESSAGE_ENV, Coverage
+    older than the window) and the oldest of them; a failed run leaves its one-line reason, and no
+    coverage; a refused spec its field."""
+    from ingestion_contract import TERMINATION_MESSAGE_ENV, Coverage, end_reason
 
     dataset.upload([(s, d) for s in SYMS for d in days_ago(1, 3)])
     message = tmp_path / "termination-log"
@@ -350,7 +351,13 @@ def test_a_committed_run_leaves_its_coverage_as_the_termination_message(dataset,
     message.unlink()
     bad = {**spec, "target": {**spec["target"], "bucket": "no-such-bucket"}}
     out = run_cli(tmp_path, "covered", bad, "--db", str(tmp_path / "s.duckdb"), env={**os.environ, TERMINATION_MESSAGE_ENV: str(message)})
-    assert out.returncode == 1 and not message.exists()
+    assert out.returncode == 1 and Coverage.decode(message.read_text()) is None
+    outcome, reason = end_reason(message.read_text())
+    last = out.stderr.strip().splitlines()[-1]
+    assert outcome == "failed" and "no-such-bucket" in reason and reason in last, (reason, last)
+    refused = {**spec, "timezone": "Mars/Base"}
+    out = run_cli(tmp_path, "covered", refused, "--db", str(tmp_path / "s.duckdb"), env={**os.environ, TERMINATION_MESSAGE_ENV: str(message)})
+    assert out.returncode == 2 and "timezone" in end_reason(message.read_text())[1]
 
 
 @pytest.mark.parametrize("load", ["csv-zip"])

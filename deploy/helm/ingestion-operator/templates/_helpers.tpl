@@ -56,7 +56,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [list]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]  # list: why a run's Job made no pod (FailedCreate) or its volume did not mount
 {{- end }}
 
 {{/* The share of runs that failed over .window, per schedule (ingestion_runs_total is cumulative, read from each store). */}}
