@@ -175,6 +175,32 @@ def load_timezone(name: str) -> ZoneInfo:
         raise bad from None
 
 
+def tzdata_version() -> tuple[str, str]:
+    """(version, where) of the IANA time zone database this process computes with: zoneinfo
+    reads the first of its TZPATH directories that holds zones (the system's tzdata; version
+    from its ``tzdata.zi``), else the ``tzdata`` package. The CronJob controller computes with
+    the control plane's (Go's system zones, else its embedded copy): when the two differ, a
+    zone whose rules changed between them fires at another time than ``status.nextRuns`` says
+    (docs/user-guide/schedules.md, "Time zones")."""
+    import os
+    import zoneinfo
+
+    for directory in zoneinfo.TZPATH:
+        if os.path.isfile(os.path.join(directory, "UTC")):
+            try:
+                with open(os.path.join(directory, "tzdata.zi"), encoding="utf-8") as f:
+                    head = f.readline()
+            except OSError:
+                return "unknown", directory
+            found = re.match(r"#\s*version\s+(\S+)", head)
+            return (found.group(1) if found else "unknown"), directory
+    try:
+        import tzdata
+    except ImportError:
+        return "none", "-"
+    return tzdata.IANA_VERSION, "tzdata package"
+
+
 # -- Next, ported from robfig/cron v3 spec.go ----------------------------------------------
 # Instants are UTC datetimes; "local" views are taken in the schedule's zone. Go's
 # t.Add is absolute time, t.AddDate and time.Date are wall-clock arithmetic.

@@ -59,13 +59,13 @@ class OperatorProcess:
     def _died(self):
         return self.proc.poll() is not None
 
-    def healthz(self) -> tuple[int, str]:
-        """(status, body) of /healthz; (0, error) when nothing answers."""
+    def healthz(self, path: str = "/healthz") -> tuple[int, str]:
+        """(status, body) of /healthz (readiness; or ``path``: /livez); (0, error) when nothing answers."""
         import urllib.error
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=10) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=10) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

@@ -41,9 +41,7 @@ def lease_name(namespaces: list[str]) -> str:
 
 
 def cmd_run(args) -> int:
-    import signal
     import socket
-    import threading
     import uuid
 
     from prometheus_client import disable_created_metrics, start_http_server
@@ -69,9 +67,13 @@ def cmd_run(args) -> int:
 
     kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
                    verbose=args.verbose, log_refkey="object")
-    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s leader_elect=%s",
+    from ingestion_contract.cron import tzdata_version
+
+    tz_version, tz_source = tzdata_version()
+    metrics.TZDATA.info({"version": tz_version, "source": tz_source})
+    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s leader_elect=%s tzdata=%s tzdata_source=%s",
              ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port, args.job_image,
-             str(args.leader_elect).lower())
+             str(args.leader_elect).lower(), tz_version, tz_source.replace(" ", "-"))
     elector = None
     if args.leader_elect:
         try:
@@ -80,33 +82,10 @@ def cmd_run(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         identity = args.leader_election_identity or f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-        lease_ns = _lease_namespace(args.leader_election_namespace)
-        lease = args.leader_election_id or lease_name(namespaces)
-        elector = LeaderElector(api, lease_ns, lease, identity, timing,
-                                on_change=lambda leading: metrics.LEADER.set(1 if leading else 0))
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-        health.role = "standby"
-        log.info("event=standby lease=%s/%s identity=%s", lease_ns, lease, identity)
-        t0 = time.monotonic()
-        if not elector.acquire(stop):
-            log.info("event=stopped role=standby")
-            return 0
-        for s, h in previous.items():
-            signal.signal(s, h)
-        log.info("event=leading lease=%s/%s identity=%s waited_seconds=%.1f", lease_ns, lease, identity, time.monotonic() - t0)
-
-        def lost():
-            log.error("event=leadership_lost lease=%s/%s identity=%s: no renewal for %gs; exiting so a standby can lead",
-                      lease_ns, lease, identity, timing.renew_deadline)
-            for h in logging.getLogger().handlers + log.handlers:
-                h.flush()
-            os._exit(1)
-
-        elector.start_renewing(on_lost=lost)
+        elector = LeaderElector(api, _lease_namespace(args.leader_election_namespace), args.leader_election_id or lease_name(namespaces),
+                                identity, timing, on_change=lambda leading: metrics.LEADER.set(1 if leading else 0))
     else:
         metrics.LEADER.set(1)
-    health.role = "leader"
 
     from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .backfill import BackfillReconciler
@@ -116,15 +95,75 @@ def cmd_run(args) -> int:
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
                               default_pushgateway_url=args.default_pushgateway_url or None)
-    reconciler = Reconciler(api, settings, pool_size=args.workers)
-    memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), health=health, workers=args.workers)
+    # Each term as leader is one kopf run with a fresh reconciler (no cache outlives a term). A
+    # leader that cannot renew its Lease (the API server or etcd is away) stops leading within
+    # the renew deadline, as client-go's do, but steps down to standby in this process rather
+    # than exiting: an outage restarts no container, and the replica leads again when it can.
+    while True:
+        term = Term()
+        if elector is not None and not _lead(elector, health, term, log):
+            return 0
+        health.role = "leader"
+        reconciler = Reconciler(api, settings, pool_size=args.workers)
+        if elector is not None:
+            reconciler.kube.fence = lambda: elector.leading
+        memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), health=health, workers=args.workers,
+                         term=term)
+        try:
+            kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo, stop_flag=term.flag)
+        finally:
+            health.loop = None
+        if elector is None or not term.lost:  # a signal: stop, and let a standby lead at once
+            if elector is not None and elector.release():
+                log.info("event=lease_released lease=%s/%s", elector.namespace, elector.name)
+            return 0
+        log.info("event=stepped_down lease=%s/%s identity=%s", elector.namespace, elector.name, elector.identity)
+
+
+class Term:
+    """One term as leader: ``flag`` stops its kopf run, set when the Lease is ``lost`` or (by
+    the cleanup handler) when kopf stops for a signal, so that kopf's thread waiting on it ends
+    and the run can return."""
+
+    def __init__(self):
+        import threading
+
+        self.flag = threading.Event()
+        self.lost = False
+
+    def end(self, lost: bool = False) -> None:
+        self.lost = self.lost or lost
+        self.flag.set()
+
+
+def _lead(elector, health, term: Term, log) -> bool:
+    """Stand by until ``elector`` holds its Lease (True), or a signal says stop (False); then
+    renew it, ending ``term`` when a renewal has not succeeded for the renew deadline."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    health.role = "standby"
+    log.info("event=standby lease=%s/%s identity=%s", elector.namespace, elector.name, elector.identity)
+    t0 = time.monotonic()
     try:
-        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo)
+        if not elector.acquire(stop):
+            log.info("event=stopped role=standby")
+            return False
     finally:
-        health.loop = None
-        if elector is not None and elector.release():
-            log.info("event=lease_released lease=%s/%s", elector.namespace, elector.name)
-    return 0
+        for s, h in previous.items():
+            signal.signal(s, h)
+    log.info("event=leading lease=%s/%s identity=%s waited_seconds=%.1f", elector.namespace, elector.name, elector.identity,
+             time.monotonic() - t0)
+
+    def on_lost():
+        log.error("event=leadership_lost lease=%s/%s identity=%s: no renewal for %gs; stepping down to standby",
+                  elector.namespace, elector.name, elector.identity, elector.timing.renew_deadline)
+        term.end(lost=True)
+
+    elector.start_renewing(on_lost=on_lost)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

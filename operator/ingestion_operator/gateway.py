@@ -42,6 +42,10 @@ SCHEDULE = Kind("schedule", names.KIND, names.PLURAL)
 BACKFILL = Kind("backfill", names.BACKFILL_KIND, names.BACKFILL_PLURAL)
 
 
+class NotLeading(RuntimeError):
+    """A write refused because this replica stepped down."""
+
+
 def owned_by(obj: dict, uid: str | None) -> bool:
     """Whether ``obj`` names the object ``uid`` among its owners (the one owner check)."""
     return any(o.get("uid") == uid for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
@@ -61,6 +65,7 @@ class KubeGateway:
         self.core = client.CoreV1Api(api_client)
         self.clock = clock
         self._events_refused = False
+        self.fence: Callable[[], bool] = lambda: True  # False once this replica stopped leading
         self._tally = threading.local()  # the calling thread's reconcile: the writes it made
         # resourceVersions our own writes returned: the watch event for exactly that version
         # is the echo of our write, and changes nothing a reconcile would look at.
@@ -129,13 +134,21 @@ class KubeGateway:
             return []
 
     # -- counted writes ---------------------------------------------------------------------
+    def _fenced(self) -> None:
+        """Every write asks first: a replica that stopped leading writes nothing more, even from a
+        reconcile already under way while it steps down."""
+        if not self.fence():
+            raise NotLeading("this replica no longer holds the Lease: the write is left to the leader")
+
     def create_cronjob(self, namespace: str, body: dict) -> dict:
+        self._fenced()
         out = raw(self.batch.create_namespaced_cron_job, namespace, body, field_manager=names.FIELD_MANAGER)
         self._wrote("cronjobs", "create")
         self.remember("cronjob", namespace, out["metadata"]["name"], out)
         return out
 
     def replace_cronjob(self, namespace: str, body: dict) -> dict:
+        self._fenced()
         out = raw(self.batch.replace_namespaced_cron_job, body["metadata"]["name"], namespace, body,
                   field_manager=names.FIELD_MANAGER)
         self._wrote("cronjobs", "update")
@@ -143,12 +156,14 @@ class KubeGateway:
         return out
 
     def create_job(self, namespace: str, body: dict) -> dict:
+        self._fenced()
         out = raw(self.batch.create_namespaced_job, namespace, body, field_manager=names.FIELD_MANAGER)
         self._wrote("jobs", "create")
         return out
 
     def patch_status(self, kind: Kind, namespace: str, name: str, patch: dict) -> dict:
         """A merge patch of one of our resources' status; its echo is remembered."""
+        self._fenced()
         out = self.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, kind.plural, name,
                                                                 {"status": patch})
         self._wrote(kind.status_resource, "patch")
@@ -158,6 +173,7 @@ class KubeGateway:
     def post_event(self, kind: Kind, meta: dict, type_: str, reason: str, message: str) -> None:
         """An Event about one of our resources (``meta``: its metadata). Best effort: status
         carries the truth."""
+        self._fenced()
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},

@@ -73,6 +73,9 @@ def login(memo: kopf.Memo, **_):
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_):
     memo.reconciler.timer.stop()
+    term = memo.get("term")
+    if term is not None:  # kopf waits on its flag in a thread: end it, or the run never returns
+        term.end()
 
 
 @kopf.on.startup(id="health")

@@ -1,9 +1,12 @@
-"""``/healthz``: the API server is ready, and (on the leader) kopf's event loop is alive.
+"""The operator's probes, served in every role (standby or leader) by one small HTTP server:
 
-One small HTTP server serves it in every role, standby or leader, so the probe means the
-same thing on both replicas. It fails (503, naming the check) while the API server cannot
-be reached or is not ready (its own ``/readyz``, which fails while etcd is down; every
-identity may read it), and recovers by itself when it is again.
+* ``/livez`` (liveness): the process answers, and on the leader kopf's event loop does. It
+  does not look at the API server: an API server or etcd outage is not cured by restarting
+  the operator, and restarting every replica at once during one (as a liveness probe on the
+  API server did) only adds a crash loop to it.
+* ``/readyz`` (readiness; ``/healthz`` is the same): the above, and the API server is ready
+  (its own ``/readyz``, which fails while etcd is down; every identity may read it). It fails
+  (503, naming the check) while it is not and recovers by itself when it is again.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ class Health:
         self.role = "starting"
         self._server: http.server.ThreadingHTTPServer | None = None
 
-    def problems(self) -> list[str]:
+    def problems(self, api: bool = True) -> list[str]:
+        """What fails: the API server (``api``: readiness only) and, on the leader, the event loop."""
         out = []
-        try:
-            self.api_client.call_api("/readyz", "GET", auth_settings=["BearerToken"], response_types_map={200: "str"},
-                                     _return_http_data_only=True, _request_timeout=self.timeout)
-        except Exception as e:
-            out.append(f"api: the API server is unreachable or not ready: {_first_line(e)}")
+        if api:
+            try:
+                self.api_client.call_api("/readyz", "GET", auth_settings=["BearerToken"], response_types_map={200: "str"},
+                                         _return_http_data_only=True, _request_timeout=self.timeout)
+            except Exception as e:
+                out.append(f"api: the API server is unreachable or not ready: {_first_line(e)}")
         loop = self.loop
         if loop is not None:
             try:
@@ -48,7 +53,7 @@ class Health:
                 if self.path.split("?")[0] not in ("/healthz", "/livez", "/readyz"):
                     self.send_error(404)
                     return
-                problems = health.problems()
+                problems = health.problems(api=self.path.split("?")[0] != "/livez")
                 body = ("\n".join(problems) if problems else f"ok ({health.role})").encode() + b"\n"
                 self.send_response(503 if problems else 200)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")

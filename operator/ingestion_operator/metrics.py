@@ -1,6 +1,6 @@
 """The operator's own Prometheus metrics, served on /metrics for scraping."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 RECONCILES = Counter("ingestion_operator_reconciles_total", "Reconciles of IngestionSchedules, by result.", ["result"])
 RECONCILE_ERRORS = Counter("ingestion_operator_reconcile_errors_total", "Reconciles that raised an unexpected error.")
@@ -9,3 +9,5 @@ RECONCILE_SECONDS = Histogram("ingestion_operator_reconcile_duration_seconds", "
 API_WRITES = Counter("ingestion_operator_api_writes_total", "Writes the operator made to the API server.", ["resource", "verb"])
 SCHEDULES = Gauge("ingestion_operator_schedules", "IngestionSchedules seen, by Ready condition.", ["ready"])
 LEADER = Gauge("ingestion_operator_leader", "1 on the replica that holds the Lease and reconciles, 0 on a standby.")
+TZDATA = Info("ingestion_operator_tzdata", "The IANA time zone database the operator computes status.nextRuns with "
+              "(version, and where it was read: a system directory or the tzdata package).")

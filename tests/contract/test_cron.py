@@ -193,3 +193,27 @@ def test_remembered_next_runs_equal_the_walk_from_any_instant_of_the_second(expr
         walked.append(t)
     assert next_runs(expr, zone, instant, 3) == walked
     assert next_runs(expr, zone, instant, 3) == walked  # the second answer comes from memory
+
+
+def test_the_tzdata_version_is_the_one_zoneinfo_reads(tmp_path):
+    """The system's zone files when TZPATH holds them (version from tzdata.zi), else the tzdata
+    package: what the operator logs and exports as ingestion_operator_tzdata_info."""
+    import zoneinfo
+
+    import tzdata
+
+    from ingestion_contract.cron import tzdata_version
+
+    system = tmp_path / "zoneinfo"
+    system.mkdir()
+    (system / "UTC").write_bytes(b"TZif")
+    (system / "tzdata.zi").write_text("# version 2025b\n# This zic input file is in the public domain.\n")
+    try:
+        zoneinfo.reset_tzpath(to=[str(system)])
+        assert tzdata_version() == ("2025b", str(system))
+        (system / "tzdata.zi").unlink()
+        assert tzdata_version() == ("unknown", str(system))
+        zoneinfo.reset_tzpath(to=[str(tmp_path / "none")])
+        assert tzdata_version() == (tzdata.IANA_VERSION, "tzdata package")
+    finally:
+        zoneinfo.reset_tzpath()

@@ -51,7 +51,8 @@ def test_template_cluster_wide(helm):
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]
+    # liveness: the process and its loop; readiness: and the API server (kube-score pod-probes-identical)
+    assert (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]) == ("/livez", "/readyz")
     assert "--job-image=ghcr.io/ingestion-operator/ingestion-job:0.1.0" in c["args"]
     assert "--default-pushgateway-url=http://prometheus-pushgateway.monitoring:9091" in c["args"]
     assert {"--leader-elect", "--leader-election-id=ingestion-ingestion-operator", "--lease-duration=15"} <= set(c["args"])

@@ -95,7 +95,8 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
         assert pod.spec.node_name == NODE_NAME
         assert any(cond.type == "Ready" and cond.status == "True" for cond in pod.status.conditions)
         assert pod.spec.service_account_name == "ingestion-ingestion-operator"
-        assert pod.spec.containers[0].readiness_probe.http_get.path == "/healthz"
+        assert pod.spec.containers[0].readiness_probe.http_get.path == "/readyz"
+        assert pod.spec.containers[0].liveness_probe.http_get.path == "/livez"
         assert "--kubeconfig" not in " ".join(pod.spec.containers[0].args)
     logs = {p.metadata.name: run(c, "kubectl", "logs", "-n", "ingestion-system", p.metadata.name) for p in pods}
     assert all("event=starting scope=cluster" in text and "event=standby lease=ingestion-system/ingestion-ingestion-operator" in text
