@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = {"contract": "ingestion_contract", "operator": "ingestion_operator", "job": "ingestion_job"}
 # What each component's code may import from outside the standard library.
 ALLOWED_IMPORTS = {
-    "contract": {"ingestion_contract"},
+    "contract": {"ingestion_contract", "tzdata"},  # tzdata: its declared dependency (IANA zones), read for its version
     "operator": {"ingestion_operator", "ingestion_contract", "kopf", "kubernetes", "prometheus_client"},
     "job": {"ingestion_job", "ingestion_contract", "httpx", "duckdb", "boto3", "botocore", "prometheus_client", "yaml",
             "pyarrow", "deltalake"},
