@@ -16,6 +16,7 @@ from .podenv import (
     EXIT_FAILED,
     EXIT_MEANINGS,
     EXIT_PARTIAL,
+    EXIT_INTERRUPTED,
     EXIT_SUCCEEDED,
     EXIT_USAGE,
     JOB_NAME_ENV,
@@ -48,7 +49,7 @@ def first_line(e: BaseException) -> str:
 
 
 __all__ = [
-    "EXIT_FAILED", "EXIT_MEANINGS", "EXIT_PARTIAL", "EXIT_SUCCEEDED", "EXIT_USAGE", "NO_RETRY_EXIT_CODES",
+    "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_MEANINGS", "EXIT_PARTIAL", "EXIT_SUCCEEDED", "EXIT_USAGE", "NO_RETRY_EXIT_CODES",
     "JOB_NAME_ENV", "JOB_NAME_LABEL", "NAMESPACE_ENV", "POD_NAME_ENV", "SCHEDULE_ENV", "SOURCE_KEY_ID_ENV",
     "SOURCE_SECRET_ENV", "SPEC_ENV", "STORE_KEY_ID_ENV", "STORE_SECRET_ENV", "ContractError", "RunContext",
     "encode_job_spec", "job_spec", "read_environment", "scheduled_time_from_job_name", "FieldError", "JobSpec",

@@ -130,11 +130,15 @@ def backfill_rules(spec: BackfillSpec, path: str = "spec") -> list[FieldError]:
     return errors
 
 
-def encode_unit_env(name: str, spec: BackfillSpec) -> str:
-    """The value of ``INGESTION_BACKFILL``: what a pod needs to find its unit from its index."""
-    return json.dumps({"name": name, "from": spec.from_date, "to": spec.to_date, "parallelism": spec.parallelism,
-                       "daysPerChunk": spec.days_per_chunk, "checkpointEvery": spec.checkpoint_every},
-                      sort_keys=True, separators=(",", ":"))
+def encode_unit_env(name: str, spec: BackfillSpec, since: str | None = None) -> str:
+    """The value of ``INGESTION_BACKFILL``: what a pod needs to find its unit from its index.
+    ``since``: when the backfill was created (RFC 3339): a unit counts as its repairs every cell
+    of its own repaired since then, by any of its attempts (a killed pod's too)."""
+    body = {"name": name, "from": spec.from_date, "to": spec.to_date, "parallelism": spec.parallelism,
+            "daysPerChunk": spec.days_per_chunk, "checkpointEvery": spec.checkpoint_every}
+    if since:
+        body["since"] = since
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +149,7 @@ class BackfillUnit:
     unit: Unit
     units: int  # of the whole grid
     checkpoint_every: int = 50
+    since: dt.datetime | None = None  # the backfill's creation: its repairs are those since then
 
 
 def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
@@ -157,9 +162,12 @@ def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
         spec = BackfillSpec(schedule="-", from_date=data["from"], to_date=data["to"], parallelism=int(data["parallelism"]),
                             days_per_chunk=int(data["daysPerChunk"]), checkpoint_every=int(data["checkpointEvery"]))
         name = str(data["name"])
-    except (ValueError, KeyError, TypeError) as e:
+        since = dt.datetime.fromisoformat(data["since"].replace("Z", "+00:00")) if data.get("since") else None
+        if since is not None and since.tzinfo is None:
+            raise ValueError("since has no time zone")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{BACKFILL_ENV} does not describe a backfill: {e!r}") from None
     index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit():
         raise ValueError(f"{COMPLETION_INDEX_ENV} is {index!r}: a backfill runs as an Indexed Job")
-    return BackfillUnit(name, spec.unit(int(index)), spec.units, spec.checkpoint_every)
+    return BackfillUnit(name, spec.unit(int(index)), spec.units, spec.checkpoint_every, since)

@@ -49,11 +49,13 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 # How a run ends, as its container's exit code. The operator renders a podFailurePolicy that
 # fails the Job at once on the codes a retried pod cannot change, and names them in status.
-EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
 EXIT_MEANINGS = {
     EXIT_FAILED: "Failed: the run failed (the source or the store could not be used); its log's last line says why",
     EXIT_USAGE: "InvalidSpec: the job refused its spec or environment; its log's last line names the field",
     EXIT_PARTIAL: "Partial: the run committed, but some repairs failed; their gaps stay open with the reason",
+    EXIT_INTERRUPTED: "Interrupted: the run was asked to stop (SIGTERM: its pod deleted, evicted or drained); it committed "
+                      "what it had verified, and a new pod runs it again",
 }
 NO_RETRY_EXIT_CODES = (EXIT_USAGE, EXIT_PARTIAL)  # a new pod would do the same: fail the Job, wait for the next tick
 

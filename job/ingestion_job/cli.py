@@ -68,7 +68,11 @@ def store_path(ctx: contract.RunContext, override: str | None) -> Path | None:
 
 
 def cmd_run(args) -> int:
-    from .run import run
+    import signal
+
+    from .run import interrupt, run
+
+    signal.signal(signal.SIGTERM, lambda *_: interrupt())  # commit what was verified, then exit 4
 
     setup_logging(args.log_level)
     try:

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ingestion_contract import EXIT_FAILED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
+from ingestion_contract import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
 
 from . import metrics
 from .plan import Cell, Expected, Listed, Publication, Rules, Window, expect, plan_gaps, plan_window, window_on
@@ -45,6 +45,18 @@ log = logging.getLogger("ingestion_job")
 UTC = dt.timezone.utc
 EXIT_CODES = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED, "partial": EXIT_PARTIAL}
 LOCK_TIMEOUT = 60.0
+_RUNNING: list["Run"] = []  # the runs of this process, for interrupt()
+
+
+def interrupt() -> None:
+    """SIGTERM (the pod deleted, evicted or drained: the kubelet waits its grace period, 30 s by
+    default, then kills): every run of this process starts nothing more, commits what it has
+    verified, and ends as interrupted (exit code 4: a new pod runs it again). The job runs as
+    PID 1 of its container, where a signal with no handler is ignored, so without this a run
+    went on to its end and the kill, and a unit it completed in the grace period was counted by
+    the Job with its report lost with the deleted pod."""
+    for r in list(_RUNNING):
+        r.interrupt()
 
 
 def time_budget(active_deadline_seconds: int) -> float:
@@ -65,9 +77,11 @@ class RunResult:
     reason: str | None = None  # one line: why a run did not succeed (the error, or the first failed repair)
     gaps_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)  # of a committed run: every cause
 
+    interrupted: bool = False  # asked to stop (SIGTERM) before its work was done: a new pod runs it again
+
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.outcome]
+        return EXIT_INTERRUPTED if self.interrupted and self.outcome != "failed" else EXIT_CODES[self.outcome]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +154,26 @@ class Run:
         self.gaps_by_cause: dict[str, int] = {}  # the schedule's open gaps by cause once committed
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
+        self.interrupted = False  # SIGTERM: see interrupt()
+        self.source: S3Source | None = None
+        self.earlier = (0, 0)  # a backfill unit: (cells, bytes) its earlier attempts repaired
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
 
+    def interrupt(self) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            self.log.warning("event=run_interrupted reason=%r", "SIGTERM: committing what was verified, then exit code 4")
+        if self.source is not None:
+            self.source.deadline = time.monotonic()  # no request starts or waits any more
+
     def execute(self, store_path: Path | None) -> RunResult:
+        _RUNNING.append(self)
+        try:
+            return self._execute(store_path)
+        finally:
+            _RUNNING.remove(self)
+
+    def _execute(self, store_path: Path | None) -> RunResult:
         ctx = self.ctx
         self.log.info("event=run_started trigger=%s scheduled_time=%s store=%s time_budget_seconds=%.0f", ctx.trigger,
                       ctx.scheduled_time.isoformat() if ctx.scheduled_time else "-", store_path or "objectStore", self.budget)
@@ -156,8 +187,10 @@ class Run:
                 start = self.begin(store)
             except StoreError as e:
                 return self.finish(store, None, error=str(e))
-            source = S3Source(ctx.spec.target, ctx.source_credentials, concurrency=self.concurrency,
-                              deadline=self.t0 + self.budget)
+            source = self.source = S3Source(ctx.spec.target, ctx.source_credentials, concurrency=self.concurrency,
+                                            deadline=self.t0 + self.budget)
+            if self.interrupted:
+                self.interrupt()
             # staged load files must outlive the repair: the commit reads them
             with tempfile.TemporaryDirectory(prefix="ingestion-") as tmp:
                 try:
@@ -175,6 +208,8 @@ class Run:
         self.attempt = store.run_attempts(self.run_id) + 1
         state = {"known": store.known_symbols(schedule), "held": store.held(schedule),
                  "probed": store.probed_through(schedule), "backlog": store.backlog(schedule)}
+        if self.ctx.backfill is not None and self.ctx.backfill.since is not None and self.attempt > 1:
+            self.earlier = self.repaired_since(store.gaps(schedule), self.ctx.backfill.since)
         self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
@@ -182,6 +217,15 @@ class Run:
         store.check()  # a table the job cannot work with fails the run, now that it is recorded
         store.release()
         return state
+
+    def repaired_since(self, gaps: dict, since: dt.datetime) -> tuple[int, int]:
+        """(cells, bytes) of this backfill unit's cells repaired since ``since`` (the backfill's
+        creation): an earlier attempt's, killed after it checkpointed them. They are held now, so
+        this attempt repairs none of them again: its own repairs add to these."""
+        unit = self.ctx.backfill.unit
+        mine = [g for (symbol, date), g in gaps.items() if unit.first <= date <= unit.last and unit.holds(symbol)
+                and g["status"] == "repaired" and g["repaired_at"] is not None and g["repaired_at"] >= since]
+        return len(mine), sum(g["bytes"] or 0 for g in mine)
 
     def probe_and_repair(self, start: dict, source: S3Source, tmp: Path, store: Store | None = None) -> Work:
         """Steps 1-4, without the store: what the commit (step 5) writes. A backfill unit also
@@ -228,8 +272,10 @@ class Run:
         on_repaired = self.checkpointer(store, source, upstream) if unit and store is not None else None
         done, late = repair(source, todo, upstream, spec.repair, tmp, self.log, on_repaired)
         later = dict.fromkeys(deferred, f"maxRepairsPerRun={limit} reached")  # a Cell is its (symbol, date) key
-        later.update({k: f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out" for k in late})
-        if late:
+        why_late = ("the run was asked to stop (SIGTERM) before it got to it" if self.interrupted else
+                    f"the run's time budget ({self.budget:.0f}s of activeDeadlineSeconds) ran out")
+        later.update({k: why_late for k in late})
+        if late and not self.interrupted:
             self.log.warning("event=time_budget_spent deferred=%d budget_seconds=%.0f", len(late), self.budget)
         return Work(symbols, expected, upstream, len(plan.missing), len(plan.present),
                     dataclasses.replace(done, deferred=later), len(plan.republished), len(plan.withdrawn), wanted)
@@ -287,6 +333,7 @@ class Run:
                           "(target.maxCatchUpDays)")
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
+        s.gaps_repaired += self.earlier[0]  # a backfill unit: its earlier attempts' repairs too
         s.repairs_quarantined = r.quarantined
         s.republished, s.withdrawn = work.republished, work.withdrawn
         s.symbols_delisted, s.cells_unprobed = len(work.plan.delisted), len(work.plan.unprobed)
@@ -389,13 +436,16 @@ class Run:
             first = next(iter(work.repairs.failed.values()))
             self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed, first)
             reason = f"{s.repairs_failed} repair(s) failed, the first: {first}"
+        if self.interrupted and outcome != "failed":
+            reason = (f"interrupted (SIGTERM): committed, {s.repairs_deferred} cell(s) left for the next pod"
+                      + (f"; {reason}" if reason else ""))
         coverage = None
         if done.committed and work is not None and outcome != "failed":
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
-                                done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched, outcome,
+                                done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched + self.earlier[1], outcome,
                                 s.repairs_failed + s.repairs_deferred, self.gaps_by_cause, s.symbols_delisted,
                                 tuple(work.plan.delisted))
-        return RunResult(self.run_id, outcome, s, error, warnings, coverage, reason, self.gaps_by_cause)
+        return RunResult(self.run_id, outcome, s, error, warnings, coverage, reason, self.gaps_by_cause, self.interrupted)
 
     def maintain(self, store: Store) -> list[str]:
         """The store's housekeeping, when its policy asks for it, and only while half the time

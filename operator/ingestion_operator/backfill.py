@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 
 import kopf
@@ -24,10 +25,12 @@ from kubernetes.client.rest import ApiException
 
 import ingestion_contract as contract
 from ingestion_contract import BackfillSpec, Coverage, SpecError, parse_backfill
+from ingestion_contract.backfill import shard_of
+from ingestion_contract.cron import load_timezone
 from ingestion_contract.spec import ScheduleSpec
 
 from . import names
-from .render import RenderSettings, render_pod_spec
+from .render import RenderSettings, pod_failure_rules, render_pod_spec
 from .gateway import BACKFILL, SCHEDULE, KeyedLocks, owned_by
 from .resource import Problem, ScheduleResource
 from .status import Conditions, condition_of, iso, job_container_ends, job_outcome, merge_patch
@@ -55,14 +58,15 @@ def backfill_schedule_spec(bf: BackfillSpec, schedule: ScheduleSpec) -> Schedule
 
 
 def render_backfill_job(name: str, namespace: str, bf: BackfillSpec, schedule_name: str, schedule: ScheduleSpec,
-                        settings: RenderSettings = RenderSettings()) -> dict:
+                        settings: RenderSettings = RenderSettings(), created: str | None = None) -> dict:
     """The Indexed Job of the backfill ``namespace/name``: one completion per unit, one pod
-    per shard at a time; each pod's own deadline is the schedule's activeDeadlineSeconds."""
+    per shard at a time; each pod's own deadline is the schedule's activeDeadlineSeconds.
+    ``created``: the backfill's creationTimestamp (a unit's repairs are counted since then)."""
     spec = backfill_schedule_spec(bf, schedule)
     labels = backfill_labels(name)
     pod = render_pod_spec(schedule_name, spec, settings)
     pod["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    pod["containers"][0]["env"].append({"name": contract.BACKFILL_ENV, "value": contract.encode_unit_env(name, bf)})
+    pod["containers"][0]["env"].append({"name": contract.BACKFILL_ENV, "value": contract.encode_unit_env(name, bf, created)})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -73,8 +77,7 @@ def render_backfill_job(name: str, namespace: str, bf: BackfillSpec, schedule_na
             "parallelism": bf.parallelism,
             "backoffLimitPerIndex": bf.retries_per_chunk,
             # a refused spec fails the same in every pod: fail that unit at once
-            "podFailurePolicy": {"rules": [{"action": "FailIndex", "onExitCodes": {
-                "containerName": names.JOB_CONTAINER, "operator": "In", "values": [contract.EXIT_USAGE]}}]},
+            "podFailurePolicy": {"rules": pod_failure_rules("FailIndex", [contract.EXIT_USAGE])},
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
@@ -91,8 +94,9 @@ def parse_indexes(text: str | None) -> set[int]:
     return out
 
 
-def unit_coverage(pods: list[dict]) -> dict[int, Coverage]:
-    """Per completion index, the coverage the newest pod that finished its unit reported."""
+def unit_coverage(pods: list[dict]) -> dict[int, tuple[str, Coverage]]:
+    """Per completion index, (when it finished, the coverage) of the newest pod that reported
+    one (a unit's report counts every attempt's repairs: see the job's ``repaired_since``)."""
     found: dict[int, tuple[str, Coverage]] = {}
     for pod in pods:
         index = ((pod.get("metadata") or {}).get("annotations") or {}).get(INDEX_ANNOTATION)
@@ -104,39 +108,99 @@ def unit_coverage(pods: list[dict]) -> dict[int, Coverage]:
                 when = term.get("finishedAt") or ""
                 if int(index) not in found or when >= found[int(index)][0]:
                     found[int(index)] = (when, cov)
-    return {i: c for i, (_, c) in found.items()}
+    return found
+
+
+REPORT_KEYS = ("expected", "present", "missing", "repaired", "unrepaired", "bytes")
+
+
+def kept_reports(live: dict, pods: list[dict], finished: set[int]) -> dict[str, dict]:
+    """The reports of finished units, kept on the status (``status.reports``, by index) once
+    read: a unit's pod deleted after it finished (by hand, by pod garbage collection) takes
+    its termination message with it, and its cells would go uncounted. A newer pod's report
+    replaces a kept one."""
+    kept = {k: v for k, v in (live.get("reports") or {}).items() if isinstance(v, dict)}
+    for index, (when, cov) in unit_coverage(pods).items():
+        if index in finished and (str(index) not in kept or when >= kept[str(index)].get("at", "")):
+            kept[str(index)] = {**{k: getattr(cov, k) for k in REPORT_KEYS}, "at": when}
+    return {k: kept[k] for k in sorted(kept, key=int) if int(k) in finished}
+
+
+def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None) -> dict[int, int] | None:
+    """Cells of each unit: its shard's symbols x its chunk's days (None while symbols are discovered)."""
+    if not symbols:
+        return None
+    per_shard = [sum(1 for s in symbols if shard_of(s, bf.parallelism) == shard) for shard in range(bf.parallelism)]
+    out = {}
+    for i in range(bf.units):
+        u = bf.unit(i)
+        out[i] = per_shard[u.shard] * ((u.last - u.first).days + 1)
+    return out
+
+
+def cell_counts(units: int, done: set[int], failed: set[int], reports: dict[str, dict],
+                cells: dict[int, int] | None) -> dict[str, int | None]:
+    """Every cell of the backfill counted once, in one of: verified (held, present and
+    verified; ``repaired`` of them by this backfill), missing upstream, failed, pending (its
+    unit not finished), unreported (its unit finished, its report gone with its pod). With
+    the cells per unit known they add up to the total; without (discovered symbols) pending is
+    unknown (None)."""
+    verified = repaired = missing = bad = unreported = pending = nbytes = 0
+    total = 0 if cells is not None else None
+    for i in range(units):
+        n = cells.get(i, 0) if cells is not None else None
+        r = reports.get(str(i))
+        if r is not None and (i in done or i in failed):
+            ok, no = max(r["present"] - r["unrepaired"], 0), r["unrepaired"]
+            if n is not None:
+                n = max(n, ok + no)  # a report of more cells than the unit has (its symbols changed): its own count
+            verified, bad, repaired, nbytes = verified + ok, bad + no, repaired + r["repaired"], nbytes + r["bytes"]
+            missing += (n - ok - no) if n is not None else r["missing"]
+        elif i in failed:
+            bad += n or 0
+        elif i in done:
+            unreported += n or 0
+        else:
+            pending += n or 0
+        if total is not None:
+            total += n
+    return {"verified": verified, "repaired": repaired, "missing": missing, "failed": bad, "unreported": unreported,
+            "pending": pending if cells is not None else None, "total": total, "bytes": nbytes}
 
 
 def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None, pods: list[dict], now: dt.datetime,
-                           problem: Problem | None = None, cells_total: int | None = None) -> dict:
-    """The backfill's status from its Job and pods (pure; equal inputs give an equal status)."""
+                           problem: Problem | None = None, cells: dict[int, int] | None = None,
+                           clamped: str | None = None) -> dict:
+    """The backfill's status from its Job and pods (pure; equal inputs give an equal status).
+    ``cells``: each unit's cells (:func:`unit_cells`); ``clamped``: why ``to`` was cut short."""
     live = dict(body.get("status") or {})
     condition = Conditions.of(body, now)
     generation = condition.generation
     if problem is not None or bf is None:
         problem = problem or Problem("", "")
-        keep = {k: v for k, v in live.items() if k in ("progress", "shards", "jobName", "startTime", "completionTime")}
+        keep = {k: v for k, v in live.items() if k in ("progress", "shards", "jobName", "startTime", "completionTime",
+                                                        "reports", "effectiveTo")}
         return {**keep, "observedGeneration": generation, "conditions": [
             condition("Complete", False, problem.reason, problem.message),
-            condition("Failed", problem.reason in ("InvalidSpec", "JobConflict"), problem.reason, problem.message)]}
+            condition("Failed", problem.reason in FINAL_PROBLEMS, problem.reason, problem.message)]}
     units = bf.units
     st = (job or {}).get("status") or {}
     done, failed = parse_indexes(st.get("completedIndexes")), parse_indexes(st.get("failedIndexes"))
-    covered = unit_coverage(pods)
-    got = [covered[i] for i in sorted(done | failed) if i in covered]
-    cells_done = sum(c.expected for i, c in covered.items() if i in done)
-    cells_failed = sum(c.unrepaired for i, c in covered.items() if i in done)
-    total = cells_total if cells_total is not None else (cells_done if len(done) == units else None)
+    reports = kept_reports(live, pods, done | failed)
+    n = cell_counts(units, done, failed, reports, cells)
+    finished_cells = n["verified"] + n["missing"] + n["failed"]
     percent = int(100 * len(done) / units) if units else 100
     progress = {
         "units": units, "unitsDone": len(done), "unitsFailed": len(failed), "unitsRunning": st.get("active", 0) or 0,
         "percent": percent, "summary": f"{percent}%", "unitsProgress": f"{len(done)}/{units}",
-        "cellsDone": cells_done, "cells": f"{cells_done}/{total if total is not None else '?'}",
-        "cellsRepaired": sum(c.repaired for c in got), "cellsMissingUpstream": sum(c.missing for i, c in covered.items() if i in done),
-        "cellsFailed": cells_failed, "bytes": sum(c.bytes for c in got),
+        "cellsDone": finished_cells, "cells": f"{finished_cells}/{n['total'] if n['total'] is not None else '?'}",
+        "cellsVerified": n["verified"], "cellsRepaired": n["repaired"], "cellsMissingUpstream": n["missing"],
+        "cellsFailed": n["failed"], "bytes": n["bytes"],
     }
-    if total is not None:
-        progress["cellsTotal"] = total
+    if n["total"] is not None:
+        progress.update(cellsTotal=n["total"], cellsPending=n["pending"])
+    if n["unreported"]:
+        progress["cellsUnreported"] = n["unreported"]
     shards = []
     for shard in range(bf.parallelism):
         mine = set(range(shard, units, bf.parallelism))
@@ -146,16 +210,22 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
         shards.append({"shard": shard, "chunks": len(mine), "chunksDone": n_done, "chunksFailed": n_failed, "state": state})
     outcome, end, why = job_outcome(job) if job is not None else ("Pending", None, None)
     complete = outcome == "Succeeded"
+    counted = (f"{n['verified']} verified ({n['repaired']} repaired by it), {n['missing']} not in the source, "
+               f"{n['failed']} failed" + (f", {n['unreported']} unreported (their pods were deleted before "
+                                          f"their reports were read)" if n["unreported"] else ""))
+    of_total = f"{n['total']} cells" if n["total"] is not None else "cells"
     if complete:
-        c_reason, c_msg = "AllUnitsDone", f"{units} units, {cells_done} cells: {progress['cellsRepaired']} repaired, " \
-                                          f"{progress['cellsMissingUpstream']} not in the source, {cells_failed} failed"
+        c_reason, c_msg = "AllUnitsDone", f"{units} units, {of_total}: {counted}"
     elif outcome == "Failed":
-        c_reason, c_msg = "Failed", why or "the Job failed"
+        c_reason, c_msg = "Failed", f"{why or 'the Job failed'}; {of_total}: {counted}"
     else:
-        c_reason, c_msg = "InProgress", f"{len(done)} of {units} units done"
+        pending = f", {n['pending']} pending" if n["pending"] is not None else ", the rest pending"
+        c_reason, c_msg = "InProgress", f"{len(done)} of {units} units done; {of_total}: {counted}{pending}"
+    if clamped:
+        c_msg += f" ({clamped})"
     status = {
         "observedGeneration": generation, "jobName": (job or {}).get("metadata", {}).get("name") or live.get("jobName"),
-        "progress": progress, "shards": shards,
+        "progress": progress, "shards": shards, "reports": reports, "effectiveTo": bf.to_date,
         "conditions": [condition("Complete", complete, c_reason, c_msg),
                        condition("Failed", outcome == "Failed", "Failed" if outcome == "Failed" else "NotFailed",
                                  (why or "the Job failed") if outcome == "Failed" else "")],
@@ -165,6 +235,49 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
     if end:
         status["completionTime"] = end
     return {k: v for k, v in status.items() if v is not None}
+
+
+FINAL_PROBLEMS = ("InvalidSpec", "JobConflict", "RangeNotDue")
+
+
+def _job_env(job: dict, name: str) -> object | None:
+    for c in (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []:
+        for e in c.get("env") or []:
+            if e.get("name") == name and e.get("value"):
+                try:
+                    return json.loads(e["value"])
+                except ValueError:
+                    return None
+    return None
+
+
+def job_unit_env(job: dict) -> dict | None:
+    """The ``INGESTION_BACKFILL`` the Job was created with (its units, its effective ``to``)."""
+    found = _job_env(job, contract.BACKFILL_ENV)
+    return found if isinstance(found, dict) else None
+
+
+def job_symbols(job: dict) -> tuple[str, ...] | None:
+    """The symbols the Job's pods run (its rendered spec: the schedule's may have changed since)."""
+    try:
+        return contract.parse_job_spec(_job_env(job, contract.SPEC_ENV)).target.all_symbols
+    except SpecError:
+        return None
+
+
+def due_range(bf: BackfillSpec, spec: ScheduleSpec, now: dt.datetime) -> tuple[BackfillSpec, str | None, Problem | None]:
+    """The backfill as it runs: ``to`` cut to the last date that is due (today in the
+    schedule's zone minus lagDays; a later one would only be a not-due gap), with the reason
+    why, or a problem when no date of it is due yet."""
+    due = now.astimezone(load_timezone(spec.timezone)).date() - dt.timedelta(days=spec.target.lag_days)
+    why = f"the last date due: today in {spec.timezone} minus lagDays {spec.target.lag_days}"
+    if bf.first > due:
+        return bf, None, Problem("RangeNotDue", f"spec.from={bf.from_date}: after {due.isoformat()}, {why}; no date of "
+                                 "the range is due yet")
+    if bf.last <= due:
+        return bf, None, None
+    return (dataclasses.replace(bf, to_date=due.isoformat()),
+            f"to {bf.to_date} cut to {due.isoformat()}, {why}", None)
 
 
 class BackfillReconciler:
@@ -200,7 +313,7 @@ class BackfillReconciler:
                 return "gone"
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
-        problem, bf, action, cells_total = None, None, None, None
+        problem, bf, action = None, None, None
         try:
             bf = parse_backfill(body.get("spec"))
         except SpecError as e:
@@ -213,18 +326,25 @@ class BackfillReconciler:
                                                    for t in ("Complete", "Failed")):
             return "finished"  # its Job was deleted after it ended (by hand, or a TTL): nothing to redo
         schedule = self._read_schedule(namespace, bf.schedule) if bf is not None and problem is None else None
+        cells, clamped = None, None
         if bf is not None and problem is None:
             spec = schedule.spec if schedule is not None else None
-            if spec is not None:
-                symbols = bf.symbols or spec.target.all_symbols
-                cells_total = len(symbols) * bf.days if symbols else None
-            if job is None:
+            made = job_unit_env(job) if job is not None else None
+            if made is not None and made.get("to") and made["to"] != bf.to_date:  # the range it was created with
+                clamped = f"to {bf.to_date} cut to {made['to']}, the last date due when its Job was created"
+                bf = dataclasses.replace(bf, to_date=made["to"])
+            elif job is None and spec is not None:
+                bf, clamped, problem = due_range(bf, spec, r.clock())
+            if spec is not None and problem is None:
+                cells = unit_cells(bf, (job_symbols(job) if job is not None else None) or bf.symbols or spec.target.all_symbols)
+            if job is None and problem is None:
                 if schedule is None:
                     problem = Problem("ScheduleNotFound", f"IngestionSchedule {bf.schedule} not found in namespace {namespace}")
                 elif spec is None:
                     problem = Problem("ScheduleInvalid", f"IngestionSchedule {bf.schedule} is invalid: {schedule.problem.message}")
                 else:
-                    desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings)
+                    desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings,
+                                                  body["metadata"].get("creationTimestamp"))
                     kopf.adopt(desired, owner=body)
                     try:
                         job = kube.create_job(namespace, desired)
@@ -234,7 +354,7 @@ class BackfillReconciler:
                             raise
                         problem = Problem("JobRejected", f"the API server rejected the Job: {e.reason}")
         pods = kube.pods(namespace, f"{contract.JOB_NAME_LABEL}={name}") if job is not None else []
-        new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, cells_total)
+        new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, cells, clamped)
         if new != live:
             kube.patch_status(BACKFILL, namespace, name, merge_patch(live, new))
         for type_, reason_, message in self._events(live, new, action, name):
@@ -245,17 +365,23 @@ class BackfillReconciler:
 
     @staticmethod
     def _events(live: dict, new: dict, action: str | None, name: str) -> list[tuple[str, str, str]]:
+        """One Event per transition: the Job made, the backfill complete (Normal) or failed
+        (Warning), or held up by a problem (Warning, once per problem: a failed backfill's
+        Complete condition says the same and posts nothing more)."""
         out = []
         if action:
-            out.append(("Normal", action, f"Job {name}: {new['progress']['units']} units, {len(new['shards'])} shards"))
-        for type_, kind in (("Complete", "Normal"), ("Failed", "Warning")):
-            was, now = condition_of(live, type_), condition_of(new, type_)
-            if now and now["status"] == "True" and (was or {}).get("status") != "True":
-                out.append((kind, "Completed" if type_ == "Complete" else now["reason"], now["message"]))
-        was, now = condition_of(live, "Complete"), condition_of(new, "Complete")
-        if now and now["status"] == "False" and now["reason"] not in ("InProgress",) and \
-                ((was or {}).get("reason"), (was or {}).get("message")) != (now["reason"], now["message"]):
-            out.append(("Warning", now["reason"], now["message"]))
+            out.append(("Normal", action, f"Job {name}: {new['progress']['units']} units, {len(new['shards'])} shards"
+                        + (f", to {new['effectiveTo']}" if new.get("effectiveTo") else "")))
+        was_done, done = condition_of(live, "Complete"), condition_of(new, "Complete")
+        was_failed, failed = condition_of(live, "Failed"), condition_of(new, "Failed")
+        if done and done["status"] == "True" and (was_done or {}).get("status") != "True":
+            out.append(("Normal", "Completed", done["message"]))
+        if failed and failed["status"] == "True":
+            if (was_failed or {}).get("status") != "True" or (was_failed or {}).get("reason") != failed["reason"]:
+                out.append(("Warning", failed["reason"], failed["message"]))
+        elif done and done["status"] == "False" and done["reason"] != "InProgress" and \
+                ((was_done or {}).get("reason"), (was_done or {}).get("message")) != (done["reason"], done["message"]):
+            out.append(("Warning", done["reason"], done["message"]))
         return out
 
     def _read_schedule(self, namespace: str, name: str) -> ScheduleResource | None:

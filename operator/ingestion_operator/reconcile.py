@@ -253,7 +253,9 @@ class Reconciler:
             return known, self._ends.get(key, {})
         succeeded = job_outcome(next(j for j in jobs if j["metadata"]["name"] == job))[0] == "Succeeded"
         prior = status.get("lastRun") or {}
-        said = {job: prior["message"]} if prior.get("job") == job and prior.get("message") else {}
+        said = {}
+        if prior.get("job") == job and prior.get("message"):  # a block keeps its Kubernetes reason: it is all there is
+            said = {job: prior["reason"] if prior.get("outcome") == "Blocked" else prior["message"]}
         if (known or {}).get("job") == job and (succeeded or said):
             return known, said  # read before this operator started: the status holds it
         pods = self.kube.pods(namespace, f"{JOB_NAME_LABEL}={job}")
@@ -286,7 +288,9 @@ class Reconciler:
         pod_events = {p["metadata"]["name"]: self.kube.events(namespace, "Pod", p["metadata"]["name"]) for p in pods
                       if (p.get("status") or {}).get("phase") in (None, "Pending") and now - (parse_time(
                           p["metadata"].get("creationTimestamp")) or now) >= MOUNT_GRACE}
-        return job_blocked(job, pods, now, job_events, pod_events), now + dt.timedelta(seconds=self.START_RECHECK_SECONDS)
+        found = job_blocked(job, pods, now, job_events, pod_events)
+        # once blocked, the Job's own events (a pod made, a pod ready) wake it; look again less often
+        return found, now + dt.timedelta(seconds=self.START_RECHECK_SECONDS * (4 if found else 1))
 
     def _read_cronjob(self, namespace: str, name: str) -> dict | None:
         return self.kube.read_cronjob(namespace, name)

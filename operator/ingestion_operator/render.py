@@ -58,8 +58,7 @@ def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: Rend
                     "backoffLimit": spec.backoff_limit,
                     "activeDeadlineSeconds": spec.active_deadline_seconds,
                     # a partial run or a refused spec would end the same in a new pod: no retry
-                    "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
-                        "containerName": names.JOB_CONTAINER, "operator": "In", "values": list(contract.NO_RETRY_EXIT_CODES)}}]},
+                    "podFailurePolicy": {"rules": pod_failure_rules("FailJob", contract.NO_RETRY_EXIT_CODES)},
                     "template": {
                         "metadata": {"labels": labels},
                         "spec": render_pod_spec(name, spec, settings),
@@ -68,6 +67,17 @@ def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: Rend
             },
         },
     }
+
+
+def pod_failure_rules(action: str, codes) -> list[dict]:
+    """A run's Job's podFailurePolicy: ``action`` (FailJob, FailIndex) for the exit ``codes`` a
+    new pod would only repeat; and no count against the retries for a run that was stopped
+    from outside: one that was asked to (SIGTERM: exit code 4, it committed what it had), or a
+    pod disrupted (evicted, preempted: the DisruptionTarget condition). Its new pod goes on."""
+    return [{"action": action, "onExitCodes": {"containerName": names.JOB_CONTAINER, "operator": "In", "values": list(codes)}},
+            {"action": "Ignore", "onExitCodes": {"containerName": names.JOB_CONTAINER, "operator": "In",
+                                                 "values": [contract.EXIT_INTERRUPTED]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
 
 
 def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSettings) -> dict:

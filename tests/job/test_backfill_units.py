@@ -114,10 +114,13 @@ def test_shards_on_one_duckdb_file_take_turns_to_commit(dataset, servers, tmp_pa
         ("data/daily@backfill:march/0", "backfill"), ("data/daily@backfill:march/1", "backfill")]
 
 
-@pytest.mark.parametrize("store", ["duckdb", "delta"])
-def test_a_unit_killed_half_way_resumes_past_its_checkpoints(dataset, servers, tmp_path, store):
+@pytest.mark.parametrize("store,sig", [("duckdb", "SIGKILL"), ("delta", "SIGKILL"), ("duckdb", "SIGTERM"), ("delta", "SIGTERM")])
+def test_a_unit_killed_half_way_resumes_past_its_checkpoints(dataset, servers, tmp_path, store, sig):
     """A unit commits every checkpointEvery verified cells; SIGKILLed after some checkpoints, its
-    next pod repairs only the cells no checkpoint committed."""
+    next pod repairs only the cells no checkpoint committed. SIGTERMed (its pod deleted), it
+    starts nothing more, commits what it verified and exits 4, so the Job runs the unit again
+    rather than count it done. Either way the unit's report counts every cell its attempts
+    repaired, once (the backfill's cellsRepaired)."""
     import os
     import re
     import signal
@@ -142,8 +145,11 @@ def test_a_unit_killed_half_way_resumes_past_its_checkpoints(dataset, servers, t
     f.write_text(yaml.safe_dump({"metadata": {"name": "daily", "namespace": "data"}, "spec": spec}))
     db = tmp_path / "store.duckdb"
     where = ["--db", str(db)] if store == "duckdb" else []
-    env = {**os.environ, contract.BACKFILL_ENV: contract.encode_unit_env("march", bf), contract.COMPLETION_INDEX_ENV: "0",
-           contract.STORE_KEY_ID_ENV: servers.s3.access_key, contract.STORE_SECRET_ENV: servers.s3.secret_key}
+    created = "2020-01-01T00:00:00Z"  # the backfill's creation: before any repair of this fresh store
+    message = tmp_path / "termination-log"
+    env = {**os.environ, contract.BACKFILL_ENV: contract.encode_unit_env("march", bf, created), contract.COMPLETION_INDEX_ENV: "0",
+           contract.STORE_KEY_ID_ENV: servers.s3.access_key, contract.STORE_SECRET_ENV: servers.s3.secret_key,
+           contract.TERMINATION_MESSAGE_ENV: str(message)}
 
     def rows(sql):
         if store == "duckdb":
@@ -161,20 +167,34 @@ def test_a_unit_killed_half_way_resumes_past_its_checkpoints(dataset, servers, t
     while "committed=8" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
     text = log.read_text()
     committed = max(int(n) for n in re.findall(r"event=checkpoint cells=\d+ committed=(\d+)", text))
-    assert 8 <= committed < 20 and "event=run_finished" not in text, text[-2000:]
-    assert rows("SELECT count(*) FROM gaps WHERE status = 'repaired'") == [(committed,)]
+    repaired = rows("SELECT count(*) FROM gaps WHERE status = 'repaired'")[0][0]
+    if sig == "SIGKILL":
+        assert 8 <= committed < 20 and "event=run_finished" not in text, text[-2000:]
+        assert repaired == committed
+    else:  # it committed what it had verified (the checkpoints' and the cells in flight), left the rest open
+        assert proc.returncode == contract.EXIT_INTERRUPTED, text[-2000:]
+        assert "event=run_interrupted" in text and "event=run_finished" in text, text[-2000:]
+        assert committed <= repaired < 20, (committed, repaired)
+        outcome, reason = contract.end_reason(message.read_text())
+        assert reason.startswith(f"interrupted (SIGTERM): committed, {20 - repaired} cell(s) left for the next pod"), reason
+        assert contract.Coverage.decode(message.read_text()).repaired == repaired
+        assert rows("SELECT count(*) FROM gaps WHERE status = 'open' AND last_error LIKE '%asked to stop (SIGTERM)%'") == [
+            (20 - repaired,)]
 
     again = subprocess.run([EXE, "run", "--spec", str(f), *where], capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert f"expected=20 present=20 missing=0 repaired={20 - committed} " in again.stderr, again.stderr[-2000:]
+    # the unit's report: the 20 cells it repaired, this attempt's and the killed one's
+    assert "expected=20 present=20 missing=0 repaired=20 " in again.stderr, again.stderr[-2000:]
+    cov = contract.Coverage.decode(message.read_text())
+    assert (cov.expected, cov.present, cov.repaired, cov.unrepaired) == (20, 20, 20, 0)
     assert rows("SELECT count(*), count(DISTINCT (symbol, date)) FROM gaps WHERE status = 'repaired'") == [(20, 20)]
     assert rows("SELECT count(*), count(DISTINCT (symbol, date)) FROM objects") == [(20, 20)]
     assert rows("SELECT count(DISTINCT (symbol, date)) FROM loaded") == [(20,)]
-    assert rows("SELECT attempt, outcome FROM runs") == [(2, "succeeded")]
+    assert rows("SELECT attempt, outcome, gaps_repaired FROM runs") == [(2, "succeeded", 20)]
 
 
 def test_units_compacting_at_once_never_double_a_partition(dataset, servers, tmp_path):

@@ -39,8 +39,11 @@ def test_cronjob_carries_schedule_policy_and_limits():
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] == 3600
     # a partial run (3) or a refused spec (2) fails the Job at once: a new pod would end the same
-    assert job["podFailurePolicy"] == {"rules": [{"action": "FailJob", "onExitCodes": {
-        "containerName": "ingest", "operator": "In", "values": [2, 3]}}]}
+    # a run stopped from outside (SIGTERM: exit 4; an eviction) is not counted against the retries
+    assert job["podFailurePolicy"] == {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "ingest", "operator": "In", "values": [2, 3]}},
+        {"action": "Ignore", "onExitCodes": {"containerName": "ingest", "operator": "In", "values": [4]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
     assert pod(cj)["restartPolicy"] == "Never"
 
 
