@@ -99,9 +99,9 @@ class Symbol(str):
     def ranged(self) -> bool:
         return self.first is not None or self.until is not None
 
-    def as_json(self):
-        if not self.ranged:
-            return str(self)
+    def as_json(self) -> dict:
+        """Its item of ``target.symbolRanges``: always an object, even without dates (the job
+        reads the rendered spec back with the same parser, which takes only objects there)."""
         out = {"name": str(self)}
         if self.first:
             out["from"] = self.first.isoformat()
