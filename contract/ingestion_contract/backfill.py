@@ -25,7 +25,7 @@ import json
 import zlib
 from collections.abc import Mapping
 
-from .spec import MAX_NAME, FieldError, _parse_checked, spec_field
+from .spec import DATE_PATTERN, MAX_NAME, SYMBOL_NAME, FieldError, _parse_checked, spec_field
 
 BACKFILL_ENV = "INGESTION_BACKFILL"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by the Job controller in an Indexed Job's pods
@@ -45,10 +45,11 @@ def shard_of(symbol: str, shards: int) -> int:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BackfillSpec:
     schedule: str = spec_field("schedule", min_length=1, max_length=MAX_NAME)
-    from_date: str = spec_field("from", min_length=10, max_length=10)
-    to_date: str = spec_field("to", min_length=10, max_length=10)
+    from_date: str = spec_field("from", min_length=10, max_length=10, pattern=DATE_PATTERN)
+    to_date: str = spec_field("to", min_length=10, max_length=10, pattern=DATE_PATTERN)
     # none: the schedule's own (its list, or discovery)
-    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=SYMBOL_NAME["minLength"],
+                                          max_length=SYMBOL_NAME["maxLength"], pattern=SYMBOL_NAME["pattern"])
     parallelism: int = spec_field("parallelism", 1, minimum=1, maximum=PARTS)
     days_per_chunk: int = spec_field("daysPerChunk", 7, minimum=1, maximum=366)
     # all shards together; none: the schedule's target.maxRequestsPerSecond, split the same way

@@ -30,11 +30,35 @@ from .cron import parse as parse_cron
 # Job names are <cronjob>-<minutes since epoch, 8+ digits> and must fit in 63 characters,
 # so a CronJob's name has at most 52: the schedule's name is refused above that.
 MAX_NAME = 52
+# A schedule's name is a DNS-1123 label (its CronJob's, Jobs' and pods' names, label values and
+# the run ids and partitions of the store derive from it), at most MAX_NAME characters.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# lookbackDays' maximum (about ten years), and lagDays' (a lag of a million days took the window
+# out of the calendar); ``ingestion-job run --dates`` takes a range of at most this many days
+# before its last date, like the window of a run with the longest lookback
+MAX_WINDOW_DAYS = 3660
 KEY_PLACEHOLDERS = ("symbol", "date")
 LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
 DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
 MIN_COMPACT_AFTER_FILES = 16  # a compaction leaves one file per symbol part (ingestion_contract.backfill.PARTS, 8)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# A symbol becomes part of object keys (the {symbol} of keyTemplate, a key prefix to list) and of
+# the names of the job's local files: runs of letters and digits joined by single '.', '_' or '-',
+# so it is never '.' or '..', never holds '/', '\\', whitespace or a glob character. The CRD states
+# the same patterns, so each must mean the same in Python's re and the API server's RE2 (no
+# lookaround, no flags); re.fullmatch and RE2 both read '$' as the end of the text.
+SYMBOL_PATTERN = r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$"
+# An S3 bucket name, as AWS has allowed them (capitals and '_' only in legacy us-east-1 buckets).
+BUCKET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]$"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# What a value that does not match a pattern is told (after "must be").
+PATTERN_RULES = {
+    DATE_PATTERN: "a date as YYYY-MM-DD",
+    SYMBOL_PATTERN: "letters and digits, in runs joined by single '.', '_' or '-', e.g. BTCUSDT or "
+                    f"BTCUSDT_240628 ({SYMBOL_PATTERN}): no '/', '..', whitespace or glob characters",
+    BUCKET_PATTERN: "an S3 bucket name: letters, digits, '.', '-' and '_', beginning and ending with a letter or "
+                    f"digit ({BUCKET_PATTERN})",
+}
 # Whether a schedule fires at all does not depend on when one asks; ask from a fixed instant
 # (robfig/cron looks five years ahead, which always holds a 29 February).
 _NEVER_FIRES_FROM = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
@@ -66,10 +90,11 @@ class SpecError(ValueError):
 # -- the model --------------------------------------------------------------------------------
 def spec_field(key: str, default=dataclasses.MISSING, *, minimum: int | None = None, maximum: int | None = None,
                min_length: int | None = None, max_length: int | None = None, max_items: int | None = None,
-               enum: tuple[str, ...] | None = None):
-    """A field of the spec: its CRD key, its CRD default (none: required) and the schema's bounds."""
+               enum: tuple[str, ...] | None = None, pattern: str | None = None):
+    """A field of the spec: its CRD key, its CRD default (none: required) and the schema's bounds
+    (for a list of strings, ``min_length``, ``max_length`` and ``pattern`` bound each item)."""
     meta = {"key": key, "minimum": minimum, "maximum": maximum, "minLength": min_length, "maxLength": max_length,
-            "maxItems": max_items, "enum": list(enum) if enum else None}
+            "maxItems": max_items, "enum": list(enum) if enum else None, "pattern": pattern}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -99,9 +124,9 @@ class Symbol(str):
     def ranged(self) -> bool:
         return self.first is not None or self.until is not None
 
-    def as_json(self):
-        if not self.ranged:
-            return str(self)
+    def as_json(self) -> dict:
+        """Its item of ``target.symbolRanges``: always an object, even without dates (the job
+        reads the rendered spec back with the same parser, which takes only objects there)."""
         out = {"name": str(self)}
         if self.first:
             out["from"] = self.first.isoformat()
@@ -111,6 +136,7 @@ class Symbol(str):
 
 
 SYMBOL_FORMS = "{name, from, until} with dates YYYY-MM-DD"
+SYMBOL_NAME = {"minLength": 1, "maxLength": 64, "pattern": SYMBOL_PATTERN}  # a name in target.symbols or symbolRanges
 
 
 def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
@@ -123,8 +149,8 @@ def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
     name = item.get("name")
     if not isinstance(name, str):
         return None, f"needs a name; must be {SYMBOL_FORMS}"
-    if problem := _string_problem(name, {"minLength": 1, "maxLength": 64}):  # as target.symbols' names
-        return None, f"name {problem}"
+    if problem := _string_problem(name, SYMBOL_NAME):
+        return None, f"name {name!r} {problem}"
     dates = {}
     for key in ("from", "until"):
         v = item.get(key)
@@ -144,18 +170,19 @@ def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
-    bucket: str = spec_field("bucket", min_length=3, max_length=63)
+    bucket: str = spec_field("bucket", min_length=3, max_length=63, pattern=BUCKET_PATTERN)
     key_template: str = spec_field("keyTemplate", min_length=1)
     endpoint: str | None = spec_field("endpoint", None)
     region: str = spec_field("region", "us-east-1")
     anonymous: bool = spec_field("anonymous", False)
     credentials_secret: SecretRef | None = spec_field("credentialsSecret", None)
     checksum_suffix: str | None = spec_field("checksumSuffix", None)
-    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=1, max_length=64)
+    symbols: tuple[str, ...] = spec_field("symbols", (), max_items=5000, min_length=SYMBOL_NAME["minLength"],
+                                          max_length=SYMBOL_NAME["maxLength"], pattern=SYMBOL_NAME["pattern"])
     # symbols each expected over its own dates only, {name, from, until}, beside (or instead of) the plain names
     symbol_ranges: tuple[Symbol, ...] = spec_field("symbolRanges", (), max_items=5000)
     discover: bool = spec_field("discover", False)
-    lag_days: int = spec_field("lagDays", 1, minimum=0)
+    lag_days: int = spec_field("lagDays", 1, minimum=0, maximum=MAX_WINDOW_DAYS)
     # hours after a date ends (in the schedule's zone) within which its object is usually
     # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
     publish_delay_hours: int = spec_field("publishDelayHours", 24, minimum=0, maximum=8784)
@@ -165,7 +192,7 @@ class Target:
     # dates a run probes beyond its window to catch up after an outage longer than lookbackDays
     # (from the last date it probed); the rest are open gaps with cause deferred
     max_catch_up_days: int = spec_field("maxCatchUpDays", 90, minimum=0, maximum=3660)
-    lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=3660)
+    lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=MAX_WINDOW_DAYS)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
 
@@ -202,7 +229,7 @@ class Maintenance:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ObjectStoreStorage:
-    bucket: str = spec_field("bucket", min_length=3, max_length=63)
+    bucket: str = spec_field("bucket", min_length=3, max_length=63, pattern=BUCKET_PATTERN)
     prefix: str = spec_field("prefix", "")
     endpoint: str | None = spec_field("endpoint", None)
     region: str = spec_field("region", "us-east-1")
@@ -298,11 +325,15 @@ def validate(raw: object, path: str = "spec") -> list[FieldError]:
     return errors
 
 
-def validate_name(name: object) -> list[FieldError]:
-    """The resource name rule the schema cannot state (its Jobs must fit in 63 characters)."""
-    if isinstance(name, str) and len(name) <= MAX_NAME:
+def validate_name(name: object, field: str = "metadata.name") -> list[FieldError]:
+    """The schedule's name: a DNS-1123 label of at most MAX_NAME characters (its Jobs must fit in
+    63). The API server holds a resource's name to a DNS-1123 subdomain only; a ``--spec`` file's
+    name is whatever the file says."""
+    if isinstance(name, str) and len(name) <= MAX_NAME and re.fullmatch(NAME_PATTERN, name):
         return []
-    return [FieldError("metadata.name", name, f"at most {MAX_NAME} characters (the CronJob's Jobs need the rest)")]
+    return [FieldError(field, name, f"must be a DNS-1123 label of at most {MAX_NAME} characters: lowercase letters, "
+                                    "digits and '-', beginning and ending with a letter or digit (the CronJob's Jobs "
+                                    "need the rest of 63)")]
 
 
 def read_field(raw: object, key: str, cls=None):
@@ -443,6 +474,9 @@ def _string_problem(value: str, meta: Mapping) -> str | None:
         return f"must have at most {meta['maxLength']} characters"
     if meta.get("enum") and value not in meta["enum"]:
         return f"must be one of {', '.join(meta['enum'])}"
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
+        rule = PATTERN_RULES.get(meta["pattern"]) or f"matched by {meta['pattern']}"
+        return f"must be {rule}"
     return None
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 
 import ingestion_contract as contract
+from ingestion_contract.cron import load_timezone
+from ingestion_contract.spec import MAX_WINDOW_DAYS
 
 
 class _RunFields(logging.Filter):
@@ -43,20 +45,88 @@ def context_from_args(args) -> contract.RunContext:
     """The same contract path in a pod and on a laptop: a spec file becomes the env."""
     if not args.spec:
         return contract.read_environment(os.environ)
-    doc = yaml.safe_load(Path(args.spec).read_text())
-    raw = doc.get("spec", doc) if isinstance(doc, dict) else None
-    if not isinstance(raw, dict):
-        raise contract.ContractError(f"{args.spec}: expected an IngestionSchedule or its spec as a YAML mapping")
+    meta, raw = read_spec_file(args.spec)
     try:
         spec = contract.parse_spec(raw)
     except contract.SpecError as e:
         raise contract.ContractError(f"{args.spec}: {e}") from None
-    meta = doc.get("metadata") or {}
     env = {**os.environ, contract.SPEC_ENV: contract.encode_job_spec(spec.job()),
-           contract.SCHEDULE_ENV: args.schedule or meta.get("name") or Path(args.spec).stem,
+           contract.SCHEDULE_ENV: schedule_name(args, meta),
            contract.NAMESPACE_ENV: args.namespace or meta.get("namespace") or "local"}
     env.pop(contract.JOB_NAME_ENV, None)
     return contract.read_environment(env)
+
+
+# The top level of an IngestionSchedule (a file without any of these is its spec alone).
+RESOURCE_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+def read_spec_file(path: str) -> tuple[dict, object]:
+    """(metadata, raw spec) of an IngestionSchedule YAML, or of its spec alone; a ContractError in
+    one line naming the file (and for a YAML error its line:column) or the field. Reading errors
+    (a missing file) are the OSError's own."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise contract.ContractError(f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): "
+                                     "save the file as UTF-8") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise contract.ContractError(yaml_problem(path, text, e)) from None
+    if not isinstance(doc, dict):
+        raise contract.ContractError(f"{path}: expected an IngestionSchedule or its spec as a YAML mapping")
+    if not set(RESOURCE_KEYS) & set(doc):
+        return {}, doc
+    unknown = [k if isinstance(k, str) and k.isprintable() else repr(k) for k in doc if k not in RESOURCE_KEYS]
+    if unknown:
+        raise contract.ContractError(f"{path}: {', '.join(unknown)}: unknown top-level field; known: "
+                                     f"{', '.join(RESOURCE_KEYS)} (or the spec alone, without them)")
+    if doc.get("kind", "IngestionSchedule") != "IngestionSchedule":
+        raise contract.ContractError(f"{path}: kind={doc['kind']!r}: must be IngestionSchedule")
+    meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise contract.ContractError(f"{path}: metadata={meta!r}: must be an object")
+    if "spec" not in doc:
+        raise contract.ContractError(f"{path}: spec: is required")
+    return meta, doc["spec"]
+
+
+def yaml_problem(path: str, text: str, e: yaml.YAMLError) -> str:
+    """A YAML error in one line, ``FILE:LINE:COLUMN: problem (context at LINE:COLUMN)``; PyYAML's
+    own message quotes the line over several."""
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark, context = e.problem_mark, e.context_mark
+        out = f"{path}:{mark.line + 1}:{mark.column + 1}: {flat(e.problem or 'not valid YAML')}"
+        if e.context:
+            out += f" ({flat(e.context)}" + (f" at {context.line + 1}:{context.column + 1}" if context else "") + ")"
+        return out
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow, by its offset
+        line, column = text.count("\n", 0, e.position) + 1, e.position - text.rfind("\n", 0, e.position)
+        return f"{path}:{line}:{column}: unacceptable character #x{e.character:04x}: {e.reason}"
+    return f"{path}: {flat(str(e))}"
+
+
+def schedule_name(args, meta: dict) -> str:
+    """The run's schedule: --schedule, else metadata.name, else the file's name; a DNS-1123
+    label in every case (it names the store's rows, partitions and run ids)."""
+    if args.schedule is not None:
+        if errors := contract.validate_name(args.schedule):
+            raise contract.ContractError(f"--schedule {args.schedule!r}: {errors[0].problem}")
+        return args.schedule
+    if meta.get("name") is not None:
+        if errors := contract.validate_name(meta["name"]):
+            raise contract.ContractError(f"{args.spec}: {errors[0]}")
+        return meta["name"]
+    stem = Path(args.spec).stem
+    if errors := contract.validate_name(stem):
+        raise contract.ContractError(f"{args.spec}: metadata.name is not set and the file's name {stem!r} cannot stand in "
+                                     f"for it: {errors[0].problem}; set metadata.name or --schedule")
+    return stem
 
 
 def store_path(ctx: contract.RunContext, override: str | None) -> Path | None:
@@ -81,7 +151,7 @@ def cmd_run(args) -> int:
     except (contract.ContractError, OSError, yaml.YAMLError) as e:
         return _usage_error(str(e))
     try:
-        as_of, dates = _day(args.as_of, "--as-of") if args.as_of else None, _range(args.dates) if args.dates else None
+        as_of, dates = manual_dates(args.as_of, args.dates, ctx.spec, dt.datetime.now(dt.timezone.utc))
     except ValueError as e:
         return _usage_error(str(e))
     try:
@@ -116,6 +186,39 @@ def write_termination_message(coverage, outcome: str, reason: str | None) -> Non
             f.write(contract.end_message(coverage, outcome, reason))  # under the kubelet's 4,096 bytes
     except OSError as e:
         logging.getLogger("ingestion_job").warning("event=termination_message_not_written path=%s error=%r", path, e.strerror)
+
+
+def manual_dates(as_of: str | None, dates: str | None, spec: contract.JobSpec, now: dt.datetime):
+    """``--as-of`` and ``--dates`` parsed: (date or None, Window or None). A ValueError naming the
+    flag for an empty value (it used to run today's window), a date after today in the schedule's
+    time zone (nothing is published for it yet: its cells would be stored as open gaps), or a
+    range longer than MAX_WINDOW_DAYS days before its last date (the window of a run with the
+    longest lookback). A backfill unit's dates do not come through here: they reach the job as
+    INGESTION_BACKFILL, a chunk of at most 366 days."""
+    from .plan import window_on
+
+    target = spec.target
+    today = now.astimezone(load_timezone(spec.timezone)).date()
+    after_today = f"after today ({today} in {spec.timezone}, the schedule's time zone)"
+    day = window = None
+    if as_of is not None:
+        day = _day(as_of, "--as-of")
+        if day > today:
+            raise ValueError(f"--as-of {as_of!r}: the date is {after_today}")
+        try:
+            window_on(day, target.lag_days, target.lookback_days)
+        except OverflowError:
+            raise ValueError(f"--as-of {as_of!r}: its window (lagDays {target.lag_days} and lookbackDays "
+                             f"{target.lookback_days} before it) would begin before year 1") from None
+    if dates is not None:
+        window = _range(dates)
+        if window.last > today:
+            raise ValueError(f"--dates {dates!r}: TO is {after_today}")
+        days = (window.last - window.first).days
+        if days > MAX_WINDOW_DAYS:
+            raise ValueError(f"--dates {dates!r}: FROM is {days} days before TO; at most {MAX_WINDOW_DAYS} (lookbackDays' "
+                             "maximum): split the range, or use an IngestionBackfill for a longer one")
+    return day, window
 
 
 def _day(text: str, flag: str) -> dt.date:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "maxItems", "enum")
+BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "maxItems", "enum", "pattern")
 
 
 def _inner(tp):
@@ -43,7 +43,7 @@ def compare(cls, schema: dict, path: str) -> list[str]:
             problems.append(f"{here}: default in CRD {crd_default!r}, in model {model_default!r}")
         bounds = dict(prop)
         if prop.get("type") == "array":
-            bounds.update({k: v for k, v in prop.get("items", {}).items() if k in ("minLength", "maxLength")})
+            bounds.update({k: v for k, v in prop.get("items", {}).items() if k in ("minLength", "maxLength", "pattern")})
         for b in BOUNDS:
             if bounds.get(b) != f.metadata.get(b):
                 problems.append(f"{here}: {b} in CRD {bounds.get(b)!r}, in model {f.metadata.get(b)!r}")

@@ -155,3 +155,22 @@ def test_a_symbol_may_carry_its_own_range():
     assert "target.symbols names too" in validate(spec)[0].problem
     spec["target"]["symbols"] = []  # ranges alone are a list of symbols
     assert validate(spec) == []
+
+
+def test_a_range_without_dates_reaches_the_job():
+    """A symbolRanges item may leave out both dates (the CRD requires only its name); the JSON
+    the operator renders into the pod still holds it as an object, which the job parses back.
+    As a bare string it made every run of such a schedule exit 2 before probing."""
+    import copy
+    import json
+
+    from ingestion_contract import encode_job_spec, parse_job_spec
+
+    spec = copy.deepcopy(SCHEDULE["spec"])
+    spec["target"].pop("discover", None)
+    spec["target"]["symbols"] = []
+    spec["target"]["symbolRanges"] = [{"name": "BTCUSDT"}, {"name": "LUNAUSDT", "until": "2022-05-31"}]
+    job = parse_spec(spec).job()
+    rendered = json.loads(encode_job_spec(job))
+    assert rendered["target"]["symbolRanges"] == spec["target"]["symbolRanges"]
+    assert parse_job_spec(rendered) == job

@@ -1,8 +1,11 @@
 """Spec validation names the field, the value and what is accepted."""
 
 import copy
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingestion_contract import validate
 
@@ -48,6 +51,10 @@ def test_the_example_spec_is_valid():
      "spec.repair.expectRows=1440: excludes repair.expectRowsFromInterval"),
     ({"repair__load": "none", "repair__expectRowsFromInterval": True}, "spec.repair.load='none': must load objects"),
     ({"repair__expectRows": 0}, "spec.repair.expectRows=0: must be >= 1"),
+    ({"target__lagDays": 1000000}, "spec.target.lagDays=1000000: must be <= 3660"),
+    ({"target__bucket": "my bucket!"}, "spec.target.bucket='my bucket!': must be an S3 bucket name"),
+    ({"storage__duckdb": ..., "storage__objectStore": {"bucket": "-lake"}}, "spec.storage.objectStore.bucket='-lake': must be an S3 bucket name"),
+    ({"target__symbols": ["BTCUSDT", "BTC/USDT"]}, "spec.target.symbols[1]='BTC/USDT': must be letters and digits"),
 ])
 def test_each_problem_names_field_and_value(changes, expected):
     errs = errors_for(**changes)
@@ -56,3 +63,85 @@ def test_each_problem_names_field_and_value(changes, expected):
 
 def test_all_problems_are_reported_at_once():
     assert len(errors_for(schedule="nope", timezone="Nowhere/Land")) == 2
+
+
+# What a symbol becomes part of: key prefixes, listed prefixes, the job's scratch file names.
+ESCAPES = ["BTC/USDT", "..", ".", "../../etc", "BTC USDT", "BTC\tUSDT", "*", "BTC*", "BTC?", "[ab]", "{a,b}", "a\\b",
+           "A..B", "-BTC", "BTC-", "_x", "x.", "BTCUSDT\n", "~", "$HOME", "BTC%2FUSDT", "BTC:USDT", "ÄBC"]
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_a_symbol_that_could_leave_its_prefix_is_refused(name):
+    """In target.symbols, in target.symbolRanges and in an IngestionBackfill's symbols alike."""
+    from ingestion_contract.backfill import parse_backfill
+    from ingestion_contract.spec import SpecError
+
+    (err,) = errors_for(target__symbols=[name])
+    assert err.startswith(f"spec.target.symbols[0]={name!r}: must be letters and digits"), err
+    (err,) = errors_for(target__symbols=..., target__symbolRanges=[{"name": name}])
+    assert err.startswith(f"spec.target.symbolRanges[0]={{'name': {name!r}}}: name {name!r} must be letters"), err
+    with pytest.raises(SpecError, match=r"spec\.symbols\[0\]=.*must be letters and digits"):
+        parse_backfill({"schedule": "s", "from": "2026-01-01", "to": "2026-01-02", "symbols": [name]})
+
+
+@pytest.mark.parametrize("name", ["BTCUSDT", "1000SHIBUSDT", "BTCUSDT_240628", "BTC-240628-60000-C", "BRK.B", "btcusdt",
+                                  "A", "x" * 64])
+def test_the_symbols_of_real_sources_are_accepted(name):
+    assert errors_for(target__symbols=[name]) == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=12)
+       | st.text(alphabet="AB09._-/*? ", min_size=1, max_size=8))
+def test_a_name_the_pattern_accepts_can_never_escape(name):
+    """Whatever the pattern accepts is one plain path segment: not . or .., no separator, no
+    whitespace, no glob or shell character, nothing outside ASCII."""
+    from ingestion_contract.spec import SYMBOL_PATTERN
+
+    if re.fullmatch(SYMBOL_PATTERN, name):
+        assert name not in (".", "..") and ".." not in name and name.isascii()
+        assert not set(name) & set("/\\ \t\n\r*?[]{}~$%:") and name[0].isalnum() and name[-1].isalnum()
+
+
+@pytest.mark.parametrize("bucket", ["data.binance.vision", "private-market-data", "abc", "Legacy_Bucket", "a" * 63])
+def test_bucket_names_s3_has_allowed_are_accepted(bucket):
+    assert errors_for(target__bucket=bucket) == []
+
+
+@pytest.mark.parametrize("bucket", ["my bucket!", "ab", "a" * 64, "-abc", "abc.", "s3://abc", "abc/def", "ab*c"])
+def test_a_bucket_name_s3_never_allows_is_refused(bucket):
+    (err,) = errors_for(target__bucket=bucket)
+    assert err.startswith(f"spec.target.bucket={bucket!r}: must "), err
+
+
+def test_the_crd_holds_symbols_to_the_same_pattern_everywhere():
+    """target.symbols is compared with the model by test_model; the items of symbolRanges and
+    the backfill's symbols are held to the same pattern here."""
+    from pathlib import Path
+
+    import yaml
+
+    from ingestion_contract.spec import SYMBOL_PATTERN
+
+    crds = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+
+    def spec_of(name):
+        doc = yaml.safe_load((crds / name).read_text())
+        return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+
+    target = spec_of("ingestionschedules.ingestion.dev.yaml")["target"]["properties"]
+    assert target["symbols"]["items"]["pattern"] == SYMBOL_PATTERN
+    assert target["symbolRanges"]["items"]["properties"]["name"]["pattern"] == SYMBOL_PATTERN
+    assert spec_of("ingestionbackfills.ingestion.dev.yaml")["symbols"]["items"]["pattern"] == SYMBOL_PATTERN
+
+
+@pytest.mark.parametrize("name,ok", [("btc", True), ("btc-usdt-1", True), ("a" * 52, True), ("a/b", False),
+                                     ("a" * 80, False), ("a" * 53, False), ("a.b", False), ("BTC", False),
+                                     ("-btc", False), ("", False), (None, False)])
+def test_a_schedule_name_is_a_dns_label_its_jobs_fit_in(name, ok):
+    from ingestion_contract import validate_name
+
+    errs = validate_name(name)
+    assert (errs == []) == ok, errs
+    if not ok:
+        assert str(errs[0]).startswith(f"metadata.name={name!r}: must be a DNS-1123 label of at most 52 characters")
