@@ -35,6 +35,14 @@ def test_helm_lint(helm):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_plain_helm_template_renders_the_chart(helm):
+    """dev/build-helm links Helm's Makefile ldflags: a plain `helm template` (no --kube-version)
+    assumes the Kubernetes of Helm's client-go, not v1.20, which the chart's kubeVersion refuses."""
+    out = subprocess.run([helm, "template", "ingestion", str(CHART)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert subprocess.run([helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True).stdout == "v3.22.0"
+
+
 def test_template_cluster_wide(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
