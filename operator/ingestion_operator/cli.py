@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -52,7 +53,14 @@ def cmd_run(args) -> int:
     from .health import Health
     from .leader import LeaderElector, Timing
 
+    from .render import RenderSettings, parse_job_resources
+
     log = logging.getLogger("ingestion_operator")
+    try:
+        job_resources = parse_job_resources(args.job_resources)
+    except ValueError as e:
+        print(f"error: --job-resources: {e}", file=sys.stderr)
+        return 2
     api = _load_client(args.kubeconfig)
     disable_created_metrics()
     health = Health(api)
@@ -69,9 +77,9 @@ def cmd_run(args) -> int:
 
     kopf.configure(log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
                    verbose=args.verbose, log_refkey="object")
-    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s leader_elect=%s",
+    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s job_resources=%s leader_elect=%s",
              ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port, args.job_image,
-             str(args.leader_elect).lower())
+             json.dumps(job_resources, separators=(",", ":")), str(args.leader_elect).lower())
     elector = None
     if args.leader_elect:
         try:
@@ -111,11 +119,11 @@ def cmd_run(args) -> int:
     from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .backfill import BackfillReconciler
     from .reconcile import Reconciler
-    from .render import RenderSettings
 
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
-                              default_pushgateway_url=args.default_pushgateway_url or None)
+                              default_pushgateway_url=args.default_pushgateway_url or None,
+                              job_resources=job_resources)
     reconciler = Reconciler(api, settings, pool_size=args.workers)
     memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), health=health, workers=args.workers)
     try:
@@ -138,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--job-image", default=os.environ.get("INGESTION_JOB_IMAGE", DEFAULT_JOB_IMAGE))
     r.add_argument("--image-pull-policy", default=os.environ.get("INGESTION_JOB_IMAGE_PULL_POLICY", "IfNotPresent"))
     r.add_argument("--job-service-account", default=os.environ.get("INGESTION_JOB_SERVICE_ACCOUNT", ""))
+    r.add_argument("--job-resources", default=os.environ.get("INGESTION_JOB_RESOURCES", ""),
+                   help="requests and limits of every job container where a schedule's spec.resources is silent, per "
+                        'resource: JSON, e.g. \'{"requests": {"cpu": "250m"}, "limits": {"memory": "2Gi"}}\' '
+                        "(the chart's jobResources); its ephemeral-storage also sizes the job's /tmp")
     r.add_argument("--default-pushgateway-url", default=os.environ.get("INGESTION_DEFAULT_PUSHGATEWAY_URL", ""),
                    help="Pushgateway for schedules whose spec.metrics.pushgatewayUrl is empty")
     r.add_argument("--bind", default=os.environ.get("INGESTION_BIND_ADDRESS", "0.0.0.0"))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from ingestion_operator.render import parse_job_resources
+
 from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, Operator, kubectl
 
 
@@ -64,6 +66,11 @@ def test_template_cluster_wide(helm):
     assert "--default-pushgateway-url=http://prometheus-pushgateway.monitoring:9091" in c["args"]
     assert {"--leader-elect", "--leader-election-id=ingestion-ingestion-operator", "--lease-duration=15"} <= set(c["args"])
     assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    # the job pods' default requests and limits, as the operator reads its flag
+    flag = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--job-resources="))
+    assert parse_job_resources(flag) == {"requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+                                         "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "4Gi"}}
+    assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
     assert pod["affinity"]["podAntiAffinity"]
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and json.loads(cm["data"]["ingestion.json"])["panels"]
@@ -90,6 +97,18 @@ def test_optional_parts_and_refusals(helm):
     assert "--no-leader-elect" in next(d for d in single if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     bad = template(helm, "logFormat=xml", check=False)
     assert bad.returncode != 0 and "logFormat" in bad.stderr
+    bad = template(helm, "jobResources.limits.memory=2 GB", check=False)
+    assert bad.returncode != 0 and "/jobResources/limits/memory" in bad.stderr
+
+
+def test_images_by_digest(helm):
+    digest = "sha256:" + "ab" * 32
+    docs = template(helm, f"image.digest={digest}", f"jobImage.digest={digest}", "image.tag=ignored")
+    c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == f"ghcr.io/ingestion-operator/ingestion-operator@{digest}"
+    assert f"--job-image=ghcr.io/ingestion-operator/ingestion-job@{digest}" in c["args"]
+    bad = template(helm, "jobImage.digest=latest", check=False)
+    assert bad.returncode != 0 and "/jobImage/digest" in bad.stderr
 
 
 def test_helm_install_on_the_control_plane(helm, cluster, namespaces, wait_for):

@@ -20,8 +20,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "ingestion.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/* repository@digest when a digest is set, else repository:tag (the tag defaults to appVersion). */}}
 {{- define "ingestion.image" -}}
-{{- printf "%s:%s" .repository (default $.appVersion .tag) }}
+{{- if .digest }}{{ printf "%s@%s" .repository .digest }}
+{{- else }}{{ printf "%s:%s" .repository (default $.appVersion .tag) }}{{ end }}
 {{- end }}
 
 {{/* The operator's permissions: every verb it uses, and nothing more (tested). */}}
