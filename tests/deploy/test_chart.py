@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from ingestion_operator.render import parse_job_resources
+from ingestion_operator.backfill import backfill_labels
+from ingestion_operator.render import labels_for, parse_job_resources
 
 from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, Operator, kubectl
 
@@ -99,6 +100,44 @@ def test_optional_parts_and_refusals(helm):
     assert bad.returncode != 0 and "logFormat" in bad.stderr
     bad = template(helm, "jobResources.limits.memory=2 GB", check=False)
     assert bad.returncode != 0 and "/jobResources/limits/memory" in bad.stderr
+
+
+NETWORK_POLICY = ("networkPolicy.enabled=true", "networkPolicy.operator.apiServer.cidrs={10.0.0.1/32}")
+
+
+def test_helm_lint_with_every_option(helm):
+    sets = [*NETWORK_POLICY, "networkPolicy.jobs.namespaces={data}", "persistence.enabled=true", "alerts.enabled=true",
+            "metrics.serviceMonitor.enabled=true"]
+    out = subprocess.run([helm, "lint", "--strict", str(CHART), *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_network_policies_hold_the_operator_and_every_job_pod(helm):
+    assert not [d for d in template(helm) if d["kind"] == "NetworkPolicy"]  # off by default
+    docs = template(helm, *NETWORK_POLICY, "clusterWide=false", "watchNamespaces={data,market}")
+    policies = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert sorted(policies) == [("data", "ingestion-ingestion-operator-jobs"), ("ingestion-system", "ingestion-ingestion-operator-operator"),
+                                ("market", "ingestion-ingestion-operator-jobs")]
+    op = policies["ingestion-system", "ingestion-ingestion-operator-operator"]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert op["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert op["policyTypes"] == ["Ingress", "Egress"]
+    assert [r["to"] for r in op["egress"]][1] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]  # DNS, then the API server
+    jobs = policies["data", "ingestion-ingestion-operator-jobs"]
+    assert jobs["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in jobs  # nothing reaches a job pod
+    # the selector matches the labels the operator renders on schedule runs and backfill units alike
+    selector = jobs["podSelector"]["matchLabels"].items()
+    assert selector <= labels_for("s").items() and selector <= backfill_labels("b").items()
+    ports = [sorted(p["port"] for p in r["ports"]) for r in jobs["egress"]]
+    assert ports == [[53, 53], [443], [9091]]  # DNS, the source, the Pushgateway (no object store named: none)
+    with_store = template(helm, *NETWORK_POLICY, "networkPolicy.jobs.namespaces={data}", "networkPolicy.jobs.store.cidrs={10.1.0.0/16}",
+                          "networkPolicy.jobs.store.ports={9000}")
+    store = next(d for d in with_store if d["metadata"]["name"].endswith("-jobs"))["spec"]["egress"][2]
+    assert store == {"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 9000}]}
+    bad = template(helm, "networkPolicy.enabled=true", check=False)
+    assert bad.returncode != 0 and "needs networkPolicy.operator.apiServer.cidrs" in bad.stderr
+    bad = template(helm, *NETWORK_POLICY, check=False)  # cluster-wide: where the jobs run is not known
+    assert bad.returncode != 0 and "needs networkPolicy.jobs.namespaces" in bad.stderr
 
 
 def test_images_by_digest(helm):

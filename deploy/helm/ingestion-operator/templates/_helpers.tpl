@@ -65,3 +65,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "ingestion.burnRate" -}}
 (sum by (namespace, schedule) (increase(ingestion_runs_total{outcome="failed"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
 {{- end }}
+
+{{/* The labels the operator puts on every job pod (ingestion_operator.render.labels_for, backfill_labels; tested). */}}
+{{- define "ingestion.jobSelector" -}}
+app.kubernetes.io/name: ingestion-job
+app.kubernetes.io/managed-by: ingestion-operator
+{{- end }}
+
+{{/* NetworkPolicy egress rules, one per destination {cidrs, peers, ports, protocols}; none for a
+     destination that names no address (an empty `to` would allow every destination). */}}
+{{- define "ingestion.egressRules" -}}
+{{- range $d := . }}
+{{- if or $d.cidrs $d.peers }}
+- to:
+  {{- range $d.cidrs }}
+    - ipBlock: {cidr: {{ . }}}
+  {{- end }}
+  {{- with $d.peers }}
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+  {{- range $port := $d.ports }}
+  {{- range $protocol := ($d.protocols | default (list "TCP")) }}
+    - {protocol: {{ $protocol }}, port: {{ $port }}}
+  {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
