@@ -61,9 +61,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create]
 {{- end }}
 
-{{/* The share of runs that failed over .window, per schedule (ingestion_runs_total is cumulative, read from each store). */}}
+{{/* The share of runs that did not succeed over .window, per schedule: failed, partial and abandoned
+     runs are all misses, as in the SLO, the report and the dashboard (ingestion_runs_total is a
+     counter read from each store). */}}
 {{- define "ingestion.burnRate" -}}
-(sum by (namespace, schedule) (increase(ingestion_runs_total{outcome="failed"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
+(sum by (namespace, schedule) (increase(ingestion_runs_total{outcome!="succeeded"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
 {{- end }}
 
 {{/* The labels the operator puts on every job pod (ingestion_operator.render.labels_for, backfill_labels; tested). */}}
