@@ -3,18 +3,21 @@
 Grouping key: job="ingestion", namespace, schedule. A backfill's units push their own group
 instead (job="ingestion-backfill", namespace, schedule, backfill, unit), so a backfill never
 stands in for the schedule's last run. ``push_to_gateway`` replaces the
-group, so each run's values stand alone; cumulative run counts are read from the store,
-so ``increase(ingestion_runs_total[30d])`` gives an SLO success rate that survives pod
-restarts. An unreachable Pushgateway is a warning, never a failed run or lost data.
-The per-run gauges are the counters of :class:`ingestion_contract.RunSummary`.
+group, so each run's values stand alone. ``ingestion_runs_total`` is a counter: the
+schedule's finished runs by outcome, read from the store after the commit, so it only grows
+(per grouping key) and survives pod restarts, and ``increase(ingestion_runs_total[30d])``
+gives an SLO success rate. An unreachable Pushgateway is a warning, never a failed run or
+lost data. The per-run gauges are the counters of :class:`ingestion_contract.RunSummary`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import urllib.error
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway
+from prometheus_client.metrics_core import CounterMetricFamily
 
 from ingestion_contract import GAP_CAUSES, RunSummary
 
@@ -58,17 +61,43 @@ def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[st
     err = Gauge(S3_ERRORS, "S3 errors of the last run, by operation and code.", ["operation", "code"], registry=reg)
     for (op, code), n in stats.errors.items():
         err.labels(op, code).set(n)
-    # A counter in meaning (read from the store, monotonic per schedule), exposed untyped-safe as a gauge
-    # named *_total so increase() works across pushes.
     if run_counts is not None:
-        runs = Gauge(RUNS_TOTAL, "Finished runs recorded in the store, by outcome (cumulative).", ["outcome"], registry=reg)
-        for o in OUTCOMES:
-            runs.labels(o).set(run_counts.get(o, 0))
+        reg.register(RunCounts(run_counts))
     return reg
 
 
+class RunCounts:
+    """``ingestion_runs_total{outcome}``, a counter whose values are the store's counts (a
+    prometheus_client Counter can only count up from 0 in this process)."""
+
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily(RUNS_TOTAL, "Finished runs recorded in the store, by outcome (cumulative).",
+                                     labels=["outcome"])
+        for o in OUTCOMES:
+            family.add_metric([o], self.counts.get(o, 0))
+        yield family
+
+
+class PushRefused(OSError):
+    pass
+
+
 def push(url: str, namespace: str, schedule: str, registry: CollectorRegistry, timeout: float = 10) -> None:
-    push_to_gateway(url, job=JOB, grouping_key={"namespace": namespace, "schedule": schedule}, registry=registry, timeout=timeout)
+    try:
+        push_to_gateway(url, job=JOB, grouping_key={"namespace": namespace, "schedule": schedule}, registry=registry,
+                        timeout=timeout)
+    except urllib.error.HTTPError as e:
+        body = e.read().decode(errors="replace") if e.fp else ""
+        # "collected metric ... is not a GAUGE" or "... is not a COUNTER", whichever group it met first
+        if e.code == 400 and f'collected metric "{RUNS_TOTAL}"' in body and ("is not a GAUGE" in body or "is not a COUNTER" in body):
+            # A job before ingestion_runs_total was a counter left it as a gauge in another group,
+            # and the Pushgateway refuses a family of two types until those groups are gone.
+            raise PushRefused(f"{RUNS_TOTAL} is a counter now, and groups pushed before hold it as a gauge: delete the "
+                              f'Pushgateway\'s job="{JOB}" groups once (docs/operations/upgrade.md)') from None
+        raise
 
 
 BACKFILL_JOB = "ingestion-backfill"

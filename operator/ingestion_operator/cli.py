@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -50,7 +51,14 @@ def cmd_run(args) -> int:
     from .health import Health
     from .leader import LeaderElector, Timing
 
+    from .render import RenderSettings, parse_job_resources
+
     log = logging.getLogger("ingestion_operator")
+    try:
+        job_resources = parse_job_resources(args.job_resources)
+    except ValueError as e:
+        print(f"error: --job-resources: {e}", file=sys.stderr)
+        return 2
     api = _load_client(args.kubeconfig)
     disable_created_metrics()
     health = Health(api)
@@ -71,9 +79,10 @@ def cmd_run(args) -> int:
 
     tz_version, tz_source = tzdata_version()
     metrics.TZDATA.info({"version": tz_version, "source": tz_source})
-    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s leader_elect=%s tzdata=%s tzdata_source=%s",
-             ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port, args.job_image,
-             str(args.leader_elect).lower(), tz_version, tz_source.replace(" ", "-"))
+    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s job_resources=%s leader_elect=%s tzdata=%s "
+             "tzdata_source=%s", ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port,
+             args.job_image, json.dumps(job_resources, separators=(",", ":")), str(args.leader_elect).lower(), tz_version,
+             tz_source.replace(" ", "-"))
     elector = None
     if args.leader_elect:
         try:
@@ -90,11 +99,11 @@ def cmd_run(args) -> int:
     from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .backfill import BackfillReconciler
     from .reconcile import Reconciler
-    from .render import RenderSettings
 
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
-                              default_pushgateway_url=args.default_pushgateway_url or None)
+                              default_pushgateway_url=args.default_pushgateway_url or None,
+                              job_resources=job_resources)
     # Each term as leader is one kopf run with a fresh reconciler (no cache outlives a term). A
     # leader that cannot renew its Lease (the API server or etcd is away) stops leading within
     # the renew deadline, as client-go's do, but steps down to standby in this process rather
@@ -177,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--job-image", default=os.environ.get("INGESTION_JOB_IMAGE", DEFAULT_JOB_IMAGE))
     r.add_argument("--image-pull-policy", default=os.environ.get("INGESTION_JOB_IMAGE_PULL_POLICY", "IfNotPresent"))
     r.add_argument("--job-service-account", default=os.environ.get("INGESTION_JOB_SERVICE_ACCOUNT", ""))
+    r.add_argument("--job-resources", default=os.environ.get("INGESTION_JOB_RESOURCES", ""),
+                   help="requests and limits of every job container where a schedule's spec.resources is silent, per "
+                        'resource: JSON, e.g. \'{"requests": {"cpu": "250m"}, "limits": {"memory": "2Gi"}}\' '
+                        "(the chart's jobResources); its ephemeral-storage also sizes the job's /tmp")
     r.add_argument("--default-pushgateway-url", default=os.environ.get("INGESTION_DEFAULT_PUSHGATEWAY_URL", ""),
                    help="Pushgateway for schedules whose spec.metrics.pushgatewayUrl is empty")
     r.add_argument("--bind", default=os.environ.get("INGESTION_BIND_ADDRESS", "0.0.0.0"))

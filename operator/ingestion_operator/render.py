@@ -8,12 +8,13 @@ identity of the run through the downward API, and credentials only as ``secretKe
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 
 import ingestion_contract as contract
 from ingestion_contract.spec import MAX_NAME, JobSpec, ScheduleSpec, SecretRef
 
-from . import names
+from . import names, quantity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,9 @@ class RenderSettings:
     image_pull_policy: str = "IfNotPresent"
     job_service_account: str | None = None
     default_pushgateway_url: str | None = None  # for schedules whose spec.metrics names none
+    # the job container's requests and limits where a schedule's spec.resources is silent (the
+    # chart's jobResources, through --job-resources); see job_resources
+    job_resources: dict = dataclasses.field(default_factory=dict)
 
 
 def cronjob_name(schedule_name: str) -> str:
@@ -81,7 +85,11 @@ def pod_failure_rules(action: str, codes) -> list[dict]:
 
 
 def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSettings) -> dict:
-    volumes = [{"name": "tmp", "emptyDir": {}}]
+    """The pod of a schedule's run or of a backfill's unit."""
+    resources = job_resources(settings.job_resources, spec.resources)
+    # the only writable place (the root filesystem is read-only): staged loads, Delta's working copy
+    scratch = {"sizeLimit": size} if (size := scratch_size(resources)) else {}
+    volumes = [{"name": "tmp", "emptyDir": scratch}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     duck = spec.storage.duckdb
     if duck:
@@ -97,7 +105,7 @@ def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSett
         # the run's coverage summary, read back by the operator from the pod's status
         "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "File",
-        "resources": spec.resources,
+        "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -107,6 +115,8 @@ def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSett
     }
     pod = {
         "restartPolicy": "Never",
+        # the job never calls the API server: no token in its pods
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": names.RUN_AS_USER,
@@ -120,6 +130,91 @@ def render_pod_spec(schedule_name: str, spec: ScheduleSpec, settings: RenderSett
     if settings.job_service_account:
         pod["serviceAccountName"] = settings.job_service_account
     return pod
+
+
+RESOURCE_SIDES = ("requests", "limits")
+
+
+def job_resources(defaults: dict, own: dict) -> dict:
+    """The job container's resources: the operator's ``defaults`` (the chart's jobResources)
+    with the schedule's ``own`` (``spec.resources``) over them, per resource name and side:
+    a schedule that sets only ``limits.memory`` keeps every other default. Where it sets one
+    side of a resource only and the default on the other side would cross it, that side
+    follows the schedule's value (a memory limit below the default request lowers the
+    request to it; a CPU request above the default limit raises the limit), as Kubernetes
+    itself takes a missing request from the limit. Quantities are written the way the API
+    server stores them (:mod:`.quantity`), so a re-read CronJob compares equal; one that is
+    not a quantity is left for the API server to refuse, naming it."""
+    out = dict(own)
+    mine = {side: own.get(side) or {} for side in RESOURCE_SIDES}
+    for side in RESOURCE_SIDES:
+        if not isinstance(mine[side], dict):
+            continue  # not a map: left for the API server to refuse, naming the field
+        merged = {**(defaults.get(side) or {}), **mine[side]}
+        if merged:
+            out[side] = {name: _canonical(q) for name, q in merged.items()}
+    requests, limits = out.get("requests"), out.get("limits")
+    if isinstance(requests, dict) and isinstance(limits, dict):
+        for name in requests.keys() & limits.keys():
+            if _above(requests[name], limits[name]):
+                if name in mine["limits"] and name not in mine["requests"]:
+                    requests[name] = limits[name]
+                elif name in mine["requests"] and name not in mine["limits"]:
+                    limits[name] = requests[name]
+    return out
+
+
+def scratch_size(resources: dict) -> str | None:
+    """The size limit of the job's ``/tmp`` volume: its container's ephemeral-storage (the
+    limit, else the request), the room it has for anything it writes."""
+    for side in ("limits", "requests"):
+        if size := (resources.get(side) or {}).get("ephemeral-storage"):
+            return size
+    return None
+
+
+def parse_job_resources(text: str) -> dict:
+    """``--job-resources``: a JSON object of ``requests`` and ``limits`` (resource name to
+    quantity), as in a Pod spec; "" is none. Raises ValueError naming the bad part."""
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at character {e.pos}): expected e.g. "
+                         '{"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}') from None
+    if not isinstance(raw, dict) or set(raw) - set(RESOURCE_SIDES):
+        raise ValueError(f"expected an object of {' and '.join(RESOURCE_SIDES)}, got {text.strip()[:80]}")
+    out: dict = {}
+    for side in RESOURCE_SIDES:
+        values = raw.get(side)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{side}: expected an object of resource name to quantity, got {values!r}")
+        for name, q in values.items():
+            try:
+                out.setdefault(side, {})[name] = quantity.canonical(q)
+            except quantity.QuantityError as e:
+                raise ValueError(f"{side}.{name}: {e}") from None
+    for name in (out.get("requests") or {}).keys() & (out.get("limits") or {}).keys():
+        if _above(out["requests"][name], out["limits"][name]):
+            raise ValueError(f"requests.{name} {out['requests'][name]} is above limits.{name} {out['limits'][name]}")
+    return out
+
+
+def _above(request, limit) -> bool:
+    try:
+        return quantity.value(request) > quantity.value(limit)
+    except quantity.QuantityError:
+        return False
+
+
+def _canonical(q):
+    try:
+        return quantity.canonical(q)
+    except quantity.QuantityError:
+        return q
 
 
 def with_defaults(job: JobSpec, settings: RenderSettings) -> JobSpec:

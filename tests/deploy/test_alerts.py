@@ -122,6 +122,34 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_burn_rate_counts_every_run_that_did_not_succeed(rule_file, tmp_path):
+    """Partial and abandoned runs miss the objective as failed ones do (as in the SLO, the
+    report and the dashboard): a schedule whose every run is partial burns its budget."""
+    def runs(schedule, outcome):
+        return [{"series": f'ingestion_runs_total{{namespace="data", schedule="{schedule}", outcome="{o}"}}',
+                 "values": "0+1x400" if o == outcome else "0x400"} for o in ("succeeded", "partial", "failed", "abandoned")]
+
+    def burning(schedule, speed, windows):
+        return {"labels": {"namespace": "data", "schedule": schedule, "severity": "critical" if speed == "14.4" else "warning"},
+                "annotations": {"summary": f"data/{schedule} burns its 95% run-success budget {speed} times too fast ({windows})"}}
+
+    fast = [burning(s, "14.4", "1 h and 5 m") for s in ("abandoned", "partial")]
+    slow = [burning(s, "6", "6 h and 30 m") for s in ("abandoned", "partial")]
+    tests = {"rule_files": [str(rule_file)], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": runs("partial", "partial") + runs("abandoned", "abandoned") + runs("fine", "succeeded"),
+         "alert_rule_test": [
+             {"eval_time": "10m", "alertname": "IngestionErrorBudgetBurnFast",
+              "exp_alerts": [{"exp_labels": a["labels"], "exp_annotations": a["annotations"]} for a in fast]},
+             {"eval_time": "30m", "alertname": "IngestionErrorBudgetBurnSlow",
+              "exp_alerts": [{"exp_labels": a["labels"], "exp_annotations": a["annotations"]} for a in slow]},
+         ]},
+    ]}
+    f = tmp_path / "tests.yml"
+    f.write_text(yaml.safe_dump(tests))
+    out = promtool("test", "rules", str(f))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def alerts(prom: str, name: str, schedule: str) -> list[str]:
     body = json.loads(urllib.request.urlopen(f"{prom}/api/v1/alerts", timeout=10).read())
     return [a["state"] for a in body["data"]["alerts"] if a["labels"].get("alertname") == name and a["labels"].get("schedule") == schedule]

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from ingestion_operator.backfill import backfill_labels
+from ingestion_operator.render import labels_for, parse_job_resources
+
 from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, Operator, kubectl
 
 
@@ -35,6 +38,14 @@ def test_helm_lint(helm):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_plain_helm_template_renders_the_chart(helm):
+    """dev/build-helm links Helm's Makefile ldflags: a plain `helm template` (no --kube-version)
+    assumes the Kubernetes of Helm's client-go, not v1.20, which the chart's kubeVersion refuses."""
+    out = subprocess.run([helm, "template", "ingestion", str(CHART)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert subprocess.run([helm, "version", "--template", "{{.Version}}"], capture_output=True, text=True).stdout == "v3.22.0"
+
+
 def test_template_cluster_wide(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
@@ -57,6 +68,11 @@ def test_template_cluster_wide(helm):
     assert "--default-pushgateway-url=http://prometheus-pushgateway.monitoring:9091" in c["args"]
     assert {"--leader-elect", "--leader-election-id=ingestion-ingestion-operator", "--lease-duration=15"} <= set(c["args"])
     assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    # the job pods' default requests and limits, as the operator reads its flag
+    flag = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--job-resources="))
+    assert parse_job_resources(flag) == {"requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+                                         "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "4Gi"}}
+    assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory", "ephemeral-storage"}
     assert pod["affinity"]["podAntiAffinity"]
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1" and json.loads(cm["data"]["ingestion.json"])["panels"]
@@ -83,6 +99,56 @@ def test_optional_parts_and_refusals(helm):
     assert "--no-leader-elect" in next(d for d in single if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     bad = template(helm, "logFormat=xml", check=False)
     assert bad.returncode != 0 and "logFormat" in bad.stderr
+    bad = template(helm, "jobResources.limits.memory=2 GB", check=False)
+    assert bad.returncode != 0 and "/jobResources/limits/memory" in bad.stderr
+
+
+NETWORK_POLICY = ("networkPolicy.enabled=true", "networkPolicy.operator.apiServer.cidrs={10.0.0.1/32}")
+
+
+def test_helm_lint_with_every_option(helm):
+    sets = [*NETWORK_POLICY, "networkPolicy.jobs.namespaces={data}", "persistence.enabled=true", "alerts.enabled=true",
+            "metrics.serviceMonitor.enabled=true"]
+    out = subprocess.run([helm, "lint", "--strict", str(CHART), *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_network_policies_hold_the_operator_and_every_job_pod(helm):
+    assert not [d for d in template(helm) if d["kind"] == "NetworkPolicy"]  # off by default
+    docs = template(helm, *NETWORK_POLICY, "clusterWide=false", "watchNamespaces={data,market}")
+    policies = {(d["metadata"]["namespace"], d["metadata"]["name"]): d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert sorted(policies) == [("data", "ingestion-ingestion-operator-jobs"), ("ingestion-system", "ingestion-ingestion-operator-operator"),
+                                ("market", "ingestion-ingestion-operator-jobs")]
+    op = policies["ingestion-system", "ingestion-ingestion-operator-operator"]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert op["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert op["policyTypes"] == ["Ingress", "Egress"]
+    assert [r["to"] for r in op["egress"]][1] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]  # DNS, then the API server
+    jobs = policies["data", "ingestion-ingestion-operator-jobs"]
+    assert jobs["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in jobs  # nothing reaches a job pod
+    # the selector matches the labels the operator renders on schedule runs and backfill units alike
+    selector = jobs["podSelector"]["matchLabels"].items()
+    assert selector <= labels_for("s").items() and selector <= backfill_labels("b").items()
+    ports = [sorted(p["port"] for p in r["ports"]) for r in jobs["egress"]]
+    assert ports == [[53, 53], [443], [9091]]  # DNS, the source, the Pushgateway (no object store named: none)
+    with_store = template(helm, *NETWORK_POLICY, "networkPolicy.jobs.namespaces={data}", "networkPolicy.jobs.store.cidrs={10.1.0.0/16}",
+                          "networkPolicy.jobs.store.ports={9000}")
+    store = next(d for d in with_store if d["metadata"]["name"].endswith("-jobs"))["spec"]["egress"][2]
+    assert store == {"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 9000}]}
+    bad = template(helm, "networkPolicy.enabled=true", check=False)
+    assert bad.returncode != 0 and "needs networkPolicy.operator.apiServer.cidrs" in bad.stderr
+    bad = template(helm, *NETWORK_POLICY, check=False)  # cluster-wide: where the jobs run is not known
+    assert bad.returncode != 0 and "needs networkPolicy.jobs.namespaces" in bad.stderr
+
+
+def test_images_by_digest(helm):
+    digest = "sha256:" + "ab" * 32
+    docs = template(helm, f"image.digest={digest}", f"jobImage.digest={digest}", "image.tag=ignored")
+    c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == f"ghcr.io/ingestion-operator/ingestion-operator@{digest}"
+    assert f"--job-image=ghcr.io/ingestion-operator/ingestion-job@{digest}" in c["args"]
+    bad = template(helm, "jobImage.digest=latest", check=False)
+    assert bad.returncode != 0 and "/jobImage/digest" in bad.stderr
 
 
 def test_helm_install_on_the_control_plane(helm, cluster, namespaces, wait_for):

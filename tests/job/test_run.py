@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import duckdb
 import pytest
@@ -293,6 +294,22 @@ def test_metrics_are_pushed_with_the_grouping_key(dataset, servers, tmp_path):
                     "quarantined": "0", "deferred": "0"}
     runs_ok = next(line for line in mine if line.startswith("ingestion_runs_total") and 'outcome="succeeded"' in line)
     assert runs_ok.endswith(" 2")  # cumulative, from the store
+    # what the Pushgateway serves of our families passes Prometheus' own lint (a counter named
+    # *_total, units in names, help on every family)
+    text = urllib.request.urlopen(servers.pushgateway + "/metrics", timeout=10).read().decode()
+    ours = families(text, "ingestion_")
+    assert "# TYPE ingestion_runs_total counter" in ours
+    lint = subprocess.run(["promtool", "check", "metrics"], input=ours, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def families(exposition: str, prefix: str) -> str:
+    """The metric families of a text exposition whose names start with ``prefix``: their
+    HELP and TYPE lines and their samples."""
+    def name(line: str) -> str:
+        parts = line.split(" ")
+        return parts[2] if line.startswith("#") and len(parts) > 2 else parts[0]
+    return "".join(line + "\n" for line in exposition.splitlines() if name(line).startswith(prefix))
 
 
 def test_unreachable_pushgateway_is_a_warning_not_a_failure(dataset, tmp_path):

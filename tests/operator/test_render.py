@@ -10,7 +10,8 @@ from ingestion_dev.podrunner import resolve_env
 import ingestion_contract as contract
 from ingestion_operator import names
 from ingestion_contract import parse_spec
-from ingestion_operator.render import RenderSettings, cronjob_name, render_cronjob
+from ingestion_operator.backfill import render_backfill_job
+from ingestion_operator.render import RenderSettings, cronjob_name, job_resources, parse_job_resources, render_cronjob
 
 from ..samples import SCHEDULE
 
@@ -18,10 +19,10 @@ def render_body(body, settings):
     return render_cronjob(body["metadata"]["name"], body["metadata"]["namespace"], parse_spec(body["spec"]), settings)
 
 
-def render(**spec_changes):
+def render(settings=RenderSettings(job_image="registry.local/ingestion-job:1"), **spec_changes):
     s = copy.deepcopy(SCHEDULE)
     s["spec"].update(spec_changes)
-    return render_body(s, RenderSettings(job_image="registry.local/ingestion-job:1"))
+    return render_body(s, settings)
 
 
 def pod(cj):
@@ -156,3 +157,82 @@ def test_default_pushgateway_fills_only_a_silent_spec():
     assert json.loads(env[contract.SPEC_ENV])["metrics"] == {"pushgatewayUrl": "http://pg.monitoring:9091"}
     env = {e["name"]: e.get("value") for e in pod(render_body(SCHEDULE, settings))["containers"][0]["env"]}
     assert json.loads(env[contract.SPEC_ENV])["metrics"]["pushgatewayUrl"] == "http://pushgateway.monitoring:9091"
+
+
+# -- the job pod's footprint: no API token, requests and limits, a bounded scratch volume ---------
+CHART_DEFAULTS = {"requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+                  "limits": {"cpu": "2", "memory": "2Gi", "ephemeral-storage": "4Gi"}}
+WITH_DEFAULTS = RenderSettings(job_resources=CHART_DEFAULTS)
+
+
+def backfill_pod(settings, **spec_changes):
+    s = copy.deepcopy(SCHEDULE)
+    s["spec"].update(spec_changes)
+    bf = contract.parse_backfill({"schedule": "binance-um-klines", "from": "2026-01-01", "to": "2026-01-31", "parallelism": 2})
+    return render_backfill_job("jan", "data", bf, "binance-um-klines", parse_spec(s["spec"]), settings)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("pod_of", [lambda st, **kw: pod(render(st, **kw)), backfill_pod], ids=["cronjob", "backfill"])
+def test_job_pods_mount_no_token_and_carry_the_default_resources(pod_of):
+    p = pod_of(WITH_DEFAULTS)
+    assert p["automountServiceAccountToken"] is False  # the job never calls the API server
+    assert p["containers"][0]["resources"] == CHART_DEFAULTS
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}} in p["volumes"]
+    own = pod_of(WITH_DEFAULTS, resources={"limits": {"memory": "8Gi"}})
+    assert own["containers"][0]["resources"]["limits"]["memory"] == "8Gi"
+
+
+def test_a_schedules_resources_win_per_resource_and_side():
+    assert job_resources(CHART_DEFAULTS, {"limits": {"memory": "4Gi"}, "requests": {"cpu": "1"}}) == {
+        "requests": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi", "ephemeral-storage": "4Gi"}}
+    # other keys of a container's resources pass through
+    assert job_resources(CHART_DEFAULTS, {"claims": [{"name": "gpu"}]})["claims"] == [{"name": "gpu"}]
+    assert job_resources({}, {}) == {} and job_resources({}, {"limits": {"cpu": "1"}}) == {"limits": {"cpu": "1"}}
+
+
+def test_one_side_set_by_the_schedule_moves_a_default_it_would_cross():
+    # a limit below the default request: the request follows it (as Kubernetes defaults a request to the limit)
+    low = job_resources(CHART_DEFAULTS, {"limits": {"memory": "256Mi"}})
+    assert low["requests"]["memory"] == low["limits"]["memory"] == "256Mi"
+    # a request above the default limit: the limit follows it
+    high = job_resources(CHART_DEFAULTS, {"requests": {"cpu": "4", "ephemeral-storage": "10Gi"}})
+    assert high["limits"]["cpu"] == "4" and high["limits"]["ephemeral-storage"] == "10Gi"
+    # both set and crossed: the schedule's own mistake, left for the API server to refuse by name
+    both = job_resources(CHART_DEFAULTS, {"requests": {"cpu": "4"}, "limits": {"cpu": "1"}})
+    assert (both["requests"]["cpu"], both["limits"]["cpu"]) == ("4", "1")
+
+
+def test_quantities_are_rendered_as_the_api_server_stores_them():
+    r = job_resources({"requests": {"memory": "1024Mi", "cpu": 0.5}}, {"limits": {"cpu": 2, "memory": "2048Mi"}})
+    assert r == {"requests": {"memory": "1Gi", "cpu": "500m"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+    # not a quantity, or not a map: passed on for the API server's own message
+    assert job_resources({}, {"limits": {"cpu": "lots"}}) == {"limits": {"cpu": "lots"}}
+    assert job_resources(CHART_DEFAULTS, {"limits": "big"})["limits"] == "big"
+
+
+@pytest.mark.parametrize("resources, size", [
+    ({}, None),
+    ({"requests": {"ephemeral-storage": "1Gi"}}, "1Gi"),
+    ({"requests": {"ephemeral-storage": "1Gi"}, "limits": {"ephemeral-storage": "3Gi"}}, "3Gi"),
+    ({"limits": {"memory": "1Gi"}}, None),
+])
+def test_the_scratch_volume_is_sized_from_ephemeral_storage(resources, size):
+    p = pod(render(RenderSettings(job_resources=resources)))
+    assert next(v for v in p["volumes"] if v["name"] == "tmp")["emptyDir"] == ({"sizeLimit": size} if size else {})
+
+
+def test_without_defaults_a_schedule_renders_its_own_resources_only():
+    assert pod(render())["containers"][0]["resources"] == {}
+    assert pod(render(resources={"limits": {"memory": "1Gi"}}))["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+
+
+def test_job_resources_flag_is_checked_before_anything_starts():
+    assert parse_job_resources("") == {}
+    assert parse_job_resources('{"requests": {"memory": "1024Mi"}, "limits": {"cpu": 2}}') == {
+        "requests": {"memory": "1Gi"}, "limits": {"cpu": "2"}}
+    for bad, message in [("{", "not JSON"), ('{"limit": {}}', "expected an object of requests and limits"),
+                         ('{"limits": []}', "limits: expected an object"), ('{"limits": {"cpu": "1 core"}}', "limits.cpu: '1 core'"),
+                         ('{"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}', "requests.cpu 2 is above limits.cpu 1")]:
+        with pytest.raises(ValueError, match=message):
+            parse_job_resources(bad)

@@ -20,8 +20,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "ingestion.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/* repository@digest when a digest is set, else repository:tag (the tag defaults to appVersion). */}}
 {{- define "ingestion.image" -}}
-{{- printf "%s:%s" .repository (default $.appVersion .tag) }}
+{{- if .digest }}{{ printf "%s@%s" .repository .digest }}
+{{- else }}{{ printf "%s:%s" .repository (default $.appVersion .tag) }}{{ end }}
 {{- end }}
 
 {{/* The operator's permissions: every verb it uses, and nothing more (tested). */}}
@@ -59,7 +61,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create, list]  # list: why a run's Job made no pod (FailedCreate) or its volume did not mount
 {{- end }}
 
-{{/* The share of runs that failed over .window, per schedule (ingestion_runs_total is cumulative, read from each store). */}}
+{{/* The share of runs that did not succeed over .window, per schedule: failed, partial and abandoned
+     runs are all misses, as in the SLO, the report and the dashboard (ingestion_runs_total is a
+     counter read from each store). */}}
 {{- define "ingestion.burnRate" -}}
-(sum by (namespace, schedule) (increase(ingestion_runs_total{outcome="failed"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
+(sum by (namespace, schedule) (increase(ingestion_runs_total{outcome!="succeeded"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
+{{- end }}
+
+{{/* The labels the operator puts on every job pod (ingestion_operator.render.labels_for, backfill_labels; tested). */}}
+{{- define "ingestion.jobSelector" -}}
+app.kubernetes.io/name: ingestion-job
+app.kubernetes.io/managed-by: ingestion-operator
+{{- end }}
+
+{{/* NetworkPolicy egress rules, one per destination {cidrs, peers, ports, protocols}; none for a
+     destination that names no address (an empty `to` would allow every destination). */}}
+{{- define "ingestion.egressRules" -}}
+{{- range $d := . }}
+{{- if or $d.cidrs $d.peers }}
+- to:
+  {{- range $d.cidrs }}
+    - ipBlock: {cidr: {{ . }}}
+  {{- end }}
+  {{- with $d.peers }}
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+  {{- range $port := $d.ports }}
+  {{- range $protocol := ($d.protocols | default (list "TCP")) }}
+    - {protocol: {{ $protocol }}, port: {{ $port }}}
+  {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
