@@ -158,6 +158,8 @@ def test_the_same_inputs_were_fine_one_step_away(tmp_path, monkeypatch):
 
 class _Done:
     coverage = None
+    outcome = "succeeded"
+    reason = None
     exit_code = 0
 
 

@@ -90,7 +90,7 @@ def test_a_bad_day_on_a_real_node(real_cluster, helm):
     today = dt.datetime.now(dt.timezone.utc).date()
     days = [today - dt.timedelta(days=n) for n in range(1, 4)]
     sampledata.upload(c.s3.client(), "data.binance.vision", [(s, d) for s in SYMBOLS[:2] for d in days], rows=30)
-    sets = [*images.chart_values(), "defaultPushgatewayUrl=", f"fullnameOverride={RELEASE}-operator"]
+    sets = [*images.chart_values(), "defaultPushgatewayUrl="]
     kubectl(c, "create", "namespace", SYSTEM)
     out = subprocess.run([helm, "install", RELEASE, str(CHART), "-n", SYSTEM, "--wait", "--timeout", "180s",
                           *(a for s in sets for a in ("--set", s))], env=c.kubectl_env(), capture_output=True, text=True)
