@@ -26,6 +26,7 @@ import datetime as dt
 
 from .cron import CronError, load_timezone, next_after
 from .cron import parse as parse_cron
+from .cron import spread
 
 # Job names are <cronjob>-<minutes since epoch, 8+ digits> and must fit in 63 characters,
 # so a CronJob's name has at most 52: the schedule's name is refused above that.
@@ -291,13 +292,18 @@ class ScheduleSpec(JobSpec):
             return dt.timedelta(seconds=self.stale_after_seconds)
         return 2 * longest_interval(self.schedule, self.timezone) + dt.timedelta(seconds=self.active_deadline_seconds)
 
+    def schedule_for(self, namespace: str, name: str) -> str:
+        """The concrete cron expression of the schedule ``namespace/name``: every ``H`` replaced
+        by its value for that name (see :func:`ingestion_contract.cron.spread`)."""
+        return spread(self.schedule, f"{namespace}/{name}")
+
 
 @functools.lru_cache(maxsize=4096)
 def longest_interval(schedule: str, timezone: str, fires: int = 32) -> dt.timedelta:
     """The longest time between two consecutive fires among the first ``fires`` after a fixed
     instant: a weekday schedule's weekend, a monthly one's longest month. Fixed, so a default
     derived from it does not move with the clock (and status does not change by itself)."""
-    zone, cron = load_timezone(timezone), parse_cron(schedule)
+    zone, cron = load_timezone(timezone), parse_cron(spread(schedule, ""))
     times = [next_after(cron, _NEVER_FIRES_FROM, zone)]
     while len(times) <= fires and times[-1] is not None:
         times.append(next_after(cron, times[-1], zone))
@@ -496,7 +502,7 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
         err("timezone", spec.timezone, str(e))
         zone = load_timezone("UTC")
     try:
-        cron = parse_cron(spec.schedule)
+        cron = parse_cron(spread(spec.schedule, ""))  # H checked for its form; its value does not matter here
     except CronError as e:
         errors.insert(0, FieldError(f"{path}.schedule", spec.schedule, str(e)))
     else:

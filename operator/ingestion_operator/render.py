@@ -49,7 +49,7 @@ def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: Rend
         "kind": "CronJob",
         "metadata": {"name": cronjob_name(name), "namespace": namespace, "labels": labels},
         "spec": {
-            "schedule": spec.schedule,
+            "schedule": spec.schedule_for(namespace, name),  # H resolved: the CronJob carries a concrete expression
             "timeZone": spec.timezone,
             "suspend": not spec.enabled,
             "concurrencyPolicy": "Forbid",

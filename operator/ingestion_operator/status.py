@@ -307,7 +307,8 @@ def derive_status(
 
     spec = schedule.spec
     if problem is None and spec is not None and enabled:
-        status["nextRuns"] = [iso(t) for t in next_runs(spec.schedule, spec.timezone, now, NEXT_RUNS)]
+        status["nextRuns"] = [iso(t) for t in next_runs(spec.schedule_for(schedule.namespace, schedule.name), spec.timezone,
+                                                        now, NEXT_RUNS)]
     else:
         status["nextRuns"] = []
     for src, dst in (("lastScheduleTime", "lastScheduleTime"), ("lastSuccessfulTime", "lastSuccessfulTime")):
