@@ -249,6 +249,30 @@ class Storage:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Pause:
+    """``spec.pause``: the schedule stops starting runs, for ``reason``, until ``until`` (an RFC
+    3339 instant; none: until the pause is removed)."""
+
+    reason: str = spec_field("reason", min_length=1, max_length=256)
+    until: str | None = spec_field("until", None, min_length=1, max_length=64)
+
+    def ends(self) -> dt.datetime | None:
+        """``until`` as an aware datetime (None: no end, or not an instant: the validator says so)."""
+        if not self.until:
+            return None
+        try:
+            t = dt.datetime.fromisoformat(self.until.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        return t if t.tzinfo is not None else None
+
+    def holds(self, now: dt.datetime) -> bool:
+        """Whether the pause holds at ``now`` (it ends at ``until``, by itself)."""
+        end = self.ends()
+        return end is None or now < end
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Metrics:
     pushgateway_url: str | None = spec_field("pushgatewayUrl", None)
 
@@ -280,6 +304,11 @@ class ScheduleSpec(JobSpec):
     resources: dict = spec_field("resources", {})
     # the Stale condition: no successful run for this long; None: see stale_after_seconds()
     stale_after_seconds: int | None = spec_field("staleAfterSeconds", None, minimum=60)
+    # no runs start while it holds: a reason, and an optional end at which the schedule resumes by itself
+    pause: Pause | None = spec_field("pause", None)
+
+    def paused(self, now: dt.datetime) -> bool:
+        return self.pause is not None and self.pause.holds(now)
 
     def job(self) -> JobSpec:
         return JobSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(JobSpec)})
@@ -547,6 +576,9 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
             err("storage.objectStore.maintenance.compactAfterFiles", n,
                 f"must be 0 (never compact) or at least {MIN_COMPACT_AFTER_FILES}: a compaction leaves one file "
                 "per symbol part (8), and a smaller limit would compact on every run")
+    pause = getattr(spec, "pause", None)
+    if pause is not None and pause.until is not None and pause.ends() is None:
+        err("pause.until", pause.until, "must be an RFC 3339 instant with its zone, e.g. 2026-12-24T00:00:00Z")
     return errors
 
 

@@ -175,7 +175,7 @@ class Reconciler:
         cj_name = cronjob_name(name)
         desired = None
         if problem is None:
-            desired = render_cronjob(name, namespace, schedule.spec, self.settings)
+            desired = render_cronjob(name, namespace, schedule.spec, self.settings, paused=schedule.spec.paused(self.clock()))
             kopf.adopt(desired, owner=body)
 
         # 3. The live CronJob, from the cache where it can be trusted, and whether it is ours.
@@ -216,11 +216,14 @@ class Reconciler:
         #    an admission policy, a quota) gets no event when that goes away: look again after
         #    RECHECK_SECONDS.
         wake = parse_time((new_status.get("nextRuns") or [None])[0])
-        stale_at = stale_deadline(schedule, live, jobs) if problem is None else None
+        stale_at = stale_deadline(schedule, live, jobs, self.clock()) if problem is None else None
         if stale_at is not None and stale_at > self.clock() and (wake is None or stale_at < wake):
             wake = stale_at  # Stale turns True then, with no event to announce it
         if problem is not None and problem.reason in ("CronJobConflict", "CronJobRejected"):
             wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
+        pause_end = schedule.spec.pause.ends() if problem is None and schedule.spec.paused(self.clock()) else None
+        if pause_end is not None:
+            wake = pause_end  # it resumes by itself then, with no event to announce it
         if look_again is not None and (wake is None or look_again < wake):
             wake = look_again  # a run not started yet: whether it can, no event would tell
         self.timer.set((SCHEDULE.name, namespace, name), wake)

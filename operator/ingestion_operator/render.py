@@ -41,8 +41,10 @@ def labels_for(schedule_name: str) -> dict:
     }
 
 
-def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: RenderSettings = RenderSettings()) -> dict:
-    """The CronJob for the IngestionSchedule ``namespace/name`` with a valid ``spec``."""
+def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: RenderSettings = RenderSettings(),
+                   paused: bool = False) -> dict:
+    """The CronJob for the IngestionSchedule ``namespace/name`` with a valid ``spec``;
+    ``paused``: its spec.pause holds now (suspended like a disabled one)."""
     labels = labels_for(name)
     return {
         "apiVersion": "batch/v1",
@@ -51,7 +53,7 @@ def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: Rend
         "spec": {
             "schedule": spec.schedule_for(namespace, name),  # H resolved: the CronJob carries a concrete expression
             "timeZone": spec.timezone,
-            "suspend": not spec.enabled,
+            "suspend": not spec.enabled or paused,
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": spec.starting_deadline_seconds,
             "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,
