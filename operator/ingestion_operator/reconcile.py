@@ -155,6 +155,10 @@ class Reconciler:
         self._coverage_read.pop((namespace, name), None)
         self._ends.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
+        try:
+            metrics.SUSPENDED.remove(namespace, name)
+        except KeyError:
+            pass
         self.kube.forget_write(SCHEDULE.name, namespace, name)
         self.kube.forget_write("cronjob", namespace, cronjob_name(name))
 
@@ -228,6 +232,8 @@ class Reconciler:
             wake = look_again  # a run not started yet: whether it can, no event would tell
         self.timer.set((SCHEDULE.name, namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
+        metrics.SUSPENDED.labels(namespace, name).set(1 if (condition_of(new_status, "Suspended") or {}).get("status") == "True"
+                                                      else 0)
         return "invalid" if problem else (action or "unchanged")
 
     def _live_cronjob(self, schedule: ScheduleResource, cj_name: str, desired: dict | None, use_cache: bool) -> dict | None:
