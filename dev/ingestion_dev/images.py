@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import subprocess
 import tempfile
 from pathlib import Path
@@ -148,8 +149,13 @@ def build(dockerfile: str, name: str) -> Path:
         for stage in stages(REPO_ROOT / dockerfile):
             buildah(*common, "--target", stage, "-t", f"{name}-{stage}", str(REPO_ROOT))
         buildah(*common, "-t", name, str(REPO_ROOT))
-    # What earlier builds left behind (images no tag points to any more) goes.
-    buildah("rmi", "--prune")
+    # What earlier builds left behind (images no tag points to any more) goes. Best effort: a
+    # build killed half way leaves a working container that holds its image, and clean-up of
+    # the cache must not fail a build that succeeded (the next prune takes it).
+    try:
+        buildah("rmi", "--prune")
+    except ClusterError as e:
+        print(f"images: pruning untagged images skipped: {str(e).splitlines()[0]}", file=sys.stderr)
     return export(name)
 
 
