@@ -164,21 +164,22 @@ class Coverage:
     def complete(self) -> bool:
         return is_complete(self.present, self.expected, self.gaps_open)
 
-    def encode(self) -> str:
+    def body(self) -> dict:
+        """The termination message's JSON object (what :meth:`encode` writes)."""
         body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}
         body["gapsByCause"] = {c: n for c, n in self.gaps_by_cause.items() if n}
         body["delistedSymbols"] = list(self.delisted)
-        return json.dumps(body, separators=(",", ":"))
+        return body
+
+    def encode(self) -> str:
+        return json.dumps(self.body(), separators=(",", ":"))
 
     @classmethod
     def decode(cls, text: str | None) -> Coverage | None:
         """The message a run wrote, or None for anything else (no message, another program's
         text, another version, a field of the wrong type): status must never break on it."""
-        try:
-            raw = json.loads(text or "")
-        except ValueError:
-            return None
-        if not isinstance(raw, dict) or raw.get("v") != COVERAGE_VERSION:
+        raw = _message(text)
+        if raw is None:
             return None
         try:
             values = {f: raw[k] if f not in cls.OPTIONAL else raw.get(k, cls.OPTIONAL[f]) for f, k in cls.KEYS.items()}
@@ -210,12 +211,22 @@ class Coverage:
         return {**out, "percent": self.percent}
 
 
+def _message(text: str | None) -> dict | None:
+    """A run's termination message as its JSON object, or None for anything else (no message,
+    another program's text, another version)."""
+    try:
+        raw = json.loads(text or "")
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) and raw.get("v") == COVERAGE_VERSION else None
+
+
 def end_message(coverage: Coverage | None, outcome: str, reason: str | None) -> str:
     """The run's termination message: its coverage (a committed run), and for a run that did
     not succeed its one-line reason, so that ``lastRun.reason`` says what the job saw (a 403 on
     the listing, a refused spec), not only the Job's ``BackoffLimitExceeded``. Always under the
     kubelet's 4 KiB: the reason is cut to fit."""
-    body = json.loads(coverage.encode()) if coverage is not None else {"v": COVERAGE_VERSION, "outcome": outcome}
+    body = coverage.body() if coverage is not None else {"v": COVERAGE_VERSION, "outcome": outcome}
     if reason:
         line = " ".join(reason.split())[:REASON_LIMIT]
         room = MESSAGE_LIMIT - len(json.dumps({**body, "reason": ""}, separators=(",", ":")).encode())
@@ -228,11 +239,8 @@ def end_message(coverage: Coverage | None, outcome: str, reason: str | None) -> 
 def end_reason(text: str | None) -> tuple[str, str] | None:
     """(outcome, reason) of a run's termination message that names a reason, else None (a
     succeeded run, a message written before reasons, another program's text)."""
-    try:
-        raw = json.loads(text or "")
-    except ValueError:
-        return None
-    if not isinstance(raw, dict) or raw.get("v") != COVERAGE_VERSION:
+    raw = _message(text)
+    if raw is None:
         return None
     outcome, reason = raw.get("outcome"), raw.get("reason")
     if not isinstance(outcome, str) or not isinstance(reason, str) or not reason:

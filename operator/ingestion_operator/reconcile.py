@@ -26,7 +26,7 @@ from .gateway import SCHEDULE, KeyedLocks, KubeGateway, api_message, owned_by, r
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import Problem, ScheduleResource
 from .status import (MOUNT_GRACE, START_GRACE, Blocked, Event, condition_of, derive_status, job_blocked, job_container_ends, job_outcome,
-                     merge_patch, newest_finished_job, parse_time, stale_deadline, transition_events)
+                     merge_patch, newest_finished_job, newest_job, parse_time, stale_deadline, transition_events)
 from .timer import NextRunTimer
 
 log = logging.getLogger("ingestion_operator")
@@ -284,7 +284,7 @@ class Reconciler:
         """Why the newest Job, running but with no pod ready, cannot start (its pods, and the
         Events of a Job with no pod or of a pod stuck creating), and when to look again while
         it has not started. A Job whose pod is ready costs no read."""
-        job = max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]), default=None)
+        job = newest_job(jobs)
         if job is None or job_outcome(job)[0] != "Running" or ((job.get("status") or {}).get("ready") or 0) > 0:
             return None, None
         now = self.clock()

@@ -190,28 +190,33 @@ def run_of(job: dict, ends: dict[str, str] | None = None, blocked: Blocked | Non
     return run
 
 
-def _newest(jobs: list[dict]) -> dict | None:
+def newest_job(jobs: list[dict]) -> dict | None:
+    """The newest Job (by creation time, then name)."""
     return max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]), default=None)
 
 
 def last_run(jobs: list[dict], ends: dict[str, str] | None = None, blocked: Blocked | None = None) -> dict | None:
     """The newest Job (by creation time, then name) as status.lastRun (``blocked``: why that
     Job, if running, cannot start)."""
-    job = _newest(jobs)
+    job = newest_job(jobs)
     return run_of(job, ends, blocked) if job is not None else None
 
 
 def last_finished_run(jobs: list[dict], ends: dict[str, str] | None = None) -> dict | None:
     """The newest Job that has ended, as status.lastRun would show it: what Degraded judges,
     so a new run starting changes nothing until it ends."""
-    job = _newest([j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")])
+    job = _newest_finished(jobs)
     return run_of(job, ends) if job is not None else None
+
+
+def _newest_finished(jobs: list[dict]) -> dict | None:
+    return newest_job([j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")])
 
 
 def newest_finished_job(jobs: list[dict]) -> str | None:
     """The name of the newest Job that has ended (Complete or Failed): its pod carries the
     run's coverage summary."""
-    job = _newest([j for j in jobs if job_outcome(j)[0] in ("Succeeded", "Failed")])
+    job = _newest_finished(jobs)
     return job["metadata"]["name"] if job is not None else None
 
 
