@@ -335,7 +335,11 @@ def _kill(pid: int) -> None:
 def local_storage(path: Path, claim: str, namespace: str, size: str = "1Gi") -> list[dict]:
     """A StorageClass for volumes on the node's disk, one local PersistentVolume of it at
     ``path`` (created here), and the claim ``namespace/claim`` that binds to it when its
-    first pod is scheduled (WaitForFirstConsumer), as a cluster's default class would."""
+    first pod is scheduled (WaitForFirstConsumer), as a cluster's default class would.
+
+    The volume is reserved for its claim (``claimRef``) and the claim names its volume: with
+    several such volumes of one class on a node (one test's namespaces left Available
+    volumes behind), a claim would otherwise bind to whichever fits, and write elsewhere."""
     path.mkdir(parents=True, exist_ok=True)
     return [
         {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "node-local"},
@@ -343,10 +347,12 @@ def local_storage(path: Path, claim: str, namespace: str, size: str = "1Gi") -> 
         {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"node-local-{claim}"},
          "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "node-local",
                   "persistentVolumeReclaimPolicy": "Retain", "local": {"path": str(path)},
+                  "claimRef": {"namespace": namespace, "name": claim},
                   "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                       {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "resources": {"requests": {"storage": size}}}},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "node-local", "volumeName": f"node-local-{claim}",
+                  "resources": {"requests": {"storage": size}}}},
     ]
 
 

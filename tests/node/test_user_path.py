@@ -123,6 +123,8 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     tmp = next(v for v in job_pod.spec.volumes if v.name == "tmp")
     assert tmp.empty_dir is not None and any(m.mount_path == "/tmp" and m.name == "tmp" for m in container.volume_mounts)
 
+    claim = c.core.read_namespaced_persistent_volume_claim("ingestion-data", NS).spec.volume_name
+    assert claim == "node-local-ingestion-data", f"the claim bound to {claim}, not to the volume at {volume}"
     db = volume / f"{SCHEDULE}.duckdb"
     assert db.stat().st_uid == 65532  # written by the container's user, on the node's volume
     (present, missing), = store_rows(db, "SELECT count(*) FILTER (WHERE present), count(*) FILTER (WHERE NOT present) FROM objects")
