@@ -17,6 +17,7 @@ The rule (``docs/user-guide/upstreams.md``):
   (``spec.maxRequestsPerSecond``, else its schedule's) is lower. A backfill that would get less
   than one request per shard waits for a running one to end: so the backfills never exceed
   their pool either.
+* A disabled schedule takes no share (its CronJob starts no run).
 * A schedule's **floor** is the rate its run needs to finish its expected requests within
   ``activeDeadlineSeconds`` (:func:`requests_per_run`); a share below it makes the schedule
   Degraded (it still runs) and the upstream says which.
@@ -68,7 +69,11 @@ def requests_per_run(spec: ScheduleSpec) -> int | None:
     return listings + per_cell * min(symbols * days, spec.repair.max_repairs_per_run)
 
 
-def sharer_of(name: str, spec: ScheduleSpec) -> ScheduleSharer:
+def sharer_of(name: str, spec: ScheduleSpec) -> ScheduleSharer | None:
+    """The schedule as a sharer; None while it is disabled: a suspended CronJob starts no run,
+    so it takes no share from the others (a manual run of it takes its own settings)."""
+    if not spec.enabled:
+        return None
     requests = requests_per_run(spec)
     floor = None if requests is None else max(math.ceil(requests / spec.active_deadline_seconds), 1)
     t = spec.target

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import typing
 
 from ingestion_contract import EXIT_MEANINGS
 from ingestion_contract.cron import next_runs
@@ -17,6 +18,9 @@ from ingestion_contract.summary import is_complete, largest_causes
 
 from . import names
 from .resource import Problem, ScheduleResource
+
+if typing.TYPE_CHECKING:
+    from .upstream import Share
 
 NEXT_RUNS = 5
 
@@ -292,11 +296,13 @@ def derive_status(
     coverage: dict | None = None,
     ends: dict[str, str] | None = None,
     blocked: Blocked | None = None,
+    upstream: "Share | None" = None,
 ) -> dict:
     """The status for ``schedule``; ``problem`` is a validation or apply error, if any;
     ``coverage``: what the newest run that reported one said about its window; ``ends``: the
     runs' own one-line reasons by Job (their termination messages); ``blocked``: why the
-    newest Job, running, cannot start."""
+    newest Job, running, cannot start; ``upstream``: its share of the IngestionUpstream of its
+    source, if one names it."""
     generation = schedule.generation
     condition = Conditions(generation, schedule.status.get("conditions") or [], now)
     enabled = schedule.enabled
@@ -319,6 +325,8 @@ def derive_status(
         status["lastRun"] = run
     if coverage:
         status["coverage"] = coverage
+    if upstream is not None and problem is None:
+        status["upstream"] = upstream.as_status()
 
     if problem is not None:
         ready = condition("Ready", False, problem.reason, problem.message)
@@ -339,6 +347,8 @@ def derive_status(
         # until a run succeeds: the next run starting changes nothing
         degraded = condition("Degraded", True, "LastRunFailed",
                              f"Job {finished['job']} failed: {finished.get('reason', '')}".rstrip(": "))
+    elif upstream is not None and upstream.below_floor:  # it runs, but its runs may not finish in time
+        degraded = condition("Degraded", True, "ShareBelowFloor", upstream.floor_message(spec.active_deadline_seconds))
     else:
         degraded = condition("Degraded", False, "AsExpected", "no problem seen")
     status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, condition),
