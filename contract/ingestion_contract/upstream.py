@@ -18,13 +18,14 @@ DEFAULT_SCHEDULED_SHARE = 70  # percent of the budget reserved for scheduled run
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where requests go: an endpoint ("" for AWS S3) and a bucket, as a key to compare."""
+    """Where requests go: an endpoint ("" for AWS S3) and a bucket, as a key to compare; shown as
+    ``s3://bucket`` (AWS) or ``endpoint/bucket``."""
 
     endpoint: str
     bucket: str
 
     def __str__(self) -> str:
-        return f"{self.endpoint or 'AWS S3'}/{self.bucket}"
+        return f"{self.endpoint}/{self.bucket}" if self.endpoint else f"s3://{self.bucket}"
 
 
 def source_of(endpoint: str | None, bucket: str) -> Source:

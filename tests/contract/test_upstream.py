@@ -35,7 +35,7 @@ def test_defaults_and_pools():
     up = parse_upstream({"bucket": "data.binance.vision", "maxRequestsPerSecond": 20})
     assert (up.endpoint, up.scheduled_share, up.max_bytes_per_second) == ("", 70, None)
     assert (up.scheduled_requests_per_second, up.backfill_requests_per_second) == (14, 6)
-    assert up.source == Source("", "data.binance.vision") and str(up.source) == "AWS S3/data.binance.vision"
+    assert up.source == Source("", "data.binance.vision") and str(up.source) == "s3://data.binance.vision"
     # the pools always add up to the budget, rounding down the scheduled one
     for rps in range(1, 60):
         for pct in (0, 1, 33, 70, 99, 100):
