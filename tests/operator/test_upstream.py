@@ -184,3 +184,14 @@ def test_an_upstream_wakes_exactly_the_schedules_whose_cronjobs_run_at_another_c
     ups.soon("data", r.sharing.drop_upstream("data", "binance"), wake=True)  # deleted: b runs at 7, its own is none
     assert (gateway.SCHEDULE.name, "data", "b") in r.timer.pending() and (gateway.SCHEDULE.name, "data", "a") not in r.timer.pending()
 
+
+def test_the_example_upstream_holds_the_binance_vision_schedules_of_the_examples():
+    import yaml
+
+    from ..conftest import REPO
+
+    docs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "examples").glob("*.yaml"))]
+    (up,) = [parse_upstream(d["spec"]) for d in docs if d["kind"] == "IngestionUpstream"]
+    readers = [s for d in docs if d["kind"] == "IngestionSchedule"
+               if (s := schedule_sharer(d["metadata"]["name"], d["spec"])) is not None and s.source == up.source]
+    assert [s.name for s in readers] == ["binance-um-klines-daily", "binance-um-klines-hourly"]  # disabled.yaml takes none
