@@ -387,7 +387,8 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
     one (so a reconcile that changes nothing, or a restarted operator, posts nothing): Ready
     turning False or True, a run failing or blocked (Warning; each failed run is one, a blocked
     run is one whatever its pod's state flips between) and Degraded clearing (Normal), Stale
-    turning True (Warning) or clearing (Normal), and one per CronJob write (``action``)."""
+    turning True (Warning) or clearing (Normal), its upstream share falling below its floor
+    (Warning), and one per CronJob write (``action``)."""
     events = []
     was_ready, now_ready = condition_of(live, "Ready"), condition_of(new, "Ready")
     if problem is not None:
@@ -405,6 +406,10 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
             events.append(Event("Normal", "RunSucceeded" if run.get("outcome") == "Succeeded" else "RunUnblocked",
                                 f"Job {run.get('job')} {'succeeded' if run.get('outcome') == 'Succeeded' else 'started'}: "
                                 f"the schedule is no longer degraded"))
+    was_low = (condition_of(live, "Degraded") or {}).get("reason") == "ShareBelowFloor"
+    low = condition_of(new, "Degraded") or {}
+    if low.get("reason") == "ShareBelowFloor" and not was_low:  # its runs may not finish in time from now on
+        events.append(Event("Warning", "ShareBelowFloor", low["message"]))
     was_stale, now_stale = (condition_of(live, "Stale") or {}).get("status"), condition_of(new, "Stale")
     if now_stale and now_stale["status"] == "True" and was_stale != "True":
         events.append(Event("Warning", "Stale", now_stale["message"]))

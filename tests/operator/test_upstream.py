@@ -148,6 +148,12 @@ def test_a_share_below_the_floor_degrades_the_schedule_but_it_still_runs():
     assert (degraded["status"], degraded["reason"]) == ("True", "ShareBelowFloor")
     assert "gives this schedule 2 requests/s" in degraded["message"] and "at least 9/s" in degraded["message"]
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True" and st["nextRuns"]
+    from ingestion_operator.status import transition_events
+
+    ok = derive_status(sched, CJ, [], NOW, upstream=Share("binance", 20, 9, 30000))
+    (event,) = transition_events(ok, st, None, None)
+    assert (event.type, event.reason) == ("Warning", "ShareBelowFloor") and event.message == degraded["message"]
+    assert transition_events(st, st, None, None) == []  # once, not on every reconcile
 
 
 # -- backfills ------------------------------------------------------------------------------------
