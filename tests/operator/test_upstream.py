@@ -201,3 +201,34 @@ def test_the_example_upstream_holds_the_binance_vision_schedules_of_the_examples
     readers = [s for d in docs if d["kind"] == "IngestionSchedule"
                if (s := schedule_sharer(d["metadata"]["name"], d["spec"])) is not None and s.source == up.source]
     assert [s.name for s in readers] == ["binance-um-klines-daily", "binance-um-klines-hourly"]  # disabled.yaml takes none
+
+
+def test_a_backfill_takes_its_share_under_the_upstreams_lock_or_waits(monkeypatch):
+    """BackfillReconciler._create_job with the gateway's two calls stubbed: the Job carries its
+    share (annotations, and each shard's cap in its pods' spec); with the pool held, no Job."""
+    from ingestion_operator.backfill import BackfillReconciler
+
+    r = Reconciler(client.ApiClient(), RenderSettings(job_image="job:test"), clock=lambda: NOW)
+    backfills = BackfillReconciler(r)
+    r.sharing.put_upstream("data", "binance", parse_upstream(UPSTREAM_BODY["spec"]))  # backfills' pool: 6
+    made: list[dict] = []
+    monkeypatch.setattr(r.kube, "jobs", lambda namespace, selector: list(made))
+    monkeypatch.setattr(r.kube, "create_job", lambda namespace, body: made.append(body) or body)
+    spec = parse_spec(SCHEDULE["spec"])
+
+    def create(name, **bf):
+        body = {"metadata": {"name": name, "namespace": "data", "uid": f"uid-{name}", "creationTimestamp": "2026-12-06T09:00:00Z"},
+                "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionBackfill"}
+        return backfills._create_job("data", name, body, parse_backfill({"schedule": "s", "from": "2026-01-01",
+                                                                         "to": "2026-01-02", **bf}), spec)
+
+    job, action, problem = create("one", parallelism=2, maxRequestsPerSecond=4)
+    assert (action, problem) == ("JobCreated", None)
+    assert job["metadata"]["annotations"] == {names.ANNOTATION_UPSTREAM: "binance", names.ANNOTATION_UPSTREAM_SHARE: "4"}
+    assert env_spec({"spec": {"jobTemplate": {"spec": job["spec"]}}})["target"]["maxRequestsPerSecond"] == 2  # a shard's
+    assert (gateway.UPSTREAM.name, "data", "binance") in r.timer.pending()  # its status lists the new sharer
+    job, action, problem = create("two", parallelism=2)
+    assert job["metadata"]["annotations"][names.ANNOTATION_UPSTREAM_SHARE] == "2"  # what one left
+    job, action, problem = create("three")
+    assert job is None and action is None and problem.reason == "WaitingForUpstream"
+    assert "one 4, two 2" in problem.message and "6 requests/s" in problem.message
