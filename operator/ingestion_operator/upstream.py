@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections.abc import Mapping
 
 import ingestion_contract as contract
 from ingestion_contract import SpecError
@@ -68,6 +69,7 @@ class SharingIndex:
         self._lock = threading.Lock()
         self._upstreams: dict[str, dict[str, UpstreamSpec | None]] = {}
         self._schedules: dict[str, dict[str, ScheduleSharer]] = {}
+        self._shown: dict[tuple[str, str], tuple[str, int] | None] = {}
 
     # -- writes (the kopf indexes and DELETED events); each returns the sources it moved --------
     def put_upstream(self, namespace: str, name: str, spec: UpstreamSpec | None) -> set[Source]:
@@ -82,13 +84,21 @@ class SharingIndex:
             old = self._upstreams.get(namespace, {}).pop(name, None)
         return {old.source} if old is not None else set()
 
-    def put_schedule(self, namespace: str, name: str, sharer: ScheduleSharer | None) -> set[Source]:
+    def put_schedule(self, namespace: str, name: str, sharer: ScheduleSharer | None,
+                     shown: tuple[str, int] | None = None) -> set[Source]:
+        """``shown``: the upstream and share the schedule's status names (what it was last given),
+        kept apart: a status change moves no source."""
         with self._lock:
             mine = self._schedules.setdefault(namespace, {})
             old = mine.pop(name, None)
             if sharer is not None:
                 mine[name] = sharer
+            self._shown[(namespace, name)] = shown
         return {s.source for s in (old, sharer) if s is not None} if old != sharer else set()
+
+    def shown(self, namespace: str, name: str) -> tuple[str, int] | None:
+        with self._lock:
+            return self._shown.get((namespace, name))
 
     # -- reads ---------------------------------------------------------------------------------
     def upstream_for(self, namespace: str, source: Source) -> tuple[str, UpstreamSpec] | None:
@@ -130,6 +140,14 @@ def schedule_sharer(name: str, raw_spec: object) -> ScheduleSharer | None:
         return sharer_of(name, parse_spec(raw_spec))
     except SpecError:
         return None
+
+
+def shown_share(status: object) -> tuple[str, int] | None:
+    """The upstream and share a schedule's status names (``status.upstream``), if any."""
+    up = (status or {}).get("upstream") if isinstance(status, Mapping) else None
+    if not isinstance(up, Mapping) or not isinstance(up.get("name"), str) or not isinstance(up.get("requestsPerSecond"), int):
+        return None
+    return up["name"], up["requestsPerSecond"]
 
 
 def upstream_spec(raw_spec: object) -> UpstreamSpec | None:
@@ -282,11 +300,16 @@ class UpstreamReconciler:
 
     def wake_schedules(self, namespace: str, source: Source) -> int:
         """Reconcile (in a moment, on the workers) every schedule of ``source`` whose CronJob, as
-        the cache shows it, runs at another cap than its share (or its own, with no upstream)."""
+        the cache shows it, runs at another cap than its share (or its own, with no upstream),
+        or whose status names another upstream or share (a schedule whose own cap equals its
+        share has the same CronJob either way)."""
         woken = 0
         for sharer in self.index.readers(namespace, source):
             cached = self.r.cronjobs.get(namespace, cronjob_name(sharer.name))
-            if cached is not None and rendered_cap(cached) != self.index.cap_of(namespace, sharer):
+            share = self.index.share_of(namespace, sharer)
+            cap = sharer.own if share is None else share.requests_per_second
+            expected = None if share is None else (share.upstream, share.requests_per_second)
+            if cached is not None and (rendered_cap(cached) != cap or self.index.shown(namespace, sharer.name) != expected):
                 self.r.timer.set((SCHEDULE.name, namespace, sharer.name), self.r.clock())
                 woken += 1
         return woken

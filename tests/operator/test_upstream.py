@@ -72,6 +72,13 @@ def test_the_index_finds_a_schedules_upstream_and_share_without_a_list():
     assert idx.put_schedule("data", "a", None) == {BINANCE} and len(idx.readers("data", BINANCE)) == 2
 
 
+def test_the_share_a_status_shows():
+    from ingestion_operator.upstream import shown_share
+
+    assert shown_share({"upstream": {"name": "binance", "requestsPerSecond": 5, "floor": 1}}) == ("binance", 5)
+    assert shown_share({}) is None and shown_share(None) is None and shown_share({"upstream": {"name": "x"}}) is None
+
+
 def test_an_invalid_or_disabled_schedule_reads_from_nothing():
     assert schedule_sharer("s", {"schedule": "nope"}) is None
     assert schedule_sharer("s", {**SCHEDULE["spec"], "enabled": False}) is None  # its CronJob starts no run
@@ -179,16 +186,24 @@ def test_an_upstream_wakes_exactly_the_schedules_whose_cronjobs_run_at_another_c
     ups = UpstreamReconciler(r)
     spec = parse_spec(SCHEDULE["spec"])
     up = parse_upstream(UPSTREAM_BODY["spec"])
-    for name in ("a", "b"):
-        r.sharing.put_schedule("data", name, sharer_of(name, spec))
+    capped = parse_spec(spec_with(maxRequestsPerSecond=2))
+    r.sharing.put_schedule("data", "a", sharer_of("a", spec))
+    r.sharing.put_schedule("data", "b", sharer_of("b", spec), shown=("binance", 6))
+    r.sharing.put_schedule("data", "c", sharer_of("c", capped))
     r.cronjobs.put(render_cronjob("a", "data", spec))  # runs with its own settings (no cap)
-    r.cronjobs.put(render_cronjob("b", "data", with_share(spec, 7)))  # already at its share
+    r.cronjobs.put(render_cronjob("b", "data", with_share(spec, 6)))  # already at its share, and its status says so
+    r.cronjobs.put(render_cronjob("c", "data", capped))  # its own 2 is its share: the same CronJob, but no status yet
     moved = r.sharing.put_upstream("data", "binance", up)
     ups.soon("data", moved, wake=True)
-    assert set(r.timer.pending()) == {(gateway.UPSTREAM.name, "data", "binance"), (gateway.SCHEDULE.name, "data", "a")}
-    r.timer.set((gateway.SCHEDULE.name, "data", "a"), None)
-    ups.soon("data", r.sharing.drop_upstream("data", "binance"), wake=True)  # deleted: b runs at 7, its own is none
-    assert (gateway.SCHEDULE.name, "data", "b") in r.timer.pending() and (gateway.SCHEDULE.name, "data", "a") not in r.timer.pending()
+    due = lambda: {k for k in r.timer.pending()}  # noqa: E731
+    assert due() == {(gateway.UPSTREAM.name, "data", "binance"), (gateway.SCHEDULE.name, "data", "a"),
+                     (gateway.SCHEDULE.name, "data", "c")}
+    for name in "ac":
+        r.timer.set((gateway.SCHEDULE.name, "data", name), None)
+    r.sharing.put_schedule("data", "c", sharer_of("c", capped), shown=("binance", 2))  # c's reconcile wrote its status
+    ups.soon("data", r.sharing.drop_upstream("data", "binance"), wake=True)  # deleted: b runs at 6, c's status names it
+    assert due() >= {(gateway.SCHEDULE.name, "data", "b"), (gateway.SCHEDULE.name, "data", "c")}
+    assert (gateway.SCHEDULE.name, "data", "a") not in due()  # a runs at its own already
 
 
 def test_the_example_upstream_holds_the_binance_vision_schedules_of_the_examples():
