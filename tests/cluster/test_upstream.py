@@ -36,6 +36,10 @@ def job(cluster, ns, name) -> dict | None:
 
 def test_an_upstream_shares_its_budget_and_every_sharer_follows_it(cluster, operator, namespaces, wait_for):
     ns = namespaces("upstream", mode="hold")  # backfill pods stay Running: their shares stay held
+    bad = kubectl(cluster, "apply", "-n", ns, "-f", "-", check=False,
+                  input=upstream_yaml("bad", endpoint="minio:9000", maxRequestsPerSecond=5, scheduledShare=101))
+    assert bad.returncode != 0 and "spec.endpoint must be an http:// or https:// URL" in bad.stderr  # the CRD's CEL rule
+    assert "spec.scheduledShare" in bad.stderr and "less than or equal to 100" in bad.stderr
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=upstream_yaml("binance", maxRequestsPerSecond=20))
     for name, extra in (("a", {}), ("b", {"maxRequestsPerSecond": 2}), ("c", {})):
         target = {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"],
