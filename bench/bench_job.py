@@ -56,7 +56,7 @@ def target(endpoint, checksum_suffix=None):
 def bench_list(endpoint, symbols, concurrency):
     src = S3Source(target(endpoint), concurrency=concurrency)
     t0 = time.perf_counter()
-    listed = src.list_all(symbols)
+    listed, _ = src.list_all(symbols)
     wall = time.perf_counter() - t0
     return sum(len(v) for v in listed.values()), src.stats.total_requests, wall
 
@@ -166,7 +166,7 @@ def bench_repairs(s3, endpoint, n, concurrency):
     cells = [(f"R{i % 20:02d}USDT", today - dt.timedelta(days=i // 20)) for i in range(n)]
     sampledata.upload(s3, BUCKET, cells, rows=1440)  # a full day of 1m klines per file
     src = S3Source(target(endpoint, ".CHECKSUM"), concurrency=concurrency)
-    listed = src.list_all(sorted({c[0] for c in cells}))
+    listed, _ = src.list_all(sorted({c[0] for c in cells}))
     todo = [listed[s][d] for s, d in cells]
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(8) as pool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +48,59 @@ DESCRIPTORS = {
 
 class CronError(ValueError):
     """An expression the CronJob controller would reject; the message says why."""
+
+
+# -- H: spread fire times (Jenkins' meaning), resolved before anything else sees the schedule --
+# In a field, ``H`` is one value picked by a stable hash of the schedule's namespace and name,
+# ``H(a-b)`` one within a..b, ``H/n`` and ``H(a-b)/n`` every n-th value from an offset so picked.
+# The day of month's H stays within 1-28, so it fires every month. The hash is SHA-256 of
+# "<namespace>/<name>#<field index>": fixed forever (never Python's salted hash()), so the value
+# never moves between reconciles, restarts or operator versions, and evenly spread over names.
+_H_RANGES = ((0, 59), (0, 23), (1, 28), (1, 12), (0, 6))
+_H_TOKEN = re.compile(r"H(?:\((\d+)-(\d+)\))?(?:/(\d+))?")
+H_FORMS = "H, H(a-b), H/n or H(a-b)/n"
+
+
+def has_hash(expr: str) -> bool:
+    """Whether ``expr`` uses ``H`` in any field (the day names THU and such are not H)."""
+    return not expr.startswith("@") and any(part.startswith("H") for field in expr.split() for part in field.split(","))
+
+
+def spread(expr: str, key: str) -> str:
+    """``expr`` with every ``H`` form replaced by its concrete value for ``key`` (the schedule's
+    ``namespace/name``): what the CronJob carries and what fire times are computed from. An
+    expression without H comes back unchanged. Raises CronError for an H form it cannot take."""
+    if not has_hash(expr):
+        return expr
+    fields = expr.split()
+    if len(fields) != 5:
+        raise CronError(f"expected exactly 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    out = []
+    for i, field in enumerate(fields):
+        name, lo, hi = _FIELDS[i][0], *_FIELDS[i][1:3]
+        parts = []
+        for part in field.split(","):
+            if not part.startswith("H"):
+                parts.append(part)
+                continue
+            m = _H_TOKEN.fullmatch(part)
+            if not m:
+                raise CronError(f"{name}: {part!r} is not a form of H; accepted: {H_FORMS}")
+            first, last = (int(m.group(1)), int(m.group(2))) if m.group(1) else _H_RANGES[i]
+            if first < lo or last > hi or first > last:
+                raise CronError(f"{name}: {part!r}: the range must lie within {lo}-{hi}, its start not after its end")
+            n = int.from_bytes(hashlib.sha256(f"{key}#{i}".encode()).digest()[:8], "big")
+            if m.group(3):
+                step = int(m.group(3))
+                if step < 1:
+                    raise CronError(f"{name}: {part!r}: the step must be at least 1")
+                start = first + n % min(step, last - first + 1)
+                parts.append(f"{start}-{last}/{step}" if step > 1 and start < last else str(start) if start == last
+                             else f"{start}-{last}")
+            else:
+                parts.append(str(first + n % (last - first + 1)))
+        out.append(",".join(parts))
+    return " ".join(out)
 
 
 @dataclasses.dataclass(frozen=True)

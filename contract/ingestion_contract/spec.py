@@ -26,6 +26,7 @@ import datetime as dt
 
 from .cron import CronError, load_timezone, next_after
 from .cron import parse as parse_cron
+from .cron import spread
 
 # Job names are <cronjob>-<minutes since epoch, 8+ digits> and must fit in 63 characters,
 # so a CronJob's name has at most 52: the schedule's name is refused above that.
@@ -195,6 +196,8 @@ class Target:
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=MAX_WINDOW_DAYS)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
+    # one request's retry budget: throttling, 5xx and timeouts are retried until it is spent
+    retry_budget_seconds: int = spec_field("retryBudgetSeconds", 120, minimum=1, maximum=3600)
 
     @property
     def all_symbols(self) -> tuple[Symbol, ...]:
@@ -246,6 +249,30 @@ class Storage:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Pause:
+    """``spec.pause``: the schedule stops starting runs, for ``reason``, until ``until`` (an RFC
+    3339 instant; none: until the pause is removed)."""
+
+    reason: str = spec_field("reason", min_length=1, max_length=256)
+    until: str | None = spec_field("until", None, min_length=1, max_length=64)
+
+    def ends(self) -> dt.datetime | None:
+        """``until`` as an aware datetime (None: no end, or not an instant: the validator says so)."""
+        if not self.until:
+            return None
+        try:
+            t = dt.datetime.fromisoformat(self.until.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        return t if t.tzinfo is not None else None
+
+    def holds(self, now: dt.datetime) -> bool:
+        """Whether the pause holds at ``now`` (it ends at ``until``, by itself)."""
+        end = self.ends()
+        return end is None or now < end
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Metrics:
     pushgateway_url: str | None = spec_field("pushgatewayUrl", None)
 
@@ -277,6 +304,11 @@ class ScheduleSpec(JobSpec):
     resources: dict = spec_field("resources", {})
     # the Stale condition: no successful run for this long; None: see stale_after_seconds()
     stale_after_seconds: int | None = spec_field("staleAfterSeconds", None, minimum=60)
+    # no runs start while it holds: a reason, and an optional end at which the schedule resumes by itself
+    pause: Pause | None = spec_field("pause", None)
+
+    def paused(self, now: dt.datetime) -> bool:
+        return self.pause is not None and self.pause.holds(now)
 
     def job(self) -> JobSpec:
         return JobSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(JobSpec)})
@@ -289,13 +321,18 @@ class ScheduleSpec(JobSpec):
             return dt.timedelta(seconds=self.stale_after_seconds)
         return 2 * longest_interval(self.schedule, self.timezone) + dt.timedelta(seconds=self.active_deadline_seconds)
 
+    def schedule_for(self, namespace: str, name: str) -> str:
+        """The concrete cron expression of the schedule ``namespace/name``: every ``H`` replaced
+        by its value for that name (see :func:`ingestion_contract.cron.spread`)."""
+        return spread(self.schedule, f"{namespace}/{name}")
+
 
 @functools.lru_cache(maxsize=4096)
 def longest_interval(schedule: str, timezone: str, fires: int = 32) -> dt.timedelta:
     """The longest time between two consecutive fires among the first ``fires`` after a fixed
     instant: a weekday schedule's weekend, a monthly one's longest month. Fixed, so a default
     derived from it does not move with the clock (and status does not change by itself)."""
-    zone, cron = load_timezone(timezone), parse_cron(schedule)
+    zone, cron = load_timezone(timezone), parse_cron(spread(schedule, ""))
     times = [next_after(cron, _NEVER_FIRES_FROM, zone)]
     while len(times) <= fires and times[-1] is not None:
         times.append(next_after(cron, times[-1], zone))
@@ -494,7 +531,7 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
         err("timezone", spec.timezone, str(e))
         zone = load_timezone("UTC")
     try:
-        cron = parse_cron(spec.schedule)
+        cron = parse_cron(spread(spec.schedule, ""))  # H checked for its form; its value does not matter here
     except CronError as e:
         errors.insert(0, FieldError(f"{path}.schedule", spec.schedule, str(e)))
     else:
@@ -539,6 +576,9 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
             err("storage.objectStore.maintenance.compactAfterFiles", n,
                 f"must be 0 (never compact) or at least {MIN_COMPACT_AFTER_FILES}: a compaction leaves one file "
                 "per symbol part (8), and a smaller limit would compact on every run")
+    pause = getattr(spec, "pause", None)
+    if pause is not None and pause.until is not None and pause.ends() is None:
+        err("pause.until", pause.until, "must be an RFC 3339 instant with its zone, e.g. 2026-12-24T00:00:00Z")
     return errors
 
 

@@ -21,6 +21,9 @@ def counter(help: str, metric: str | None = None, sql: str | None = "INTEGER", d
 @dataclasses.dataclass
 class RunSummary:
     symbols: int = counter("Symbols the run probed.")
+    listings_failed: int = counter("Symbols whose listing gave up after its retry budget (target.retryBudgetSeconds): "
+                                   "their cells are unknown for the last run (not expected, not missing, nothing of them "
+                                   "changed in the store), and the run is partial.", "ingestion_listings_failed")
     expected: int = counter("Cells (symbol, date) the last run expected.", "ingestion_objects_expected")
     present: int = counter("Expected cells present upstream.", "ingestion_objects_present")
     missing: int = counter("Expected cells absent upstream.", "ingestion_objects_missing")
@@ -42,6 +45,16 @@ class RunSummary:
     repairs_deferred: int = counter("Repair candidates the last run left for a later one (maxRepairsPerRun or its time "
                                     "budget).", "ingestion_repairs_deferred")
     bytes_fetched: int = counter("Bytes the last run fetched from the source.", "ingestion_fetched_bytes", sql="BIGINT")
+    throttled_responses: int = counter("Throttling answers (429, 503 SlowDown) the source gave the last run, retries "
+                                       "included; each halved the run's request rate and requests in flight (at most "
+                                       "once a second).", "ingestion_source_throttled_responses")
+    wait_seconds: float = counter("Seconds the last run's requests spent waiting, summed over requests: for a slot of "
+                                  "the request rate, for room in flight, and backing off between attempts.",
+                                  "ingestion_source_wait_seconds", sql="DOUBLE", default=0.0)
+    lowest_request_rate: float = counter("The lowest request rate (a second) the last run came down to after "
+                                         "throttling; its target.maxRequestsPerSecond when it was never throttled, 0 "
+                                         "when it had no cap and was never throttled.",
+                                         "ingestion_source_lowest_request_rate", sql="DOUBLE", default=0.0)
     s3_requests: int = counter("S3 HTTP requests of the run, retries included.")
     s3_errors: int = counter("S3 HTTP requests of the run that failed, retries included.")
     rows_written: int = counter("Rows of objects, gaps and loaded the run's commit inserted or changed (DuckDB's count; "

@@ -2,7 +2,9 @@
 
 Rules are consumed in order: each matches a method and a path/query substring and
 applies its fault to the next ``times`` matching requests (``per_path``: to the first
-``times`` requests of each distinct path); everything else is forwarded unchanged. A
+``times`` requests of each distinct path), or (``for_seconds``) to every matching request
+for that long from the first one it matches: a burst; ``exclude`` keeps a substring out
+(objects but not their ``.CHECKSUM`` sidecars). Everything else is forwarded unchanged. A
 throttle may carry ``Retry-After`` (``retry_after``). ``times_of(path)`` gives when each
 request for a path arrived. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
 ``reset`` (close the connection without answering), ``delay`` (sleep, then forward).
@@ -32,6 +34,9 @@ class Rule:
     per_path: bool = False
     retry_after: str | None = None
     paths: dict = dataclasses.field(default_factory=dict)
+    for_seconds: float = 0.0
+    exclude: str = ""
+    started: float | None = None  # a burst's first match
 
 
 class FaultProxy:
@@ -97,8 +102,9 @@ class FaultProxy:
         self.thread.start()
 
     def add(self, fault: str, method: str = "", match: str = "", times: int = 1, seconds: float = 0.0,
-            per_path: bool = False, retry_after: str | None = None) -> Rule:
-        rule = Rule(fault, method, match, times, seconds, per_path=per_path, retry_after=retry_after)
+            per_path: bool = False, retry_after: str | None = None, for_seconds: float = 0.0, exclude: str = "") -> Rule:
+        rule = Rule(fault, method, match, times, seconds, per_path=per_path, retry_after=retry_after,
+                    for_seconds=for_seconds, exclude=exclude)
         with self.lock:
             self.rules.append(rule)
         return rule
@@ -107,8 +113,16 @@ class FaultProxy:
         with self.lock:
             self.seen += 1
             self.arrivals.setdefault(path.split("?")[0], []).append(time.monotonic())
+            now = time.monotonic()
             for r in self.rules:
-                if (r.method and r.method != method) or r.match not in path:
+                if (r.method and r.method != method) or r.match not in path or (r.exclude and r.exclude in path):
+                    continue
+                if r.for_seconds:
+                    if r.started is None:
+                        r.started = now
+                    if now - r.started < r.for_seconds:
+                        r.hits += 1
+                        return r
                     continue
                 if r.per_path:
                     if r.paths.get(path, 0) < r.times:

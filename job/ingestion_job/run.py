@@ -157,6 +157,7 @@ class Run:
         self.interrupted = False  # SIGTERM: see interrupt()
         self.source: S3Source | None = None
         self.earlier = (0, 0)  # a backfill unit: (cells, bytes) its earlier attempts repaired
+        self.unlisted: dict[str, str] = {}  # symbols whose listing gave up: unknown for this run, with why
         self.log = logging.LoggerAdapter(log, {"schedule": ctx.schedule, "namespace": ctx.namespace, "run_id": self.run_id})
 
     def interrupt(self) -> None:
@@ -239,7 +240,14 @@ class Run:
             symbols = [s for s in symbols if unit.holds(s)]
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
         # 2. Probe: one paginated listing per symbol.
-        upstream = source.list_all(symbols)
+        upstream, unlisted = source.list_all(symbols)
+        if unlisted:  # those symbols are unknown for this run: nothing expected, nothing changed of them
+            if len(unlisted) == len(symbols):
+                raise SourceError(f"every listing failed ({len(unlisted)}); the first: {next(iter(unlisted.values()))}")
+            self.unlisted = unlisted
+            symbols = [s for s in symbols if s not in unlisted]
+            self.log.warning("event=listings_failed count=%d first=%s error=%r", len(unlisted), next(iter(unlisted)),
+                             next(iter(unlisted.values())))
         if target.discover:  # discovered: a folder holding no object of the key template is no symbol
             folders = [s for s in symbols if not upstream.get(s) and s not in start["known"]]
             if folders:
@@ -332,6 +340,7 @@ class Run:
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
                           "(target.maxCatchUpDays)")
         s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
+        s.listings_failed = len(self.unlisted)
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
         s.gaps_repaired += self.earlier[0]  # a backfill unit: its earlier attempts' repairs too
         s.repairs_quarantined = r.quarantined
@@ -368,6 +377,11 @@ class Run:
         housekeeping, and the summary."""
         stats = source.stats if source else RequestStats()
         self.summary.bytes_fetched = stats.bytes_fetched
+        if source is not None:
+            pace = source.pace
+            self.summary.throttled_responses = pace.throttled
+            self.summary.wait_seconds = round(pace.wait_seconds, 3)
+            self.summary.lowest_request_rate = round(pace.lowest or 0.0, 3)
         done = self.commit_step(store, source, work, error, stats)
         warnings = self.push_step(done, work, stats) + self.housekeeping_step(store, done)
         if warnings and done.committed:
@@ -424,8 +438,11 @@ class Run:
                 f"gaps_open={s.gaps_open} "
                 + "".join(f"gaps_{c.replace('-', '_')}={n} " for c, n in self.gaps_by_cause.items() if n) +
                 f"bytes_fetched={s.bytes_fetched} rows_written={s.rows_written} s3_requests={s.s3_requests} s3_errors={s.s3_errors}")
-        if source is not None and source.rate is not None:
-            line += f" max_requests_per_second={self.ctx.spec.target.max_requests_per_second} rate_wait_seconds={source.rate.waited:.1f}"
+        if source is not None and self.ctx.spec.target.max_requests_per_second:
+            line += f" max_requests_per_second={self.ctx.spec.target.max_requests_per_second} rate_wait_seconds={source.pace.waited:.1f}"
+        if s.throttled_responses:
+            line += (f" throttled={s.throttled_responses} wait_seconds={s.wait_seconds:.1f} "
+                     f"lowest_request_rate={s.lowest_request_rate:g}")
         if warnings:
             line += f" warnings={len(warnings)}"
         {"succeeded": self.log.info, "partial": self.log.warning}.get(outcome, self.log.error)(line)
@@ -433,9 +450,16 @@ class Run:
             self.log.error("event=run_failed reason=%r", error)
         reason = error
         if not error and outcome == "partial":
-            first = next(iter(work.repairs.failed.values()))
-            self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed, first)
-            reason = f"{s.repairs_failed} repair(s) failed, the first: {first}"
+            parts = []
+            if self.unlisted:
+                names = ", ".join(sorted(self.unlisted)[:5]) + (", ..." if len(self.unlisted) > 5 else "")
+                parts.append(f"the listing of {len(self.unlisted)} symbol(s) failed ({names}; their cells are unknown "
+                             f"for this run): {next(iter(self.unlisted.values()))}")
+            if s.repairs_failed:
+                first = next(iter(work.repairs.failed.values()))
+                self.log.warning("event=run_partial repairs_failed=%d first_error=%r", s.repairs_failed, first)
+                parts.append(f"{s.repairs_failed} repair(s) failed, the first: {first}")
+            reason = "; ".join(parts)
         if self.interrupted and outcome != "failed":
             reason = (f"interrupted (SIGTERM): committed, {s.repairs_deferred} cell(s) left for the next pod"
                       + (f"; {reason}" if reason else ""))
@@ -467,7 +491,7 @@ class Run:
         return warnings
 
     def outcome(self, error: str | None) -> str:
-        return "failed" if error else "partial" if self.summary.repairs_failed else "succeeded"
+        return "failed" if error else "partial" if self.summary.repairs_failed or self.unlisted else "succeeded"
 
     def finished_at(self) -> dt.datetime:
         return self.started + dt.timedelta(seconds=time.monotonic() - self.t0)

@@ -3,8 +3,7 @@
 Object-store mode (``delta.py``, Delta tables on S3) builds its boto3 client here (botocore's standard
 retry mode), and turns S3 failures into one-line errors of its own kind with
 :func:`guarded`. The source (``source.py``) uses the client only to resolve the endpoint and
-region: its requests have their own per-request retry budget (``MAX_ATTEMPTS`` within
-``REQUEST_SECONDS``).
+region: its requests have their own retry budget of wall time (``target.retryBudgetSeconds``).
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import botocore
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-MAX_ATTEMPTS = 8
-REQUEST_SECONDS = 300.0  # one request's wall-time budget, all its attempts and waits included
+MAX_ATTEMPTS = 8  # botocore's, for the store's client
 # Codes that mean the bucket or the credentials cannot be used at all (not one object).
 FATAL_CODES = frozenset({"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                          "403", "AccountProblem", "InvalidBucketName"})

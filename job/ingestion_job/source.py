@@ -2,12 +2,15 @@
 
 Requests grow with the number of symbols (one paginated listing each), not with symbols
 times dates. Every request (listing page, object, checksum sidecar) has its own retry
-budget: up to ``max_attempts`` attempts and ``request_seconds`` of wall time, with
-exponential backoff and full jitter on 503 SlowDown, 429, 500/502/504, timeouts and reset
-connections, and ``Retry-After`` honoured when the server sends it. No budget is shared,
-so a burst of throttling on other keys never leaves a request with fewer attempts (botocore's
-per-client retry quota did exactly that). Nothing is started past the run's ``deadline``.
-A missing bucket or a refusal (403) fails the run at once with a one-line reason.
+budget of wall time (``target.retryBudgetSeconds``, 120 s by default), not a count of
+attempts: 503 SlowDown, 429, 500/502/504, timeouts and reset connections are retried with
+exponential backoff and full jitter up to 20 s, ``Retry-After`` honoured when the server
+sends it, so a burst of throttling of half a minute costs the run time, not a cell. No
+budget is shared, so throttling of other keys never leaves a request with less (botocore's
+per-client retry quota did exactly that). Every attempt goes through the run's
+:class:`Pace`, which slows the whole run down when the source throttles it. Nothing is
+started past the run's ``deadline``. A missing bucket or a refusal (403) fails the run at
+once with a one-line reason.
 """
 
 from __future__ import annotations
@@ -34,11 +37,18 @@ from . import s3
 from .plan import KeyTemplate, Listed
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+BACKOFF_BASE = 0.5  # seconds: the first retry waits up to this long, each next one up to twice that
+BACKOFF_CAP = 20.0  # seconds: no wait between two attempts is longer (unless Retry-After says so)
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 class SourceError(RuntimeError):
     """The source cannot be used at all (missing bucket, refused credentials)."""
+
+
+class ListingError(SourceError):
+    """One prefix's listing gave up after its retry budget (throttling, 5xx, timeouts): that
+    symbol is unknown for this run; the others go on."""
 
 
 class ObjectError(RuntimeError):
@@ -83,56 +93,139 @@ class RequestStats:
         return sum(self.errors.values())
 
 
-class RateLimit:
-    """At most ``per_second`` requests a second, evenly spaced, across threads: each request
-    reserves the next free slot and waits for it."""
+class Pace:
+    """The run's pace towards the source, shared by every request: a rate (requests a second,
+    evenly spaced; none until the source first throttles when the spec sets no cap) and a
+    number of requests in flight, both adapted to the source. A throttling answer (429, 503
+    SlowDown) halves both (at most once a second, so one burst of answers to requests already
+    in flight counts once); every success adds back a little (about one request a second per
+    second, one more in flight per that many successes), up to the spec's cap and the run's
+    concurrency: additive increase, multiplicative decrease, so a throttled run stops hammering
+    the host and finds its way back. It keeps what the run reports: the time requests spent
+    waiting (for a slot, for room in flight, backing off), the lowest rate it came down to and
+    the throttling answers it saw."""
 
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / per_second
+    MIN_RATE = 0.5  # requests a second: never slower than one every two seconds
+    CUT_EVERY = 1.0  # seconds between two decreases
+
+    def __init__(self, cap: float | None, concurrency: int):
+        self.cap = cap
+        self.rate = float(cap) if cap else None
+        self.lowest = self.rate
+        self.max_in_flight = self.in_flight_limit = max(1, concurrency)
+        self.in_flight = 0
         self.next = time.monotonic()
-        self.waited = 0.0  # seconds requests spent waiting for their slot
-        self._lock = threading.Lock()
+        self.waited = 0.0  # for a slot or for room in flight
+        self.backed_off = 0.0  # between attempts
+        self.throttled = 0
+        self._successes = 0
+        self._last_cut = float("-inf")
+        self._sent: collections.deque = collections.deque(maxlen=512)  # send times, for the rate when uncapped
+        self._cond = threading.Condition()
 
-    def reserve(self) -> float:
-        """Seconds until this request's slot (0 when it may go now)."""
-        with self._lock:
+    def acquire(self, limit: float) -> bool:
+        """Wait for room in flight and for this request's slot; False (nothing taken) when
+        that would pass ``limit`` (a ``time.monotonic()`` instant)."""
+        t0 = time.monotonic()
+        with self._cond:
+            while self.in_flight >= self.in_flight_limit:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 1.0))
             now = time.monotonic()
-            slot = max(now, self.next)
-            self.next = slot + self.interval
-            self.waited += slot - now
-            return slot - now
+            slot = max(now, self.next) if self.rate else now
+            if slot >= limit:
+                return False
+            if self.rate:
+                self.next = slot + 1.0 / self.rate
+            self.in_flight += 1
+            self._sent.append(slot)
+            self.waited += slot - t0
+        if slot > now:
+            time.sleep(slot - now)
+        return True
+
+    def release(self, throttled: bool) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            now = time.monotonic()
+            if throttled:
+                self.throttled += 1
+                if now - self._last_cut >= self.CUT_EVERY:
+                    self._last_cut = now
+                    current = self.rate or self._measured(now)
+                    self.rate = max(self.MIN_RATE, current / 2)
+                    self.lowest = self.rate if self.lowest is None else min(self.lowest, self.rate)
+                    self.in_flight_limit = max(1, self.in_flight_limit // 2)
+                    self._successes = 0
+            else:
+                self._successes += 1
+                if self.rate is not None:
+                    self.rate += 1.0 / self.rate  # about one more request a second, each second
+                    if self.cap:
+                        self.rate = min(self.rate, float(self.cap))
+                if self.in_flight_limit < self.max_in_flight and self._successes >= 4 * self.in_flight_limit:
+                    self.in_flight_limit += 1
+                    self._successes = 0
+            self._cond.notify_all()
+
+    def _measured(self, now: float) -> float:
+        """Requests a second sent over the last two seconds (for a cut when there is no cap)."""
+        recent = sum(1 for t in self._sent if t >= now - 2.0)
+        return max(recent / 2.0, 2 * self.MIN_RATE)
+
+    def backoff(self, seconds: float, stop=lambda: False) -> None:
+        """Sleep ``seconds`` between attempts (in steps, ending early once ``stop()``)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not stop():
+            time.sleep(min(left, 0.25))
+        with self._cond:
+            self.backed_off += seconds - max(0.0, end - time.monotonic())
+
+    @property
+    def wait_seconds(self) -> float:
+        return self.waited + self.backed_off
 
 
 class _Failure(Exception):
     """One request gave up: its S3 code, whether it was transient, and the attempts made."""
 
-    def __init__(self, code: str, transient: bool, attempts: int, seconds: float, out_of_time: bool = False):
+    def __init__(self, code: str, transient: bool, attempts: int, seconds: float, out_of_time: bool = False,
+                 budget: float | None = None):
         super().__init__(code)
         self.code, self.transient, self.attempts, self.seconds, self.out_of_time = code, transient, attempts, seconds, out_of_time
+        self.budget = budget
 
     def detail(self) -> str:
         if not self.transient:
             return self.code
         if not self.attempts:
             return "not started: the run's time budget ran out"
-        why = "the run's time budget ran out" if self.out_of_time else f"after {self.attempts} attempt{'s' * (self.attempts > 1)}"
-        return f"{self.code} {why} in {self.seconds:.1f}s"
+        tries = f"after {self.attempts} attempt{'s' * (self.attempts > 1)} in {self.seconds:.1f}s"
+        if self.out_of_time:
+            return f"{self.code} {tries}: the run's time budget ran out"
+        if self.budget is not None:
+            return f"{self.code} {tries}: its retry budget (target.retryBudgetSeconds={self.budget:g}) is spent"
+        return f"{self.code} {tries}"
 
 
 class S3Source:
     def __init__(self, target: Target, credentials: tuple[str, str] | None = None, concurrency: int = 16,
-                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int = s3.MAX_ATTEMPTS,
-                 request_seconds: float = s3.REQUEST_SECONDS, deadline: float | None = None):
-        """``deadline``: a ``time.monotonic()`` instant after which no request starts or waits."""
+                 connect_timeout: float = 5, read_timeout: float = 30, max_attempts: int | None = None,
+                 request_seconds: float | None = None, deadline: float | None = None):
+        """``deadline``: a ``time.monotonic()`` instant after which no request starts or waits;
+        ``request_seconds``: each request's retry budget (default: the spec's
+        ``retryBudgetSeconds``); ``max_attempts``: a cap on attempts too (tests; none by default)."""
         self.bucket = target.bucket
         self.template = KeyTemplate(target.key_template)
         self.checksum_suffix = target.checksum_suffix or None
         self.concurrency = concurrency
         self.stats = RequestStats()
         self.max_attempts = max_attempts
-        self.request_seconds = request_seconds
+        self.request_seconds = float(request_seconds or target.retry_budget_seconds)
         self.deadline = deadline
-        self.rate = RateLimit(target.max_requests_per_second) if target.max_requests_per_second else None
+        self.pace = Pace(target.max_requests_per_second, concurrency)
         credentials = None if target.anonymous else credentials
         # boto3 only resolves the endpoint and region (AWS's default, or the spec's); requests go
         # over httpx with SigV4 signing, through the one retry loop of _request, and the C
@@ -190,18 +283,28 @@ class S3Source:
             try:
                 body = self._request("ListObjectsV2", str(httpx.URL(self.base_url, params=params)))
             except _Failure as f:
-                raise SourceError(s3.describe(self.bucket, "ListObjectsV2", f.code) if not f.transient
-                                  else f"s3://{self.bucket} ListObjectsV2 {prefix!r}: {f.detail()}") from None
+                if not f.transient:
+                    raise SourceError(s3.describe(self.bucket, "ListObjectsV2", f.code)) from None
+                raise ListingError(f"s3://{self.bucket} ListObjectsV2 {prefix!r}: {f.detail()}") from None
             root = ET.fromstring(body)
             yield root
             if root.findtext(f"{S3_NS}IsTruncated") != "true" or max_keys == 1:
                 return
             token = root.findtext(f"{S3_NS}NextContinuationToken")
 
-    def list_all(self, symbols: list[str]) -> dict[str, dict]:
-        """Listings of all symbols with bounded concurrency."""
+    def list_all(self, symbols: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+        """Listings of all symbols with bounded concurrency, and the symbols whose listing gave
+        up after its retry budget, with why (a refused bucket or credentials still raise)."""
+        def one(symbol: str):
+            try:
+                return self.list_symbol(symbol), None
+            except ListingError as e:
+                return None, str(e)
+
         with cf.ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return dict(zip(symbols, pool.map(self.list_symbol, symbols)))
+            results = dict(zip(symbols, pool.map(one, symbols)))
+        return ({s: listed for s, (listed, _) in results.items() if listed is not None},
+                {s: why for s, (_, why) in results.items() if why is not None})
 
     # fetching -----------------------------------------------------------------------------
     def fetch(self, listed: Listed) -> tuple[bytes, str]:
@@ -237,10 +340,11 @@ class S3Source:
 
     # the one retry loop ---------------------------------------------------------------------
     def _request(self, operation: str, url: str) -> bytes:
-        """One signed GET with its own budget: ``max_attempts`` attempts within
-        ``request_seconds`` (and the run's deadline). Throttling, server errors, timeouts and
+        """One signed GET with its own retry budget: ``request_seconds`` of wall time (and the
+        run's deadline), not a count of attempts. Throttling, server errors, timeouts and
         resets are retried after ``Retry-After`` when given, else exponential backoff with full
-        jitter; anything else gives up at once. Raises :class:`_Failure`."""
+        jitter (up to BACKOFF_CAP); anything else gives up at once. Every attempt goes through
+        the run's :class:`Pace`. Raises :class:`_Failure`."""
         t0 = time.monotonic()
         limit = t0 + self.request_seconds
         if self.deadline is not None:
@@ -249,14 +353,18 @@ class S3Source:
         code = "not started"  # the last attempt's error code
         if self.past_deadline():
             raise _Failure("not started", True, 0, 0.0, out_of_time=True)
+
+        def give_up(out_of_time: bool, spent: bool = True) -> _Failure:
+            return _Failure(code, True, attempt, time.monotonic() - t0, out_of_time=out_of_time,
+                            budget=self.request_seconds if spent else None)
+
         while True:
+            if self.past_deadline():  # the run's budget ran out, or it was asked to stop
+                raise give_up(True)
+            if not self.pace.acquire(limit):  # no room or no slot before its budget ends
+                raise give_up(self.past_deadline(1.0))
             attempt += 1
-            wait = None
-            if self.rate is not None:
-                slot = self.rate.reserve()
-                if time.monotonic() + slot >= limit:  # its slot comes too late
-                    raise _Failure(code, True, attempt - 1, time.monotonic() - t0, out_of_time=self.past_deadline(slot))
-                time.sleep(slot)
+            wait, throttled = None, False
             try:
                 resp = self.http.get(url, headers=self._sign(url))
             except httpx.TransportError as e:
@@ -265,20 +373,23 @@ class S3Source:
             else:
                 if resp.status_code < 300:
                     self.stats.on_response(operation, None)
+                    self.pace.release(False)
                     return resp.content
                 code = _error_code(resp)
                 self.stats.on_response(operation, code)
                 if resp.status_code not in RETRY_STATUS:
+                    self.pace.release(False)
                     raise _Failure(code, False, attempt, time.monotonic() - t0)
+                throttled = resp.status_code == 429 or code == "SlowDown"
                 wait = _retry_after(resp.headers.get("retry-after"))
-            if attempt >= self.max_attempts:
-                raise _Failure(code, True, attempt, time.monotonic() - t0)
-            if wait is None:
-                wait = random.uniform(0, min(20.0, 0.05 * 2 ** attempt))
-            remaining = limit - time.monotonic()
-            if wait >= remaining:  # the answer would come too late: give up now, saying why
-                raise _Failure(code, True, attempt, time.monotonic() - t0, out_of_time=self.past_deadline(wait))
-            time.sleep(wait)
+            self.pace.release(throttled)
+            if self.max_attempts is not None and attempt >= self.max_attempts:
+                raise give_up(False, spent=False)
+            # full jitter, and at least what the server asked for (Retry-After)
+            wait = max(wait or 0.0, random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))))
+            if time.monotonic() + wait >= limit:  # the next attempt would start too late: give up now, saying why
+                raise give_up(self.past_deadline(wait))
+            self.pace.backoff(wait, stop=self.past_deadline)
 
     def past_deadline(self, after: float = 0.0) -> bool:
         return self.deadline is not None and time.monotonic() + after >= self.deadline

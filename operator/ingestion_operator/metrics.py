@@ -11,3 +11,5 @@ SCHEDULES = Gauge("ingestion_operator_schedules", "IngestionSchedules seen, by R
 LEADER = Gauge("ingestion_operator_leader", "1 on the replica that holds the Lease and reconciles, 0 on a standby.")
 TZDATA = Info("ingestion_operator_tzdata", "The IANA time zone database the operator computes status.nextRuns with "
               "(version, and where it was read: a system directory or the tzdata package).")
+SUSPENDED = Gauge("ingestion_operator_schedule_suspended", "1 while a schedule is paused (spec.pause) or disabled "
+                  "(spec.enabled false): its alerts stay quiet; 0 otherwise.", ["schedule_namespace", "schedule"])

@@ -158,6 +158,10 @@ class Reconciler:
         self._coverage_read.pop((namespace, name), None)
         self._ends.pop((namespace, name), None)
         self.ready.pop((namespace, name), None)
+        try:
+            metrics.SUSPENDED.remove(namespace, name)
+        except KeyError:
+            pass
         self.kube.forget_write(SCHEDULE.name, namespace, name)
         self.kube.forget_write("cronjob", namespace, cronjob_name(name))
 
@@ -182,7 +186,7 @@ class Reconciler:
             sharer = sharer_of(name, schedule.spec)
             share = self.sharing.share_of(namespace, sharer) if sharer is not None else None
             spec = with_share(schedule.spec, share and share.requests_per_second)
-            desired = render_cronjob(name, namespace, spec, self.settings)
+            desired = render_cronjob(name, namespace, spec, self.settings, paused=spec.paused(self.clock()))
             kopf.adopt(desired, owner=body)
 
         # 3. The live CronJob, from the cache where it can be trusted, and whether it is ours.
@@ -223,15 +227,20 @@ class Reconciler:
         #    an admission policy, a quota) gets no event when that goes away: look again after
         #    RECHECK_SECONDS.
         wake = parse_time((new_status.get("nextRuns") or [None])[0])
-        stale_at = stale_deadline(schedule, live, jobs) if problem is None else None
+        stale_at = stale_deadline(schedule, live, jobs, self.clock()) if problem is None else None
         if stale_at is not None and stale_at > self.clock() and (wake is None or stale_at < wake):
             wake = stale_at  # Stale turns True then, with no event to announce it
         if problem is not None and problem.reason in ("CronJobConflict", "CronJobRejected"):
             wake = self.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS)
+        pause_end = schedule.spec.pause.ends() if problem is None and schedule.spec.paused(self.clock()) else None
+        if pause_end is not None:
+            wake = pause_end  # it resumes by itself then, with no event to announce it
         if look_again is not None and (wake is None or look_again < wake):
             wake = look_again  # a run not started yet: whether it can, no event would tell
         self.timer.set((SCHEDULE.name, namespace, name), wake)
         self.ready[(namespace, name)] = condition_of(new_status, "Ready")["status"] == "True"
+        metrics.SUSPENDED.labels(namespace, name).set(1 if (condition_of(new_status, "Suspended") or {}).get("status") == "True"
+                                                      else 0)
         return "invalid" if problem else (action or "unchanged")
 
     def _live_cronjob(self, schedule: ScheduleResource, cj_name: str, desired: dict | None, use_cache: bool) -> dict | None:

@@ -41,17 +41,19 @@ def labels_for(schedule_name: str) -> dict:
     }
 
 
-def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: RenderSettings = RenderSettings()) -> dict:
-    """The CronJob for the IngestionSchedule ``namespace/name`` with a valid ``spec``."""
+def render_cronjob(name: str, namespace: str, spec: ScheduleSpec, settings: RenderSettings = RenderSettings(),
+                   paused: bool = False) -> dict:
+    """The CronJob for the IngestionSchedule ``namespace/name`` with a valid ``spec``;
+    ``paused``: its spec.pause holds now (suspended like a disabled one)."""
     labels = labels_for(name)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": cronjob_name(name), "namespace": namespace, "labels": labels},
         "spec": {
-            "schedule": spec.schedule,
+            "schedule": spec.schedule_for(namespace, name),  # H resolved: the CronJob carries a concrete expression
             "timeZone": spec.timezone,
-            "suspend": not spec.enabled,
+            "suspend": not spec.enabled or paused,
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": spec.starting_deadline_seconds,
             "successfulJobsHistoryLimit": spec.successful_jobs_history_limit,

@@ -242,28 +242,33 @@ def last_success(cronjob: dict | None, jobs: list[dict]) -> str | None:
     return max((t for t in times if t), default=None)
 
 
-def stale_deadline(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict]) -> dt.datetime | None:
+def stale_deadline(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], now: dt.datetime) -> dt.datetime | None:
     """When the schedule turns Stale if no run succeeds first: the last success (or, before
-    the first, the schedule's creation) plus its freshness limit. None while it is disabled
-    or invalid: no run is expected then."""
-    return _deadline(schedule, last_success(cronjob, jobs))
+    the first, the schedule's creation; or the end of a pause, if later) plus its freshness
+    limit. None while it is disabled, paused or invalid: no run is expected then."""
+    return _deadline(schedule, last_success(cronjob, jobs), now)
 
 
-def _deadline(schedule: ScheduleResource, success: str | None) -> dt.datetime | None:
-    if schedule.spec is None or not schedule.enabled:
+def _deadline(schedule: ScheduleResource, success: str | None, now: dt.datetime) -> dt.datetime | None:
+    spec = schedule.spec
+    if spec is None or not schedule.enabled or spec.paused(now):
         return None
     since = parse_time(success or schedule.created)
-    return None if since is None else since + schedule.spec.stale_after()
+    resumed = spec.pause.ends() if spec.pause is not None else None
+    if since is not None and resumed is not None and resumed > since:
+        since = resumed  # a pause that ended by itself: freshness counts from its end
+    return None if since is None else since + spec.stale_after()
 
 
 def stale_condition(schedule: ScheduleResource, cronjob: dict | None, jobs: list[dict], problem: Problem | None,
                     condition: Conditions) -> dict:
     """``Stale``: no run has succeeded within the freshness limit (spec.staleAfterSeconds)."""
     success = last_success(cronjob, jobs)
-    deadline = None if problem is not None else _deadline(schedule, success)
+    deadline = None if problem is not None else _deadline(schedule, success, condition.now)
     if deadline is None:
         why = ("the spec is not valid" if schedule.spec is None else
-               "the schedule is not Ready" if problem is not None else "spec.enabled is false")
+               "the schedule is not Ready" if problem is not None else "spec.enabled is false" if not schedule.enabled
+               else "it is paused (spec.pause)")
         why += ": no run is expected"
         return condition("Stale", None, "NotJudged", f"{why}, so freshness is not judged")
     limit = _duration(schedule.spec.stale_after())
@@ -312,8 +317,13 @@ def derive_status(
         status["cronJobName"] = cronjob["metadata"]["name"]
 
     spec = schedule.spec
-    if problem is None and spec is not None and enabled:
-        status["nextRuns"] = [iso(t) for t in next_runs(spec.schedule, spec.timezone, now, NEXT_RUNS)]
+    paused = spec is not None and spec.paused(now)
+    if paused:
+        status["pause"] = {k: v for k, v in (("reason", spec.pause.reason), ("until", spec.pause.until),
+                                             ("by", paused_by(schedule.body))) if v}
+    if problem is None and spec is not None and enabled and not paused:
+        status["nextRuns"] = [iso(t) for t in next_runs(spec.schedule_for(schedule.namespace, schedule.name), spec.timezone,
+                                                        now, NEXT_RUNS)]
     else:
         status["nextRuns"] = []
     for src, dst in (("lastScheduleTime", "lastScheduleTime"), ("lastSuccessfulTime", "lastSuccessfulTime")):
@@ -334,11 +344,16 @@ def derive_status(
         ready = condition("Ready", False, "CronJobMissing", "the CronJob does not exist yet")
     else:
         ready = condition("Ready", True, "CronJobInSync", f"CronJob {cronjob['metadata']['name']} matches the spec")
-    suspended = condition(
-        "Suspended", not enabled,
-        "Disabled" if not enabled else "Enabled",
-        "spec.enabled is false: the CronJob is suspended, no runs start" if not enabled else "runs start on schedule",
-    )
+    if not enabled:
+        suspended = condition("Suspended", True, "Disabled", "spec.enabled is false: the CronJob is suspended, no runs start")
+    elif paused:
+        pause = status["pause"]
+        suspended = condition("Suspended", True, "Paused",
+                              f"paused{' by ' + pause['by'] if pause.get('by') else ''}: {pause['reason']}; "
+                              + (f"resumes by itself at {iso(spec.pause.ends())}" if pause.get("until") else
+                                 "until spec.pause is removed"))
+    else:
+        suspended = condition("Suspended", False, "Enabled", "runs start on schedule")
     if problem is not None:
         degraded = condition("Degraded", True, problem.reason, problem.message)
     elif run and run["outcome"] == "Blocked":
@@ -354,6 +369,13 @@ def derive_status(
     status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, condition),
                             stale_condition(schedule, cronjob, jobs, problem, condition)]
     return status
+
+
+def paused_by(body) -> str | None:
+    """The field manager that last set ``spec.pause`` (from managedFields), if the API server says."""
+    found = [(e.get("time") or "", e.get("manager")) for e in (body.get("metadata") or {}).get("managedFields") or []
+             if "f:pause" in ((e.get("fieldsV1") or {}).get("f:spec") or {})]
+    return max(found)[1] if found else None
 
 
 def merge_patch(live: object, new: object) -> object:
@@ -410,6 +432,14 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
     low = condition_of(new, "Degraded") or {}
     if low.get("reason") == "ShareBelowFloor" and not was_low:  # its runs may not finish in time from now on
         events.append(Event("Warning", "ShareBelowFloor", low["message"]))
+    was_paused, now_paused = live.get("pause"), new.get("pause")
+    if now_paused and (not was_paused or (was_paused.get("reason"), was_paused.get("until")) !=
+                       (now_paused.get("reason"), now_paused.get("until"))):
+        events.append(Event("Normal", "Paused", (condition_of(new, "Suspended") or {}).get("message", "paused")))
+    elif was_paused and not now_paused:
+        end = f" (its end was {was_paused['until']})" if was_paused.get("until") else ""
+        events.append(Event("Normal", "Resumed", f"the pause is over{end}: {was_paused.get('reason')}; runs start on "
+                            "schedule again"))
     was_stale, now_stale = (condition_of(live, "Stale") or {}).get("status"), condition_of(new, "Stale")
     if now_stale and now_stale["status"] == "True" and was_stale != "True":
         events.append(Event("Warning", "Stale", now_stale["message"]))

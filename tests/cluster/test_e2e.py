@@ -94,7 +94,9 @@ def test_apply_tick_run_store_metrics_status_manual_run_and_disable(cluster, ope
     servers.s3.client().put_object(Bucket=PUBLIC, Key=key + ".CHECKSUM", Body=sampledata.checksum(bad, key))
     kubectl(cluster, "create", "job", "manual-1", "--from=cronjob/e2e", "-n", ns)
     obj = wait_for(lambda: last_run(cluster, ns, "e2e", "Failed", "manual"), 60, "the partial manual run to fail its Job")
-    assert obj["status"]["lastRun"]["reason"].startswith("Partial: the run committed, but some repairs failed")
+    # the Job's word for how it ended, then the run's own: which repair failed and why (its termination message)
+    reason = obj["status"]["lastRun"]["reason"]
+    assert reason.startswith("Partial (exit code 3): 1 repair(s) failed, the first: ") and "no header row" in reason, reason
     pods = cluster.core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=manual-1").items
     assert len(pods) == 1, "a partial run is not retried"
     assert query(db, "SELECT outcome, repairs_failed FROM runs WHERE job_name = 'manual-1'") == [("partial", 1)]

@@ -349,3 +349,31 @@ def test_every_log_line_about_a_schedule_names_its_namespace_and_name(operator):
     about = [m for m in messages if m.startswith("event=") and m.split()[0].removeprefix("event=") not in PROCESS_EVENTS]
     assert sum(m.startswith("event=reconciled ") for m in about) >= 3, about
     assert [m for m in about if not re.search(r"\bnamespace=[a-z0-9-]+ name=[a-z0-9.-]+\b", m)] == []
+
+
+def test_a_pause_suspends_with_its_reason_and_ends_by_itself_on_time(cluster, operator, namespace, wait_for):
+    """spec.pause on the real API server: the CronJob suspended, the PAUSED column and an Event
+    naming who paused (kubectl's field manager) and why; at until the operator's timer resumes
+    the schedule with no event to wake it, and says so."""
+    import datetime as dt
+
+    until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    apply_schedule(cluster, namespace, "held", pause={"reason": "upstream migration", "until": until})
+    wait_for(lambda: get_cronjob(cluster, namespace, "held")["spec"]["suspend"] is True, 30, "the CronJob suspended")
+    obj = get(cluster, namespace, "held")
+    assert obj["status"]["pause"] == {"reason": "upstream migration", "until": until, "by": "kubectl-client-side-apply"}
+    assert obj["status"]["nextRuns"] == [] and cond(obj, "Stale")["reason"] == "NotJudged"
+    table = kubectl(cluster, "get", "isched", "held", "-n", namespace).stdout.splitlines()
+    assert "PAUSED" in table[0] and "upstream migration" in table[1]
+    paused = [e for e in events(cluster, namespace, "held") if e["reason"] == "Paused"]
+    assert len(paused) == 1 and "kubectl-client-side-apply" in paused[0]["message"], paused
+    t0 = time.monotonic()
+    wait_for(lambda: get_cronjob(cluster, namespace, "held")["spec"]["suspend"] is False, 60, "resumed by itself")
+    resumed_at = dt.datetime.now(dt.timezone.utc)
+    end = dt.datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert (resumed_at - end).total_seconds() < 5, (resumed_at, end, time.monotonic() - t0)  # the timer woke at until
+    obj = get(cluster, namespace, "held")
+    assert "pause" not in obj["status"] and len(obj["status"]["nextRuns"]) == 5
+    assert [e["reason"] for e in events(cluster, namespace, "held") if e["reason"] in ("Paused", "Resumed")] == ["Paused", "Resumed"]
+    with pytest.raises(AssertionError):  # refused at the door: no reason
+        kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("held", pause={"until": until}))

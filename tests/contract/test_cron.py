@@ -217,3 +217,36 @@ def test_the_tzdata_version_is_the_one_zoneinfo_reads(tmp_path):
         assert tzdata_version() == (tzdata.IANA_VERSION, "tzdata package")
     finally:
         zoneinfo.reset_tzpath()
+
+
+def test_h_is_stable_within_its_range_and_refused_in_any_other_form():
+    import pytest
+
+    from ingestion_contract.cron import CronError, has_hash, parse, spread
+
+    assert spread("H 2 * * *", "data/daily") == spread("H 2 * * *", "data/daily")  # the same every time
+    assert spread("0 2 * * THU", "x/y") == "0 2 * * THU" and not has_hash("0 2 * * THU") and not has_hash("@daily")
+    for key in (f"ns/s{i}" for i in range(200)):
+        minute, hour, *_ = spread("H(0-29) H * * *", key).split()
+        assert 0 <= int(minute) <= 29 and 0 <= int(hour) <= 23
+        dom = int(spread("0 0 H * *", key).split()[2])
+        assert 1 <= dom <= 28  # every month has it
+        step = spread("H/15 * * * *", key).split()[0]
+        start, _, rest = step.partition("-")
+        assert rest == "59/15" and 0 <= int(start) < 15
+        parse(spread("H H H H H", key))
+    for bad in ("H(30-10) * * * *", "H(0-60) * * * *", "H(5) * * * *", "HH * * * *", "H/0 * * * *", "0 0 H(0-5) * *"):
+        with pytest.raises(CronError):
+            parse(spread(bad, "ns/x"))
+
+
+def test_schedules_written_alike_are_spread_evenly():
+    """1,000 schedules written H 2 * * * fire over the whole hour: every minute gets some, none
+    more than about twice its share (17), so the controller's queue and the source see a
+    trickle, not one burst."""
+    import collections
+
+    from ingestion_contract.cron import spread
+
+    minutes = collections.Counter(int(spread("H 2 * * *", f"data/sched-{i}").split()[0]) for i in range(1000))
+    assert set(minutes) == set(range(60)) and max(minutes.values()) <= 35, minutes.most_common(3)

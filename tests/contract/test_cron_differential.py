@@ -144,3 +144,32 @@ def test_edges_the_fuzz_once_found(oracle, schedule, accepted):
     answer, = cronoracle.ask(oracle, [{"schedule": schedule, "tz": "UTC", "after": 0, "count": 1}])
     assert (answer["schedule_ok"] and crd_allows(schedule)) is accepted
     assert ours(schedule, "UTC", 0, 1)[0] is accepted
+
+
+@st.composite
+def hashed(draw) -> str:
+    """A schedule with H in some fields (H, H(a-b), H/n, H(a-b)/n) beside ordinary ones."""
+    out = []
+    for lo, hi in ((0, 59), (0, 23), (1, 28), (1, 12), (0, 6)):
+        a = draw(st.integers(lo, hi))
+        b = draw(st.integers(a, hi))
+        out.append(draw(st.sampled_from(["H", f"H({a}-{b})", f"H/{draw(st.integers(1, 30))}", f"H({a}-{b})/{draw(st.integers(1, 9))}",
+                                         "*", f"{a}", f"*/{draw(st.integers(1, 9))}", f"{a},H"])))
+    return " ".join(out)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(st.tuples(hashed(), st.sampled_from(["data/daily", "a/b", "prod/binance-um-klines-daily"]),
+                                st.sampled_from(["UTC", "Europe/London", "America/Havana"]), st.integers(0, 3 * 365 * 24 * 3600)),
+                      min_size=30, max_size=30))
+def test_a_schedule_with_h_becomes_a_concrete_expression_the_api_server_accepts_and_fires_alike(oracle, batch):
+    """H is ours (the API server has no H): the CronJob carries the concrete expression, which
+    the API server must accept, and whose fire times must be the ones status.nextRuns shows."""
+    from ingestion_contract.cron import spread
+
+    concrete = [spread(s, key) for s, key, _, _ in batch]
+    queries = [{"schedule": c, "tz": z, "after": int((EPOCH + dt.timedelta(seconds=a)).timestamp()), "count": 5}
+               for c, (_, _, z, a) in zip(concrete, batch)]
+    for c, (s, key, z, a), answer in zip(concrete, batch, cronoracle.ask(oracle, queries)):
+        assert "H" not in c and answer["schedule_ok"] and crd_allows(c), (s, key, c, answer["schedule_error"])
+        assert ours(c, z, a, 5) == (True, True, answer["next"]), (s, c, z, a)

@@ -122,6 +122,43 @@ def test_each_alert_fires_and_stays_quiet_at_the_threshold(rule_file, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_a_paused_schedule_s_alerts_stay_quiet_and_come_back_when_it_resumes(rule_file, tmp_path):
+    """The operator says a schedule is suspended (paused or disabled) with
+    ingestion_operator_schedule_suspended{schedule_namespace, schedule}: while it is 1, the
+    schedule's alerts stay quiet (no run is expected); once it is 0 they fire as before. Another
+    schedule's suspension silences nothing."""
+    op = 'job="ingestion-ingestion-operator-metrics", namespace="ingestion-system"'
+
+    def stale(schedule: str, age: str) -> dict:
+        return {"exp_labels": {"namespace": "data", "schedule": schedule, "severity": "warning"},
+                "exp_annotations": {"summary": f"data/{schedule} has had no successful run for {age}",
+                                    "description": "No run of this IngestionSchedule succeeded within 93600 s; see kubectl "
+                                                   "describe isched and its Jobs' logs."}}
+    tests = {"rule_files": [str(rule_file)], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": [
+            {"series": f"ingestion_last_success_timestamp_seconds{S}", "values": "0x2400"},
+            {"series": 'ingestion_last_success_timestamp_seconds{namespace="data", schedule="other"}', "values": "0x2400"},
+            {"series": 'ingestion_gaps_open{namespace="data", schedule="daily", cause="fetch-failed"}', "values": "1x2400"},
+            {"series": f"ingestion_run_success{S}", "values": "0x2400"},
+            # paused for the first 30 hours (two replicas: the leader's series and an old one), then resumed
+            {"series": f'ingestion_operator_schedule_suspended{{{op}, instance="a", schedule_namespace="data", schedule="daily"}}',
+             "values": "1x1800 0x600"},
+            {"series": f'ingestion_operator_schedule_suspended{{{op}, instance="b", schedule_namespace="data", schedule="other"}}',
+             "values": "0x2400"},
+         ], "alert_rule_test": [
+            {"eval_time": "29h", "alertname": "IngestionScheduleStale", "exp_alerts": [stale("other", "1d 5h 0m 0s")]},
+            firing("IngestionRepairsFailing", "29h"),
+            firing("IngestionLastRunFailed", "29h"),
+            {"eval_time": "31h", "alertname": "IngestionScheduleStale",
+             "exp_alerts": [stale("daily", "1d 7h 0m 0s"), stale("other", "1d 7h 0m 0s")]},
+         ]},
+    ]}
+    f = tmp_path / "tests.yml"
+    f.write_text(yaml.safe_dump(tests))
+    out = promtool("test", "rules", str(f))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_the_burn_rate_counts_every_run_that_did_not_succeed(rule_file, tmp_path):
     """Partial and abandoned runs miss the objective as failed ones do (as in the SLO, the
     report and the dashboard): a schedule whose every run is partial burns its budget."""

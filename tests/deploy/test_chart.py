@@ -212,6 +212,12 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
         wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("upstream") or {}).get("requestsPerSecond") == 7, 30,
                  "an upstream's share via the SA")
         wait_for(lambda: get_upstream(cluster, work, "ru").get("status", {}).get("sharerCount") == 1, 30, "its status via the SA")
+        # a run that cannot start (a quota refuses its pod): the operator reads the Job's Events
+        kubectl(cluster, "apply", "-n", work, "-f", "-", input=yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}))
+        kubectl(cluster, "create", "job", "m-2", "--from=cronjob/r", "-n", work)
+        wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("lastRun") or {}).get("outcome") == "Blocked", 60,
+                 "a blocked run, read from the Job's Events via the SA")
         kubectl(cluster, "patch", "isched", "r", "-n", work, "--type", "merge", "-p", '{"spec": {"timezone": "Nowhere/Zone"}}')
         wait_for(lambda: cond(get(cluster, work, "r"), "Ready").get("status") == "False", 30, "an invalid spec event")
     finally:

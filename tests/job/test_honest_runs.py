@@ -222,19 +222,25 @@ def test_retry_after_is_honoured(dataset, servers, tmp_path):
     assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 1.9  # waited as told, not the ~0.1 s backoff
 
 
-def test_a_request_that_runs_out_of_attempts_fails_its_cell_alone_saying_how_many(dataset, servers, tmp_path):
+def test_a_request_that_runs_out_of_its_retry_budget_fails_its_cell_alone_saying_how_long(dataset, servers, tmp_path):
+    """Retries are bounded by time (target.retryBudgetSeconds), not by a count: a key throttled
+    for longer than its budget fails its cell alone, naming the attempts, the time and the budget."""
     dataset.upload([("BTCUSDT", d) for d in days_ago(1, 2, 3)])
     bad = dataset.template.format(symbol="BTCUSDT", date=days_ago(2)[0].isoformat()).rsplit("/", 1)[1]
     proxy = FaultProxy(servers.s3.endpoint)
-    proxy.add("slowdown", "GET", bad, times=100, per_path=True, retry_after="0")
+    proxy.add("slowdown", "GET", bad, times=1000, per_path=True, retry_after="0")
     proxy.add("slowdown", "GET", ".zip", times=3, per_path=True, retry_after="0")  # the others: a burst elsewhere
+    spec = dataset.spec(["BTCUSDT"], lookback=2, endpoint=proxy.endpoint)
+    spec["target"]["retryBudgetSeconds"] = 4
     try:
-        res = run(context(dataset.spec(["BTCUSDT"], lookback=2, endpoint=proxy.endpoint)), tmp_path / "s.duckdb")
+        res = run(context(spec), tmp_path / "s.duckdb")
     finally:
         proxy.close()
     assert (res.outcome, res.summary["gaps_repaired"], res.summary["repairs_failed"]) == ("partial", 2, 1)
     (err,), = rows(tmp_path / "s.duckdb", "SELECT last_error FROM gaps WHERE status = 'open'")
-    assert re.search(r"GetObject SlowDown after 8 attempts in \d+\.\ds$", err), err
+    found = re.search(r"GetObject SlowDown after (\d+) attempts in (\d+\.\d)s: its retry budget "
+                      r"\(target.retryBudgetSeconds=4\) is spent$", err)
+    assert found and int(found.group(1)) >= 2 and 0.5 <= float(found.group(2)) <= 4.0, err
 
 
 def test_the_run_keeps_to_its_time_budget_and_defers_the_rest(dataset, servers, tmp_path):

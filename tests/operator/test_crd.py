@@ -45,7 +45,7 @@ def test_every_schema_node_uses_known_keys_and_every_field_is_described():
 
 def test_printer_columns():
     cols = [c["name"] for c in crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert cols == ["Schedule", "Timezone", "Enabled", "Next Run", "Last Run", "Last Success", "Ready", "Coverage", "Gaps", "Stale", "Age"]
+    assert cols == ["Schedule", "Timezone", "Enabled", "Next Run", "Paused", "Last Run", "Last Success", "Ready", "Coverage", "Gaps", "Stale", "Age"]
 
 
 def test_readme_reference_matches_the_crd():

@@ -236,3 +236,23 @@ def test_job_resources_flag_is_checked_before_anything_starts():
                          ('{"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}', "requests.cpu 2 is above limits.cpu 1")]:
         with pytest.raises(ValueError, match=message):
             parse_job_resources(bad)
+
+
+def test_h_renders_a_concrete_expression_that_status_shows_too():
+    import datetime as dt
+
+    from ingestion_operator.resource import ScheduleResource
+    from ingestion_operator.status import derive_status
+
+    body = {**SCHEDULE, "spec": {**SCHEDULE["spec"], "schedule": "H(0-29) 2 * * *"}}
+    spec = parse_spec(body["spec"])
+    cj = render_cronjob("daily", "data", spec)
+    minute, rest = cj["spec"]["schedule"].split(" ", 1)
+    assert rest == "2 * * *" and 0 <= int(minute) <= 29
+    assert render_cronjob("daily", "data", spec)["spec"]["schedule"] == cj["spec"]["schedule"]  # stable
+    other = render_cronjob("hourly", "data", spec)["spec"]["schedule"]
+    assert other.endswith(" 2 * * *")  # another name may pick another minute, in the same range
+    res = ScheduleResource.from_body({**body, "metadata": {**body["metadata"], "name": "daily", "namespace": "data"}})
+    now = dt.datetime(2026, 12, 6, 12, tzinfo=dt.timezone.utc)
+    st = derive_status(res, None, [], now)
+    assert st["nextRuns"][0] == f"2026-12-07T02:{int(minute):02d}:00Z"

@@ -137,7 +137,7 @@ def test_status_is_a_fixed_point_when_nothing_changes(enabled, problem, jobs, mi
     again_at = now + dt.timedelta(seconds=later)
     if first["nextRuns"]:
         again_at = min(again_at, dt.datetime.strptime(first["nextRuns"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) - dt.timedelta(seconds=1))
-    deadline = stale_deadline(ScheduleResource.from_body(s), CJ, js)
+    deadline = stale_deadline(ScheduleResource.from_body(s), CJ, js, now)
     if deadline is not None and deadline > now:
         again_at = min(again_at, deadline - dt.timedelta(seconds=1))
     again_at = max(again_at, now)

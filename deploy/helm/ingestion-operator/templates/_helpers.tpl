@@ -64,6 +64,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The share of runs that did not succeed over .window, per schedule: failed, partial and abandoned
      runs are all misses, as in the SLO, the report and the dashboard (ingestion_runs_total is a
      counter read from each store). */}}
+{{/* Keeps a schedule's alert quiet while the operator says the schedule is suspended (paused or disabled).
+The operator's series name the schedule's namespace schedule_namespace (its own target's namespace label is the operator's). */}}
+{{- define "ingestion.unlessSuspended" -}}
+unless on (namespace, schedule) (label_replace(max by (schedule_namespace, schedule) (ingestion_operator_schedule_suspended), "namespace", "$1", "schedule_namespace", "(.*)") == 1)
+{{- end }}
+
 {{- define "ingestion.burnRate" -}}
 (sum by (namespace, schedule) (increase(ingestion_runs_total{outcome!="succeeded"}[{{ .window }}])) / sum by (namespace, schedule) (increase(ingestion_runs_total[{{ .window }}])))
 {{- end }}
