@@ -374,6 +374,7 @@ def test_a_pause_suspends_with_its_reason_and_ends_by_itself_on_time(cluster, op
     assert (resumed_at - end).total_seconds() < 5, (resumed_at, end, time.monotonic() - t0)  # the timer woke at until
     obj = get(cluster, namespace, "held")
     assert "pause" not in obj["status"] and len(obj["status"]["nextRuns"]) == 5
-    assert [e["reason"] for e in events(cluster, namespace, "held") if e["reason"] in ("Paused", "Resumed")] == ["Paused", "Resumed"]
+    ours = sorted((e["lastTimestamp"], e["reason"]) for e in events(cluster, namespace, "held") if e["reason"] in ("Paused", "Resumed"))
+    assert [reason for _, reason in ours] == ["Paused", "Resumed"]  # in time order (a list of Events is in name order)
     with pytest.raises(AssertionError):  # refused at the door: no reason
         kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("held", pause={"until": until}))
