@@ -173,6 +173,7 @@ def namespace(namespaces, request) -> str:
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
 BACKFILL_CRD = REPO / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
+UPSTREAM_CRD = REPO / "deploy" / "crds" / "ingestionupstreams.ingestion.dev.yaml"
 CHART = REPO / "deploy" / "helm" / "ingestion-operator"
 
 
@@ -204,9 +205,9 @@ class Operator(OperatorProcess):
 
 @pytest.fixture(scope="session")
 def crd(cluster):
-    kubectl(cluster, "apply", "-f", str(CRD), "-f", str(BACKFILL_CRD))
+    kubectl(cluster, "apply", "-f", str(CRD), "-f", str(BACKFILL_CRD), "-f", str(UPSTREAM_CRD))
     kubectl(cluster, "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev",
-            "crd/ingestionbackfills.ingestion.dev", "--timeout=30s")
+            "crd/ingestionbackfills.ingestion.dev", "crd/ingestionupstreams.ingestion.dev", "--timeout=30s")
     return CRD
 
 

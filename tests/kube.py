@@ -31,6 +31,16 @@ def backfill_yaml(name: str, schedule: str, first: str, last: str, **spec) -> st
     return yaml.safe_dump(body)
 
 
+def upstream_yaml(name: str, bucket: str = "data.binance.vision", **spec) -> str:
+    body = {"apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionUpstream", "metadata": {"name": name},
+            "spec": {"bucket": bucket, **spec}}
+    return yaml.safe_dump(body)
+
+
+def get_upstream(cluster, ns, name) -> dict:
+    return json.loads(kubectl(cluster, "get", "iup", name, "-n", ns, "-o", "json").stdout)
+
+
 def get_backfill(cluster, ns, name) -> dict:
     return json.loads(kubectl(cluster, "get", "ibf", name, "-n", ns, "-o", "json").stdout)
 

@@ -14,12 +14,14 @@ from .workspace import REPO_ROOT
 
 CRD = REPO_ROOT / "deploy" / "crds" / "ingestionschedules.ingestion.dev.yaml"
 BACKFILL_CRD = REPO_ROOT / "deploy" / "crds" / "ingestionbackfills.ingestion.dev.yaml"
+UPSTREAM_CRD = REPO_ROOT / "deploy" / "crds" / "ingestionupstreams.ingestion.dev.yaml"
 REFERENCE = REPO_ROOT / "docs" / "reference"
 BEGIN, END = "<!-- crd-reference:begin -->", "<!-- crd-reference:end -->"
 # each CRD's table sits between its own markers, on a page of its own
 PAGES = (
     (REFERENCE / "ingestionschedule.md", CRD, BEGIN, END),
     (REFERENCE / "ingestionbackfill.md", BACKFILL_CRD, "<!-- backfill-reference:begin -->", "<!-- backfill-reference:end -->"),
+    (REFERENCE / "ingestionupstream.md", UPSTREAM_CRD, "<!-- upstream-reference:begin -->", "<!-- upstream-reference:end -->"),
 )
 
 

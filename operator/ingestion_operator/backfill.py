@@ -9,6 +9,11 @@ pods, and writes only what differs.
   index ``i`` = shard ``i % parallelism``, chunk ``i // parallelism``
   (:mod:`ingestion_contract.backfill`). It is owned by the backfill: deleting the backfill
   deletes the Job and its pods (garbage collection); what the units committed stays.
+* **Its share of an upstream**: when an IngestionUpstream names the schedule's source, the
+  Job is made with what the running backfills left of the upstream's backfill pool as its cap
+  (annotated on the Job, which is the record), and keeps it to its end: a Job's pods cannot be
+  changed, so a later change of the budget reaches the next backfill, not this one. With less
+  than one request per shard left the backfill waits (``WaitingForUpstream``).
 * **Progress** comes from the Job (``completedIndexes``, ``failedIndexes``, ``active``) and
   from each finished pod's termination message (the run's coverage of its unit).
 """
@@ -28,12 +33,15 @@ from ingestion_contract import BackfillSpec, Coverage, SpecError, parse_backfill
 from ingestion_contract.backfill import shard_of
 from ingestion_contract.cron import load_timezone
 from ingestion_contract.spec import ScheduleSpec
+from ingestion_contract.upstream import source_of
 
 from . import names
 from .render import RenderSettings, pod_failure_rules, render_pod_spec
-from .gateway import BACKFILL, SCHEDULE, KeyedLocks, owned_by
+from .gateway import BACKFILL, SCHEDULE, UPSTREAM, KeyedLocks, owned_by
 from .resource import Problem, ScheduleResource
+from .shares import backfill_take
 from .status import Conditions, condition_of, iso, job_container_ends, job_outcome, merge_patch
+from .upstream import running_backfills
 
 log = logging.getLogger("ingestion_operator")
 UNLIMITED_REPAIRS = 2**31 - 1  # a unit repairs every cell it can within its time budget
@@ -179,7 +187,7 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
     if problem is not None or bf is None:
         problem = problem or Problem("", "")
         keep = {k: v for k, v in live.items() if k in ("progress", "shards", "jobName", "startTime", "completionTime",
-                                                        "reports", "effectiveTo")}
+                                                        "reports", "effectiveTo", "upstream")}
         return {**keep, "observedGeneration": generation, "conditions": [
             condition("Complete", False, problem.reason, problem.message),
             condition("Failed", problem.reason in FINAL_PROBLEMS, problem.reason, problem.message)]}
@@ -230,6 +238,9 @@ def derive_backfill_status(body: dict, bf: BackfillSpec | None, job: dict | None
                        condition("Failed", outcome == "Failed", "Failed" if outcome == "Failed" else "NotFailed",
                                  (why or "the Job failed") if outcome == "Failed" else "")],
     }
+    ann = ((job or {}).get("metadata") or {}).get("annotations") or {}
+    if ann.get(names.ANNOTATION_UPSTREAM) and ann.get(names.ANNOTATION_UPSTREAM_SHARE, "").isdigit():
+        status["upstream"] = {"name": ann[names.ANNOTATION_UPSTREAM], "requestsPerSecond": int(ann[names.ANNOTATION_UPSTREAM_SHARE])}
     if st.get("startTime"):
         status["startTime"] = iso(st["startTime"])
     if end:
@@ -290,6 +301,7 @@ class BackfillReconciler:
         self.r = reconciler
         self.kube = reconciler.kube
         self._lock = KeyedLocks()
+        self._upstream_lock = KeyedLocks()  # per (namespace, upstream): one backfill takes a share at a time
         reconciler.due[BACKFILL.name] = lambda namespace, name: self.reconcile(namespace, name, trigger="recheck")
 
     def forget(self, namespace: str, name: str) -> None:
@@ -343,25 +355,55 @@ class BackfillReconciler:
                 elif spec is None:
                     problem = Problem("ScheduleInvalid", f"IngestionSchedule {bf.schedule} is invalid: {schedule.problem.message}")
                 else:
-                    desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, r.settings,
-                                                  body["metadata"].get("creationTimestamp"))
-                    kopf.adopt(desired, owner=body)
-                    try:
-                        job = kube.create_job(namespace, desired)
-                        action = "JobCreated"
-                    except ApiException as e:
-                        if e.status not in (400, 422):  # a 409: made meanwhile (by us, a moment ago), read it again
-                            raise
-                        problem = Problem("JobRejected", f"the API server rejected the Job: {e.reason}")
+                    job, action, problem = self._create_job(namespace, name, body, bf, spec)
         pods = kube.pods(namespace, f"{contract.JOB_NAME_LABEL}={name}") if job is not None else []
         new = derive_backfill_status(body, bf, job, pods, r.clock(), problem, cells, clamped)
         if new != live:
             kube.patch_status(BACKFILL, namespace, name, merge_patch(live, new))
         for type_, reason_, message in self._events(live, new, action, name):
             self._event(body, type_, reason_, message)
-        if problem is not None and problem.reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected"):
+        if problem is not None and problem.reason in ("ScheduleNotFound", "ScheduleInvalid", "JobRejected", "WaitingForUpstream"):
             r.timer.set((BACKFILL.name, namespace, name), r.clock() + dt.timedelta(seconds=self.RECHECK_SECONDS))
         return action or (problem.reason if problem else "unchanged" if new == live else "status")
+
+    def _create_job(self, namespace: str, name: str, body: dict, bf: BackfillSpec,
+                    spec: ScheduleSpec) -> tuple[dict | None, str | None, Problem | None]:
+        """Make the backfill's Job: (job, action, problem). When an IngestionUpstream names the
+        schedule's source, the backfill takes its share of the backfills' pool now, for good (a
+        Job's pods cannot be changed): decided and made under the upstream's lock, so two
+        backfills never take the same requests; with too little left it waits."""
+        found = self.r.sharing.upstream_for(namespace, source_of(spec.target.endpoint, spec.target.bucket))
+        if found is None:
+            return self._make_job(namespace, name, body, bf, spec, None)
+        upstream, up = found
+        with self._upstream_lock((namespace, upstream)):
+            running = [b for b in running_backfills(self.kube.jobs(namespace, names.LABEL_BACKFILL), upstream) if b.name != name]
+            take = backfill_take(up, bf.max_requests_per_second or spec.target.max_requests_per_second, bf.parallelism, running)
+            if take is None:
+                held = ", ".join(f"{b.name} {b.share}" for b in running) or "none"
+                return None, None, Problem("WaitingForUpstream", (
+                    f"IngestionUpstream {upstream} leaves backfills {up.backfill_requests_per_second} requests/s "
+                    f"(scheduledShare {up.scheduled_share}%), held by running backfills ({held}); each of this "
+                    f"backfill's {bf.parallelism} shard(s) needs at least 1: it starts when enough is free"))
+            made = self._make_job(namespace, name, body, dataclasses.replace(bf, max_requests_per_second=take), spec,
+                                  (upstream, take))
+        self.r.timer.set((UPSTREAM.name, namespace, upstream), self.r.clock())  # its status lists the new sharer
+        return made
+
+    def _make_job(self, namespace: str, name: str, body: dict, bf: BackfillSpec, spec: ScheduleSpec,
+                  share: tuple[str, int] | None) -> tuple[dict | None, str | None, Problem | None]:
+        desired = render_backfill_job(name, namespace, bf, bf.schedule, spec, self.r.settings,
+                                      body["metadata"].get("creationTimestamp"))
+        if share is not None:
+            desired["metadata"]["annotations"] = {names.ANNOTATION_UPSTREAM: share[0],
+                                                  names.ANNOTATION_UPSTREAM_SHARE: str(share[1])}
+        kopf.adopt(desired, owner=body)
+        try:
+            return self.kube.create_job(namespace, desired), "JobCreated", None
+        except ApiException as e:
+            if e.status not in (400, 422):  # a 409: made meanwhile (by us, a moment ago), read it again
+                raise
+            return None, None, Problem("JobRejected", f"the API server rejected the Job: {e.reason}")
 
     @staticmethod
     def _events(live: dict, new: dict, action: str | None, name: str) -> list[tuple[str, str, str]]:

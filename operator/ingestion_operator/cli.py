@@ -99,6 +99,7 @@ def cmd_run(args) -> int:
     from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .backfill import BackfillReconciler
     from .reconcile import Reconciler
+    from .upstream import UpstreamReconciler
 
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
@@ -116,8 +117,8 @@ def cmd_run(args) -> int:
         reconciler = Reconciler(api, settings, pool_size=args.workers)
         if elector is not None:
             reconciler.kube.fence = lambda: elector.leading
-        memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), health=health, workers=args.workers,
-                         term=term)
+        memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), upstreams=UpstreamReconciler(reconciler),
+                         health=health, workers=args.workers, term=term)
         try:
             kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo, stop_flag=term.flag)
         finally:

@@ -29,7 +29,7 @@ log = logging.getLogger("ingestion_operator")
 class Kind:
     """One of our resources: what the gateway needs to read it and write its status."""
 
-    name: str  # the key of its echo record and of its timer entries: schedule | backfill
+    name: str  # the key of its echo record and of its timer entries: schedule | backfill | upstream
     kind: str  # IngestionSchedule | IngestionBackfill (Events name it)
     plural: str
 
@@ -40,6 +40,7 @@ class Kind:
 
 SCHEDULE = Kind("schedule", names.KIND, names.PLURAL)
 BACKFILL = Kind("backfill", names.BACKFILL_KIND, names.BACKFILL_PLURAL)
+UPSTREAM = Kind("upstream", names.UPSTREAM_KIND, names.UPSTREAM_PLURAL)
 
 
 class NotLeading(RuntimeError):

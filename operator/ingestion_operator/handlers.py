@@ -13,6 +13,9 @@ import logging
 
 import kopf
 from . import names
+from .gateway import UPSTREAM
+from .status import job_outcome
+from .upstream import schedule_sharer, shown_share, upstream_spec
 
 log = logging.getLogger("ingestion_operator")
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -108,7 +111,44 @@ def _own(reconciler, type: str, event: dict, namespace: str, name: str, gone: st
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL, when=_news("schedule"))
 def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
+    if type == "DELETED":  # a sharer less: its upstream's other schedules get more
+        memo.upstreams.soon(namespace, memo.reconciler.sharing.put_schedule(namespace, name, None))
     _own(memo.reconciler, type, event, namespace, name, "event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)")
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL, id="schedule_sources")
+async def schedule_sources(body, namespace, name, memo: kopf.Memo, **_):
+    """Keeps what each schedule reads from (its source, its own cap, its floor) and the share
+    its status shows in the reconciler's SharingIndex; one that moves a source wakes that source's upstream. kopf
+    holds every handler until this index has listed every schedule, so no schedule's share is
+    computed from half of its sharers."""
+    moved = memo.reconciler.sharing.put_schedule(namespace, name, schedule_sharer(name, body.get("spec")),
+                                                 shown_share(body.get("status")))
+    memo.upstreams.soon(namespace, moved)
+    return None
+
+
+@kopf.index(names.GROUP, names.VERSION, names.UPSTREAM_PLURAL, id="upstream_index")
+async def upstream_index(body, namespace, name, memo: kopf.Memo, **_):
+    """Keeps the upstreams (namespace -> name -> spec) in the SharingIndex: a schedule's
+    reconcile finds its upstream there, without a list. One that changes (or turns invalid)
+    wakes the schedules of its source at once."""
+    moved = memo.reconciler.sharing.put_upstream(namespace, name, upstream_spec(body.get("spec")))
+    memo.upstreams.soon(namespace, moved, wake=True)
+    return None
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.UPSTREAM_PLURAL, id="upstream", when=_news("upstream"))
+def on_upstream(type, event, namespace, name, memo: kopf.Memo, **_):
+    """An IngestionUpstream changed: its status; deleted: every sharer back to its own settings."""
+    if type == "DELETED":
+        moved = memo.reconciler.sharing.drop_upstream(namespace, name)
+        memo.upstreams.forget(namespace, name)
+        memo.upstreams.soon(namespace, moved, wake=True)
+        log.info("event=upstream_deleted namespace=%s name=%s (its schedules return to their own settings)", namespace, name)
+        return
+    obj = event.get("object") or {}
+    memo.upstreams.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
 
 
 @kopf.index("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob_cache")
@@ -127,6 +167,9 @@ def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
     labels = body.get("metadata", {}).get("labels") or {}
     if resource.plural == "jobs" and labels.get(names.LABEL_BACKFILL):
         memo.backfills.reconcile(namespace, labels[names.LABEL_BACKFILL], trigger="job")
+        upstream = (body.get("metadata", {}).get("annotations") or {}).get(names.ANNOTATION_UPSTREAM)
+        if upstream and (type == "DELETED" or job_outcome(body)[0] != "Running"):  # its share is free again
+            memo.reconciler.timer.set((UPSTREAM.name, namespace, upstream), memo.reconciler.clock())
         return
     if resource.plural == "cronjobs" and type == "DELETED":
         memo.reconciler.cronjobs.drop(namespace, name, body.get("metadata", {}).get("uid"))

@@ -25,9 +25,11 @@ from . import metrics, names
 from .gateway import SCHEDULE, KeyedLocks, KubeGateway, api_message, owned_by, refused
 from .render import RenderSettings, cronjob_name, render_cronjob
 from .resource import Problem, ScheduleResource
+from .shares import sharer_of, with_share
 from .status import (MOUNT_GRACE, START_GRACE, Blocked, Event, condition_of, derive_status, job_blocked, job_container_ends, job_outcome,
                      merge_patch, newest_finished_job, newest_job, parse_time, stale_deadline, transition_events)
 from .timer import NextRunTimer
+from .upstream import SharingIndex
 
 log = logging.getLogger("ingestion_operator")
 
@@ -119,6 +121,7 @@ class Reconciler:
         self._lock = KeyedLocks()
         self.ready: dict[tuple[str, str], bool] = {}
         self.cronjobs = CronJobCache()
+        self.sharing = SharingIndex()  # the upstreams and who reads from them, kept by kopf indexes
 
     def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "schedule") -> None:
         """Bring one schedule in line. ``body``: the schedule as its watch event delivered it
@@ -173,13 +176,17 @@ class Reconciler:
         if body["metadata"].get("deletionTimestamp"):
             return "deleting"
 
-        # 2. Parse and validate the spec once: field errors, or the typed spec; render it.
+        # 2. Parse and validate the spec once: field errors, or the typed spec; render it, with
+        #    its share of the upstream it reads from (if one names its source) as its cap.
         schedule = ScheduleResource.from_body(body)
         problem = schedule.problem
         cj_name = cronjob_name(name)
-        desired = None
+        desired, share = None, None
         if problem is None:
-            desired = render_cronjob(name, namespace, schedule.spec, self.settings, paused=schedule.spec.paused(self.clock()))
+            sharer = sharer_of(name, schedule.spec)
+            share = self.sharing.share_of(namespace, sharer) if sharer is not None else None
+            spec = with_share(schedule.spec, share and share.requests_per_second)
+            desired = render_cronjob(name, namespace, spec, self.settings, paused=spec.paused(self.clock()))
             kopf.adopt(desired, owner=body)
 
         # 3. The live CronJob, from the cache where it can be trusted, and whether it is ours.
@@ -205,7 +212,7 @@ class Reconciler:
         #    itself, and why the newest Job cannot start, if it cannot.
         coverage, ends = self._run_ends(namespace, name, schedule.status, jobs)
         blocked, look_again = self._blocked(namespace, jobs)
-        new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage, ends, blocked)
+        new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage, ends, blocked, share)
         if new_status != schedule.status:
             self.kube.patch_status(SCHEDULE, namespace, name, merge_patch(schedule.status, new_status))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import typing
 
 from ingestion_contract import EXIT_MEANINGS
 from ingestion_contract.cron import next_runs
@@ -17,6 +18,9 @@ from ingestion_contract.summary import is_complete, largest_causes
 
 from . import names
 from .resource import Problem, ScheduleResource
+
+if typing.TYPE_CHECKING:
+    from .upstream import Share
 
 NEXT_RUNS = 5
 
@@ -302,11 +306,13 @@ def derive_status(
     coverage: dict | None = None,
     ends: dict[str, str] | None = None,
     blocked: Blocked | None = None,
+    upstream: "Share | None" = None,
 ) -> dict:
     """The status for ``schedule``; ``problem`` is a validation or apply error, if any;
     ``coverage``: what the newest run that reported one said about its window; ``ends``: the
     runs' own one-line reasons by Job (their termination messages); ``blocked``: why the
-    newest Job, running, cannot start."""
+    newest Job, running, cannot start; ``upstream``: its share of the IngestionUpstream of its
+    source, if one names it."""
     generation = schedule.generation
     condition = Conditions(generation, schedule.status.get("conditions") or [], now)
     enabled = schedule.enabled
@@ -334,6 +340,8 @@ def derive_status(
         status["lastRun"] = run
     if coverage:
         status["coverage"] = coverage
+    if upstream is not None and problem is None:
+        status["upstream"] = upstream.as_status()
 
     if problem is not None:
         ready = condition("Ready", False, problem.reason, problem.message)
@@ -359,6 +367,8 @@ def derive_status(
         # until a run succeeds: the next run starting changes nothing
         degraded = condition("Degraded", True, "LastRunFailed",
                              f"Job {finished['job']} failed: {finished.get('reason', '')}".rstrip(": "))
+    elif upstream is not None and upstream.below_floor:  # it runs, but its runs may not finish in time
+        degraded = condition("Degraded", True, "ShareBelowFloor", upstream.floor_message(spec.active_deadline_seconds))
     else:
         degraded = condition("Degraded", False, "AsExpected", "no problem seen")
     status["conditions"] = [ready, suspended, degraded, complete_condition(coverage, condition),
@@ -404,7 +414,8 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
     one (so a reconcile that changes nothing, or a restarted operator, posts nothing): Ready
     turning False or True, a run failing or blocked (Warning; each failed run is one, a blocked
     run is one whatever its pod's state flips between) and Degraded clearing (Normal), Stale
-    turning True (Warning) or clearing (Normal), and one per CronJob write (``action``)."""
+    turning True (Warning) or clearing (Normal), its upstream share falling below its floor
+    (Warning), and one per CronJob write (``action``)."""
     events = []
     was_ready, now_ready = condition_of(live, "Ready"), condition_of(new, "Ready")
     if problem is not None:
@@ -422,6 +433,10 @@ def transition_events(live: dict, new: dict, problem: Problem | None, action: st
             events.append(Event("Normal", "RunSucceeded" if run.get("outcome") == "Succeeded" else "RunUnblocked",
                                 f"Job {run.get('job')} {'succeeded' if run.get('outcome') == 'Succeeded' else 'started'}: "
                                 f"the schedule is no longer degraded"))
+    was_low = (condition_of(live, "Degraded") or {}).get("reason") == "ShareBelowFloor"
+    low = condition_of(new, "Degraded") or {}
+    if low.get("reason") == "ShareBelowFloor" and not was_low:  # its runs may not finish in time from now on
+        events.append(Event("Warning", "ShareBelowFloor", low["message"]))
     was_paused, now_paused = live.get("pause"), new.get("pause")
     if now_paused and (not was_paused or (was_paused.get("reason"), was_paused.get("until")) !=
                        (now_paused.get("reason"), now_paused.get("until"))):

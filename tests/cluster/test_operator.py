@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ..conftest import _wait_for, REPO, kubectl
-from ..kube import apply_schedule, cond, events, get, get_cronjob, last_run, ready, schedule_yaml
+from ..kube import apply_schedule, cond, events, get, get_cronjob, get_upstream, last_run, ready, schedule_yaml
 
 EXAMPLES = REPO / "examples"
 
@@ -45,8 +45,9 @@ STALE_FIRST: dict = {}  # the "stale" schedule as first Ready
 
 def test_examples_apply_become_ready_and_print_columns(cluster, operator, ticking, namespace, wait_for):
     kubectl(cluster, "apply", "-n", namespace, "-f", str(EXAMPLES))
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in sorted(EXAMPLES.glob("*.yaml"))]
-    assert len(names) >= 4
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
+    names = [d["metadata"]["name"] for d in docs if d["kind"] == "IngestionSchedule"]
+    assert len(names) >= 4 and {d["kind"] for d in docs} == {"IngestionSchedule", "IngestionUpstream"}
     for name in names:
         obj = wait_for(lambda: ready(cluster, namespace, name), 30, f"{name} Ready")
         cj = get_cronjob(cluster, namespace, obj["status"]["cronJobName"])
@@ -66,6 +67,14 @@ def test_examples_apply_become_ready_and_print_columns(cluster, operator, tickin
     assert "30 6 * * MON-FRI" in row and "Europe/London" in row and "True" in row
     explain = kubectl(cluster, "explain", "isched.spec.startingDeadlineSeconds").stdout
     assert "Misfire window" in explain
+    # the Binance Vision upstream: the two enabled schedules of data.binance.vision share its 14 (70 % of 20)
+    up = wait_for(lambda: (u := get_upstream(cluster, namespace, "binance-vision")).get("status", {}).get("sharerCount") == 2 and u,
+                  30, "the example upstream's sharers")
+    assert [(x["name"], x["share"]) for x in up["status"]["sharers"]] == [("binance-um-klines-daily", 7), ("binance-um-klines-hourly", 7)]
+    wait_for(lambda: (get(cluster, namespace, "binance-um-klines-daily")["status"].get("upstream") or {}).get("requestsPerSecond") == 7,
+             30, "the daily schedule's share in its status")
+    row = next(line for line in kubectl(cluster, "get", "iup", "-n", namespace).stdout.splitlines() if line.startswith("binance-vision"))
+    assert row.split()[1:6] == ["s3://data.binance.vision", "20", "2", "14/6", "True"]
 
 
 def test_update_schedule_and_timezone_rerenders_the_cronjob(cluster, operator, namespace, wait_for):

@@ -12,7 +12,7 @@ import yaml
 from ingestion_operator.backfill import backfill_labels
 from ingestion_operator.render import labels_for, parse_job_resources
 
-from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, Operator, kubectl
+from ..conftest import BACKFILL_CRD, CHART, CRD, REPO, UPSTREAM_CRD, Operator, kubectl
 
 
 
@@ -30,6 +30,7 @@ def template(helm, *sets, namespace="ingestion-system", check=True):
 def test_chart_copies_match_their_sources():
     assert (CHART / "crds" / CRD.name).read_text() == CRD.read_text()
     assert (CHART / "crds" / BACKFILL_CRD.name).read_text() == BACKFILL_CRD.read_text()
+    assert (CHART / "crds" / UPSTREAM_CRD.name).read_text() == UPSTREAM_CRD.read_text()
     assert (CHART / "dashboards" / "ingestion.json").read_text() == (REPO / "deploy" / "grafana" / "ingestion.json").read_text()
 
 
@@ -191,7 +192,7 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
     sa_kubeconfig.write_text(yaml.safe_dump(cfg))
 
     from ..conftest import Cluster
-    from ..kube import backfill_yaml, cond, get, get_backfill, get_cronjob, ready, schedule_yaml
+    from ..kube import backfill_yaml, cond, get, get_backfill, get_cronjob, get_upstream, ready, schedule_yaml, upstream_yaml
 
     work = namespaces("rbac-work", mode="complete")
     lease_args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -207,6 +208,10 @@ def test_operator_runs_with_the_charts_service_account_and_uses_every_granted_ve
         wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("lastRun") or {}).get("outcome") == "Succeeded", 30, "lastRun")
         kubectl(cluster, "apply", "-n", work, "-f", "-", input=backfill_yaml("rb", "r", "2026-01-01", "2026-01-02"))
         wait_for(lambda: cond(get_backfill(cluster, work, "rb"), "Complete").get("status") == "True", 60, "a backfill via the SA")
+        kubectl(cluster, "apply", "-n", work, "-f", "-", input=upstream_yaml("ru", maxRequestsPerSecond=10))  # watch, get, status
+        wait_for(lambda: (get(cluster, work, "r").get("status", {}).get("upstream") or {}).get("requestsPerSecond") == 7, 30,
+                 "an upstream's share via the SA")
+        wait_for(lambda: get_upstream(cluster, work, "ru").get("status", {}).get("sharerCount") == 1, 30, "its status via the SA")
         # a run that cannot start (a quota refuses its pod): the operator reads the Job's Events
         kubectl(cluster, "apply", "-n", work, "-f", "-", input=yaml.safe_dump(
             {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}))

@@ -64,3 +64,31 @@ def test_every_printer_column_of_both_crds_uses_known_keys():
         for version in yaml.safe_load(path.read_text())["spec"]["versions"]:
             for col in version.get("additionalPrinterColumns") or []:
                 assert set(col) <= {"name", "type", "jsonPath", "description", "priority", "format"}, (path.name, col)
+
+
+def test_the_upstream_crd_names_match_the_operator_and_every_field_is_described():
+    from ..conftest import UPSTREAM_CRD
+
+    doc = yaml.safe_load(UPSTREAM_CRD.read_text())
+    assert (doc["spec"]["group"], doc["spec"]["names"]["plural"], doc["spec"]["names"]["kind"]) == (
+        names.GROUP, names.UPSTREAM_PLURAL, names.UPSTREAM_KIND)
+    assert doc["spec"]["names"]["shortNames"] == ["iup"] and doc["spec"]["names"]["categories"] == ["ingestion"]
+    version = doc["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Source", "Budget", "Sharers", "Split", "Ready", "Age"]
+    undocumented = []
+    for path, node in walk(version["schema"]["openAPIV3Schema"], ""):
+        assert not set(node) - SCHEMA_KEYS, path
+        if path and path != ".metadata" and not (path.endswith("[]") and node.get("type") != "object") and "description" not in node:
+            undocumented.append(path)
+    assert undocumented == []
+
+
+def test_the_upstream_reference_page_holds_the_table_its_crd_generates():
+    """docs/reference/ingestionupstream.md, between its markers (crdref's table of any CRD)."""
+    from ingestion_dev.crdref import REFERENCE, table
+
+    from ..conftest import UPSTREAM_CRD
+
+    text = (REFERENCE / "ingestionupstream.md").read_text()
+    inside = text.split("<!-- upstream-reference:begin -->\n", 1)[1].split("\n<!-- upstream-reference:end -->", 1)[0]
+    assert inside == table(UPSTREAM_CRD), "docs/reference/ingestionupstream.md is stale: see the command on that page"
