@@ -8,6 +8,8 @@ import json
 
 import yaml
 
+from ingestion_contract import SPEC_ENV
+
 from .conftest import _wait_for, kubectl
 
 
@@ -98,3 +100,21 @@ def plain_cronjob(name: str, schedule: str, suspend_jobs: bool = False, **metada
     if suspend_jobs:
         job["suspend"] = True
     return {"metadata": {"name": name, **metadata}, "spec": {"schedule": schedule, "jobTemplate": {"spec": job}}}
+
+
+def env_cap(pod_spec: dict) -> int | None:
+    env = pod_spec["containers"][0]["env"]
+    return json.loads(next(e["value"] for e in env if e["name"] == SPEC_ENV))["target"]["maxRequestsPerSecond"]
+
+
+def caps(cluster, ns, names) -> dict:
+    out = {}
+    for name in names:
+        cj = get_cronjob(cluster, ns, name)
+        out[name] = env_cap(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]) if cj else "absent"
+    return out
+
+
+def job(cluster, ns, name) -> dict | None:
+    out = kubectl(cluster, "get", "job", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None

@@ -6,33 +6,13 @@ sharer, and deleting the upstream gives each schedule back its own settings."""
 
 from __future__ import annotations
 
-import json
 import time
 
-from ingestion_contract import SPEC_ENV
 
 from ..conftest import kubectl
-from ..kube import backfill_yaml, cond, get, get_backfill, get_cronjob, get_upstream, schedule_yaml, upstream_yaml
+from ..kube import backfill_yaml, caps, cond, env_cap, get, get_backfill, get_upstream, job, schedule_yaml, upstream_yaml
 
 ANN_SHARE = "ingestion.dev/upstream-requests-per-second"
-
-
-def env_cap(pod_spec: dict) -> int | None:
-    env = pod_spec["containers"][0]["env"]
-    return json.loads(next(e["value"] for e in env if e["name"] == SPEC_ENV))["target"]["maxRequestsPerSecond"]
-
-
-def caps(cluster, ns, names) -> dict:
-    out = {}
-    for name in names:
-        cj = get_cronjob(cluster, ns, name)
-        out[name] = env_cap(cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]) if cj else "absent"
-    return out
-
-
-def job(cluster, ns, name) -> dict | None:
-    out = kubectl(cluster, "get", "job", name, "-n", ns, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else None
 
 
 def test_an_upstream_shares_its_budget_and_every_sharer_follows_it(cluster, operator, namespaces, wait_for):
