@@ -53,12 +53,13 @@ def test_a_burst_of_throttling_at_any_phase_costs_time_not_a_cell(dataset, serve
     assert pushed(servers.pushgateway, "demo")["ingestion_source_throttled_responses"] == s["throttled_responses"]
 
 
-@pytest.mark.parametrize("phase,fault", [("listing", "throttle"), ("object", "slowdown"), ("sidecar", "throttle")])
-def test_half_a_minute_of_throttling_costs_time_not_a_cell(dataset, servers, tmp_path, phase, fault):
-    res, took, proxy = burst_run(dataset, servers, tmp_path, phase, 30, None, fault=fault)
+@pytest.mark.parametrize("phase,fault,retry_after", [("listing", "throttle", None), ("object", "slowdown", "5"),
+                                                     ("sidecar", "throttle", None)])
+def test_half_a_minute_of_throttling_costs_time_not_a_cell(dataset, servers, tmp_path, phase, fault, retry_after):
+    res, took, proxy = burst_run(dataset, servers, tmp_path, phase, 30, retry_after, fault=fault)
     assert (res.outcome, res.summary["gaps_repaired"], res.summary["repairs_failed"]) == ("succeeded", 12, 0), res.error
     assert took >= 29.5
-    print(f"\n30 s of {fault} at {phase}: {took:.1f} s, {proxy.rules[0].hits} throttled answers, "
+    print(f"\n30 s of {fault} at {phase} (Retry-After: {retry_after}): {took:.1f} s, {proxy.rules[0].hits} throttled answers, "
           f"lowest rate {res.summary['lowest_request_rate']:g}/s")
 
 
