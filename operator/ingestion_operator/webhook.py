@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import ssl
+import sys
 import threading
 import time
 from pathlib import Path
@@ -63,8 +64,14 @@ class _Server(http.server.ThreadingHTTPServer):
         # the handshake happens in the request's own thread (Handler.setup), not in the accept loop
         return self.certificate.context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
-    def handle_error(self, request, client_address):  # a client that drops a connection is not a stack trace
-        log.debug("event=webhook_connection_error client=%s", client_address[0], exc_info=True)
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a client that fails the handshake or drops the connection
+            log.debug("event=webhook_connection_error client=%s error=%s", client_address[0], json.dumps(str(error)))
+            return
+        # a bug in the review: the API server gets no answer and, failurePolicy Ignore, admits the request
+        log.error("event=webhook_error client=%s error=%s", client_address[0], json.dumps(f"{type(error).__name__}: {error}"),
+                  exc_info=error)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -77,11 +84,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         if self.path.split("?")[0] != PATH:
+            self.close_connection = True  # its body, unread, must not be taken for the next request
             self._send(404, {"error": f"not found; the webhook answers POST {PATH}"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(self.headers.get("Content-Length") or 0) if (self.headers.get("Content-Length") or "0").isdigit() else -1
         if not 0 < length <= MAX_BODY:
-            self._send(413 if length else 400, {"error": f"an AdmissionReview of 1 to {MAX_BODY} bytes is expected"})
+            self.close_connection = True
+            self._send(413 if length > MAX_BODY else 400, {"error": f"an AdmissionReview of 1 to {MAX_BODY} bytes is expected"})
             return
         t0 = time.monotonic()
         try:
