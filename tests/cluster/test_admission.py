@@ -134,7 +134,7 @@ def test_kubectl_apply_previews_refuses_and_survives_an_operator_outage(cluster,
         outage = apply(cluster, ns, berlin("bad-zone", timezone="Mars/Olympus_Mons"))
         assert outage.returncode == 0 and "created" in outage.stdout, outage.stderr
         assert warnings(outage) == [] and time.monotonic() - t0 < 10
-        assert apply(cluster, ns, berlin("berlin", lookbackDays=5)).returncode == 0  # a good change too, unchecked
+        assert apply(cluster, ns, berlin("berlin", schedule="17 3 * * *")).returncode == 0  # a good change too, unchecked
 
         # 6. The operator back: its status catches the bad spec with the webhook's words; the
         #    webhook lets an update through that leaves that spec as it is (a label), with the problem.
