@@ -170,13 +170,9 @@ def stages(dockerfile: Path) -> list[str]:
 
 
 def chart_values() -> list[str]:
-    """Helm ``--set`` values that make the chart run the images built here (never pulled), on
-    the dev node: without the admission webhook, which its API server cannot reach (it runs on
-    the host, which has no route to a Service's or a pod's address: kube-proxy and the pods live
-    in the node's network namespace), so it would dial the Service's address off this machine;
-    with failurePolicy Ignore every apply would still go through, unchecked."""
+    """Helm ``--set`` values that make the chart run the images built here (never pulled)."""
     values = []
     for key, image in (("image", OPERATOR_IMAGE), ("jobImage", JOB_IMAGE)):
         repository, tag = image.rsplit(":", 1)
         values += [f"{key}.repository={repository}", f"{key}.tag={tag}", f"{key}.pullPolicy=Never"]
-    return values + ["webhook.enabled=false"]
+    return values
