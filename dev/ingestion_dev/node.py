@@ -3,7 +3,8 @@
 The node lives in a network namespace of its own, joined to the host by a veth pair, as
 kind runs a node in a container. Every address a test or a pod reaches is then loopback,
 the host's end of that pair, or a pod on the node's bridge. Nothing is routed anywhere
-else: the host forwards nothing, and the node only masquerades its pods towards the host.
+else: the host forwards nothing (it routes only the pods' /24 to the node, for the API
+server's webhook calls), and the node only masquerades its pods towards the host.
 
 Everything is per instance, so a sandbox and a test session can each run a node:
 
