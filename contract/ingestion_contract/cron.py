@@ -393,3 +393,72 @@ def _next_runs(expr: str, timezone: str, after: dt.datetime, count: int) -> tupl
         out.append(nxt)
         t = nxt
     return tuple(out)
+
+
+# -- DST: the fire times a change of the zone's offset skips or repeats ----------------------
+@dataclasses.dataclass(frozen=True)
+class OffsetChange:
+    """A change of a zone's UTC offset (DST, or a change of its rules) that a schedule meets:
+    ``skipped`` wall-clock times that do not exist (the clock jumps forward over them) or
+    ``repeated`` ones that happen twice (the clock falls back over them)."""
+
+    kind: str  # "skipped" or "repeated"
+    at: dt.datetime  # the instant of the change, UTC
+    wall: tuple[dt.datetime, ...]  # the schedule's wall-clock times it affects, naive, in order
+    fires: tuple[dt.datetime, ...] = ()  # repeated: the instants (UTC) the controller fires them at
+
+
+def offset_changes(expr: str, timezone: str, after: dt.datetime, days: int = 366) -> list[OffsetChange]:
+    """Where the changes of ``timezone``'s offset within ``days`` after ``after`` meet the
+    (concrete) expression ``expr``. A skipped wall-clock time does not fire that day; a repeated
+    one fires at each instant the controller's walk (:func:`next_after`) reaches, usually two."""
+    s, tz = parse(expr), load_timezone(timezone)
+    after = after.astimezone(UTC)
+    out = []
+    for at, before, now in _offset_changes(timezone, after.date()):
+        if not after < at <= after + dt.timedelta(days=days):
+            continue
+        lo, hi = sorted((at + before, at + now))  # the wall-clock interval skipped or repeated
+        wall = []
+        t = lo.replace(tzinfo=None)
+        while t < hi.replace(tzinfo=None):
+            if _wall_matches(s, t):
+                wall.append(t)
+            t += dt.timedelta(minutes=1)
+        if not wall:
+            continue
+        if now > before:
+            out.append(OffsetChange("skipped", at, tuple(wall)))
+            continue
+        fires, t, end = [], at - (before - now) - dt.timedelta(seconds=1), at + (before - now)
+        while len(fires) < 4 * len(wall) and (t := next_after(s, t, tz)) is not None and t < end:
+            fires.append(t)
+        twice = [w for w in wall if sum(1 for f in fires if (f + (before if f < at else now)).replace(tzinfo=None) == w) > 1]
+        if twice:
+            out.append(OffsetChange("repeated", at, tuple(twice), tuple(fires)))
+    return out
+
+
+def _wall_matches(s: Schedule, t: dt.datetime) -> bool:
+    return bool((1 << t.minute) & s.minute and (1 << t.hour) & s.hour and (1 << t.month) & s.month and _day_matches(s, t))
+
+
+@functools.lru_cache(maxsize=512)
+def _offset_changes(timezone: str, day: dt.date) -> tuple[tuple[dt.datetime, dt.timedelta, dt.timedelta], ...]:
+    """Every change of the zone's offset from ``day`` (UTC midnight) for 368 days, as (instant,
+    offset before, offset after): found hour by hour, then to the second by bisection."""
+    tz = load_timezone(timezone)
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=UTC)
+    out = []
+    prev = _offset(tz, start)
+    for h in range(1, 368 * 24 + 1):
+        t = start + dt.timedelta(hours=h)
+        off = _offset(tz, t)
+        if off != prev:
+            lo, hi = t - dt.timedelta(hours=1), t  # offset(lo) == prev, offset(hi) == off
+            while hi - lo > dt.timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                lo, hi = (mid, hi) if _offset(tz, mid) == prev else (lo, mid)
+            out.append((hi, prev, off))
+            prev = off
+    return tuple(out)

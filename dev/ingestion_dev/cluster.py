@@ -358,6 +358,9 @@ class ControlPlane(ProcessGroup):
             # With a node, the kubernetes Service's endpoints name the API server (a lease per
             # server); without one nothing needs them, and a loopback address cannot be one.
             f"--endpoint-reconciler-type={'lease' if self.network else 'none'}",
+            # Admission webhooks (the chart's) at a Service's endpoints, not its address: kube-proxy
+            # lives in the node's namespace, and the host routes only the pods' /24 to it.
+            *(["--enable-aggregator-routing=true"] if self.network else []),
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",

@@ -3,7 +3,8 @@
 The node lives in a network namespace of its own, joined to the host by a veth pair, as
 kind runs a node in a container. Every address a test or a pod reaches is then loopback,
 the host's end of that pair, or a pod on the node's bridge. Nothing is routed anywhere
-else: the host forwards nothing, and the node only masquerades its pods towards the host.
+else: the host forwards nothing (it routes only the pods' /24 to the node, for the API
+server's webhook calls), and the node only masquerades its pods towards the host.
 
 Everything is per instance, so a sandbox and a test session can each run a node:
 
@@ -98,6 +99,9 @@ class NodeNetwork:
             _ip("addr", "add", f"{self.node_ip}/24", "dev", "eth0", netns=self.netns)
             _ip("link", "set", "eth0", "up", netns=self.netns)
             _ip("route", "add", "default", "via", self.host_ip, netns=self.netns)
+            # The API server (on the host) calls the operator's admission webhook at a pod's own
+            # address (--enable-aggregator-routing): the pods' /24 is reached through the node.
+            _ip("route", "add", self.pod_cidr, "via", self.node_ip, "dev", self.host_if)
             # Forwarding inside the node only (pod <-> node); the host's setting is untouched.
             subprocess.run(["ip", "netns", "exec", self.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
         except BaseException:
@@ -359,7 +363,7 @@ def local_storage(path: Path, claim: str, namespace: str, size: str = "1Gi") -> 
 def host_footprint(state_dir: Path) -> dict:
     """What a node (or a sandbox) could leave on the host, seen from outside: processes naming
     the state dir or a node's shim socket, mounts under it, cgroups, /run entries, network
-    namespaces and links. Tests compare it before ``up`` and after ``down``."""
+    namespaces, links and the routes through them. Tests compare it before ``up`` and after ``down``."""
     procs = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -374,6 +378,8 @@ def host_footprint(state_dir: Path) -> dict:
     cgroups = sorted(str(p) for p in CGROUP_ROOT.glob("*/ingestion-*"))
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout.split("\n")
     return {"processes": procs, "mounts": mounts, "cgroups": cgroups, "run": sorted(map(str, Path("/run").glob("ingestion-n*"))),
             "netns": sorted(n for n in netns if n.startswith("ingestion-n")),
-            "links": sorted(line.split()[0].split("@")[0] for line in links if line.startswith("ingn"))}
+            "links": sorted(line.split()[0].split("@")[0] for line in links if line.startswith("ingn")),
+            "routes": sorted(line.strip() for line in routes if " dev ingn" in line)}

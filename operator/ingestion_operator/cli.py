@@ -69,6 +69,15 @@ def cmd_run(args) -> int:
         print(f"error: cannot serve metrics and health on {args.bind}:{args.metrics_port},{args.health_port}: {e.strerror}",
               file=sys.stderr)
         return 2
+    if args.webhook_cert_dir:  # every replica answers admission reviews, whatever its role
+        from .webhook import WebhookServer
+
+        try:
+            WebhookServer(args.webhook_cert_dir).serve(args.bind, args.webhook_port)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            print(f"error: cannot serve the admission webhook on {args.bind}:{args.webhook_port} with the certificate in "
+                  f"{args.webhook_cert_dir}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+            return 2
     namespaces = args.namespace or [n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n]
 
     import kopf
@@ -79,8 +88,9 @@ def cmd_run(args) -> int:
 
     tz_version, tz_source = tzdata_version()
     metrics.TZDATA.info({"version": tz_version, "source": tz_source})
-    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s job_image=%s job_resources=%s leader_elect=%s tzdata=%s "
-             "tzdata_source=%s", ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind, args.health_port,
+    log.info("event=starting scope=%s metrics=%s:%s health=%s:%s webhook=%s job_image=%s job_resources=%s leader_elect=%s "
+             "tzdata=%s tzdata_source=%s", ",".join(namespaces) or "cluster", args.bind, args.metrics_port, args.bind,
+             args.health_port, f"{args.bind}:{args.webhook_port}" if args.webhook_cert_dir else "off",
              args.job_image, json.dumps(job_resources, separators=(",", ":")), str(args.leader_elect).lower(), tz_version,
              tz_source.replace(" ", "-"))
     elector = None
@@ -196,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bind", default=os.environ.get("INGESTION_BIND_ADDRESS", "0.0.0.0"))
     r.add_argument("--metrics-port", type=int, default=int(os.environ.get("INGESTION_METRICS_PORT", "8080")))
     r.add_argument("--health-port", type=int, default=int(os.environ.get("INGESTION_HEALTH_PORT", "8081")))
+    r.add_argument("--webhook-port", type=int, default=int(os.environ.get("INGESTION_WEBHOOK_PORT", "9443")),
+                   help="port of the validating admission webhook (HTTPS, POST /validate), served by every replica")
+    r.add_argument("--webhook-cert-dir", default=os.environ.get("INGESTION_WEBHOOK_CERT_DIR", ""),
+                   help="folder holding the webhook's tls.crt and tls.key (reloaded when they change); "
+                        "default: no webhook")
     r.add_argument("--log-format", choices=["json", "plain"], default=os.environ.get("INGESTION_LOG_FORMAT", "json"))
     r.add_argument("--workers", type=int, default=int(os.environ.get("INGESTION_WORKERS", "32")),
                    help="schedules reconciled at once (default 32)")

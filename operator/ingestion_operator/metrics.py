@@ -13,3 +13,5 @@ TZDATA = Info("ingestion_operator_tzdata", "The IANA time zone database the oper
               "(version, and where it was read: a system directory or the tzdata package).")
 SUSPENDED = Gauge("ingestion_operator_schedule_suspended", "1 while a schedule is paused (spec.pause) or disabled "
                   "(spec.enabled false): its alerts stay quiet; 0 otherwise.", ["schedule_namespace", "schedule"])
+ADMISSIONS = Counter("ingestion_operator_admission_reviews_total", "IngestionSchedules the validating webhook answered, by "
+                     "result (allowed or refused).", ["result"])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion_contract.cron import CronError, load_timezone, next_after, next_runs, parse
+from ingestion_contract.cron import CronError, load_timezone, next_after, next_runs, offset_changes, parse
 
 U = dt.timezone.utc
 
@@ -193,6 +193,29 @@ def test_remembered_next_runs_equal_the_walk_from_any_instant_of_the_second(expr
         walked.append(t)
     assert next_runs(expr, zone, instant, 3) == walked
     assert next_runs(expr, zone, instant, 3) == walked  # the second answer comes from memory
+
+
+def test_offset_changes_name_the_fire_times_a_dst_change_skips_or_repeats():
+    (skip, repeat) = offset_changes("30 1 * * *", "Europe/London", utc(2026, 1, 1), 366)
+    assert (skip.kind, skip.at, skip.wall) == ("skipped", utc(2026, 3, 29, 1), (dt.datetime(2026, 3, 29, 1, 30),))
+    assert (repeat.kind, repeat.at, repeat.wall) == ("repeated", utc(2026, 10, 25, 1), (dt.datetime(2026, 10, 25, 1, 30),))
+    assert repeat.fires == (utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 30))
+    assert offset_changes("0 12 * * *", "Europe/London", utc(2026, 1, 1)) == []  # noon: neither
+    assert offset_changes("30 1 * * *", "UTC", utc(2026, 1, 1)) == []  # no change at all
+    assert [c.kind for c in offset_changes("30 1 * * *", "Europe/London", utc(2026, 3, 29, 1))] == ["repeated", "skipped"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(EXPRS, WHOLE_HOUR_SHIFT_ZONES, INSTANTS)
+def test_a_skipped_wall_time_never_fires_and_a_repeated_one_fires_twice(expr, zone, after):
+    """Against the controller's walk: within the changes of the next 60 days, a skipped wall
+    time is no fire's local time, and each repeated one is the local time of two fires."""
+    tz = ZoneInfo(zone)
+    for change in offset_changes(expr, zone, after, 60):
+        around = next_runs(expr, zone, change.at - dt.timedelta(hours=3), 400)
+        local = [t.astimezone(tz).replace(tzinfo=None) for t in around]
+        for wall in change.wall:
+            assert local.count(wall) == (0 if change.kind == "skipped" else 2), (change, wall)
 
 
 def test_the_tzdata_version_is_the_one_zoneinfo_reads(tmp_path):

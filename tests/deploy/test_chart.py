@@ -3,6 +3,7 @@ RBAC proven by the API server's audit log."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_template_cluster_wide(helm):
     docs = template(helm)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
-                     "Service", "ServiceAccount"]
+                     "Secret", "Service", "Service", "ServiceAccount", "ValidatingWebhookConfiguration"]
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
     pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
@@ -104,6 +105,55 @@ def test_optional_parts_and_refusals(helm):
     assert bad.returncode != 0 and "/jobResources/limits/memory" in bad.stderr
 
 
+def _openssl(*args: str, input: str) -> str:
+    out = subprocess.run(["openssl", *args], input=input, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_admission_webhook_is_served_by_every_replica_behind_a_service(helm, tmp_path):
+    docs = template(helm)
+    config = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert hook["name"] == "schedules.ingestion.dev"
+    assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["admissionReviewVersions"]) == \
+        ("Ignore", "None", 5, ["v1"])  # an operator outage never blocks an apply
+    assert hook["rules"] == [{"apiGroups": ["ingestion.dev"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
+                              "resources": ["ingestionschedules"], "scope": "Namespaced"}]  # not the status subresource
+    assert "namespaceSelector" not in hook  # cluster-wide
+    ref = hook["clientConfig"]["service"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == ref["name"])
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    assert (ref["namespace"], ref["path"], ref["port"]) == ("ingestion-system", "/validate", 443)
+    assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]  # every replica, the standby too
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook"}]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert {"name": "webhook", "containerPort": 9443} in c["ports"]
+    assert {"--webhook-port=9443", "--webhook-cert-dir=/etc/ingestion-operator/webhook"} <= set(c["args"])
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/ingestion-operator/webhook")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert mount["readOnly"] is True
+    assert next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]["secretName"] == secret["metadata"]["name"]
+    # the caBundle is the CA that signed the serving certificate, which names the Service
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]).decode() == data["ca.crt"]
+    (tmp_path / "ca.crt").write_text(data["ca.crt"])
+    assert _openssl("verify", "-CAfile", str(tmp_path / "ca.crt"), input=data["tls.crt"]).strip() == "stdin: OK"
+    sans = _openssl("x509", "-noout", "-ext", "subjectAltName", input=data["tls.crt"])
+    assert f"DNS:{ref['name']}.ingestion-system.svc" in sans
+    assert _openssl("pkey", "-pubout", input=data["tls.key"]) == _openssl("x509", "-noout", "-pubkey", input=data["tls.crt"])
+
+    namespaced = template(helm, "clusterWide=false", "watchNamespaces={data,market}")
+    (hook,) = next(d for d in namespaced if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["namespaceSelector"] == {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                                                "values": ["data", "market"]}]}
+    off = template(helm, "webhook.enabled=false")
+    assert {d["kind"] for d in off}.isdisjoint({"Secret", "ValidatingWebhookConfiguration"})
+    args = next(d for d in off if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--webhook")]
+
+
 NETWORK_POLICY = ("networkPolicy.enabled=true", "networkPolicy.operator.apiServer.cidrs={10.0.0.1/32}")
 
 
@@ -125,6 +175,12 @@ def test_network_policies_hold_the_operator_and_every_job_pod(helm):
     assert op["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     assert op["policyTypes"] == ["Ingress", "Egress"]
     assert [r["to"] for r in op["egress"]][1] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]  # DNS, then the API server
+    # in: metrics, probes, and the API server's admission reviews (from anywhere unless webhookFrom says)
+    assert [r["ports"] for r in op["ingress"]] == [[{"protocol": "TCP", "port": p}] for p in ("metrics", "health", "webhook")]
+    peers = [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    narrowed = template(helm, *NETWORK_POLICY, "networkPolicy.jobs.namespaces={data}",
+                        "networkPolicy.operator.webhookFrom[0].ipBlock.cidr=10.0.0.1/32")
+    assert next(d for d in narrowed if d["metadata"]["name"].endswith("-operator"))["spec"]["ingress"][2]["from"] == peers
     jobs = policies["data", "ingestion-ingestion-operator-jobs"]
     assert jobs["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in jobs  # nothing reaches a job pod
     # the selector matches the labels the operator renders on schedule runs and backfill units alike
@@ -154,16 +210,35 @@ def test_images_by_digest(helm):
 
 def test_helm_install_on_the_control_plane(helm, cluster, namespaces, wait_for):
     ns = namespaces("ingestion-system", mode="hold")  # no image can run here: hold the operator's pod Running
-    out = subprocess.run([helm, "install", "ingestion", str(CHART), "--namespace", ns, "--kubeconfig", str(cluster.kubeconfig),
-                          "--set", "dashboard.enabled=true", "--skip-crds"], capture_output=True, text=True, timeout=120)
+    # Namespaced, so the webhook configuration (cluster-scoped) matches this namespace only: no other
+    # test's apply meets a webhook whose pod is held here.
+    scope = ["--set", "clusterWide=false", "--set", f"watchNamespaces={{{ns}}}"]
+    helm_args = ["--namespace", ns, "--kubeconfig", str(cluster.kubeconfig)]
+    out = subprocess.run([helm, "install", "ingestion", str(CHART), *helm_args, "--set", "dashboard.enabled=true", *scope,
+                          "--skip-crds"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "kubectl get isched" in out.stdout and "kubectl create job manual-1" in out.stdout  # NOTES
-    wait_for(lambda: kubectl(cluster, "get", "pods", "-n", ns, "-o", "jsonpath={.items[0].status.phase}", check=False).stdout == "Running",
-             60, "the operator Deployment's pod")
-    st = subprocess.run([helm, "status", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"],
-                        capture_output=True, text=True)
-    assert json.loads(st.stdout)["info"]["status"] == "deployed"
-    subprocess.run([helm, "uninstall", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig)], capture_output=True)
+    try:
+        assert "kubectl get isched" in out.stdout and "kubectl create job manual-1" in out.stdout  # NOTES
+        wait_for(lambda: kubectl(cluster, "get", "pods", "-n", ns, "-o", "jsonpath={.items[0].status.phase}", check=False).stdout == "Running",
+                 60, "the operator Deployment's pod")
+        st = subprocess.run([helm, "status", "ingestion", "-n", ns, "--kubeconfig", str(cluster.kubeconfig), "-o", "json"],
+                            capture_output=True, text=True)
+        assert json.loads(st.stdout)["info"]["status"] == "deployed"
+
+        # The webhook's CA is made once: an upgrade keeps the Secret's, and the caBundle stays its CA.
+        def ca_pair():
+            secret = cluster.core.read_namespaced_secret("ingestion-ingestion-operator-webhook-tls", ns)
+            config = json.loads(kubectl(cluster, "get", "validatingwebhookconfiguration", "ingestion-ingestion-operator",
+                                        "-o", "json").stdout)
+            return secret.data["ca.crt"], config["webhooks"][0]["clientConfig"]["caBundle"], secret.data["tls.crt"]
+        ca, bundle, crt = ca_pair()
+        assert ca == bundle
+        up = subprocess.run([helm, "upgrade", "ingestion", str(CHART), *helm_args, *scope, "--skip-crds"], capture_output=True,
+                            text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert ca_pair() == (ca, ca, crt)
+    finally:
+        subprocess.run([helm, "uninstall", "ingestion", *helm_args], capture_output=True)
 
 
 def granted(rules) -> set[tuple[str, str, str]]:

@@ -65,6 +65,8 @@ def test_two_nodes_side_by_side_run_pods_and_leave_nothing_behind(planes, tmp_pa
 
     during = host_footprint(tmp_path)
     assert len(during["netns"]) == len(before["netns"]) + 2 and len(during["links"]) == len(before["links"]) + 2
+    # each node's pods are routed through it (the API server calls the chart's webhook at a pod's address)
+    assert all(any(r.startswith(f"{p.network.pod_cidr} via {p.network.node_ip} ") for r in during["routes"]) for p in (a, b))
     assert during["mounts"] and during["cgroups"] and during["processes"]
 
     a.down(log=lambda m: None)

@@ -119,6 +119,20 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
     c.core.create_namespace({"metadata": {"name": NS}})
     volume = c.node.dir / "volumes" / "ingestion-data"
     run(c, "kubectl", "apply", "-f", "-", input=yaml.safe_dump_all(local_storage(volume, "ingestion-data", NS)))
+    # The chart's admission webhook, through its Service's endpoints: a preview under
+    # --dry-run=server (nothing saved), a bad zone refused with its field's message.
+    def apply(text, *flags):
+        return subprocess.run(["kubectl", "apply", *flags, "-f", "-"], env=c.kubectl_env(), capture_output=True, text=True,
+                              input=text, timeout=60)
+    preview = wait_for(lambda: [w for w in apply(example_schedule(c), "--dry-run=server").stderr.splitlines()
+                                if w.startswith("Warning: next run: ")], 60, "the webhook's preview")
+    assert len(preview) == 3 and preview[0].endswith(" UTC")
+    assert not c.custom.list_namespaced_custom_object("ingestion.dev", "v1alpha1", NS, "ingestionschedules")["items"]
+    bad = yaml.safe_load(example_schedule(c))
+    bad["spec"]["timezone"] = "Europe/Berln"
+    refused = apply(yaml.safe_dump(bad))
+    assert refused.returncode != 0 and 'admission webhook "schedules.ingestion.dev" denied the request: ' \
+        "spec.timezone='Europe/Berln': unknown time zone" in refused.stderr, refused.stderr
     run(c, "kubectl", "apply", "-f", "-", input=example_schedule(c))
     wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "True" for x in schedule_status(c).get("conditions", [])),
              60, "the schedule Ready")
