@@ -77,6 +77,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # the API server keeps its connections open: one handshake, many reviews
     timeout = 30
+    # Headers and body go out in two writes; with Nagle's algorithm the body waits for the API
+    # server's delayed ACK of the headers: 40 ms added to every review on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def setup(self):
         super().setup()
