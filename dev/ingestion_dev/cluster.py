@@ -256,6 +256,16 @@ class ControlPlane(ProcessGroup):
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     # -- processes --------------------------------------------------------------------
+    def restart_controller_manager(self, extra: list[str] = (), timeout: float = 60.0) -> None:
+        """Stop kube-controller-manager and start it again with ``extra`` flags after its own
+        (e.g. ``--kube-api-qps=100``), waiting for its /healthz; benchmarks compare settings."""
+        argv = self.stop_process("kube-controller-manager")
+        self._procs.pop("kube-controller-manager", None)
+        bin_dir = Path(argv[0]).parent
+        self._start("kube-controller-manager", bin_dir, [*self._controller_manager_args(), *extra])
+        self._wait(lambda: self._http_ok(f"https://127.0.0.1:{self.ports.controller_manager}/healthz"),
+                   "kube-controller-manager /healthz", timeout)
+
     def _start(self, name: str, bin_dir: Path, args: list[str]) -> int:
         return self.start_process(name, [str(bin_dir / name), *args])
 
