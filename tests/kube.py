@@ -102,9 +102,14 @@ def plain_cronjob(name: str, schedule: str, suspend_jobs: bool = False, **metada
     return {"metadata": {"name": name, **metadata}, "spec": {"schedule": schedule, "jobTemplate": {"spec": job}}}
 
 
-def env_cap(pod_spec: dict) -> int | None:
+def env_target(pod_spec: dict) -> dict:
+    """The target of the job spec a pod runs (its INGESTION_SPEC)."""
     env = pod_spec["containers"][0]["env"]
-    return json.loads(next(e["value"] for e in env if e["name"] == SPEC_ENV))["target"]["maxRequestsPerSecond"]
+    return json.loads(next(e["value"] for e in env if e["name"] == SPEC_ENV))["target"]
+
+
+def env_cap(pod_spec: dict) -> int | None:
+    return env_target(pod_spec)["maxRequestsPerSecond"]
 
 
 def caps(cluster, ns, names) -> dict:

@@ -196,6 +196,9 @@ class Target:
     lookback_days: int = spec_field("lookbackDays", 30, minimum=0, maximum=MAX_WINDOW_DAYS)
     # every attempt of every request to the source, across the run's concurrency; None: no cap
     max_requests_per_second: int | None = spec_field("maxRequestsPerSecond", None, minimum=1)
+    # bytes a second the run receives from the source (listing pages, objects, sidecars),
+    # across its concurrency; None: no cap
+    max_bytes_per_second: int | None = spec_field("maxBytesPerSecond", None, minimum=1)
     # one request's retry budget: throttling, 5xx and timeouts are retried until it is spent
     retry_budget_seconds: int = spec_field("retryBudgetSeconds", 120, minimum=1, maximum=3600)
 

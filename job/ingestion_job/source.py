@@ -101,15 +101,18 @@ class Pace:
     in flight counts once); every success adds back a little (about one request a second per
     second, one more in flight per that many successes), up to the spec's cap and the run's
     concurrency: additive increase, multiplicative decrease, so a throttled run stops hammering
-    the host and finds its way back. It keeps what the run reports: the time requests spent
-    waiting (for a slot, for room in flight, backing off), the lowest rate it came down to and
-    the throttling answers it saw."""
+    the host and finds its way back. With a byte cap (``target.maxBytesPerSecond``) a request
+    also waits until the bytes received before it have had their time at that rate. It keeps
+    what the run reports: the time requests spent waiting (for a slot, for room in flight,
+    backing off), the lowest rate it came down to and the throttling answers it saw."""
 
     MIN_RATE = 0.5  # requests a second: never slower than one every two seconds
     CUT_EVERY = 1.0  # seconds between two decreases
 
-    def __init__(self, cap: float | None, concurrency: int):
+    def __init__(self, cap: float | None, concurrency: int, bytes_cap: float | None = None):
         self.cap = cap
+        self.bytes_cap = bytes_cap
+        self.bytes_next = time.monotonic()  # the first instant the bytes received so far allow the next request
         self.rate = float(cap) if cap else None
         self.lowest = self.rate
         self.max_in_flight = self.in_flight_limit = max(1, concurrency)
@@ -135,6 +138,8 @@ class Pace:
                 self._cond.wait(min(left, 1.0))
             now = time.monotonic()
             slot = max(now, self.next) if self.rate else now
+            if self.bytes_cap:
+                slot = max(slot, self.bytes_next)
             if slot >= limit:
                 return False
             if self.rate:
@@ -145,6 +150,12 @@ class Pace:
         if slot > now:
             time.sleep(slot - now)
         return True
+
+    def received(self, n: int) -> None:
+        """``n`` bytes came in: with a byte cap, the next request waits ``n / bytes_cap`` more."""
+        if self.bytes_cap and n:
+            with self._cond:
+                self.bytes_next = max(time.monotonic(), self.bytes_next) + n / self.bytes_cap
 
     def release(self, throttled: bool) -> None:
         with self._cond:
@@ -225,7 +236,7 @@ class S3Source:
         self.max_attempts = max_attempts
         self.request_seconds = float(request_seconds or target.retry_budget_seconds)
         self.deadline = deadline
-        self.pace = Pace(target.max_requests_per_second, concurrency)
+        self.pace = Pace(target.max_requests_per_second, concurrency, target.max_bytes_per_second)
         credentials = None if target.anonymous else credentials
         # boto3 only resolves the endpoint and region (AWS's default, or the spec's); requests go
         # over httpx with SigV4 signing, through the one retry loop of _request, and the C
@@ -373,6 +384,7 @@ class S3Source:
             else:
                 if resp.status_code < 300:
                     self.stats.on_response(operation, None)
+                    self.pace.received(len(resp.content))
                     self.pace.release(False)
                     return resp.content
                 code = _error_code(resp)

@@ -39,7 +39,7 @@ from . import names
 from .render import RenderSettings, pod_failure_rules, render_pod_spec
 from .gateway import BACKFILL, SCHEDULE, UPSTREAM, KeyedLocks, owned_by
 from .resource import Problem, ScheduleResource
-from .shares import backfill_take
+from .shares import backfill_take, bytes_share
 from .status import Conditions, condition_of, iso, job_container_ends, job_outcome, merge_patch
 from .upstream import running_backfills
 
@@ -60,7 +60,8 @@ def backfill_schedule_spec(bf: BackfillSpec, schedule: ScheduleSpec) -> Schedule
         ranged = {s: s for s in target.symbol_ranges}  # a named symbol keeps its range
         target = dataclasses.replace(target, symbols=tuple(s for s in bf.symbols if s not in ranged),
                                      symbol_ranges=tuple(ranged[s] for s in bf.symbols if s in ranged), discover=False)
-    target = dataclasses.replace(target, max_requests_per_second=bf.shard_requests_per_second(target.max_requests_per_second))
+    target = dataclasses.replace(target, max_requests_per_second=bf.shard_requests_per_second(target.max_requests_per_second),
+                                 max_bytes_per_second=target.max_bytes_per_second and max(target.max_bytes_per_second // bf.parallelism, 1))
     repair = dataclasses.replace(schedule.repair, max_repairs_per_run=UNLIMITED_REPAIRS)
     return dataclasses.replace(schedule, target=target, repair=repair)
 
@@ -385,6 +386,11 @@ class BackfillReconciler:
                     f"IngestionUpstream {upstream} leaves backfills {up.backfill_requests_per_second} requests/s "
                     f"(scheduledShare {up.scheduled_share}%), held by running backfills ({held}); each of this "
                     f"backfill's {bf.parallelism} shard(s) needs at least 1: it starts when enough is free"))
+            taken = bytes_share(up, take)  # its part of the byte budget, kept with its share of requests
+            if taken is not None:
+                own = spec.target.max_bytes_per_second
+                spec = dataclasses.replace(spec, target=dataclasses.replace(
+                    spec.target, max_bytes_per_second=taken if own is None else min(own, taken)))
             made = self._make_job(namespace, name, body, dataclasses.replace(bf, max_requests_per_second=take), spec,
                                   (upstream, take))
         self.r.timer.set((UPSTREAM.name, namespace, upstream), self.r.clock())  # its status lists the new sharer

@@ -191,7 +191,7 @@ class Reconciler:
         if problem is None:
             sharer = sharer_of(name, schedule.spec)
             share = self.sharing.share_of(namespace, sharer) if sharer is not None else None
-            spec = with_share(schedule.spec, share and share.requests_per_second)
+            spec = with_share(schedule.spec, share and share.requests_per_second, share and share.bytes_per_second)
             desired = render_cronjob(name, namespace, spec, self.settings, paused=spec.paused(self.clock()))
             kopf.adopt(desired, owner=body)
 

@@ -131,11 +131,18 @@ def bytes_share(upstream: UpstreamSpec, share: int) -> int | None:
     return upstream.max_bytes_per_second * share // upstream.max_requests_per_second
 
 
-def with_share(spec: ScheduleSpec, share: int | None) -> ScheduleSpec:
-    """The schedule's spec as its runs take it: ``target.maxRequestsPerSecond`` its share
-    (never above its own); None (no upstream): its own settings."""
+def with_share(spec: ScheduleSpec, share: int | None, bytes_per_second: int | None = None) -> ScheduleSpec:
+    """The schedule's spec as its runs take it: ``target.maxRequestsPerSecond`` its share and
+    ``target.maxBytesPerSecond`` its part of the byte budget (if the upstream has one), each
+    never above its own; None (no upstream): its own settings."""
     if share is None:
         return spec
-    own = spec.target.max_requests_per_second
-    cap = share if own is None else min(own, share)
-    return dataclasses.replace(spec, target=dataclasses.replace(spec.target, max_requests_per_second=cap))
+    t = spec.target
+    caps = {"max_requests_per_second": _lower(t.max_requests_per_second, share)}
+    if bytes_per_second is not None:
+        caps["max_bytes_per_second"] = _lower(t.max_bytes_per_second, bytes_per_second)
+    return dataclasses.replace(spec, target=dataclasses.replace(t, **caps))
+
+
+def _lower(own: int | None, share: int) -> int:
+    return share if own is None else min(own, share)

@@ -44,9 +44,12 @@ class Share:
     requests_per_second: int
     floor: int | None = None
     requests: int | None = None
+    bytes_per_second: int | None = None  # its part of the upstream's maxBytesPerSecond, if set
 
     def as_status(self) -> dict:
         out = {"name": self.upstream, "requestsPerSecond": self.requests_per_second}
+        if self.bytes_per_second is not None:
+            out["bytesPerSecond"] = self.bytes_per_second
         if self.floor is not None:
             out["floor"] = self.floor
         return out
@@ -125,7 +128,8 @@ class SharingIndex:
         name, spec = found
         others = [s for s in self.readers(namespace, sharer.source) if s.name != sharer.name]
         split = shares(spec, others + [sharer])
-        return Share(name, split[(SCHEDULE_KIND, sharer.name)], sharer.floor, sharer.requests)
+        share = split[(SCHEDULE_KIND, sharer.name)]
+        return Share(name, share, sharer.floor, sharer.requests, bytes_share(spec, share))
 
     def cap_of(self, namespace: str, sharer: ScheduleSharer) -> int | None:
         """The cap the schedule's runs should take: its share, else its own."""

@@ -10,7 +10,8 @@ import time
 
 
 from ..conftest import kubectl
-from ..kube import backfill_yaml, caps, cond, env_cap, get, get_backfill, get_upstream, job, schedule_yaml, upstream_yaml
+from ..kube import (backfill_yaml, caps, cond, env_cap, env_target, get, get_backfill, get_cronjob, get_upstream, job, schedule_yaml,
+                    upstream_yaml)
 
 ANN_SHARE = "ingestion.dev/upstream-requests-per-second"
 
@@ -21,7 +22,7 @@ def test_an_upstream_shares_its_budget_and_every_sharer_follows_it(cluster, oper
                   input=upstream_yaml("bad", endpoint="minio:9000", maxRequestsPerSecond=5, scheduledShare=101))
     assert bad.returncode != 0 and "spec.endpoint must be an http:// or https:// URL" in bad.stderr  # the CRD's CEL rule
     assert "spec.scheduledShare" in bad.stderr and "less than or equal to 100" in bad.stderr
-    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=upstream_yaml("binance", maxRequestsPerSecond=20))
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=upstream_yaml("binance", maxRequestsPerSecond=20, maxBytesPerSecond=20_000))
     for name, extra in (("a", {}), ("b", {"maxRequestsPerSecond": 2}), ("c", {})):
         target = {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"],
                   "keyTemplate": "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip", **extra}
@@ -33,7 +34,9 @@ def test_an_upstream_shares_its_budget_and_every_sharer_follows_it(cluster, oper
     # 1. 70 % of 20 is the schedules' 14: b keeps its own 2, a and c split the 12 left.
     want = {"a": 6, "b": 2, "c": 6, "elsewhere": None}
     wait_for(lambda: caps(cluster, ns, want) == want, 30, f"CronJobs at {want}")
-    assert get(cluster, ns, "a")["status"]["upstream"] == {"name": "binance", "requestsPerSecond": 6, "floor": 1}
+    assert get(cluster, ns, "a")["status"]["upstream"] == {"name": "binance", "requestsPerSecond": 6, "bytesPerSecond": 6000, "floor": 1}
+    # the byte budget in proportion to the requests, rendered into each CronJob's job spec
+    assert env_target(get_cronjob(cluster, ns, "b")["spec"]["jobTemplate"]["spec"]["template"]["spec"])["maxBytesPerSecond"] == 2000
     assert "upstream" not in get(cluster, ns, "elsewhere")["status"]
     up = wait_for(lambda: (u := get_upstream(cluster, ns, "binance")).get("status", {}).get("sharerCount") == 3 and u, 30,
                   "the upstream's three sharers")
@@ -47,6 +50,7 @@ def test_an_upstream_shares_its_budget_and_every_sharer_follows_it(cluster, oper
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=backfill_yaml("bf1", "a", "2026-01-01", "2026-01-02", parallelism=2))
     j = wait_for(lambda: job(cluster, ns, "bf1"), 30, "bf1's Job")
     assert j["metadata"]["annotations"][ANN_SHARE] == "6" and env_cap(j["spec"]["template"]["spec"]) == 3
+    assert env_target(j["spec"]["template"]["spec"])["maxBytesPerSecond"] == 3000  # 6,000 for its 6, split by 2 shards
     wait_for(lambda: get_backfill(cluster, ns, "bf1").get("status", {}).get("upstream") == {"name": "binance", "requestsPerSecond": 6},
              30, "bf1's share in its status")
     kubectl(cluster, "apply", "-n", ns, "-f", "-", input=backfill_yaml("bf2", "c", "2026-01-01", "2026-01-02"))

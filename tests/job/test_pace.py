@@ -27,6 +27,23 @@ def test_throttling_halves_once_a_second_down_to_a_floor_and_successes_climb_bac
     assert pace.rate == 16.0 and pace.in_flight_limit == 8 and pace.lowest == Pace.MIN_RATE  # back to the cap, not past it
 
 
+def test_a_byte_cap_holds_the_next_request_until_the_bytes_before_it_had_their_time():
+    pace = Pace(cap=None, concurrency=4, bytes_cap=1000)
+    t0 = time.monotonic()
+    assert pace.acquire(t0 + 5)
+    pace.received(500)  # half a second's worth
+    pace.release(throttled=False)
+    assert pace.acquire(t0 + 5)
+    assert time.monotonic() - t0 >= 0.49
+    pace.release(throttled=False)
+    pace.received(10_000)  # ten seconds' worth: a request whose budget ends sooner is not started
+    assert not pace.acquire(time.monotonic() + 2)
+    assert Pace(cap=None, concurrency=4).bytes_next <= time.monotonic()  # no byte cap: bytes hold nothing
+    no_cap = Pace(cap=None, concurrency=4)
+    no_cap.received(10**9)
+    assert no_cap.acquire(time.monotonic() + 0.1)
+
+
 def test_without_a_cap_the_first_cut_starts_from_the_rate_measured():
     pace = Pace(cap=None, concurrency=4)
     assert pace.rate is None and pace.lowest is None

@@ -117,3 +117,23 @@ def test_a_listing_that_gives_up_leaves_its_symbol_unknown_and_the_others_go_on(
     assert rows(db, "SELECT count(*) FROM objects WHERE symbol <> 'ETHUSDT' AND present") == [(2 * 4,)]
     assert rows(db, "SELECT outcome, listings_failed FROM runs ORDER BY started_at DESC LIMIT 1") == [("partial", 1)]
     assert pushed(servers.pushgateway, "demo")["ingestion_listings_failed"] == 1
+
+
+def test_a_byte_cap_paces_the_downloads(dataset, servers, tmp_path):
+    """target.maxBytesPerSecond (an upstream's byte budget, rendered): each request waits until
+    the bytes received before it have had their time, so the run's download rate stays at the
+    cap, however many requests it keeps in flight."""
+    dataset.upload([(s, d) for s in SYMBOLS for d in days_ago(1, 2, 3, 4)])
+    spec = dataset.spec(SYMBOLS, lookback=3)
+    fast = run(context(spec), tmp_path / "fast.duckdb", concurrency=8)
+    total = fast.summary["bytes_fetched"]
+    assert fast.outcome == "succeeded" and fast.summary["gaps_repaired"] == 12 and total > 0
+    spec["target"]["maxBytesPerSecond"] = max(1, total // 3)  # about three seconds' worth
+    t0 = time.monotonic()
+    capped = run(context(spec), tmp_path / "capped.duckdb", concurrency=8)
+    took = time.monotonic() - t0
+    assert (capped.outcome, capped.summary["gaps_repaired"], capped.summary["bytes_fetched"]) == ("succeeded", 12, total)
+    # every request after the first waits for the bytes before it: at least the last one's time short of 3 s
+    assert took >= 2.0, took  # (listing pages and sidecars count too: the objects alone are three seconds' worth)
+    assert capped.summary["wait_seconds"] > 0
+    print(f"\n{total:,} bytes: {took:.1f} s under a cap of {total // 3:,} bytes/s")

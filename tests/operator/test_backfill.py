@@ -28,7 +28,8 @@ def body(status=None):
 
 
 def test_the_job_is_indexed_one_completion_per_unit_one_pod_per_shard():
-    spec = parse_spec({**SCHEDULE["spec"], "target": {**SCHEDULE["spec"]["target"], "maxRequestsPerSecond": 50}})
+    spec = parse_spec({**SCHEDULE["spec"], "target": {**SCHEDULE["spec"]["target"], "maxRequestsPerSecond": 50,
+                                                       "maxBytesPerSecond": 1_000_000}})
     job = render_backfill_job("jan", "ns", BF, "daily", spec)
     js = job["spec"]
     assert (js["completionMode"], js["completions"], js["parallelism"], js["backoffLimitPerIndex"]) == ("Indexed", 16, 4, 2)
@@ -41,6 +42,7 @@ def test_the_job_is_indexed_one_completion_per_unit_one_pod_per_shard():
     assert ctx.trigger == "backfill" and (ctx.backfill.unit.shard, ctx.backfill.unit.chunk) == (2, 1)
     t = ctx.spec.target
     assert (t.symbols, t.discover, t.max_requests_per_second) == (("BTCUSDT", "ETHUSDT", "SOLUSDT"), False, 2)  # 10 / 4 shards
+    assert t.max_bytes_per_second == 250_000  # the byte cap is split among the shards too
     assert ctx.spec.repair.max_repairs_per_run == UNLIMITED_REPAIRS
     assert job["metadata"]["labels"]["ingestion.dev/backfill"] == "jan"
     assert "ingestion.dev/schedule" not in job["metadata"]["labels"]  # the schedule's reconcile never takes it for a run

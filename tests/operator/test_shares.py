@@ -126,3 +126,12 @@ def test_with_share_is_the_smaller_of_share_and_own():
 def test_bytes_follow_the_requests():
     assert bytes_share(up(20), 5) is None
     assert bytes_share(up(20, max_bytes_per_second=1000), 5) == 250
+
+
+def test_with_share_renders_the_byte_part_never_above_the_schedules_own():
+    spec = parse_spec(SCHEDULE["spec"])
+    assert with_share(spec, 5).target.max_bytes_per_second is None  # an upstream without a byte budget leaves it
+    assert with_share(spec, 5, 250).target.max_bytes_per_second == 250
+    own = parse_spec({**SCHEDULE["spec"], "target": {**SCHEDULE["spec"]["target"], "maxBytesPerSecond": 100}})
+    assert with_share(own, 5, 250).target.max_bytes_per_second == 100
+    assert with_share(own, 5).target.max_bytes_per_second == 100  # no byte budget: its own stands
