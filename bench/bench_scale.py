@@ -242,6 +242,19 @@ class Mirror:
                 self.changed.wait(left)
 
 
+class Rows(list):
+    """The table's rows, each also printed to stderr as it is measured (a bench cut short
+    still shows what it measured)."""
+
+    def append(self, row) -> None:
+        print("| " + " | ".join(row) + " |", file=sys.stderr, flush=True)
+        super().append(row)
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.append(row)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--schedules", type=int, default=1000)
@@ -252,7 +265,7 @@ def main():
                    help="run the API server without its audit log (which writes a line per request before it answers); "
                         "the operator's reads are then not counted")
     a = p.parse_args()
-    n, rows = a.schedules, []
+    n, rows = a.schedules, Rows()
     names = [f"s{i:04d}" for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
