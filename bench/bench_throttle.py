@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ingestion_contract as contract  # noqa: E402
 from ingestion_dev import sampledata  # noqa: E402
-from ingestion_dev.faultproxy import FaultProxy  # noqa: E402
+from ingestion_dev.faultproxy import FaultProxy, busiest, over_budget  # noqa: E402
 from ingestion_dev.processes import ProcessGroup  # noqa: E402
 from ingestion_dev.services import start_seaweed  # noqa: E402
 from ingestion_job.run import run  # noqa: E402
@@ -104,25 +104,6 @@ def _sharer(args):
     return name, res.outcome, res.summary["gaps_repaired"], wall
 
 
-def over_budget(arrivals: list[float], rate: float, burst: float) -> tuple[int, float] | None:
-    """The first stretch of arrivals holding more than a token bucket of ``rate`` and
-    ``burst`` allows, as (requests, seconds); None if there is none."""
-    for i, start in enumerate(arrivals):
-        for j in range(i, len(arrivals)):
-            if j - i + 1 > rate * (arrivals[j] - start) + burst:
-                return j - i + 1, arrivals[j] - start
-    return None
-
-
-def busiest(arrivals: list[float], seconds: float) -> int:
-    j, best = 0, 0
-    for i, t in enumerate(arrivals):
-        while j < len(arrivals) and arrivals[j] - t < seconds:
-            j += 1
-        best = max(best, j - i)
-    return best
-
-
 def shared_table(server, tmp: Path, budget: int = 20) -> tuple[list[str], bool]:
     from ingestion_contract.upstream import UpstreamSpec
 
@@ -144,7 +125,7 @@ def shared_table(server, tmp: Path, budget: int = 20) -> tuple[list[str], bool]:
             done = list(pool.map(_sharer, jobs))
     finally:
         proxy.close()
-    arrivals = sorted(t for ts in proxy.arrivals.values() for t in ts)
+    arrivals = proxy.times_of("")
     per = {name: sorted(t for p, ts in proxy.arrivals.items() if p.split("/")[2:3] == [f"shared-{name}"] for t in ts)
            for name in caps}
     start, end = max(v[0] for v in per.values()), min(v[-1] for v in per.values())

@@ -6,7 +6,8 @@ applies its fault to the next ``times`` matching requests (``per_path``: to the 
 for that long from the first one it matches: a burst; ``exclude`` keeps a substring out
 (objects but not their ``.CHECKSUM`` sidecars). Everything else is forwarded unchanged. A
 throttle may carry ``Retry-After`` (``retry_after``). ``times_of(path)`` gives when each
-request for a path arrived. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
+request for a path arrived (``times_of("")``: every request); ``over_budget`` and ``busiest``
+judge such arrivals against a rate. Faults: ``slowdown`` (503 SlowDown), ``throttle`` (429), ``error`` (500),
 ``reset`` (close the connection without answering), ``delay`` (sleep, then forward).
 """
 
@@ -142,3 +143,25 @@ class FaultProxy:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def over_budget(arrivals: list[float], rate: float, burst: float) -> tuple[int, float, int] | None:
+    """The first stretch [t_i, t_j] of sorted ``arrivals`` (e.g. ``FaultProxy.times_of("")``)
+    holding more requests than a token bucket of ``rate`` a second and ``burst`` allows
+    (``rate * (t_j - t_i) + burst``), as (count, seconds, allowed); None if there is none."""
+    for i, start in enumerate(arrivals):
+        for j in range(i, len(arrivals)):
+            span = arrivals[j] - start
+            if j - i + 1 > rate * span + burst:
+                return j - i + 1, span, int(rate * span + burst)
+    return None
+
+
+def busiest(arrivals: list[float], seconds: float) -> int:
+    """The most of the sorted ``arrivals`` within any window of ``seconds``."""
+    j, best = 0, 0
+    for i, t in enumerate(arrivals):
+        while j < len(arrivals) and arrivals[j] - t < seconds:
+            j += 1
+        best = max(best, j - i)
+    return best

@@ -15,7 +15,7 @@ import uuid
 import yaml
 
 from ingestion_dev import sampledata
-from ingestion_dev.faultproxy import FaultProxy
+from ingestion_dev.faultproxy import FaultProxy, busiest
 
 from ..conftest import PRIVATE, PUBLIC, kubectl
 from ..kube import backfill_yaml, cond, get_backfill
@@ -138,13 +138,13 @@ def test_a_backfill_shards_resumes_a_killed_unit_reports_progress_and_is_collect
         # The cap held: each shard's share (CAP / 2) is evenly spaced, so no second of the run saw
         # more than CAP requests (a slot of slack per shard at a window's edge, and one for a
         # request its thread sent a moment late).
-        arrivals = sorted(t for ts in proxy.arrivals.values() for t in ts)
-        busiest = max(sum(1 for u in arrivals[i:i + 3 * CAP] if u - t < 1.0) for i, t in enumerate(arrivals))
-        assert CAP / 2 < busiest <= CAP + 4, busiest
+        arrivals = proxy.times_of("")
+        most = busiest(arrivals, 1.0)
+        assert CAP / 2 < most <= CAP + 4, most
         assert len(arrivals) / elapsed <= CAP
         print(f"backfill of 300 cells in {elapsed:.1f} s; unit {killed_unit} killed, {len(by_killed_pod)} of its cells "
               f"checkpointed before, {len(twice)} fetched twice; "
-              f"{len(arrivals)} requests, {busiest} in the busiest second (cap {CAP})")
+              f"{len(arrivals)} requests, {most} in the busiest second (cap {CAP})")
         print(kubectl(cluster, "get", "ibf", "-n", ns).stdout)
 
         # The results are in the Delta tables: 300 cells, 298 present, each loaded once.

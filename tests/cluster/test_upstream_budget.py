@@ -14,7 +14,7 @@ import uuid
 import yaml
 
 from ingestion_dev import sampledata
-from ingestion_dev.faultproxy import FaultProxy
+from ingestion_dev.faultproxy import FaultProxy, busiest, over_budget
 
 from ..conftest import PRIVATE, PUBLIC, kubectl
 from ..kube import backfill_yaml, caps, cond, get, get_backfill, get_upstream, job, upstream_yaml
@@ -23,27 +23,6 @@ N = 20  # the upstream's requests a second
 SYMBOLS = [f"B{i}USDT" for i in range(8)]
 DAYS = 6  # schedules: lagDays 1, lookbackDays 5; the backfill: the same six days, 3 a unit
 SHARERS = ("a", "b", "c", "lake")
-
-
-def over_budget(arrivals: list[float], rate: float, burst: float) -> tuple[int, float, int] | None:
-    """The first stretch [t_i, t_j] of arrivals holding more requests than a token bucket of
-    ``rate`` a second and ``burst`` allows (``rate * (t_j - t_i) + burst``), as (count, seconds,
-    allowed); None if there is none."""
-    for i, start in enumerate(arrivals):
-        for j in range(i, len(arrivals)):
-            span = arrivals[j] - start
-            if j - i + 1 > rate * span + burst:
-                return j - i + 1, span, int(rate * span + burst)
-    return None
-
-
-def busiest(arrivals: list[float], seconds: float) -> int:
-    j, best = 0, 0
-    for i, t in enumerate(arrivals):
-        while j < len(arrivals) and arrivals[j] - t < seconds:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 def test_three_schedules_and_a_two_shard_backfill_stay_within_the_upstreams_budget(cluster, operator, servers, namespaces, wait_for):
@@ -110,7 +89,7 @@ def test_three_schedules_and_a_two_shard_backfill_stay_within_the_upstreams_budg
         assert done["status"]["progress"]["cells"] == f"{len(SYMBOLS) * DAYS}/{len(SYMBOLS) * DAYS}", done["status"]["progress"]
 
         # What the source saw.
-        arrivals = sorted(t for ts in proxy.arrivals.values() for t in ts)
+        arrivals = proxy.times_of("")
         per_sharer = {name: sorted(t for p, ts in proxy.arrivals.items() if p.split("/")[2:3] == [templates[name].split("/")[0]]
                                    for t in ts) for name in SHARERS}
         assert all(len(per_sharer[n]) == 2 * len(SYMBOLS) * DAYS for n in SHARERS), {n: len(v) for n, v in per_sharer.items()}
