@@ -39,7 +39,7 @@ from . import names
 from .render import RenderSettings, pod_failure_rules, render_pod_spec
 from .gateway import BACKFILL, SCHEDULE, UPSTREAM, KeyedLocks, owned_by
 from .resource import Problem, ScheduleResource
-from .shares import backfill_take, bytes_share
+from .shares import backfill_take, bytes_share, with_share
 from .status import Conditions, condition_of, iso, job_container_ends, job_outcome, merge_patch
 from .upstream import running_backfills
 
@@ -386,11 +386,7 @@ class BackfillReconciler:
                     f"IngestionUpstream {upstream} leaves backfills {up.backfill_requests_per_second} requests/s "
                     f"(scheduledShare {up.scheduled_share}%), held by running backfills ({held}); each of this "
                     f"backfill's {bf.parallelism} shard(s) needs at least 1: it starts when enough is free"))
-            taken = bytes_share(up, take)  # its part of the byte budget, kept with its share of requests
-            if taken is not None:
-                own = spec.target.max_bytes_per_second
-                spec = dataclasses.replace(spec, target=dataclasses.replace(
-                    spec.target, max_bytes_per_second=taken if own is None else min(own, taken)))
+            spec = with_share(spec, take, bytes_share(up, take))  # and its part of the byte budget, if any
             made = self._make_job(namespace, name, body, dataclasses.replace(bf, max_requests_per_second=take), spec,
                                   (upstream, take))
         self.r.timer.set((UPSTREAM.name, namespace, upstream), self.r.clock())  # its status lists the new sharer
