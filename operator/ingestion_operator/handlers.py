@@ -15,7 +15,7 @@ import kopf
 from . import names
 from .gateway import UPSTREAM
 from .status import job_outcome
-from .upstream import schedule_sharer, shown_share, upstream_spec
+from .upstream import shown_share, upstream_spec
 
 log = logging.getLogger("ingestion_operator")
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
@@ -122,8 +122,8 @@ async def schedule_sources(body, namespace, name, memo: kopf.Memo, **_):
     its status shows in the reconciler's SharingIndex; one that moves a source wakes that source's upstream. kopf
     holds every handler until this index has listed every schedule, so no schedule's share is
     computed from half of its sharers."""
-    moved = memo.reconciler.sharing.put_schedule(namespace, name, schedule_sharer(name, body.get("spec")),
-                                                 shown_share(body.get("status")))
+    sharing = memo.reconciler.sharing
+    moved = sharing.put_schedule(namespace, name, sharing.sharer(namespace, name, body), shown_share(body.get("status")))
     memo.upstreams.soon(namespace, moved)
     return None
 

@@ -73,6 +73,23 @@ class SharingIndex:
         self._upstreams: dict[str, dict[str, UpstreamSpec | None]] = {}
         self._schedules: dict[str, dict[str, ScheduleSharer]] = {}
         self._shown: dict[tuple[str, str], tuple[str, int] | None] = {}
+        # each schedule's sharer as parsed at a version of its spec (uid, generation)
+        self._parsed: dict[tuple[str, str], tuple[tuple, ScheduleSharer | None]] = {}
+
+    def sharer(self, namespace: str, name: str, body: Mapping) -> ScheduleSharer | None:
+        """The sharer of the schedule ``body`` shows. Parsed once per version of its spec: a
+        spec cannot change without its generation, and every echo of a status write comes back
+        through the index with the same one (half of a new schedule's events)."""
+        meta = body.get("metadata") or {}
+        version = (meta.get("uid"), meta.get("generation"))
+        with self._lock:
+            seen = self._parsed.get((namespace, name))
+        if seen is not None and seen[0] == version and version[1] is not None:
+            return seen[1]
+        sharer = schedule_sharer(name, body.get("spec"))
+        with self._lock:
+            self._parsed[(namespace, name)] = (version, sharer)
+        return sharer
 
     # -- writes (the kopf indexes and DELETED events); each returns the sources it moved --------
     def put_upstream(self, namespace: str, name: str, spec: UpstreamSpec | None) -> set[Source]:
@@ -97,6 +114,8 @@ class SharingIndex:
             if sharer is not None:
                 mine[name] = sharer
             self._shown[(namespace, name)] = shown
+            if sharer is None and shown is None:  # deleted (or disabled: parsed again, which is cheap then)
+                self._parsed.pop((namespace, name), None)
         return {s.source for s in (old, sharer) if s is not None} if old != sharer else set()
 
     def shown(self, namespace: str, name: str) -> tuple[str, int] | None:

@@ -315,14 +315,15 @@ def test_next_runs_move_on_when_forbid_skips_a_tick(cluster, operator, namespace
 
 
 def test_next_runs_are_the_fire_times_of_the_real_cronjob_controller(cluster, operator, ticking):
-    """The oracle is kube-controller-manager itself: the first three nextRuns the operator
+    """The oracle is kube-controller-manager itself: the first two nextRuns the operator
     published for the Kathmandu schedule are exactly the ticks its CronJob controller fired
-    (each Job is named after its scheduled minute), and it fired no other."""
+    (each Job is named after its scheduled minute), and it fired no other between them. (Two,
+    not more: each further one is two more minutes of the suite spent waiting.)"""
     import datetime as dt
 
     ok, _ = ticking
-    predicted = KATHMANDU_NEXT_RUNS[:3]
-    assert len(predicted) == 3 and all(int(t[14:16]) % 2 == 1 for t in predicted), predicted  # odd UTC minutes
+    predicted = KATHMANDU_NEXT_RUNS[:2]
+    assert len(predicted) == 2 and all(int(t[14:16]) % 2 == 1 for t in predicted), predicted  # odd UTC minutes
 
     def fired():
         out = kubectl(cluster, "get", "events", "-n", ok, "--field-selector", "involvedObject.name=kathmandu,reason=SuccessfulCreate",

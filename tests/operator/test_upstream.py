@@ -85,6 +85,28 @@ def test_an_invalid_or_disabled_schedule_reads_from_nothing():
     assert schedule_sharer("s", SCHEDULE["spec"]).source == BINANCE
 
 
+
+def test_a_schedules_sharer_is_parsed_once_per_version_of_its_spec(monkeypatch):
+    """The index sees every event of a schedule, the echoes of its status writes too: it parses
+    the spec again only when its generation (or uid) moves, and a deleted schedule is forgotten."""
+    from ingestion_operator import upstream
+
+    parsed = []
+    real = upstream.schedule_sharer
+    monkeypatch.setattr(upstream, "schedule_sharer", lambda name, raw: parsed.append(name) or real(name, raw))
+    index = SharingIndex()
+    body = {"metadata": {"uid": "u1", "generation": 1}, "spec": SCHEDULE["spec"]}
+    first = index.sharer("data", "s", body)
+    assert first.source == BINANCE and index.sharer("data", "s", {**body, "status": {"x": 1}}) is first
+    assert parsed == ["s"]
+    cheaper = {"metadata": {"uid": "u1", "generation": 2}, "spec": spec_with(maxRequestsPerSecond=3)}
+    assert index.sharer("data", "s", cheaper).own == 3 and len(parsed) == 2
+    assert index.sharer("data", "s", {**cheaper, "metadata": {"uid": "u2", "generation": 2}}).own == 3 and len(parsed) == 3
+    assert index.sharer("data", "s", {"spec": SCHEDULE["spec"]}).own is None and len(parsed) == 4  # no generation: parsed
+    index.put_schedule("data", "s", None)  # deleted
+    index.sharer("data", "s", body)
+    assert len(parsed) == 5
+
 # -- rendering ------------------------------------------------------------------------------------
 def test_the_share_is_the_jobs_cap_and_can_be_read_back():
     spec = parse_spec(SCHEDULE["spec"])
