@@ -30,7 +30,7 @@ from ingestion_contract.spec import Target  # noqa: E402
 from ingestion_job import s3 as s3setup  # noqa: E402
 from ingestion_job.plan import KeyTemplate  # noqa: E402
 from ingestion_job.source import S3Source  # noqa: E402
-from ingestion_job.store import open_store  # noqa: E402
+from ingestion_job.store import KEY, open_store  # noqa: E402
 
 BUCKET = "bench-vision"
 
@@ -92,7 +92,8 @@ def bench_upsert(n, tmp):
     date_col = [start + dt.timedelta(days=i) for _ in syms for i in range(days)]
     now = dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc)
     table = pa.table({
-        "schedule": pa.array(["bench"] * len(sym_col)), "symbol": pa.array(sym_col), "date": pa.array(date_col, pa.date32()),
+        "schedule": pa.array(["bench"] * len(sym_col)), "symbol": pa.array(sym_col), "variant": pa.array([""] * len(sym_col)),
+        "date": pa.array(date_col, pa.date32()),
         "key": pa.array([f"k/{s}/{d}" for s, d in zip(sym_col, date_col)]), "present": pa.array([True] * len(sym_col)),
         "size": pa.array([100] * len(sym_col), pa.int64()), "etag": pa.array(["e"] * len(sym_col)),
         "last_modified": pa.array([now] * len(sym_col), pa.timestamp("us", tz="UTC")),
@@ -105,7 +106,7 @@ def bench_upsert(n, tmp):
     for label, batch in (("insert", table), ("unchanged", table), ("update", changed)):
         t0 = time.perf_counter()
         store.con.execute("BEGIN TRANSACTION")
-        written = store.upsert_arrow("objects", batch, ["schedule", "symbol", "date"])
+        written = store.upsert_arrow("objects", batch, KEY)
         store.con.execute("COMMIT")
         timings.append((label, time.perf_counter() - t0, written))
     rows = store.con.execute("SELECT count(*) FROM objects").fetchone()[0]
@@ -153,7 +154,7 @@ def bench_whole_run(endpoint, symbols, dates, concurrency, tmp, repeat=3):
             floor = open_store(floor_db)
             floor.con.execute("BEGIN TRANSACTION")
             for t, arrow in rows.items():
-                floor.upsert_arrow(t, arrow, ["schedule", "symbol", "date"])
+                floor.upsert_arrow(t, arrow, KEY)
             floor.con.execute("COMMIT")
             floor.close()
             times[label].append((took, time.perf_counter() - t0))

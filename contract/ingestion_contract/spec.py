@@ -39,6 +39,12 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # before its last date, like the window of a run with the longest lookback
 MAX_WINDOW_DAYS = 3660
 KEY_PLACEHOLDERS = ("symbol", "date")
+# target.dimensions: further placeholders of the key template, each with its values. A name is a
+# placeholder ({interval}); a value goes into keys and file names as a symbol does (SYMBOL_PATTERN).
+DIMENSION_NAME_PATTERN = r"^[a-z][a-zA-Z0-9]*$"
+RESERVED_PLACEHOLDERS = ("symbol", "date", "month")
+MAX_DIMENSIONS = 4
+MAX_DIMENSION_VALUES = 64
 LOAD_MODES = ("none", "csv-zip", "csv", "parquet")
 DEFAULT_DUCKDB_PATH = "/data/ingestion.duckdb"
 MIN_COMPACT_AFTER_FILES = 16  # a compaction leaves one file per symbol part (ingestion_contract.backfill.PARTS, 8)
@@ -169,6 +175,64 @@ def _symbol(item, meta: Mapping) -> tuple[Symbol | None, str | None]:
     return Symbol(name, dates["from"], dates["until"]), None
 
 
+class Dimensions(tuple):
+    """``target.dimensions``: (name, values) pairs, by name. Each series of a symbol is one value
+    of every dimension (:meth:`variants`)."""
+
+    def as_json(self) -> dict:
+        return {name: list(values) for name, values in self}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self)
+
+    def variants(self) -> list[str]:
+        """Every combination of one value per dimension, as the job writes it in the store's
+        ``variant`` column: ``name=value`` pairs joined by ',' in name order ('' without
+        dimensions). Values in their spec order, the last dimension varying fastest."""
+        out = [""]
+        for name, values in self:
+            out = [f"{v},{name}={x}".lstrip(",") for v in out for x in values]
+        return out
+
+
+DIMENSION_FORMS = "an object of placeholder names, each with a list of its values, e.g. {interval: [1m, 1h, 1d]}"
+
+
+def _dimensions(value, path: str, errors: list) -> "Dimensions | object":
+    def bad(field: str, v, problem: str):
+        errors.append(FieldError(field, v, problem))
+        return _INVALID
+
+    if not isinstance(value, Mapping):
+        return bad(path, value, f"must be {DIMENSION_FORMS}")
+    if len(value) > MAX_DIMENSIONS:
+        return bad(path, sorted(map(str, value)), f"must have at most {MAX_DIMENSIONS} dimensions")
+    out = []
+    for name in sorted(value, key=str):
+        here = f"{path}.{name}"
+        if not isinstance(name, str) or not re.fullmatch(DIMENSION_NAME_PATTERN, name):
+            return bad(here, name, f"a dimension's name must be a placeholder name: a lowercase letter, then letters and "
+                                   f"digits ({DIMENSION_NAME_PATTERN})")
+        if name in RESERVED_PLACEHOLDERS:
+            return bad(here, name, f"is a placeholder of its own; a dimension is none of {', '.join(RESERVED_PLACEHOLDERS)}")
+        values = value[name]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return bad(here, values, "must be a list of strings")
+        if not values:
+            return bad(here, values, "must have at least one value")
+        if len(values) > MAX_DIMENSION_VALUES:
+            return bad(here, f"{len(values)} values", f"must have at most {MAX_DIMENSION_VALUES} values")
+        for i, v in enumerate(values):
+            if problem := _string_problem(v, SYMBOL_NAME):
+                return bad(f"{here}[{i}]", v, problem)
+        dups = sorted({v for v in values if values.count(v) > 1})
+        if dups:
+            return bad(here, values, f"names {dups[0]} more than once")
+        out.append((name, tuple(values)))
+    return Dimensions(out)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
     bucket: str = spec_field("bucket", min_length=3, max_length=63, pattern=BUCKET_PATTERN)
@@ -183,6 +247,9 @@ class Target:
     # symbols each expected over its own dates only, {name, from, until}, beside (or instead of) the plain names
     symbol_ranges: tuple[Symbol, ...] = spec_field("symbolRanges", (), max_items=5000)
     discover: bool = spec_field("discover", False)
+    # further placeholders of keyTemplate and their values ({interval: [1m, 1h]}): a cell is one
+    # (symbol, one value of each, date)
+    dimensions: Dimensions = spec_field("dimensions", Dimensions())
     lag_days: int = spec_field("lagDays", 1, minimum=0, maximum=MAX_WINDOW_DAYS)
     # hours after a date ends (in the schedule's zone) within which its object is usually
     # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
@@ -278,6 +345,9 @@ class Pause:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Metrics:
     pushgateway_url: str | None = spec_field("pushgatewayUrl", None)
+    # a dimension of target.dimensions with at most this many values is a label of the
+    # ingestion_dimension_* metrics (0: none are); a series never is (unbounded)
+    dimension_labels: int = spec_field("dimensionLabels", 16, minimum=0, maximum=64)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -391,6 +461,8 @@ def to_json(obj) -> object:
     """The CRD's JSON form of a model object (camelCase keys, every field, defaults filled)."""
     if dataclasses.is_dataclass(obj):
         return {f.metadata["key"]: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Dimensions):
+        return obj.as_json()
     if isinstance(obj, tuple):
         return [to_json(v) for v in obj]
     if isinstance(obj, Symbol):
@@ -477,6 +549,8 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         return bad(problem) if problem else value
     if tp is dict:
         return dict(value) if isinstance(value, Mapping) else bad("must be an object")
+    if tp is Dimensions:
+        return _dimensions(value, path, errors)
     if tp == tuple[Symbol, ...]:  # a list of {name, from, until}
         if not isinstance(value, list):
             return bad(f"must be a list, each item {SYMBOL_FORMS}")
@@ -545,8 +619,21 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
 
     target = spec.target
     names = _PLACEHOLDER.findall(target.key_template)
-    if set(names) - set(KEY_PLACEHOLDERS) or not all(p in names for p in KEY_PLACEHOLDERS):
-        err("target.keyTemplate", target.key_template, "must contain {symbol} and {date} and no other placeholders")
+    wanted = KEY_PLACEHOLDERS + target.dimensions.names
+    unknown = sorted(set(names) - set(wanted))
+    if unknown:
+        err("target.keyTemplate", target.key_template,
+            f"has the placeholder {{{unknown[0]}}}, which is neither {{symbol}}, {{date}} nor a dimension of "
+            f"target.dimensions ({', '.join(target.dimensions.names) or 'none'})")
+    elif not all(p in names for p in wanted):
+        missing = [p for p in wanted if p not in names]
+        err("target.keyTemplate", target.key_template,
+            f"must contain {{{missing[0]}}}: " + ("every dimension of target.dimensions is a placeholder of the key, or "
+                                                  "its values would share one object" if missing[0] in target.dimensions.names
+                                                  else "the key of each cell names its symbol and its date"))
+    elif target.discover and set(target.dimensions.names) & set(_PLACEHOLDER.findall(target.key_template.split("{symbol}", 1)[0])):
+        err("target.keyTemplate", target.key_template,
+            "with target.discover, no dimension may come before {symbol}: discovery lists the folder that holds the symbols")
     if bool(target.symbols or target.symbol_ranges) == target.discover:
         err("target.symbols", list(target.symbols) or None,
             "set exactly one of target.symbols or target.symbolRanges (non-empty) or target.discover=true")

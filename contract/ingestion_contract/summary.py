@@ -142,13 +142,19 @@ class Coverage:
     # names (at most MAX_NAMED, so the message stays small)
     symbols_delisted: int = 0
     delisted: tuple = ()
+    # per value of each dimension (target.dimensions): (expected, present, gaps open) of its
+    # series, {dimension: {value: (e, p, g)}}; a dimension of more than MAX_VALUES values is
+    # left out, and at most MAX_DIMENSIONS_SHOWN dimensions are shown (the message stays small)
+    by_dimension: dict = dataclasses.field(default_factory=dict, compare=True)
 
     MAX_NAMED: typing.ClassVar[int] = 20
+    MAX_VALUES: typing.ClassVar[int] = 16
+    MAX_DIMENSIONS_SHOWN: typing.ClassVar[int] = 2
     KEYS = {"expected": "expected", "present": "present", "missing": "missing", "repaired": "repaired",
             "gaps_open": "gapsOpen", "oldest_open_gap": "oldestOpenGap", "bytes": "bytes", "outcome": "outcome",
             "unrepaired": "unrepaired", "gaps_by_cause": "gapsByCause", "symbols_delisted": "symbolsDelisted",
-            "delisted": "delistedSymbols"}
-    OPTIONAL = {"unrepaired": 0, "gaps_by_cause": {}, "symbols_delisted": 0, "delisted": ()}
+            "delisted": "delistedSymbols", "by_dimension": "byDimension"}
+    OPTIONAL = {"unrepaired": 0, "gaps_by_cause": {}, "symbols_delisted": 0, "delisted": (), "by_dimension": {}}
 
     def __post_init__(self):
         object.__setattr__(self, "delisted", tuple(sorted(self.delisted))[:self.MAX_NAMED])
@@ -169,6 +175,7 @@ class Coverage:
         body = {"v": COVERAGE_VERSION, **{k: getattr(self, f) for f, k in self.KEYS.items()}}
         body["gapsByCause"] = {c: n for c, n in self.gaps_by_cause.items() if n}
         body["delistedSymbols"] = list(self.delisted)
+        body["byDimension"] = {d: {v: list(n) for v, n in values.items()} for d, values in self.by_dimension.items()}
         return body
 
     def encode(self) -> str:
@@ -189,11 +196,17 @@ class Coverage:
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
             return None
         values["delisted"] = tuple(names)
+        dims = values["by_dimension"]
+        if not isinstance(dims, dict) or not all(
+                isinstance(vals, dict) and all(isinstance(n, list) and len(n) == 3 and all(_count(x) for x in n)
+                                               for n in vals.values()) for vals in dims.values()):
+            return None
+        values["by_dimension"] = {d: {v: tuple(n) for v, n in vals.items()} for d, vals in dims.items()}
         causes = values["gaps_by_cause"]
         if not isinstance(causes, dict) or any(c not in GAP_CAUSES or not isinstance(n, int) or isinstance(n, bool) or n < 0
                                                for c, n in causes.items()):
             return None
-        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome", "gaps_by_cause", "delisted")]
+        ints = [f for f in cls.KEYS if f not in ("oldest_open_gap", "outcome", "gaps_by_cause", "delisted", "by_dimension")]
         if any(not isinstance(values[f], int) or isinstance(values[f], bool) or values[f] < 0 for f in ints):
             return None
         if not isinstance(values["outcome"], str) or not (values["oldest_open_gap"] is None or isinstance(values["oldest_open_gap"], str)):
@@ -204,11 +217,37 @@ class Coverage:
         """``status.coverage`` of the schedule (camelCase keys, plus ``percent``). No null
         values: a merge patch would drop them, and the stored status would never equal this."""
         out = {k: getattr(self, f) for f, k in self.KEYS.items()
-               if f not in ("outcome", "unrepaired", "gaps_by_cause", "delisted") and getattr(self, f) is not None}
+               if f not in ("outcome", "unrepaired", "gaps_by_cause", "delisted", "by_dimension") and getattr(self, f) is not None}
+        if self.by_dimension:
+            out["byDimension"] = {d: {v: dict(zip(("expected", "present", "gapsOpen"), n)) for v, n in values.items()}
+                                  for d, values in self.by_dimension.items()}
         if self.gaps_by_cause:  # every cause, zeros too: a merge patch never leaves a stale count behind
             out["gapsByCause"] = dict(self.gaps_by_cause)
             out["delistedSymbols"] = list(self.delisted)  # a list: a merge patch replaces it whole
         return {**out, "percent": self.percent}
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def dimension_coverage(dimensions, expected: dict[str, int], present: dict[str, int], open_gaps: dict[str, int],
+                       max_values: int = Coverage.MAX_VALUES, max_dimensions: int = Coverage.MAX_DIMENSIONS_SHOWN) -> dict:
+    """``Coverage.by_dimension`` from counts per variant ("interval=1m,market=um": see
+    ``ingestion_job.plan``): for each dimension of ``dimensions`` ((name, values) pairs) with
+    at most ``max_values`` values (the first ``max_dimensions`` such), each value's (expected,
+    present, gaps open) summed over the variants holding it."""
+    shown = [(d, values) for d, values in dimensions if len(values) <= max_values][:max_dimensions]
+    out = {d: {v: [0, 0, 0] for v in values} for d, values in shown}
+    for variant in set(expected) | set(present) | set(open_gaps):
+        pairs = dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+        for d in out:
+            n = out[d].get(pairs.get(d))
+            if n is not None:
+                n[0] += expected.get(variant, 0)
+                n[1] += present.get(variant, 0)
+                n[2] += open_gaps.get(variant, 0)
+    return {d: {v: tuple(n) for v, n in values.items()} for d, values in out.items()}
 
 
 def _message(text: str | None) -> dict | None:

@@ -15,26 +15,34 @@ import random
 import zipfile
 
 KEY_TEMPLATE = "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"
+# Binance Vision's layout of daily klines of every interval (target.dimensions: {interval: [...]})
+KLINES_DAILY = "data/spot/daily/klines/{symbol}/{interval}/{symbol}-{interval}-{date}.zip"
+INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+               "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+               "12h": 43_200_000, "1d": 86_400_000}
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 
 
-def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0) -> bytes:
-    """One day's zip; another ``version`` has other prices (a republished object)."""
-    rnd = random.Random(f"{symbol}{date}" + (f"#{version}" if version else ""))
+def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0, interval: str = "1m") -> bytes:
+    """One day's zip of ``interval`` klines (its first ``rows``, at most a day's); another
+    ``version`` has other prices (a republished object)."""
+    step = INTERVAL_MS[interval]
+    rows = min(rows, 86_400_000 // step)
+    rnd = random.Random(f"{symbol}{date}" + (f"#{version}" if version else "") + (f"/{interval}" if interval != "1m" else ""))
     start = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
     price = 100 + rnd.random() * 1000
     lines = [HEADER]
     for i in range(rows):
         o = price * (1 + rnd.uniform(-0.001, 0.001))
         c = o * (1 + rnd.uniform(-0.001, 0.001))
-        t = start + i * 60_000
+        t = start + i * step
         vol = rnd.uniform(1, 100)
-        lines.append(f"{t},{o:.2f},{max(o, c) * 1.0005:.2f},{min(o, c) * 0.9995:.2f},{c:.2f},{vol:.3f},{t + 59_999},"
+        lines.append(f"{t},{o:.2f},{max(o, c) * 1.0005:.2f},{min(o, c) * 0.9995:.2f},{c:.2f},{vol:.3f},{t + step - 1},"
                      f"{vol * c:.2f},{rnd.randint(10, 500)},{vol / 2:.3f},{vol * c / 2:.2f},0")
         price = c
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{symbol}-1m-{date}.csv", "\n".join(lines) + "\n")
+        zf.writestr(f"{symbol}-{interval}-{date}.csv", "\n".join(lines) + "\n")
     return buf.getvalue()
 
 
@@ -68,8 +76,8 @@ def checksum(body: bytes, key: str) -> bytes:
 def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, workers: int = 16,
            template: str = KEY_TEMPLATE, checksums: bool = True) -> int:
     """Upload one kline zip (and its sha256 sidecar, unless ``checksums`` is false) per (symbol,
-    date) under ``template``; returns the number of objects written. The one upload helper of
-    the sandbox, the benchmarks and the tests."""
+    date) or (symbol, date, interval) under ``template``; returns the number of objects written.
+    The one upload helper of the sandbox, the benchmarks and the tests."""
     try:
         s3.create_bucket(Bucket=bucket)
     except s3.exceptions.BucketAlreadyOwnedByYou:
@@ -78,9 +86,9 @@ def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, wor
         pass
 
     def one(cell):
-        sym, date = cell
-        key = template.format(symbol=sym, date=date.isoformat())
-        body = kline_zip(sym, date, rows)
+        sym, date, interval = (*cell, "1m")[:3]
+        key = template.format(symbol=sym, date=date.isoformat(), interval=interval)
+        body = kline_zip(sym, date, rows, interval=interval)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         if checksums:
             s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))

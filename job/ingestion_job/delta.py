@@ -52,7 +52,7 @@ from ingestion_contract.backfill import part_of
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import failpoints
-from .plan import Held
+from .plan import Held, split_series
 from .rows import Load
 from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, StoreError
 
@@ -97,6 +97,12 @@ def storage_options(cfg: ObjectStoreStorage, credentials: tuple[str, str] | None
 
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _same(column: str) -> str:
+    """A merge's match on one key column. ``variant`` came with dimensions (store schema 5): a
+    table written before holds no value in it for its older rows, which mean ''."""
+    return "coalesce(t.variant, '') = s.variant" if column == "variant" else f"t.{column} = s.{column}"
 
 
 class DeltaStore:
@@ -213,12 +219,17 @@ class DeltaStore:
             self.local.con.register("_empty", schema.empty_table())
             try:
                 self.local.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
+                # a table written before dimensions has no variant yet: the first load adds it to Delta
+                self.local.con.execute("ALTER TABLE loaded ADD COLUMN IF NOT EXISTS variant VARCHAR DEFAULT ''")
             finally:
                 self.local.con.unregister("_empty")
 
     def insert_local(self, table: str, rows: pa.Table, keep_existing: bool = False) -> int:
         """Add ``rows`` to the working copy's ``table`` (its columns that the table has); with
         ``keep_existing``, a row whose key is already there is skipped. Returns the rows added."""
+        if "variant" in rows.column_names:  # written before dimensions: no value means ''
+            i = rows.column_names.index("variant")
+            rows = rows.set_column(i, "variant", pa.compute.fill_null(rows["variant"], ""))
         self.local.con.register("_incoming", rows)
         try:
             cols = {r[0] for r in self.local.con.execute(f"DESCRIBE {table}").fetchall()}
@@ -311,7 +322,7 @@ class DeltaStore:
             if self._parted.get(table, True):
                 changed = with_part(changed)
             parts = sorted(set(changed["part"].to_pylist())) if "part" in changed.column_names else None
-            on = " AND ".join([self._region(parts, "t."), *(f"t.{k} = s.{k}" for k in TABLES[table])])
+            on = " AND ".join([self._region(parts, "t."), *(_same(k) for k in TABLES[table])])
 
             def commit(dt_):
                 self._add_columns(dt_, changed.schema)
@@ -358,17 +369,24 @@ class DeltaStore:
 
         for i in range(0, len(cells), LOAD_CELLS_PER_COMMIT):
             chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
-            self.local.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, date DATE)")
-            self.local.con.executemany("INSERT INTO _cells VALUES (?, ?)", chunk)
-            rows = self.local.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, date) WHERE l.schedule = ?",
-                                params=[self.schedule]).to_arrow_table()
+            split = [(*split_series(series), d) for series, d in chunk]
+            self.local.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, variant VARCHAR, date DATE)")
+            self.local.con.executemany("INSERT INTO _cells VALUES (?, ?, ?)", split)
+            rows = self.local.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, variant, date) "
+                                      "WHERE l.schedule = ?", params=[self.schedule]).to_arrow_table()
             parts = None
             if self._parted.get("loaded", True):
                 rows = with_part(rows)
-                parts = sorted({part_of(s) for s, _ in chunk})
-            cell = " OR ".join(f"(symbol = {_quote(s)} AND date = '{d.isoformat()}')" for s, d in chunk)
+                parts = sorted({part_of(symbol) for symbol, _, _ in split})
+            cell = " OR ".join(f"(symbol = {_quote(symbol)} AND coalesce(variant, '') = {_quote(variant)} "
+                               f"AND date = '{d.isoformat()}')" for symbol, variant, d in split)
             where = f"{self._region(parts)} AND ({cell})"
-            self._commit("loaded", lambda dt_: write_deltalake(dt_, rows, mode="overwrite", predicate=where), rows)
+
+            def replace(dt_, rows=rows, where=where):
+                self._add_columns(dt_, rows.schema)  # variant, in a table loaded before dimensions
+                return write_deltalake(dt_, rows, mode="overwrite", predicate=where)
+
+            self._commit("loaded", replace, rows)
 
     def _commit(self, table: str, op, rows: pa.Table | None) -> None:
         """Run ``op`` on the table's newest version; a lost race (CommitFailedError) is redone.
@@ -411,7 +429,7 @@ class DeltaStore:
         def schema_of(t: str) -> pa.Schema:
             if t in TABLES:
                 return self.table_schema(t)
-            keys = {"schedule", "symbol", "date", "part"}  # loaded: the columns of its rows; its key never empty
+            keys = {"schedule", "symbol", "variant", "date", "part"}  # loaded: the columns of its rows; its key never empty
             return pa.schema([f.with_nullable(f.name not in keys) for f in schema])
 
         wanted = {t: schema_of(t) for t in sorted(self._missing & set(TABLES) | {table})}

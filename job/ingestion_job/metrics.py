@@ -31,10 +31,14 @@ S3_REQUESTS = "ingestion_s3_requests"
 S3_ERRORS = "ingestion_s3_errors"
 RUNS_TOTAL = "ingestion_runs_total"
 GAPS_OPEN = "ingestion_gaps_open"
+DIMENSION_METRICS = (("ingestion_dimension_cells_expected", "Cells of the last run's window with this value of a dimension."),
+                     ("ingestion_dimension_cells_present", "Those of them present upstream."),
+                     ("ingestion_dimension_gaps_open", "Gaps open after the last run with this value of a dimension."))
 
 
 def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[str, int] | None,
-                   last_finished: dict[str, dt.datetime], gaps_by_cause: dict[str, int] | None = None) -> CollectorRegistry:
+                   last_finished: dict[str, dt.datetime], gaps_by_cause: dict[str, int] | None = None,
+                   by_dimension: dict | None = None) -> CollectorRegistry:
     """The run's gauges. ``run_counts`` and ``last_finished`` are what the store holds after
     the run's commit; ``run_counts`` None (the store could not be read) pushes no run count,
     so that a pushed count never goes down. ``gaps_by_cause``: the schedule's open gaps by
@@ -47,6 +51,12 @@ def build_registry(summary: RunSummary, outcome: str, stats, run_counts: dict[st
                      registry=reg)
         for cause in GAP_CAUSES:
             gaps.labels(cause).set(gaps_by_cause.get(cause, 0))
+    if by_dimension:  # {dimension: {value: (expected, present, gaps open)}}, bounded by metrics.dimensionLabels
+        gauges = [Gauge(name, help_, ["dimension", "value"], registry=reg) for name, help_ in DIMENSION_METRICS]
+        for dim, values in by_dimension.items():
+            for value, counts in values.items():
+                for gauge, n in zip(gauges, counts):
+                    gauge.labels(dim, value).set(n)
     Gauge(RUN_SUCCESS, "1 if the last run succeeded, else 0.", registry=reg).set(1.0 if outcome == "succeeded" else 0.0)
     for field, name, help_ in RunSummary.gauges():
         Gauge(name, help_, registry=reg).set(getattr(summary, field))

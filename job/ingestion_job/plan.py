@@ -55,19 +55,60 @@ class Publication:
         return "not-due" if now < self.due(date) else "late-upstream"
 
 
+# A series is a symbol and one value of each dimension of target.dimensions: the string
+# "SYMBOL" (no dimensions) or "SYMBOL@name=value[,name=value...]" (names in order). Symbols and
+# values hold none of '@', '=' and ',' (SYMBOL_PATTERN), so the string splits back exactly. The
+# run plans, lists and repairs series as it did symbols; the store keeps the two parts in its
+# columns symbol and variant.
+SERIES_MARK = "@"
+
+
+def series_name(symbol: str, variant: str) -> str:
+    return f"{symbol}{SERIES_MARK}{variant}" if variant else symbol
+
+
+def split_series(series: str) -> tuple[str, str]:
+    """(symbol, variant) of a series ('' for a series of no dimension)."""
+    symbol, _, variant = series.partition(SERIES_MARK)
+    return symbol, variant
+
+
+def variant_values(variant: str) -> dict[str, str]:
+    """{dimension: value} of a variant ("interval=1m,market=um")."""
+    return dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+
+
+def series_of(symbols: list, variants: list[str]) -> list:
+    """Every series of ``symbols`` (each keeping its range: a Symbol's ``first`` and ``until``),
+    one per variant, in symbol order."""
+    from ingestion_contract.spec import Symbol
+
+    if variants == [""]:
+        return list(symbols)
+    return [Symbol(series_name(str(s), v), getattr(s, "first", None), getattr(s, "until", None))
+            for s in symbols for v in variants]
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyTemplate:
-    """A key template with ``{symbol}`` and ``{date}`` placeholders."""
+    """A key template with ``{symbol}``, ``{date}`` and a placeholder per dimension, filled for
+    one series (see :func:`series_name`)."""
 
     template: str
 
-    def key(self, symbol: str, date: dt.date) -> str:
-        return self.template.replace("{symbol}", symbol).replace("{date}", date.strftime(DATE_FMT))
+    def _fill(self, text: str, series: str) -> str:
+        symbol, variant = split_series(series)
+        text = text.replace("{symbol}", symbol)
+        for name, value in variant_values(variant).items():
+            text = text.replace("{" + name + "}", value)
+        return text
 
-    def list_prefix(self, symbol: str) -> str:
-        """The longest fixed prefix of a symbol's keys: one listing covers all its dates."""
-        head = self.template.split("{date}", 1)[0]
-        return head.replace("{symbol}", symbol)
+    def key(self, series: str, date: dt.date) -> str:
+        return self._fill(self.template, series).replace("{date}", date.strftime(DATE_FMT))
+
+    def list_prefix(self, series: str) -> str:
+        """The longest fixed prefix of a series' keys: one listing covers all its dates."""
+        return self._fill(self.template.split("{date}", 1)[0], series)
 
     def discovery_prefix(self) -> str:
         """The folder that holds one sub-folder per symbol (for discovery by listing)."""
@@ -76,10 +117,9 @@ class KeyTemplate:
             raise ValueError(f"keyTemplate {self.template!r}: discovery needs {{symbol}} to start a folder")
         return head
 
-    def parse(self, symbol: str, key: str) -> dt.date | None:
-        """The date of a listed key of ``symbol``, or None if the key is not a cell."""
-        pattern = re.escape(self.template).replace(re.escape("{symbol}"), re.escape(symbol)).replace(
-            re.escape("{date}"), r"(\d{4}-\d{2}-\d{2})")
+    def parse(self, series: str, key: str) -> dt.date | None:
+        """The date of a listed key of ``series``, or None if the key is not a cell."""
+        pattern = re.escape(self._fill(self.template, series)).replace(re.escape("{date}"), r"(\d{4}-\d{2}-\d{2})")
         m = re.fullmatch(pattern, key)
         if not m:
             return None

@@ -31,6 +31,9 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
     out += _table(["SCHEDULE", "SYMBOL", "PRESENT/EXPECTED", "FROM", "TO"],
                   [[a["schedule"], a["symbol"], f"{a['present']}/{a['expected']}", a["first_date"], a["last_date"]]
                    for a in data["availability"]])
+    if data["variants"]:  # target.dimensions: each value's cells, over the series holding it
+        out += ["", "BY DIMENSION (a series is SYMBOL@dimension=value,...)"]
+        out += _table(["SCHEDULE", "DIMENSION", "VALUE", "PRESENT/EXPECTED", "OPEN GAPS"], by_dimension(data["variants"]))
     causes = data["open_gaps_by_cause"]
     total = sum(causes.values())
     by = ", ".join(f"{c} {n}" for c, n in causes.items() if n)
@@ -60,6 +63,19 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
     rate = f"{sr['rate'] * 100:.1f}%" if sr["rate"] is not None else "n/a"
     out += ["", f"SUCCESS RATE (last {sr['days']} days): {rate} ({sr['succeeded']} of {sr['runs']} finished runs)"]
     return "\n".join(out)
+
+
+def by_dimension(variants: list[dict]) -> list[list]:
+    """Rows (schedule, dimension, value, present/expected, open gaps) from counts per variant."""
+    sums: dict[tuple, list[int]] = {}
+    for row in variants:
+        for pair in row["variant"].split(","):
+            name, _, value = pair.partition("=")
+            n = sums.setdefault((row["schedule"], name, value), [0, 0, 0])
+            n[0] += row["present"]
+            n[1] += row["expected"]
+            n[2] += row["gaps_open"]
+    return [[sched, name, value, f"{p}/{e}", g] for (sched, name, value), (p, e, g) in sorted(sums.items())]
 
 
 def _t(v) -> str:

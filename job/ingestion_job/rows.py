@@ -13,9 +13,14 @@ from collections.abc import Mapping
 
 from ingestion_contract import by_cause
 
-from .plan import UNPROBED, Cell, Held, KeyTemplate, Listed, Publication
+from .plan import UNPROBED, Cell, Held, KeyTemplate, Listed, Publication, series_name, split_series
 
-CellKey = tuple[str, dt.date]
+CellKey = tuple[str, dt.date]  # (series, date): see plan.series_name
+
+
+def cell_key(row: Mapping) -> CellKey:
+    """The cell of a stored or built row (its columns symbol, variant and date)."""
+    return series_name(row["symbol"], row.get("variant") or ""), row["date"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +46,26 @@ class Load:
     """One cell's rows to load into table ``loaded`` (replacing what it held for the cell)."""
 
     schedule: str
-    symbol: str
+    series: str
     date: dt.date
     staged: Staged
 
     @property
     def cell(self) -> CellKey:
-        return (self.symbol, self.date)
+        return (self.series, self.date)
+
+    @property
+    def symbol(self) -> str:
+        return split_series(self.series)[0]
+
+    @property
+    def variant(self) -> str:
+        return split_series(self.series)[1]
 
 
 def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
     """The loads of the repaired cells that staged rows."""
-    return [Load(schedule, symbol, date, v.staged) for (symbol, date), v in repaired.items() if v.staged]
+    return [Load(schedule, series, date, v.staged) for (series, date), v in repaired.items() if v.staged]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +145,9 @@ def _live(prior: dict | None) -> dict | None:
 def _fresh_gap(schedule: str, template: KeyTemplate, c: Cell, prior: dict | None, now: dt.datetime) -> dict:
     """A gap row's fields that are not its state, keeping a stored row's history."""
     p = prior or {}
-    return {"schedule": schedule, "symbol": c.symbol, "date": c.date, "key": p.get("key") or template.key(c.symbol, c.date),
+    symbol, variant = split_series(c.symbol)
+    return {"schedule": schedule, "symbol": symbol, "variant": variant, "date": c.date,
+            "key": p.get("key") or template.key(c.symbol, c.date),
             "detected_at": p.get("detected_at") or now, "attempts": p.get("attempts") or 0, "last_error": p.get("last_error"),
             "repaired_at": None, "sha256": None, "bytes": None, "etag": None, "previous_etag": p.get("previous_etag"),
             "previous_sha256": p.get("previous_sha256"), "changed_at": p.get("changed_at"), "changes": p.get("changes") or 0}
@@ -147,8 +162,9 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
     k = (c.symbol, c.date)
     prior = _live(prior)
     key = listed.key if listed else template.key(c.symbol, c.date)
+    symbol, variant = split_series(c.symbol)
     obj = {
-        "schedule": schedule, "symbol": c.symbol, "date": c.date, "key": key, "present": listed is not None,
+        "schedule": schedule, "symbol": symbol, "variant": variant, "date": c.date, "key": key, "present": listed is not None,
         "size": listed.size if listed else None, "etag": listed.etag if listed else None,
         "last_modified": listed.last_modified if listed else None,
         # when first listed: the store keeps the one it holds (see OBJECT_KEEP in store.py)
@@ -197,13 +213,22 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
 def open_by_cause(rows: Rows, prior_gaps: dict[CellKey, dict]) -> dict[str, int]:
     """The schedule's open gaps by cause once ``rows`` are committed: the gap rows written,
     and the stored ones they leave as they are (in the window or outside it)."""
+    return open_gaps(rows, prior_gaps)[0]
+
+
+def open_gaps(rows: Rows, prior_gaps: dict[CellKey, dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """The schedule's open gaps once ``rows`` are committed, by cause (every cause) and by
+    variant (see plan.series_name)."""
     final = dict(prior_gaps)
-    final.update({(g["symbol"], g["date"]): g for g in rows.gaps})
+    final.update({cell_key(g): g for g in rows.gaps})
     counts: dict[str, int] = {}
+    variants: dict[str, int] = {}
     for g in final.values():
         if g["status"] == "open":
             counts[g["reason"]] = counts.get(g["reason"], 0) + 1
-    return by_cause(counts)
+            v = g.get("variant") or ""
+            variants[v] = variants.get(v, 0) + 1
+    return by_cause(counts), variants
 
 
 def _changed(new: dict, old: dict | None) -> bool:

@@ -33,11 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingestion_contract import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
+from ingestion_contract.summary import dimension_coverage
 
 from . import metrics
-from .plan import Cell, Expected, Listed, Publication, Rules, Window, expect, plan_gaps, plan_window, window_on
+from .plan import (Cell, Expected, Listed, Publication, Rules, Window, expect, plan_gaps, plan_window, series_of,
+                   split_series, window_on)
 from .repair import repair
-from .rows import Repairs, Rows, build_rows, loads_of, open_by_cause
+from .rows import Repairs, Rows, build_rows, loads_of, open_gaps
 from .source import RequestStats, S3Source, SourceError
 from .store import Store, StoreError, open_backend
 
@@ -152,6 +154,9 @@ class Run:
         self.summary = RunSummary()
         self.window: Window | None = None
         self.gaps_by_cause: dict[str, int] = {}  # the schedule's open gaps by cause once committed
+        self.open_by_variant: dict[str, int] = {}  # ...and by variant (target.dimensions)
+        self.dimension_metrics: dict | None = None  # {dimension: {value: counts}} pushed as labels
+        self.coverage_by_dimension: dict = {}  # the same, as its termination message holds it
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.interrupted = False  # SIGTERM: see interrupt()
@@ -224,7 +229,7 @@ class Run:
         creation): an earlier attempt's, killed after it checkpointed them. They are held now, so
         this attempt repairs none of them again: its own repairs add to these."""
         unit = self.ctx.backfill.unit
-        mine = [g for (symbol, date), g in gaps.items() if unit.first <= date <= unit.last and unit.holds(symbol)
+        mine = [g for (series, date), g in gaps.items() if unit.first <= date <= unit.last and unit.holds(split_series(series)[0])
                 and g["status"] == "repaired" and g["repaired_at"] is not None and g["repaired_at"] >= since]
         return len(mine), sum(g["bytes"] or 0 for g in mine)
 
@@ -239,21 +244,24 @@ class Run:
         if unit:  # a backfill's shard: its group of symbols (disjoint Delta parts from the other shards')
             symbols = [s for s in symbols if unit.holds(s)]
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
-        # 2. Probe: one paginated listing per symbol.
+        # each symbol's series: one per combination of the dimensions' values (the symbol alone without)
+        symbols = series_of(symbols, target.dimensions.variants())
+        # 2. Probe: one paginated listing per series (per symbol without dimensions).
         upstream, unlisted = source.list_all(symbols)
-        if unlisted:  # those symbols are unknown for this run: nothing expected, nothing changed of them
+        if unlisted:  # those series are unknown for this run: nothing expected, nothing changed of them
             if len(unlisted) == len(symbols):
                 raise SourceError(f"every listing failed ({len(unlisted)}); the first: {next(iter(unlisted.values()))}")
             self.unlisted = unlisted
             symbols = [s for s in symbols if s not in unlisted]
             self.log.warning("event=listings_failed count=%d first=%s error=%r", len(unlisted), next(iter(unlisted)),
                              next(iter(unlisted.values())))
-        if target.discover:  # discovered: a folder holding no object of the key template is no symbol
-            folders = [s for s in symbols if not upstream.get(s) and s not in start["known"]]
+        if target.discover:  # discovered: a folder holding no object of the key template (in any series) is no symbol
+            seen = {split_series(s)[0] for s in symbols if upstream.get(s) or s in start["known"]}
+            folders = sorted({split_series(s)[0] for s in symbols} - seen)
             if folders:
                 self.log.info("event=folders_skipped count=%d first=%s reason=%r", len(folders), folders[0],
                               "no object in it matches target.keyTemplate")
-                symbols = [s for s in symbols if s not in folders]
+                symbols = [s for s in symbols if split_series(s)[0] in seen]
         # (a new symbol's whole history is expected too, and the dates an outage left, unless
         # the range was given; each symbol from its first object, until it is delisted)
         free = self.dates is None and not unit
@@ -272,8 +280,9 @@ class Run:
         plan = plan_gaps(expected, upstream, start["held"])
         limit = spec.repair.max_repairs_per_run
         todo, deferred = plan.candidates[:limit], plan.candidates[limit:]
-        self.log.info("event=probed symbols=%d window=%s..%s expected=%d present=%d missing=%d republished=%d withdrawn=%d "
-                      "to_repair=%d deferred=%d s3_requests=%d", len(symbols), window.first, window.last, len(expected),
+        self.log.info("event=probed symbols=%d series=%d window=%s..%s expected=%d present=%d missing=%d republished=%d "
+                      "withdrawn=%d to_repair=%d deferred=%d s3_requests=%d", len({split_series(x)[0] for x in symbols}),
+                      len(symbols), window.first, window.last, len(expected),
                       len(plan.present), len(plan.missing), len(plan.republished), len(plan.withdrawn), len(todo),
                       len(deferred), source.stats.total_requests)
         # 4. Repair: fetch, verify and stage loads, bounded concurrency, each cell alone.
@@ -339,14 +348,16 @@ class Run:
                           self.publication, work.plan.unprobed, work.plan.delisted,
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
                           "(target.maxCatchUpDays)")
-        s.symbols, s.expected, s.present, s.missing = len(work.symbols), len(work.expected), work.present, work.missing
+        s.symbols = len({split_series(x)[0] for x in work.symbols})  # symbols, not series
+        s.expected, s.present, s.missing = len(work.expected), work.present, work.missing
         s.listings_failed = len(self.unlisted)
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
         s.gaps_repaired += self.earlier[0]  # a backfill unit: its earlier attempts' repairs too
         s.repairs_quarantined = r.quarantined
         s.republished, s.withdrawn = work.republished, work.withdrawn
         s.symbols_delisted, s.cells_unprobed = len(work.plan.delisted), len(work.plan.unprobed)
-        self.gaps_by_cause = open_by_cause(rows, prior_gaps)
+        self.gaps_by_cause, self.open_by_variant = open_gaps(rows, prior_gaps)
+        self.coverage_by_dimension = self.by_dimension(work)
         s.gaps_open = sum(self.gaps_by_cause.values())
         return rows
 
@@ -364,6 +375,7 @@ class Run:
             except StoreError as e:
                 error = str(e)
                 self.gaps_by_cause = {}  # not committed: no count of the store's gaps to report
+                self.dimension_metrics, self.coverage_by_dimension = None, {}
         try:
             store.write_run_record(self.run_row("failed", error, stats))
             return True, error
@@ -468,8 +480,26 @@ class Run:
             coverage = Coverage(s.expected, s.present, s.missing, s.gaps_repaired, s.gaps_open,
                                 done.oldest_open.isoformat() if done.oldest_open else None, s.bytes_fetched + self.earlier[1], outcome,
                                 s.repairs_failed + s.repairs_deferred, self.gaps_by_cause, s.symbols_delisted,
-                                tuple(work.plan.delisted))
+                                tuple(work.plan.delisted), self.coverage_by_dimension)
         return RunResult(self.run_id, outcome, s, error, warnings, coverage, reason, self.gaps_by_cause, self.interrupted)
+
+    def by_dimension(self, work: Work) -> dict:
+        """The coverage of each value of each dimension (none without dimensions); and the
+        same counts for the metrics, of the dimensions of at most ``metrics.dimensionLabels``
+        values (``self.dimension_metrics``)."""
+        dims = self.ctx.spec.target.dimensions
+        if not dims:
+            return {}
+        expected: dict[str, int] = {}
+        present: dict[str, int] = {}
+        for c in work.expected:
+            v = split_series(c.symbol)[1]
+            expected[v] = expected.get(v, 0) + 1
+            if c.date in work.upstream.get(c.symbol, {}):
+                present[v] = present.get(v, 0) + 1
+        self.dimension_metrics = dimension_coverage(dims, expected, present, self.open_by_variant,
+                                                    self.ctx.spec.metrics.dimension_labels, len(dims))
+        return dimension_coverage(dims, expected, present, self.open_by_variant)
 
     def maintain(self, store: Store) -> list[str]:
         """The store's housekeeping, when its policy asks for it, and only while half the time
@@ -522,7 +552,8 @@ class Run:
         """Push this run's metrics."""
         return self._pushed(url, lambda: metrics.push(
             url, self.ctx.namespace, self.ctx.schedule,
-            metrics.build_registry(self.summary, outcome, stats, counts, last, self.gaps_by_cause or None)))
+            metrics.build_registry(self.summary, outcome, stats, counts, last, self.gaps_by_cause or None,
+                                   self.dimension_metrics)))
 
     def _pushed(self, url: str, push: Callable[[], None]) -> list[str]:
         """Run ``push``; a failure to push is a warning (returned), never a failed run."""

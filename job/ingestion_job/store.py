@@ -33,10 +33,10 @@ import pyarrow as pa
 from ingestion_contract import GAP_CAUSES, RunSummary, by_cause
 
 from . import failpoints, first_line
-from .plan import UNPROBED, Held
+from .plan import UNPROBED, Held, series_name
 from .rows import Load
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Open gaps written before causes (schema 4) said 'absent upstream', 'repair failed' or
 # 'deferred: <why>'; these statements give each its cause (a DeltaStore runs them on its
 # working copy after reading the tables, so the next commit writes the causes to Delta).
@@ -79,16 +79,39 @@ MIGRATIONS = {
         "ALTER TABLE gaps ADD COLUMN changes INTEGER DEFAULT 0",
     ],
     4: CAUSES_OF_OLD_REASONS,  # an open gap's reason is its one cause (ingestion_contract.GAP_CAUSES)
+    5: [  # a cell is (symbol, variant: one value of each dimension, date); the key gains variant
+        # (DuckDB cannot change a primary key in place: each table is made anew and filled)
+        """CREATE TABLE objects_v5 (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, variant VARCHAR NOT NULL DEFAULT '', date DATE NOT NULL,
+            key VARCHAR NOT NULL, present BOOLEAN NOT NULL, size BIGINT, etag VARCHAR,
+            last_modified TIMESTAMPTZ, first_seen_at TIMESTAMPTZ,
+            PRIMARY KEY (schedule, symbol, variant, date))""",
+        """INSERT INTO objects_v5 SELECT schedule, symbol, '', date, key, present, size, etag, last_modified, first_seen_at
+           FROM objects""",
+        "DROP TABLE objects",
+        "ALTER TABLE objects_v5 RENAME TO objects",
+        """CREATE TABLE gaps_v5 (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, variant VARCHAR NOT NULL DEFAULT '', date DATE NOT NULL,
+            key VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR, detected_at TIMESTAMPTZ NOT NULL,
+            repaired_at TIMESTAMPTZ, attempts INTEGER NOT NULL, last_error VARCHAR, sha256 VARCHAR,
+            bytes BIGINT, etag VARCHAR, previous_etag VARCHAR, previous_sha256 VARCHAR, changed_at TIMESTAMPTZ,
+            changes INTEGER DEFAULT 0, PRIMARY KEY (schedule, symbol, variant, date))""",
+        """INSERT INTO gaps_v5 SELECT schedule, symbol, '', date, key, status, reason, detected_at, repaired_at, attempts,
+           last_error, sha256, bytes, etag, previous_etag, previous_sha256, changed_at, changes FROM gaps""",
+        "DROP TABLE gaps",
+        "ALTER TABLE gaps_v5 RENAME TO gaps",
+        # table loaded, when a run has made it, gains the column too (see DuckStore.migrate)
+    ],
 }
 OUTCOMES = ("succeeded", "partial", "failed", "abandoned")  # a finished run's outcome; 'running' until then
 ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline) before its commit, "
              "or its store could not be written then")
 
-OBJECT_COLS = ["schedule", "symbol", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
+OBJECT_COLS = ["schedule", "symbol", "variant", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
 # when a cell's object was first listed: kept once the store has it, so a run need not read
 # it back to write it again
 OBJECT_KEEP = ("first_seen_at",)
-GAP_COLS = ["schedule", "symbol", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
+GAP_COLS = ["schedule", "symbol", "variant", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
             "last_error", "sha256", "bytes", "etag", "previous_etag", "previous_sha256", "changed_at", "changes"]
 GAP_TIMES = ("detected_at", "repaired_at", "changed_at")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -96,7 +119,12 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
             "finished_at", "outcome", "window_first", "window_last", "error", "warnings", "deadline_at",
             *(name for name, _ in RunSummary.columns())]
-KEY = ["schedule", "symbol", "date"]
+KEY = ["schedule", "symbol", "variant", "date"]
+LOADED_KEY = ("schedule", "symbol", "variant", "date")  # the columns of table loaded that name its cell
+# a cell's series as the run names it (plan.series_name): the symbol, and '@' and its variant if any
+SERIES = "CASE WHEN variant = '' THEN symbol ELSE symbol || '@' || variant END"
+GAPS_BY_SERIES = f"(SELECT * REPLACE ({SERIES} AS symbol) FROM gaps)"
+OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({SERIES} AS symbol) FROM objects)"
 
 
 class StoreError(RuntimeError):
@@ -248,6 +276,8 @@ class DuckStore:
                 for v in range(current + 1, SCHEMA_VERSION + 1):
                     for stmt in MIGRATIONS[v]:
                         self.con.execute(stmt)
+                    if v == 5 and self._has_table("loaded"):
+                        self.con.execute("ALTER TABLE loaded ADD COLUMN IF NOT EXISTS variant VARCHAR DEFAULT ''")
                     self.con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
             for name, sql_type in RunSummary.columns():  # a new counter is a new column, nothing more
                 self.con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
@@ -265,24 +295,28 @@ class DuckStore:
                 raise StoreError(f"{self.path}: the write was rolled back: {first_line(e)}") from None
             raise
 
-    # reads --------------------------------------------------------------------------------
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+    # reads (a cell's symbol is its series: plan.series_name) ------------------------------
     def known_symbols(self, schedule: str) -> set[str]:
-        return {r[0] for r in self.con.execute("SELECT DISTINCT symbol FROM objects WHERE schedule = ?", [schedule]).fetchall()}
+        return {r[0] for r in self.con.execute(f"SELECT DISTINCT {SERIES} FROM objects WHERE schedule = ?", [schedule]).fetchall()}
 
     def check(self) -> None:
         """Nothing to check: the file's tables are the job's own (migrated when opened)."""
 
     def probed_through(self, schedule: str) -> dict[str, dt.date]:
         """Per symbol, the last date a run probed (its newest availability row)."""
-        return dict(self.con.execute("SELECT symbol, max(date) FROM objects WHERE schedule = ? GROUP BY symbol",
+        return dict(self.con.execute(f"SELECT {SERIES}, max(date) FROM objects WHERE schedule = ? GROUP BY ALL",
                                      [schedule]).fetchall())
 
     def backlog(self, schedule: str) -> dict[str, list[dt.date]]:
         """Per symbol, the cells a run has to look at again before its window: the catch-up
         cells earlier runs left unprobed (open, deferred), and those of a delisted symbol
         (expected again if it publishes again)."""
-        rows = self.con.execute("SELECT symbol, date FROM gaps WHERE schedule = ? AND (status = 'delisted' OR (status = 'open' "
-                                "AND reason = 'deferred' AND starts_with(coalesce(last_error, ''), ?))) ORDER BY symbol, date",
+        rows = self.con.execute(f"SELECT {SERIES} AS series, date FROM gaps WHERE schedule = ? AND (status = 'delisted' OR "
+                                "(status = 'open' AND reason = 'deferred' AND starts_with(coalesce(last_error, ''), ?))) "
+                                "ORDER BY series, date",
                                 [schedule, UNPROBED]).fetchall()
         out: dict[str, list[dt.date]] = {}
         for sym, d in rows:
@@ -291,7 +325,7 @@ class DuckStore:
 
     def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
         """Cells the store holds verified (repaired gaps), with what each object was verified as."""
-        rows = self.con.execute("SELECT symbol, date, etag, bytes FROM gaps WHERE schedule = ? AND status = 'repaired'",
+        rows = self.con.execute(f"SELECT {SERIES}, date, etag, bytes FROM gaps WHERE schedule = ? AND status = 'repaired'",
                                 [schedule]).fetchall()
         return {(s, d): Held(etag, size) for s, d, etag, size in rows}
 
@@ -317,7 +351,7 @@ class DuckStore:
             r = list(r)
             for i in times:
                 r[i] = when(r[i])
-            out[(r[1], r[2])] = dict(zip(GAP_COLS, r))
+            out[(series_name(r[1], r[2]), r[3])] = dict(zip(GAP_COLS, r))
         return out
 
     def run_attempts(self, run_id: str) -> int:
@@ -345,39 +379,49 @@ class DuckStore:
         """What ``ingestion-job report`` shows (of one schedule, or of all): availability per
         symbol, the open gaps (at most 200), the last 10 runs and the success rate of the
         finished runs started in the last ``days`` days."""
-        con = self.con
+        con = self.con  # (a cell's symbol below is its series: the symbol and its variant)
         where, params = ("WHERE schedule = ?", [schedule]) if schedule else ("", [])
         # a delisted symbol's dates after its last object are not expected, though runs probed them before
         availability = con.execute(f"""
             SELECT schedule, symbol, count(*) AS expected, count(*) FILTER (WHERE present) AS present,
                    min(date) AS first_date, max(date) AS last_date
-            FROM objects o {where} {' AND' if where else 'WHERE'} NOT EXISTS (
-                SELECT 1 FROM gaps g WHERE g.schedule = o.schedule AND g.symbol = o.symbol AND g.date = o.date
+            FROM {OBJECTS_BY_SERIES} o {where} {' AND' if where else 'WHERE'} NOT EXISTS (
+                SELECT 1 FROM {GAPS_BY_SERIES} g WHERE g.schedule = o.schedule AND g.symbol = o.symbol AND g.date = o.date
                 AND g.status = 'delisted')
             GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
         delisted = con.execute(f"""
-            SELECT schedule, symbol, min(date) FROM gaps {where + (' AND' if where else 'WHERE')} status = 'delisted'
+            SELECT schedule, symbol, min(date) FROM {GAPS_BY_SERIES} {where + (' AND' if where else 'WHERE')} status = 'delisted'
             GROUP BY schedule, symbol ORDER BY schedule, symbol""", params).fetchall()
         # the dates no run has probed yet (an outage's catch-up left for later runs), as ranges
         unprobed = con.execute(f"""
             WITH u AS (SELECT schedule, symbol, date, date - CAST(row_number() OVER (PARTITION BY schedule, symbol ORDER BY date)
                                                             AS INTEGER) AS island
-                       FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open' AND reason = 'deferred'
+                       FROM {GAPS_BY_SERIES} {where + (' AND' if where else 'WHERE')} status = 'open' AND reason = 'deferred'
                        AND starts_with(coalesce(last_error, ''), ?))
             SELECT schedule, symbol, min(date), max(date), count(*) FROM u GROUP BY schedule, symbol, island
             ORDER BY schedule, symbol, min(date)""", params + [UNPROBED]).fetchall()
+        # each variant (one value of each dimension): cells as availability counts them, open gaps
+        variants = con.execute(f"""
+            SELECT schedule, variant, count(*) FILTER (WHERE kind = 'o'), count(*) FILTER (WHERE kind = 'o' AND present),
+                   count(*) FILTER (WHERE kind = 'g')
+            FROM (SELECT schedule, variant, 'o' AS kind, present FROM objects o {where} {' AND' if where else 'WHERE'}
+                  NOT EXISTS (SELECT 1 FROM gaps g WHERE g.schedule = o.schedule AND g.symbol = o.symbol
+                              AND g.variant = o.variant AND g.date = o.date AND g.status = 'delisted')
+                  UNION ALL
+                  SELECT schedule, variant, 'g', NULL FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open')
+            WHERE variant <> '' GROUP BY ALL ORDER BY ALL""", params * 2).fetchall()
         causes = con.execute(f"""
-            SELECT reason, count(*) FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open' GROUP BY reason""",
+            SELECT reason, count(*) FROM {GAPS_BY_SERIES} {where + (' AND' if where else 'WHERE')} status = 'open' GROUP BY reason""",
                              params).fetchall()
         gaps = con.execute(f"""
-            SELECT schedule, symbol, date, reason, attempts, last_error FROM gaps
+            SELECT schedule, symbol, date, reason, attempts, last_error FROM {GAPS_BY_SERIES}
             {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""",
                            params).fetchall()
         runs = con.execute(f"""
             SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
             FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
         changed = con.execute(f"""
-            SELECT schedule, symbol, date, status, changes, changed_at, previous_sha256, sha256 FROM gaps
+            SELECT schedule, symbol, date, status, changes, changed_at, previous_sha256, sha256 FROM {GAPS_BY_SERIES}
             {where + (' AND' if where else 'WHERE')} changes > 0 ORDER BY changed_at DESC, schedule, symbol, date LIMIT 200""",
                               params).fetchall()
         since = now - dt.timedelta(days=days)
@@ -389,6 +433,7 @@ class DuckStore:
                              for r in availability],
             "open_gaps": [dict(zip(["schedule", "symbol", "date", "reason", "attempts", "last_error"], r)) for r in gaps],
             "open_gaps_by_cause": by_cause(dict(causes)),
+            "variants": [dict(zip(["schedule", "variant", "expected", "present", "gaps_open"], r)) for r in variants],
             "delisted": [dict(zip(["schedule", "symbol", "since"], r)) for r in delisted],
             "never_probed": [dict(zip(["schedule", "symbol", "first", "last", "days"], r)) for r in unprobed],
             "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
@@ -407,7 +452,7 @@ class DuckStore:
         with self.transaction():
             written = self._upsert("objects", objects, OBJECT_COLS, KEY, keep=OBJECT_KEEP) + self._upsert("gaps", gaps, GAP_COLS, KEY)
             for load in loads:
-                written += self._load(load.schedule, load.symbol, load.date, load.staged.path)
+                written += self._load(load.schedule, load.symbol, load.variant, load.date, load.staged.path)
             failpoints.hit("store.commit")  # every data row written, the transaction still open
             run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
@@ -438,6 +483,8 @@ class DuckStore:
     def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str], keep: tuple[str, ...] = ()) -> int:
         if not rows:
             return 0
+        if "variant" in key:  # a row of no dimension may leave it out
+            rows = [r if "variant" in r else {**r, "variant": ""} for r in rows]
         of = operator.itemgetter(*key)
         dedup = list({of(r): r for r in rows}.values())  # last wins, explicitly
         arrow = pa.Table.from_pydict({c: [r.get(c) for r in dedup] for c in cols},  # by column: half of from_pylist's time
@@ -481,33 +528,34 @@ class DuckStore:
         columns = dict(self.con.execute("SELECT column_name, data_type FROM information_schema.columns "
                                         "WHERE table_name = 'loaded'").fetchall())
         for load in loads:
-            symbol, date, path = load.symbol, load.date, load.staged.path
+            cell, path = load.cell, load.staged.path
             have = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
                                          [path]).fetchall())
             if not columns:
-                columns = {"schedule": "VARCHAR", "symbol": "VARCHAR", "date": "DATE", **have}
+                columns = {"schedule": "VARCHAR", "symbol": "VARCHAR", "variant": "VARCHAR", "date": "DATE", **have}
                 continue
             extra = [c for c in have if c not in columns]
             if extra:
-                refused[(symbol, date)] = (f"columns {', '.join(extra)} are not in table loaded "
-                                           f"({', '.join(c for c in columns if c not in ('schedule', 'symbol', 'date'))})")
+                refused[cell] = (f"columns {', '.join(extra)} are not in table loaded "
+                                 f"({', '.join(c for c in columns if c not in LOADED_KEY)})")
                 continue
             for c, t in have.items():
                 if t != columns[c]:
                     bad = self.con.execute(f'SELECT count(*) FROM read_parquet(?) WHERE "{c}" IS NOT NULL '
                                            f'AND TRY_CAST("{c}" AS {columns[c]}) IS NULL', [path]).fetchone()[0]
                     if bad:
-                        refused[(symbol, date)] = f"column {c}: {bad} value(s) of type {t} do not fit loaded's {columns[c]}"
+                        refused[cell] = f"column {c}: {bad} value(s) of type {t} do not fit loaded's {columns[c]}"
                         break
         return refused
 
-    def _load(self, schedule: str, symbol: str, date: dt.date, path: str) -> int:
-        src = "SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::DATE AS date, * FROM read_parquet(?)"
-        params = [schedule, symbol, date, path]
-        exists = self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded'").fetchone()[0]
-        if not exists:
+    def _load(self, schedule: str, symbol: str, variant: str, date: dt.date, path: str) -> int:
+        src = ("SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::VARCHAR AS variant, ?::DATE AS date, * "
+               "FROM read_parquet(?)")
+        params = [schedule, symbol, variant, date, path]
+        if not self._has_table("loaded"):
             self.con.execute(f"CREATE TABLE loaded AS {src} LIMIT 0", params)
-        self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND date = ?", [schedule, symbol, date])
+        self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND variant = ? AND date = ?",
+                         [schedule, symbol, variant, date])
         (n,) = self.con.execute(f"INSERT INTO loaded BY NAME {src}", params).fetchone()
         return n
 
@@ -515,7 +563,7 @@ class DuckStore:
 def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
     """Refuse to write what cannot be true; names the first offending row."""
     def where(table: str, r: dict) -> str:  # named only for the row that fails (a run checks 100,000s)
-        return f"{table} {r['schedule']}/{r['symbol']}/{r['date']}"
+        return f"{table} {r['schedule']}/{series_name(r['symbol'], r.get('variant') or '')}/{r['date']}"
 
     for o in objects:
         if o["present"] != (o["size"] is not None) or o["present"] != (o["etag"] is not None):

@@ -128,13 +128,14 @@ def run_size(spec: ScheduleSpec) -> str:
     """The cells a run expects and its requests (an estimate: ``shares.requests_per_run``)."""
     t = spec.target
     days = t.lookback_days + 1
+    each = "".join(f" x {len(values)} {name}" for name, values in t.dimensions)
     if t.discover:
-        return (f"a run expects {days} day{'s' if days != 1 else ''} x each symbol it discovers (unknown until a run "
+        return (f"a run expects {days} day{'s' if days != 1 else ''}{each} x each symbol it discovers (unknown until a run "
                 "lists them); requests: unknown too")
-    symbols = len(t.all_symbols)
+    symbols, variants = len(t.all_symbols), len(t.dimensions.variants())
     bound = "at most " if any(s.ranged for s in t.all_symbols) else ""  # a ranged symbol's dates may end inside the window
-    return (f"a run expects {bound}{symbols * days} cells ({symbols} symbol{'s' if symbols != 1 else ''} x {days} "
-            f"day{'s' if days != 1 else ''}), about {requests_per_run(spec)} requests")
+    return (f"a run expects {bound}{symbols * variants * days} cells ({symbols} symbol{'s' if symbols != 1 else ''}{each} x "
+            f"{days} day{'s' if days != 1 else ''}), about {requests_per_run(spec)} requests")
 
 
 def _fit(lines: list[str]) -> tuple[str, ...]:

@@ -135,11 +135,12 @@ def kept_reports(live: dict, pods: list[dict], finished: set[int]) -> dict[str, 
     return {k: kept[k] for k in sorted(kept, key=int) if int(k) in finished}
 
 
-def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None) -> dict[int, int] | None:
-    """Cells of each unit: its shard's symbols x its chunk's days (None while symbols are discovered)."""
+def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None, variants: int = 1) -> dict[int, int] | None:
+    """Cells of each unit: its shard's symbols x their ``variants`` (the combinations of
+    target.dimensions' values) x its chunk's days (None while symbols are discovered)."""
     if not symbols:
         return None
-    per_shard = [sum(1 for s in symbols if shard_of(s, bf.parallelism) == shard) for shard in range(bf.parallelism)]
+    per_shard = [variants * sum(1 for s in symbols if shard_of(s, bf.parallelism) == shard) for shard in range(bf.parallelism)]
     out = {}
     for i in range(bf.units):
         u = bf.unit(i)
@@ -349,7 +350,8 @@ class BackfillReconciler:
             elif job is None and spec is not None:
                 bf, clamped, problem = due_range(bf, spec, r.clock())
             if spec is not None and problem is None:
-                cells = unit_cells(bf, (job_symbols(job) if job is not None else None) or bf.symbols or spec.target.all_symbols)
+                cells = unit_cells(bf, (job_symbols(job) if job is not None else None) or bf.symbols or spec.target.all_symbols,
+                                   len(spec.target.dimensions.variants()))
             if job is None and problem is None:
                 if schedule is None:
                     problem = Problem("ScheduleNotFound", f"IngestionSchedule {bf.schedule} not found in namespace {namespace}")

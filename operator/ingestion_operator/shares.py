@@ -56,14 +56,15 @@ class BackfillSharer:
 
 
 def requests_per_run(spec: ScheduleSpec) -> int | None:
-    """An estimate of one run's requests at most: a listing page per symbol (per 1,000 keys of
-    its window, sidecars included), and for each cell it may repair (the window's cells, at
-    most ``maxRepairsPerRun``) a GET, plus one for its checksum sidecar. None while the
-    symbols are discovered (their number is not known before a run)."""
+    """An estimate of one run's requests at most: a listing page per series (a symbol with one
+    value of each dimension; per 1,000 keys of its window, sidecars included), and for each
+    cell it may repair (the window's cells, at most ``maxRepairsPerRun``) a GET, plus one for
+    its checksum sidecar. None while the symbols are discovered (their number is not known
+    before a run)."""
     t = spec.target
     if t.discover:
         return None
-    symbols, days = len(t.all_symbols), t.lookback_days + 1
+    symbols, days = len(t.all_symbols) * len(t.dimensions.variants()), t.lookback_days + 1
     per_cell = 2 if t.checksum_suffix else 1
     listings = symbols * math.ceil(days * per_cell / LIST_PAGE)
     return listings + per_cell * min(symbols * days, spec.repair.max_repairs_per_run)

@@ -68,3 +68,25 @@ def test_coverage_counts_open_gaps_by_cause_and_a_message_without_them_still_dec
     assert Coverage.decode(many.encode().replace('"delistedSymbols":["S01"', '"delistedSymbols":[1')) is None
     with pytest.raises(ValueError, match="not a gap cause"):
         Coverage(1, 0, 1, 0, 1, None, 0, "succeeded", 0, {"absent upstream": 1})
+
+
+def test_coverage_per_dimension_value_is_small_round_trips_and_older_messages_still_decode():
+    """{dimension: {value: (expected, present, gaps open)}} summed over the variants holding
+    each value; a dimension of more than 16 values is left out, at most two are shown; the
+    status spells the three counts out."""
+    from ingestion_contract.summary import Coverage, dimension_coverage
+
+    dims = (("interval", ("1m", "1h")), ("market", ("spot", "um")), ("zz", tuple(f"v{i}" for i in range(17))))
+    expected = {"interval=1m,market=spot": 4, "interval=1h,market=spot": 4, "interval=1m,market=um": 4, "interval=1h,market=um": 4}
+    present = {**expected, "interval=1h,market=um": 3}
+    by = dimension_coverage(dims, expected, present, {"interval=1h,market=um": 1, "interval=1m,market=um": 2})
+    assert by == {"interval": {"1m": (8, 8, 2), "1h": (8, 7, 1)}, "market": {"spot": (8, 8, 0), "um": (8, 7, 3)}}
+    assert list(dimension_coverage((("a", ("x",)), ("b", ("y",)), ("c", ("z",))), {"a=x,b=y,c=z": 1}, {}, {})) == ["a", "b"]
+    c = Coverage(16, 15, 1, 15, 3, None, 1, "succeeded", 0, {"late-upstream": 3}, by_dimension=by)
+    assert Coverage.decode(c.encode()) == c and len(c.encode()) < 400
+    assert c.as_status()["byDimension"]["interval"]["1h"] == {"expected": 8, "present": 7, "gapsOpen": 1}
+    assert "byDimension" not in Coverage(1, 1, 0, 0, 0, None, 0, "succeeded").as_status()
+    older = c.encode().replace(',"byDimension":' + c.encode().split(',"byDimension":')[1], "}")
+    assert Coverage.decode(older).by_dimension == {}
+    for bad in ('{"interval":[1,2,3]}', '{"interval":{"1m":[1,2]}}', '{"interval":{"1m":[1,2,-3]}}', '[]'):
+        assert Coverage.decode(older[:-1] + ',"byDimension":' + bad + "}") is None, bad

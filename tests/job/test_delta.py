@@ -16,7 +16,7 @@ import ingestion_contract as contract
 
 from ..conftest import REPO
 from ..samples import delta_table
-from .conftest import EXE, PRIVATE, TODAY, context, days_ago, run, run_cli
+from .conftest import EXE, PRIVATE, START as TODAY_START, TODAY, context, days_ago, run, run_cli
 
 
 def object_spec(dataset, servers, prefix):
@@ -494,6 +494,56 @@ def test_tables_created_before_parts_keep_working_unparted(dataset, servers, tmp
     assert "part" in table(servers, prefix, "gaps").metadata().partition_columns  # a new table gets parts
 
 
+
+def test_tables_written_before_dimensions_gain_the_variant_without_doubling_a_row(dataset, servers, tmp_path):
+    """Tables of a release before dimensions have no ``variant`` column: the job adds it, and
+    merges into the rows they hold (their variant is '') instead of beside them; a load
+    replaces its cell's rows written before."""
+    from deltalake import write_deltalake
+    from ingestion_contract.spec import ObjectStoreStorage
+    from ingestion_job.delta import storage_options, with_part
+    from ingestion_job.store import open_store
+
+    d1, d2 = days_ago(1, 2)
+    dataset.upload([("BTCUSDT", d) for d in (d1, d2)])
+    prefix = f"{dataset.prefix}-predim/"
+    spec = object_spec(dataset, servers, prefix)
+    spec["target"]["symbols"] = ["BTCUSDT"]
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    opts = storage_options(ObjectStoreStorage(bucket=PRIVATE, prefix=prefix, endpoint=servers.s3.endpoint), creds)
+    store = open_store(tmp_path / "schema.duckdb")
+    key = dataset.template.format(symbol="BTCUSDT", date=d1.isoformat())
+    rows = {"objects": {"schedule": "lake", "symbol": "BTCUSDT", "date": d1, "key": key, "present": True, "size": 1,
+                        "etag": "old", "last_modified": None, "first_seen_at": None},
+            "gaps": {"schedule": "lake", "symbol": "BTCUSDT", "date": d1, "key": key, "status": "open",
+                     "reason": "fetch-failed", "detected_at": TODAY_START, "attempts": 1, "changes": 0}}
+    for name, row in rows.items():
+        schema = store.con.sql(f"SELECT * EXCLUDE (variant) FROM {name}").to_arrow_table().schema
+        write_deltalake(f"s3://{PRIVATE}/{prefix}{name}", with_part(pa.Table.from_pylist([row], schema)),
+                        partition_by=["schedule", "part"], storage_options=opts)
+    store.close()
+    # d1's rows as that release loaded them: its kline columns (one row, open_time 1), no variant
+    import pyarrow.parquet as pq
+    from ingestion_dev import sampledata
+    from ingestion_job.staging import stage
+
+    staged, _ = stage(sampledata.kline_zip("BTCUSDT", d1), key, "csv-zip", tmp_path / "old", d1)
+    kl = pq.read_table(staged).slice(0, 1)
+    kl = kl.set_column(kl.column_names.index("open_time"), "open_time", pa.array([1], kl.schema.field("open_time").type))
+    old_load = pa.table({"schedule": ["lake"], "symbol": ["BTCUSDT"], "date": pa.array([d1], pa.date32()),
+                         **{c: kl[c] for c in kl.column_names}})
+    write_deltalake(f"s3://{PRIVATE}/{prefix}loaded", with_part(old_load), partition_by=["schedule", "part"],
+                    storage_options=opts)
+    res = run(context(spec, schedule="lake", store_credentials=creds), None)
+    assert res.outcome == "succeeded", res.error
+    assert res.summary["gaps_repaired"] == 2
+    for name in ("objects", "gaps"):
+        assert _q(table(servers, prefix, name), "SELECT coalesce(variant, '<none>'), date, count(*) FROM t GROUP BY ALL "
+                                                "ORDER BY ALL") == [("", d2, 1), ("", d1, 1)], name
+    loaded = _q(table(servers, prefix, "loaded"), "SELECT date, coalesce(variant, '<none>'), count(*), min(open_time) > 1 FROM t "
+                                                   "GROUP BY ALL ORDER BY ALL")
+    assert loaded == [(d2, "", 5, True), (d1, "", 5, True)]  # the old row of d1 replaced, not kept beside
+
 def test_tables_say_what_they_hold_and_a_changed_table_fails_the_run_in_one_line(dataset, servers):
     """Issue 24, point 7: the columns the job never leaves empty are NOT NULL in the Delta
     schemas, so another engine's writer that would leave one empty is refused at its own commit
@@ -508,8 +558,8 @@ def test_tables_say_what_they_hold_and_a_changed_table_fails_the_run_in_one_line
     creds = (servers.s3.access_key, servers.s3.secret_key)
     assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
     nullable = {t: {f.name: f.nullable for f in table(servers, prefix, t).schema().fields} for t in ("objects", "gaps", "runs")}
-    assert {c for c, n in nullable["gaps"].items() if not n} == {"schedule", "symbol", "date", "key", "status", "detected_at",
-                                                                  "attempts", "part"}
+    assert {c for c, n in nullable["gaps"].items() if not n} == {"schedule", "symbol", "variant", "date", "key", "status",
+                                                                  "detected_at", "attempts", "part"}
     assert not nullable["objects"]["present"] and nullable["objects"]["size"] and not nullable["runs"]["outcome"]
     assert not {f.name: f.nullable for f in table(servers, prefix, "loaded").schema().fields}["symbol"]
 

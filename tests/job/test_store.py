@@ -58,6 +58,40 @@ def test_a_file_from_before_causes_gets_one_cause_per_open_gap(tmp_path):
     assert got[4][1] == "deferred: maxRepairsPerRun=2 reached" and got[1][1].startswith("k: GetObject ReadTimeout")
 
 
+
+def test_a_file_from_before_dimensions_keys_its_cells_by_variant_too(tmp_path):
+    """Schema 5 (issue 29): objects and gaps are made anew with the key (schedule, symbol,
+    variant, date), every row kept with variant '' (no dimension); table loaded gains the
+    column; a cell of a variant then sits beside the cell of no variant of the same date."""
+    import duckdb
+
+    from ingestion_job.store import MIGRATIONS
+
+    db = tmp_path / "s.duckdb"
+    with duckdb.connect(str(db)) as con:  # a file as schema 4 left it, with a run's rows
+        con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+        for v in (1, 2, 3, 4):
+            for stmt in MIGRATIONS[v]:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+        con.execute("INSERT INTO objects VALUES ('s', 'BTC', ?, 'k', true, 10, 'e', ?, ?)", [D, NOW, NOW])
+        con.execute("INSERT INTO gaps (schedule, symbol, date, key, status, reason, detected_at, repaired_at, attempts, sha256, "
+                    "bytes, etag, changes) VALUES ('s', 'BTC', ?, 'k', 'repaired', NULL, ?, ?, 1, 'h', 10, 'e', 0)", [D, NOW, NOW])
+        con.execute("CREATE TABLE loaded AS SELECT 's' AS schedule, 'BTC' AS symbol, ?::DATE AS date, 42 AS open_time", [D])
+    with open_store(db) as s:
+        assert s.version() == SCHEMA_VERSION
+        assert s.con.execute("SELECT symbol, variant, present, size FROM objects").fetchall() == [("BTC", "", True, 10)]
+        assert s.con.execute("SELECT symbol, variant, status, sha256, etag FROM gaps").fetchall() == [("BTC", "", "repaired", "h", "e")]
+        assert s.con.execute("SELECT symbol, variant, open_time FROM loaded").fetchall() == [("BTC", "", 42)]
+        pk = s.con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = 'gaps' "
+                           "AND constraint_type = 'PRIMARY KEY'").fetchone()[0]
+        assert pk == ["schedule", "symbol", "variant", "date"]
+        assert s.held("s") == {("BTC", D): s.held("s")[("BTC", D)]} and s.known_symbols("s") == {"BTC"}
+        hour = {**obj(True), "symbol": "BTC", "variant": "interval=1h", "key": "k1h"}
+        assert s.write_run([hour], [], run_row()) == 1  # beside the cell of no variant, not over it
+        assert s.known_symbols("s") == {"BTC", "BTC@interval=1h"}
+        assert s.probed_through("s") == {"BTC": D, "BTC@interval=1h": D}
+
 def test_missing_flips_to_present_on_upsert(tmp_path):
     # The system we replace lost 201,000 such flips to INSERT OR REPLACE with secondary indexes.
     with open_store(tmp_path / "s.duckdb") as s:

@@ -107,6 +107,10 @@ def test_cells_of_discovered_and_ranged_symbols():
         "a run expects 3 days x each symbol it discovers (unknown until a run lists them); requests: unknown too")
     obj = berlin(symbols=["A"], symbolRanges=[{"name": "B", "from": "2026-01-01"}], lookbackDays=0, checksumSuffix=None)
     assert review(request(obj), NOW).warnings[-1] == "a run expects at most 2 cells (2 symbols x 1 day), about 4 requests"
+    obj = berlin(symbols=["A", "B"], lookbackDays=0, checksumSuffix=None, dimensions={"interval": ["1m", "1h", "1d"]},
+                 keyTemplate="d/{symbol}/{interval}/{symbol}-{interval}-{date}.zip")
+    # a listing and a GET for each of 2 symbols x 3 intervals x 1 day
+    assert review(request(obj), NOW).warnings[-1] == "a run expects 6 cells (2 symbols x 3 interval x 1 day), about 12 requests"
 
 
 def test_disabled_and_paused_schedules_say_their_runs_do_not_start():

@@ -69,6 +69,8 @@ CELLS = unit_cells(BF, BF.symbols)
 def test_progress_counts_units_and_the_cells_their_pods_reported():
     assert sum(CELLS.values()) == 3 * 28
     assert [CELLS[i] for i in (0, 3, 4, 5)] == [14, 7, 14, 0]  # BTC and SOL in shard 0, ETH in shard 3
+    # with dimensions: each symbol's series (3 intervals) stay in its shard
+    assert unit_cells(BF, BF.symbols, 3) == {i: 3 * n for i, n in CELLS.items()}
     job = {"metadata": {"name": "jan"}, "status": {"completedIndexes": "0,3-5", "active": 4, "startTime": "2026-11-24T10:00:00Z"}}
     pods = [pod(0, cov(14, 10)), pod(3, cov(7, 6, missing=1)), pod(5, cov(0, 0)),
             pod(4, cov(14, 3, unrepaired=2)),

@@ -8,7 +8,8 @@ from ..conftest import CRD
 
 SCHEMA_KEYS = {"type", "description", "properties", "items", "required", "default", "enum", "format", "minimum",
                "maximum", "minLength", "maxLength", "maxItems", "nullable", "pattern", "x-kubernetes-validations",
-               "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys"}
+               "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+               "additionalProperties", "maxProperties", "minItems"}
 
 
 def walk(node, path):
@@ -17,6 +18,8 @@ def walk(node, path):
         yield from walk(child, f"{path}.{name}")
     if "items" in node:
         yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):  # a map's values
+        yield from walk(node["additionalProperties"], f"{path}.*")
 
 
 def crd():
@@ -37,7 +40,7 @@ def test_every_schema_node_uses_known_keys_and_every_field_is_described():
     for path, node in walk(schema, ""):
         unknown = set(node) - SCHEMA_KEYS
         assert not unknown, f"{path or '<root>'}: unknown schema keys {unknown} (a comma in a flow-style description?)"
-        is_item_of_scalars = path.endswith("[]") and node.get("type") != "object"
+        is_item_of_scalars = path.endswith(("[]", ".*")) and node.get("type") != "object"
         if path and path != ".metadata" and not is_item_of_scalars and "description" not in node:
             undocumented.append(path)
     assert undocumented == []

@@ -154,7 +154,7 @@ def test_default_pushgateway_fills_only_a_silent_spec():
     s["spec"].pop("metrics")
     settings = RenderSettings(default_pushgateway_url="http://pg.monitoring:9091")
     env = {e["name"]: e.get("value") for e in pod(render_body(s, settings))["containers"][0]["env"]}
-    assert json.loads(env[contract.SPEC_ENV])["metrics"] == {"pushgatewayUrl": "http://pg.monitoring:9091"}
+    assert json.loads(env[contract.SPEC_ENV])["metrics"] == {"pushgatewayUrl": "http://pg.monitoring:9091", "dimensionLabels": 16}
     env = {e["name"]: e.get("value") for e in pod(render_body(SCHEDULE, settings))["containers"][0]["env"]}
     assert json.loads(env[contract.SPEC_ENV])["metrics"]["pushgatewayUrl"] == "http://pushgateway.monitoring:9091"
 

@@ -101,6 +101,9 @@ def test_the_floor_estimate():
     run may repair (maxRepairsPerRun at most), over activeDeadlineSeconds."""
     spec = parse_spec(SCHEDULE["spec"])  # 2 symbols, 31 days, sidecars, 100 repairs, 3600 s
     assert requests_per_run(spec) == 2 * 1 + 2 * 62
+    raw = copy.deepcopy(SCHEDULE["spec"])
+    raw["target"].update(dimensions={"interval": ["1m", "1h"]}, keyTemplate="d/{symbol}/{interval}/{date}.zip")
+    assert requests_per_run(parse_spec(raw)) == 4 * 1 + 2 * 100  # a listing per series; 124 cells, 100 repairs at most
     assert sharer_of("s", spec).floor == 1
     raw = copy.deepcopy(SCHEDULE["spec"])
     raw["target"]["symbols"] = [f"S{i}USDT" for i in range(300)]
