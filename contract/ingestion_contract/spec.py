@@ -39,6 +39,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # before its last date, like the window of a run with the longest lookback
 MAX_WINDOW_DAYS = 3660
 KEY_PLACEHOLDERS = ("symbol", "date")
+PERIODS = ("daily", "monthly")  # target.period: what one cell (one object) holds
+PERIOD_PLACEHOLDER = {"daily": "date", "monthly": "month"}  # {date}: YYYY-MM-DD, {month}: YYYY-MM
 # target.dimensions: further placeholders of the key template, each with its values. A name is a
 # placeholder ({interval}); a value goes into keys and file names as a symbol does (SYMBOL_PATTERN).
 DIMENSION_NAME_PATTERN = r"^[a-z][a-zA-Z0-9]*$"
@@ -250,6 +252,9 @@ class Target:
     # further placeholders of keyTemplate and their values ({interval: [1m, 1h]}): a cell is one
     # (symbol, one value of each, date)
     dimensions: Dimensions = spec_field("dimensions", Dimensions())
+    # what one object holds: a day ({date} in keyTemplate) or a calendar month ({month}), expected
+    # once it is over plus lagDays
+    period: str = spec_field("period", "daily", enum=PERIODS)
     lag_days: int = spec_field("lagDays", 1, minimum=0, maximum=MAX_WINDOW_DAYS)
     # hours after a date ends (in the schedule's zone) within which its object is usually
     # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
@@ -619,18 +624,25 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
 
     target = spec.target
     names = _PLACEHOLDER.findall(target.key_template)
-    wanted = KEY_PLACEHOLDERS + target.dimensions.names
+    when = PERIOD_PLACEHOLDER[target.period]
+    wanted = ("symbol", when) + target.dimensions.names
     unknown = sorted(set(names) - set(wanted))
-    if unknown:
+    other = next(p for p in PERIOD_PLACEHOLDER.values() if p != when)
+    if other in names:
         err("target.keyTemplate", target.key_template,
-            f"has the placeholder {{{unknown[0]}}}, which is neither {{symbol}}, {{date}} nor a dimension of "
+            f"has {{{other}}}, which names {'monthly' if other == 'month' else 'daily'} objects, while target.period is "
+            f"{target.period}: use {{{when}}}, or set target.period: {'monthly' if other == 'month' else 'daily'}")
+    elif unknown:
+        err("target.keyTemplate", target.key_template,
+            f"has the placeholder {{{unknown[0]}}}, which is neither {{symbol}}, {{{when}}} nor a dimension of "
             f"target.dimensions ({', '.join(target.dimensions.names) or 'none'})")
     elif not all(p in names for p in wanted):
         missing = [p for p in wanted if p not in names]
         err("target.keyTemplate", target.key_template,
             f"must contain {{{missing[0]}}}: " + ("every dimension of target.dimensions is a placeholder of the key, or "
                                                   "its values would share one object" if missing[0] in target.dimensions.names
-                                                  else "the key of each cell names its symbol and its date"))
+                                                  else f"the key of each cell names its symbol and its "
+                                                       f"{'month' if when == 'month' else 'date'}"))
     elif target.discover and set(target.dimensions.names) & set(_PLACEHOLDER.findall(target.key_template.split("{symbol}", 1)[0])):
         err("target.keyTemplate", target.key_template,
             "with target.discover, no dimension may come before {symbol}: discovery lists the folder that holds the symbols")

@@ -15,19 +15,23 @@ import random
 import zipfile
 
 KEY_TEMPLATE = "data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-{date}.zip"
-# Binance Vision's layout of daily klines of every interval (target.dimensions: {interval: [...]})
+# Binance Vision's layout of daily klines of every interval (target.dimensions: {interval: [...]}),
+# and of the monthly archives (target.period: monthly)
 KLINES_DAILY = "data/spot/daily/klines/{symbol}/{interval}/{symbol}-{interval}-{date}.zip"
+KLINES_MONTHLY = "data/spot/monthly/klines/{symbol}/{interval}/{symbol}-{interval}-{month}.zip"
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
                "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
                "12h": 43_200_000, "1d": 86_400_000}
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 
 
-def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0, interval: str = "1m") -> bytes:
-    """One day's zip of ``interval`` klines (its first ``rows``, at most a day's); another
-    ``version`` has other prices (a republished object)."""
+def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0, interval: str = "1m", month: bool = False) -> bytes:
+    """One day's zip of ``interval`` klines (its first ``rows``, at most a day's), or with
+    ``month`` one month's archive (``date``: its first day; at most the month's rows), as
+    Binance names them; another ``version`` has other prices (a republished object)."""
     step = INTERVAL_MS[interval]
-    rows = min(rows, 86_400_000 // step)
+    days = ((date.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - date).days if month else 1
+    rows = min(rows, days * 86_400_000 // step)
     rnd = random.Random(f"{symbol}{date}" + (f"#{version}" if version else "") + (f"/{interval}" if interval != "1m" else ""))
     start = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
     price = 100 + rnd.random() * 1000
@@ -42,7 +46,7 @@ def kline_zip(symbol: str, date: dt.date, rows: int = 5, version: int = 0, inter
         price = c
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{symbol}-{interval}-{date}.csv", "\n".join(lines) + "\n")
+        zf.writestr(f"{symbol}-{interval}-{date.strftime('%Y-%m') if month else date}.csv", "\n".join(lines) + "\n")
     return buf.getvalue()
 
 
@@ -87,8 +91,9 @@ def upload(s3, bucket: str, cells: list[tuple[str, dt.date]], rows: int = 5, wor
 
     def one(cell):
         sym, date, interval = (*cell, "1m")[:3]
-        key = template.format(symbol=sym, date=date.isoformat(), interval=interval)
-        body = kline_zip(sym, date, rows, interval=interval)
+        monthly = "{month}" in template  # a month's archive: date is its first day
+        key = template.format(symbol=sym, date=date.isoformat(), month=date.strftime("%Y-%m"), interval=interval)
+        body = kline_zip(sym, date, rows, interval=interval, month=monthly)
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         if checksums:
             s3.put_object(Bucket=bucket, Key=key + ".CHECKSUM", Body=checksum(body, key))

@@ -99,10 +99,16 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+# key columns that came later (store schemas 5 and 6), with what a row written before them means
+LATER_KEYS = {"variant": "", "period": "daily"}
+
+
 def _same(column: str) -> str:
-    """A merge's match on one key column. ``variant`` came with dimensions (store schema 5): a
-    table written before holds no value in it for its older rows, which mean ''."""
-    return "coalesce(t.variant, '') = s.variant" if column == "variant" else f"t.{column} = s.{column}"
+    """A merge's match on one key column. A table written before ``variant`` (dimensions) or
+    ``period`` holds no value in it for its older rows: they mean '' and 'daily'."""
+    if column in LATER_KEYS:
+        return f"coalesce(t.{column}, {_quote(LATER_KEYS[column])}) = s.{column}"
+    return f"t.{column} = s.{column}"
 
 
 class DeltaStore:
@@ -219,17 +225,19 @@ class DeltaStore:
             self.local.con.register("_empty", schema.empty_table())
             try:
                 self.local.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
-                # a table written before dimensions has no variant yet: the first load adds it to Delta
-                self.local.con.execute("ALTER TABLE loaded ADD COLUMN IF NOT EXISTS variant VARCHAR DEFAULT ''")
+                # a table written before dimensions or periods lacks their columns: the first load adds them to Delta
+                for column, default in LATER_KEYS.items():
+                    self.local.con.execute(f"ALTER TABLE loaded ADD COLUMN IF NOT EXISTS {column} VARCHAR DEFAULT {_quote(default)}")
             finally:
                 self.local.con.unregister("_empty")
 
     def insert_local(self, table: str, rows: pa.Table, keep_existing: bool = False) -> int:
         """Add ``rows`` to the working copy's ``table`` (its columns that the table has); with
         ``keep_existing``, a row whose key is already there is skipped. Returns the rows added."""
-        if "variant" in rows.column_names:  # written before dimensions: no value means ''
-            i = rows.column_names.index("variant")
-            rows = rows.set_column(i, "variant", pa.compute.fill_null(rows["variant"], ""))
+        for column, default in LATER_KEYS.items():  # written before dimensions or periods: no value means the default
+            if column in rows.column_names:
+                i = rows.column_names.index(column)
+                rows = rows.set_column(i, column, pa.compute.fill_null(rows[column], default))
         self.local.con.register("_incoming", rows)
         try:
             cols = {r[0] for r in self.local.con.execute(f"DESCRIBE {table}").fetchall()}
@@ -240,20 +248,20 @@ class DeltaStore:
             self.local.con.unregister("_incoming")
 
     # read: the working copy ------------------------------------------------------------------
-    def known_symbols(self, schedule: str) -> set[str]:
-        return self.local.known_symbols(schedule)
+    def known_symbols(self, schedule: str, period: str = "daily") -> set[str]:
+        return self.local.known_symbols(schedule, period)
 
-    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
-        return self.local.held(schedule)
+    def held(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], Held]:
+        return self.local.held(schedule, period)
 
-    def probed_through(self, schedule: str) -> dict[str, dt.date]:
-        return self.local.probed_through(schedule)
+    def probed_through(self, schedule: str, period: str = "daily") -> dict[str, dt.date]:
+        return self.local.probed_through(schedule, period)
 
-    def backlog(self, schedule: str) -> dict[str, list[dt.date]]:
-        return self.local.backlog(schedule)
+    def backlog(self, schedule: str, period: str = "daily") -> dict[str, list[dt.date]]:
+        return self.local.backlog(schedule, period)
 
-    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
-        return self.local.gaps(schedule)
+    def gaps(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], dict]:
+        return self.local.gaps(schedule, period)
 
     def run_attempts(self, run_id: str) -> int:
         return self.local.run_attempts(run_id)
@@ -276,7 +284,7 @@ class DeltaStore:
     # write: whatever changed locally since the last sync --------------------------------------
     def write_run(self, objects, gaps, run, loads=()) -> int:
         written = self.local.write_run(objects, gaps, run, loads)
-        self.sync_loaded([load.cell for load in loads])
+        self.sync_loaded([(*load.cell, load.period) for load in loads])
         self.sync("objects")
         failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
         self.sync("gaps")
@@ -363,23 +371,24 @@ class DeltaStore:
             mine = pa.compute.and_(mine, pa.compute.is_in(actions["partition.part"], pa.array(parts, pa.int32())))
         return pa.compute.sum(mine).as_py() or 0
 
-    def sync_loaded(self, cells: list[tuple[str, dt.date]]) -> None:
+    def sync_loaded(self, cells: list[tuple[str, dt.date, str]]) -> None:
         """Replace each loaded cell's rows: one replace-where commit per chunk of cells."""
         from deltalake import write_deltalake
 
         for i in range(0, len(cells), LOAD_CELLS_PER_COMMIT):
             chunk = cells[i:i + LOAD_CELLS_PER_COMMIT]
-            split = [(*split_series(series), d) for series, d in chunk]
-            self.local.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, variant VARCHAR, date DATE)")
-            self.local.con.executemany("INSERT INTO _cells VALUES (?, ?, ?)", split)
-            rows = self.local.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, variant, date) "
+            split = [(*split_series(series), period, d) for series, d, period in chunk]
+            self.local.con.execute("CREATE OR REPLACE TEMP TABLE _cells (symbol VARCHAR, variant VARCHAR, period VARCHAR, date DATE)")
+            self.local.con.executemany("INSERT INTO _cells VALUES (?, ?, ?, ?)", split)
+            rows = self.local.con.sql("SELECT l.* FROM loaded l JOIN _cells c USING (symbol, variant, period, date) "
                                       "WHERE l.schedule = ?", params=[self.schedule]).to_arrow_table()
             parts = None
             if self._parted.get("loaded", True):
                 rows = with_part(rows)
-                parts = sorted({part_of(symbol) for symbol, _, _ in split})
-            cell = " OR ".join(f"(symbol = {_quote(symbol)} AND coalesce(variant, '') = {_quote(variant)} "
-                               f"AND date = '{d.isoformat()}')" for symbol, variant, d in split)
+                parts = sorted({part_of(symbol) for symbol, *_ in split})
+            cell = " OR ".join(f"(symbol = {_quote(symbol)} AND coalesce(variant, '') = {_quote(variant)} AND "
+                               f"coalesce(period, 'daily') = {_quote(period)} AND date = '{d.isoformat()}')"
+                               for symbol, variant, period, d in split)
             where = f"{self._region(parts)} AND ({cell})"
 
             def replace(dt_, rows=rows, where=where):
@@ -429,7 +438,7 @@ class DeltaStore:
         def schema_of(t: str) -> pa.Schema:
             if t in TABLES:
                 return self.table_schema(t)
-            keys = {"schedule", "symbol", "variant", "date", "part"}  # loaded: the columns of its rows; its key never empty
+            keys = {"schedule", "symbol", "variant", "period", "date", "part"}  # loaded: its rows' columns; its key never empty
             return pa.schema([f.with_nullable(f.name not in keys) for f in schema])
 
         wanted = {t: schema_of(t) for t in sorted(self._missing & set(TABLES) | {table})}

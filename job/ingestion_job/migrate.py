@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import s3
-from .delta import DeltaStore
+from .delta import LATER_KEYS, DeltaStore
 from .store import StoreError
 
 
@@ -109,8 +109,10 @@ def migrate(cfg: ObjectStoreStorage, schedule: str, credentials: tuple[str, str]
                 local = download(key)
                 if not cells and loaded is None:  # no Delta table yet: the first old file gives the columns
                     con.execute("CREATE TABLE loaded AS SELECT * FROM read_parquet(?) LIMIT 0", [str(local)]).fetchall()
+                    for column, default in LATER_KEYS.items():  # a cell's columns the old format did not have
+                        con.execute(f"ALTER TABLE loaded ADD COLUMN IF NOT EXISTS {column} VARCHAR DEFAULT '{default}'")
                 con.execute("INSERT INTO loaded BY NAME SELECT * FROM read_parquet(?)", [str(local)]).fetchall()
-                cells.append((m.group(1), dt.date.fromisoformat(m.group(2))))
+                cells.append((m.group(1), dt.date.fromisoformat(m.group(2)), "daily"))
             store.sync_loaded(cells)
             result.loaded_cells = len(cells)
         finally:

@@ -12,7 +12,12 @@ import re
 import typing
 from zoneinfo import ZoneInfo
 
+# target.period: a cell is a day, or a calendar month (named by its first day)
+from ingestion_contract.periods import (DAILY, MONTHLY, ONE_DAY, month_end, next_period, period_end,  # noqa: F401
+                                        period_start, period_starts)
+
 DATE_FMT = "%Y-%m-%d"
+MONTH_FMT = "%Y-%m"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,10 @@ class Window:
     def dates(self) -> list[dt.date]:
         n = (self.last - self.first).days + 1
         return [self.first + dt.timedelta(days=i) for i in range(max(n, 0))]
+
+    def periods(self, period: str = DAILY) -> list[dt.date]:
+        """Its cells' first days: every date, or each month it holds whole (see period_starts)."""
+        return period_starts(self.first, self.last, period)
 
 
 def plan_window(now: dt.datetime, timezone: str, lag_days: int, lookback_days: int) -> Window:
@@ -45,9 +54,10 @@ class Publication:
 
     timezone: str = "UTC"
     delay_hours: int = 0
+    period: str = DAILY
 
     def due(self, date: dt.date) -> dt.datetime:
-        end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(self.timezone))
+        end = dt.datetime.combine(period_end(date, self.period) + ONE_DAY, dt.time(), tzinfo=ZoneInfo(self.timezone))
         return end + dt.timedelta(hours=self.delay_hours)
 
     def absent_cause(self, date: dt.date, now: dt.datetime) -> str:
@@ -103,12 +113,18 @@ class KeyTemplate:
             text = text.replace("{" + name + "}", value)
         return text
 
+    @property
+    def period(self) -> str:
+        """A template with {month} names monthly cells, one with {date} daily ones."""
+        return MONTHLY if "{month}" in self.template else DAILY
+
     def key(self, series: str, date: dt.date) -> str:
-        return self._fill(self.template, series).replace("{date}", date.strftime(DATE_FMT))
+        return self._fill(self.template, series).replace("{date}", date.strftime(DATE_FMT)).replace(
+            "{month}", date.strftime(MONTH_FMT))
 
     def list_prefix(self, series: str) -> str:
         """The longest fixed prefix of a series' keys: one listing covers all its dates."""
-        return self._fill(self.template.split("{date}", 1)[0], series)
+        return self._fill(self.template.split("{date}", 1)[0].split("{month}", 1)[0], series)
 
     def discovery_prefix(self) -> str:
         """The folder that holds one sub-folder per symbol (for discovery by listing)."""
@@ -119,11 +135,14 @@ class KeyTemplate:
 
     def parse(self, series: str, key: str) -> dt.date | None:
         """The date of a listed key of ``series``, or None if the key is not a cell."""
-        pattern = re.escape(self._fill(self.template, series)).replace(re.escape("{date}"), r"(\d{4}-\d{2}-\d{2})")
+        pattern = re.escape(self._fill(self.template, series)).replace(re.escape("{date}"), r"(\d{4}-\d{2}-\d{2})").replace(
+            re.escape("{month}"), r"(\d{4}-\d{2})")
         m = re.fullmatch(pattern, key)
         if not m:
             return None
         try:
+            if self.period == MONTHLY:
+                return dt.datetime.strptime(m.group(1), MONTH_FMT).date()
             return dt.datetime.strptime(m.group(1), DATE_FMT).date()
         except ValueError:
             return None
@@ -152,7 +171,8 @@ class Rules:
     history: bool = True       # a symbol the store has never seen is expected from its first date upstream
     catch_up: bool = True      # probe from the last date probed when that is before the window
     delist_after_days: int = 0  # 0: never delisted
-    max_catch_up_days: int = 90
+    max_catch_up_days: int = 90  # cells (days, or months of a monthly schedule) per symbol and run
+    period: str = DAILY  # a cell is a day, or a month (named by its first day)
 
 
 @dataclasses.dataclass
@@ -184,7 +204,7 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
       unprobed (``backlog``): at most ``rules.max_catch_up_days`` of them per symbol and run,
       oldest first; the rest are ``unprobed`` (open gaps, cause deferred)."""
     out = Expected()
-    one = dt.timedelta(days=1)
+    one, p = dt.timedelta(days=1), rules.period
     for sym in sorted(set(symbols)):
         name = str(sym)
         first_range, until = getattr(sym, "first", None), getattr(sym, "until", None)
@@ -196,23 +216,25 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
         floor = first_range or first_pub  # nothing is expected before it
         if floor:
             start = max(start, floor)
-        if rules.delist_after_days and last_pub and (window.last - last_pub).days >= rules.delist_after_days \
-                and not (until and until <= last_pub):
-            out.delisted[name] = last_pub + one
-            end = min(end, last_pub)
+        last_end = last_pub and period_end(last_pub, p)  # the last day its newest object holds
+        if rules.delist_after_days and last_pub and (window.last - last_end).days >= rules.delist_after_days \
+                and not (until and until <= last_end):
+            out.delisted[name] = next_period(last_pub, p)
+            end = min(end, last_end)
         if until:
             end = min(end, until)
         if rules.catch_up:
             behind = probed_through.get(name)
             late = set(backlog.get(name, ()))
-            if behind is not None and behind + one < start:
-                late.update(Window(behind + one, start - one).dates())
-            late = sorted(d for d in late if d < start and d <= end and (floor is None or d >= floor))
+            if behind is not None and next_period(behind, p) < start:
+                late.update(period_starts(next_period(behind, p), start - one, p))
+            late = sorted(d for d in late if period_end(d, p) < start and d <= end
+                          and (floor is None or period_end(d, p) >= floor))
             now, later = late[:rules.max_catch_up_days], late[rules.max_catch_up_days:]
             out.cells += [Cell(name, d) for d in now]
             out.unprobed += [Cell(name, d) for d in later]
             out.caught_up += len(now)
-        out.cells += [Cell(name, d) for d in Window(start, end).dates()]
+        out.cells += [Cell(name, d) for d in period_starts(start, end, p)]
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ingestion_contract.spec import Repair
 
-from .plan import Cell, Listed
+from .plan import Cell, Listed, period_end
 from .rows import CellKey, Repairs, Staged, Verified
 from .source import ObjectError, OutOfTime, S3Source, VerificationError
 from .staging import StagingError, expected_rows, stage
@@ -32,7 +32,7 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
     failed: dict[CellKey, str] = {}
     causes: dict[CellKey, str] = {}
     late: set[CellKey] = set()
-    load = rules.load
+    load, period = rules.load, source.template.period
 
     def one(cell: Cell) -> Verified:
         if source.past_deadline():
@@ -41,8 +41,9 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
         body, digest = source.fetch(listed)
         staged = None
         if load != "none":
-            expect = expected_rows(listed.key, rules.expect_rows, rules.expect_rows_from_interval)
-            staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}", cell.date, expect))
+            last = period_end(cell.date, period)  # a monthly cell holds every day of its month
+            expect = expected_rows(listed.key, rules.expect_rows, rules.expect_rows_from_interval, (last - cell.date).days + 1)
+            staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}", cell.date, expect, last))
         return Verified(digest, len(body), staged)
 
     # A window of at most ``workers`` cells in flight, refilled only as this thread takes a

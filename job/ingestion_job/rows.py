@@ -49,6 +49,7 @@ class Load:
     series: str
     date: dt.date
     staged: Staged
+    period: str = "daily"  # target.period: a monthly cell's rows are its month's
 
     @property
     def cell(self) -> CellKey:
@@ -63,9 +64,9 @@ class Load:
         return split_series(self.series)[1]
 
 
-def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
+def loads_of(schedule: str, repaired: Mapping[CellKey, Verified], period: str = "daily") -> list[Load]:
     """The loads of the repaired cells that staged rows."""
-    return [Load(schedule, series, date, v.staged) for (series, date), v in repaired.items() if v.staged]
+    return [Load(schedule, series, date, v.staged, period) for (series, date), v in repaired.items() if v.staged]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _fresh_gap(schedule: str, template: KeyTemplate, c: Cell, prior: dict | None
     """A gap row's fields that are not its state, keeping a stored row's history."""
     p = prior or {}
     symbol, variant = split_series(c.symbol)
-    return {"schedule": schedule, "symbol": symbol, "variant": variant, "date": c.date,
+    return {"schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period, "date": c.date,
             "key": p.get("key") or template.key(c.symbol, c.date),
             "detected_at": p.get("detected_at") or now, "attempts": p.get("attempts") or 0, "last_error": p.get("last_error"),
             "repaired_at": None, "sha256": None, "bytes": None, "etag": None, "previous_etag": p.get("previous_etag"),
@@ -164,7 +165,8 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
     key = listed.key if listed else template.key(c.symbol, c.date)
     symbol, variant = split_series(c.symbol)
     obj = {
-        "schedule": schedule, "symbol": symbol, "variant": variant, "date": c.date, "key": key, "present": listed is not None,
+        "schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period, "date": c.date, "key": key,
+        "present": listed is not None,
         "size": listed.size if listed else None, "etag": listed.etag if listed else None,
         "last_modified": listed.last_modified if listed else None,
         # when first listed: the store keeps the one it holds (see OBJECT_KEEP in store.py)
@@ -198,7 +200,7 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
         r = repairs.repaired[k]
         gap = {**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
                "sha256": r.sha256, "bytes": r.bytes, "etag": listed.etag if listed else None, "last_error": None}
-        load = Load(schedule, c.symbol, c.date, r.staged) if r.staged else None
+        load = Load(schedule, c.symbol, c.date, r.staged, template.period) if r.staged else None
     elif k in repairs.failed:
         gap = {**base, "status": "open", "reason": repairs.cause(k), "attempts": base["attempts"] + 1,
                "last_error": repairs.failed[k]}

@@ -36,8 +36,8 @@ from ingestion_contract import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT
 from ingestion_contract.summary import dimension_coverage
 
 from . import metrics
-from .plan import (Cell, Expected, Listed, Publication, Rules, Window, expect, plan_gaps, plan_window, series_of,
-                   split_series, window_on)
+from .plan import (Cell, Expected, Listed, Publication, Rules, Window, expect, period_end, plan_gaps, plan_window,
+                   series_of, split_series, window_on)
 from .repair import repair
 from .rows import Repairs, Rows, build_rows, loads_of, open_gaps
 from .source import RequestStats, S3Source, SourceError
@@ -157,7 +157,8 @@ class Run:
         self.open_by_variant: dict[str, int] = {}  # ...and by variant (target.dimensions)
         self.dimension_metrics: dict | None = None  # {dimension: {value: counts}} pushed as labels
         self.coverage_by_dimension: dict = {}  # the same, as its termination message holds it
-        self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours)
+        self.period = ctx.spec.target.period  # a cell is a day, or a month (named by its first day)
+        self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours, self.period)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.interrupted = False  # SIGTERM: see interrupt()
         self.source: S3Source | None = None
@@ -212,10 +213,11 @@ class Run:
         lets go of the file for the rest of the run."""
         schedule = self.ctx.schedule
         self.attempt = store.run_attempts(self.run_id) + 1
-        state = {"known": store.known_symbols(schedule), "held": store.held(schedule),
-                 "probed": store.probed_through(schedule), "backlog": store.backlog(schedule)}
+        p = self.period
+        state = {"known": store.known_symbols(schedule, p), "held": store.held(schedule, p),
+                 "probed": store.probed_through(schedule, p), "backlog": store.backlog(schedule, p)}
         if self.ctx.backfill is not None and self.ctx.backfill.since is not None and self.attempt > 1:
-            self.earlier = self.repaired_since(store.gaps(schedule), self.ctx.backfill.since)
+            self.earlier = self.repaired_since(store.gaps(schedule, p), self.ctx.backfill.since)
         self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
@@ -229,7 +231,8 @@ class Run:
         creation): an earlier attempt's, killed after it checkpointed them. They are held now, so
         this attempt repairs none of them again: its own repairs add to these."""
         unit = self.ctx.backfill.unit
-        mine = [g for (series, date), g in gaps.items() if unit.first <= date <= unit.last and unit.holds(split_series(series)[0])
+        mine = [g for (series, date), g in gaps.items()  # a unit's cells: those whose last day is in its days
+                if unit.first <= period_end(date, self.period) <= unit.last and unit.holds(split_series(series)[0])
                 and g["status"] == "repaired" and g["repaired_at"] is not None and g["repaired_at"] >= since]
         return len(mine), sum(g["bytes"] or 0 for g in mine)
 
@@ -266,7 +269,7 @@ class Run:
         # the range was given; each symbol from its first object, until it is delisted)
         free = self.dates is None and not unit
         rules = Rules(history=free, catch_up=free, delist_after_days=target.delist_after_days,
-                      max_catch_up_days=target.max_catch_up_days)
+                      max_catch_up_days=target.max_catch_up_days, period=self.period)
         wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["backlog"], rules)
         expected = wanted.cells
         if wanted.delisted:
@@ -314,7 +317,7 @@ class Run:
                     for k in store.refuse_loads(loads_of(schedule, batch)):  # left to the final commit, which fails them alone
                         del batch[k]
                     rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
-                                      Repairs(batch, {}, {}), store.gaps(schedule), self.started,
+                                      Repairs(batch, {}, {}), store.gaps(schedule, self.period), self.started,
                                       self.publication)
                     self.checkpoint_rows += store.write_run(rows.objects, rows.gaps, self.run_row("running", None, source.stats),
                                                             rows.loads)
@@ -343,7 +346,7 @@ class Run:
             r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
             r.causes[k] = "quarantined"  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
-        prior_gaps = store.gaps(schedule)
+        prior_gaps = store.gaps(schedule, self.period)
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps, self.started,
                           self.publication, work.plan.unprobed, work.plan.delisted,
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "

@@ -51,7 +51,7 @@ KLINE_COLUMNS = {
 # Rows per day of a kline file, by the interval in its name (SYMBOL-1m-2026-11-30.zip).
 INTERVAL_MINUTES = {"1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240, "6h": 360,
                     "8h": 480, "12h": 720, "1d": 1440}
-_INTERVAL = re.compile(r"-(\d+[mhd])-\d{4}-\d{2}-\d{2}\.[A-Za-z]+$")
+_INTERVAL = re.compile(r"-(\d+[mhd])-\d{4}-\d{2}(-\d{2})?\.[A-Za-z]+$")  # a day's file or a month's
 DAY_MS = 86_400_000
 
 
@@ -68,16 +68,21 @@ def rows_per_day(key: str) -> int | None:
     return 1440 // INTERVAL_MINUTES[m.group(1)] if m and m.group(1) in INTERVAL_MINUTES else None
 
 
-def expected_rows(key: str, exact: int | None, from_interval: bool) -> int | None:
+def expected_rows(key: str, exact: int | None, from_interval: bool, days: int = 1) -> int | None:
     """The row count the object ``key`` must have (the spec's ``repair.expectRows``, or with
-    ``repair.expectRowsFromInterval`` the one its file name's interval gives), or None."""
-    return exact if exact is not None else rows_per_day(key) if from_interval else None
+    ``repair.expectRowsFromInterval`` the one its file name's interval gives for its ``days``:
+    a month's archive holds every day of its month), or None."""
+    if exact is not None:
+        return exact
+    per_day = rows_per_day(key) if from_interval else None
+    return per_day * days if per_day is not None else None
 
 
 def stage(body: bytes, key: str, load: str, base: Path, date: dt.date | None = None,
-          expect_rows: int | None = None) -> tuple[str, str]:
+          expect_rows: int | None = None, last: dt.date | None = None) -> tuple[str, str]:
     """Check the object's table data and write it as ``<base>.parquet``: (path, "parquet").
-    ``date``: the cell's date, which kline rows must fall on; ``expect_rows``: the exact row count."""
+    ``date``: the cell's date (``last``: its last day, for a month), which kline rows must fall
+    on; ``expect_rows``: the exact row count."""
     path = base.with_suffix(".parquet")
     if load == "csv-zip":
         table = read_csv(_csv_in_zip(body, key), key)
@@ -90,13 +95,15 @@ def stage(body: bytes, key: str, load: str, base: Path, date: dt.date | None = N
             raise StagingError(f"{key}: not a readable Parquet file: {first_line(e)}") from None
     else:
         raise StagingError(f"unknown load mode {load!r}")
-    check_cell(table, key, date, expect_rows)
+    check_cell(table, key, date, expect_rows, last)
     pq.write_table(table, path)
     return str(path), "parquet"
 
 
-def check_cell(table: pa.Table, key: str, date: dt.date | None, expect_rows: int | None) -> None:
-    """The checks of a table against its cell (module docstring)."""
+def check_cell(table: pa.Table, key: str, date: dt.date | None, expect_rows: int | None,
+               last: dt.date | None = None) -> None:
+    """The checks of a table against its cell (module docstring): its rows on ``date`` (to
+    ``last``, a monthly cell's last day)."""
     if expect_rows is not None and table.num_rows != expect_rows:
         raise StagingError(f"{key}: holds {table.num_rows} rows, expected {expect_rows}")
     if date is None or "open_time" not in table.column_names or table.num_rows == 0:
@@ -109,11 +116,13 @@ def check_cell(table: pa.Table, key: str, date: dt.date | None, expect_rows: int
     values = times.to_pylist()
     start = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
     scale = 1000 if max(values) >= 10**14 else 1  # microseconds (Binance spot since 2025) or milliseconds
-    lo, hi = start * scale, (start + DAY_MS) * scale
+    days = (last - date).days + 1 if last else 1
+    lo, hi = start * scale, (start + days * DAY_MS) * scale
     outside = [v for v in values if not lo <= v < hi]
     if outside:
         first = dt.datetime.fromtimestamp(outside[0] / (1000 * scale), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        raise StagingError(f"{key}: {len(outside)} row(s) have an open_time outside {date} (UTC), the first {first}")
+        span = f"{date}..{last}" if last and last != date else str(date)
+        raise StagingError(f"{key}: {len(outside)} row(s) have an open_time outside {span} (UTC), the first {first}")
     for i in range(1, len(values)):
         if values[i] <= values[i - 1]:
             what = "repeated" if values[i] == values[i - 1] else "out of order"

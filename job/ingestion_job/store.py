@@ -36,7 +36,7 @@ from . import failpoints, first_line
 from .plan import UNPROBED, Held, series_name
 from .rows import Load
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Open gaps written before causes (schema 4) said 'absent upstream', 'repair failed' or
 # 'deferred: <why>'; these statements give each its cause (a DeltaStore runs them on its
 # working copy after reading the tables, so the next commit writes the causes to Delta).
@@ -102,16 +102,39 @@ MIGRATIONS = {
         "ALTER TABLE gaps_v5 RENAME TO gaps",
         # table loaded, when a run has made it, gains the column too (see DuckStore.migrate)
     ],
+    6: [  # a cell is a day or a month (target.period): the key gains period
+        """CREATE TABLE objects_v6 (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, variant VARCHAR NOT NULL DEFAULT '',
+            period VARCHAR NOT NULL DEFAULT 'daily', date DATE NOT NULL,
+            key VARCHAR NOT NULL, present BOOLEAN NOT NULL, size BIGINT, etag VARCHAR,
+            last_modified TIMESTAMPTZ, first_seen_at TIMESTAMPTZ,
+            PRIMARY KEY (schedule, symbol, variant, period, date))""",
+        """INSERT INTO objects_v6 SELECT schedule, symbol, variant, 'daily', date, key, present, size, etag, last_modified,
+           first_seen_at FROM objects""",
+        "DROP TABLE objects",
+        "ALTER TABLE objects_v6 RENAME TO objects",
+        """CREATE TABLE gaps_v6 (
+            schedule VARCHAR NOT NULL, symbol VARCHAR NOT NULL, variant VARCHAR NOT NULL DEFAULT '',
+            period VARCHAR NOT NULL DEFAULT 'daily', date DATE NOT NULL,
+            key VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR, detected_at TIMESTAMPTZ NOT NULL,
+            repaired_at TIMESTAMPTZ, attempts INTEGER NOT NULL, last_error VARCHAR, sha256 VARCHAR,
+            bytes BIGINT, etag VARCHAR, previous_etag VARCHAR, previous_sha256 VARCHAR, changed_at TIMESTAMPTZ,
+            changes INTEGER DEFAULT 0, PRIMARY KEY (schedule, symbol, variant, period, date))""",
+        """INSERT INTO gaps_v6 SELECT schedule, symbol, variant, 'daily', date, key, status, reason, detected_at, repaired_at,
+           attempts, last_error, sha256, bytes, etag, previous_etag, previous_sha256, changed_at, changes FROM gaps""",
+        "DROP TABLE gaps",
+        "ALTER TABLE gaps_v6 RENAME TO gaps",
+    ],
 }
 OUTCOMES = ("succeeded", "partial", "failed", "abandoned")  # a finished run's outcome; 'running' until then
 ABANDONED = ("the run never recorded its end: killed (SIGKILL, OOM, its deadline) before its commit, "
              "or its store could not be written then")
 
-OBJECT_COLS = ["schedule", "symbol", "variant", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
+OBJECT_COLS = ["schedule", "symbol", "variant", "period", "date", "key", "present", "size", "etag", "last_modified", "first_seen_at"]
 # when a cell's object was first listed: kept once the store has it, so a run need not read
 # it back to write it again
 OBJECT_KEEP = ("first_seen_at",)
-GAP_COLS = ["schedule", "symbol", "variant", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
+GAP_COLS = ["schedule", "symbol", "variant", "period", "date", "key", "status", "reason", "detected_at", "repaired_at", "attempts",
             "last_error", "sha256", "bytes", "etag", "previous_etag", "previous_sha256", "changed_at", "changes"]
 GAP_TIMES = ("detected_at", "repaired_at", "changed_at")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -119,12 +142,14 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job_name", "attempt", "started_at",
             "finished_at", "outcome", "window_first", "window_last", "error", "warnings", "deadline_at",
             *(name for name, _ in RunSummary.columns())]
-KEY = ["schedule", "symbol", "variant", "date"]
-LOADED_KEY = ("schedule", "symbol", "variant", "date")  # the columns of table loaded that name its cell
+KEY = ["schedule", "symbol", "variant", "period", "date"]
+LOADED_KEY = ("schedule", "symbol", "variant", "period", "date")  # the columns of table loaded that name its cell
 # a cell's series as the run names it (plan.series_name): the symbol, and '@' and its variant if any
 SERIES = "CASE WHEN variant = '' THEN symbol ELSE symbol || '@' || variant END"
-GAPS_BY_SERIES = f"(SELECT * REPLACE ({SERIES} AS symbol) FROM gaps)"
-OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({SERIES} AS symbol) FROM objects)"
+# in the report, a monthly cell's series says so: BTCUSDT@interval=1m (monthly)
+LABEL = f"{SERIES} || CASE WHEN period = 'daily' THEN '' ELSE ' (' || period || ')' END"
+GAPS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM gaps)"
+OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM objects)"
 
 
 class StoreError(RuntimeError):
@@ -162,11 +187,11 @@ class Store(Protocol):
     def release(self) -> None: ...
     def close(self) -> None: ...
     def maintain(self) -> list[dict]: ...
-    def known_symbols(self, schedule: str) -> set[str]: ...
-    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]: ...
-    def probed_through(self, schedule: str) -> dict[str, dt.date]: ...
-    def backlog(self, schedule: str) -> dict[str, list[dt.date]]: ...
-    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]: ...
+    def known_symbols(self, schedule: str, period: str = "daily") -> set[str]: ...
+    def held(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], Held]: ...
+    def probed_through(self, schedule: str, period: str = "daily") -> dict[str, dt.date]: ...
+    def backlog(self, schedule: str, period: str = "daily") -> dict[str, list[dt.date]]: ...
+    def gaps(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], dict]: ...
     def run_attempts(self, run_id: str) -> int: ...
     def run_counts(self, schedule: str) -> dict[str, int]: ...
     def oldest_open_gap(self, schedule: str) -> dt.date | None: ...
@@ -278,6 +303,8 @@ class DuckStore:
                         self.con.execute(stmt)
                     if v == 5 and self._has_table("loaded"):
                         self.con.execute("ALTER TABLE loaded ADD COLUMN IF NOT EXISTS variant VARCHAR DEFAULT ''")
+                    if v == 6 and self._has_table("loaded"):
+                        self.con.execute("ALTER TABLE loaded ADD COLUMN IF NOT EXISTS period VARCHAR DEFAULT 'daily'")
                     self.con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
             for name, sql_type in RunSummary.columns():  # a new counter is a new column, nothing more
                 self.con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
@@ -299,43 +326,44 @@ class DuckStore:
         return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
     # reads (a cell's symbol is its series: plan.series_name) ------------------------------
-    def known_symbols(self, schedule: str) -> set[str]:
-        return {r[0] for r in self.con.execute(f"SELECT DISTINCT {SERIES} FROM objects WHERE schedule = ?", [schedule]).fetchall()}
+    def known_symbols(self, schedule: str, period: str = "daily") -> set[str]:
+        return {r[0] for r in self.con.execute(f"SELECT DISTINCT {SERIES} FROM objects WHERE schedule = ? AND period = ?",
+                                               [schedule, period]).fetchall()}
 
     def check(self) -> None:
         """Nothing to check: the file's tables are the job's own (migrated when opened)."""
 
-    def probed_through(self, schedule: str) -> dict[str, dt.date]:
+    def probed_through(self, schedule: str, period: str = "daily") -> dict[str, dt.date]:
         """Per symbol, the last date a run probed (its newest availability row)."""
-        return dict(self.con.execute(f"SELECT {SERIES}, max(date) FROM objects WHERE schedule = ? GROUP BY ALL",
-                                     [schedule]).fetchall())
+        return dict(self.con.execute(f"SELECT {SERIES}, max(date) FROM objects WHERE schedule = ? AND period = ? GROUP BY ALL",
+                                     [schedule, period]).fetchall())
 
-    def backlog(self, schedule: str) -> dict[str, list[dt.date]]:
+    def backlog(self, schedule: str, period: str = "daily") -> dict[str, list[dt.date]]:
         """Per symbol, the cells a run has to look at again before its window: the catch-up
         cells earlier runs left unprobed (open, deferred), and those of a delisted symbol
         (expected again if it publishes again)."""
-        rows = self.con.execute(f"SELECT {SERIES} AS series, date FROM gaps WHERE schedule = ? AND (status = 'delisted' OR "
-                                "(status = 'open' AND reason = 'deferred' AND starts_with(coalesce(last_error, ''), ?))) "
-                                "ORDER BY series, date",
-                                [schedule, UNPROBED]).fetchall()
+        rows = self.con.execute(f"SELECT {SERIES} AS series, date FROM gaps WHERE schedule = ? AND period = ? AND "
+                                "(status = 'delisted' OR (status = 'open' AND reason = 'deferred' "
+                                "AND starts_with(coalesce(last_error, ''), ?))) ORDER BY series, date",
+                                [schedule, period, UNPROBED]).fetchall()
         out: dict[str, list[dt.date]] = {}
         for sym, d in rows:
             out.setdefault(sym, []).append(d)
         return out
 
-    def held(self, schedule: str) -> dict[tuple[str, dt.date], Held]:
+    def held(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], Held]:
         """Cells the store holds verified (repaired gaps), with what each object was verified as."""
-        rows = self.con.execute(f"SELECT {SERIES}, date, etag, bytes FROM gaps WHERE schedule = ? AND status = 'repaired'",
-                                [schedule]).fetchall()
+        rows = self.con.execute(f"SELECT {SERIES}, date, etag, bytes FROM gaps WHERE schedule = ? AND period = ? "
+                                "AND status = 'repaired'", [schedule, period]).fetchall()
         return {(s, d): Held(etag, size) for s, d, etag, size in rows}
 
-    def gaps(self, schedule: str) -> dict[tuple[str, dt.date], dict]:
+    def gaps(self, schedule: str, period: str = "daily") -> dict[tuple[str, dt.date], dict]:
         """The schedule's gap rows by cell. Times come as microseconds and become datetimes
         here, once per distinct instant (most rows share a few: the runs that wrote them),
         instead of once per row through DuckDB's pytz conversion (a run's largest read)."""
         times = [i for i, c in enumerate(GAP_COLS) if c in GAP_TIMES]
         cols = ", ".join(f"epoch_us({c})" if c in GAP_TIMES else c for c in GAP_COLS)
-        rows = self.con.execute(f"SELECT {cols} FROM gaps WHERE schedule = ?", [schedule]).fetchall()
+        rows = self.con.execute(f"SELECT {cols} FROM gaps WHERE schedule = ? AND period = ?", [schedule, period]).fetchall()
         seen: dict[int, dt.datetime] = {}
 
         def when(us):
@@ -351,7 +379,7 @@ class DuckStore:
             r = list(r)
             for i in times:
                 r[i] = when(r[i])
-            out[(series_name(r[1], r[2]), r[3])] = dict(zip(GAP_COLS, r))
+            out[(series_name(r[1], r[2]), r[4])] = dict(zip(GAP_COLS, r))
         return out
 
     def run_attempts(self, run_id: str) -> int:
@@ -406,7 +434,7 @@ class DuckStore:
                    count(*) FILTER (WHERE kind = 'g')
             FROM (SELECT schedule, variant, 'o' AS kind, present FROM objects o {where} {' AND' if where else 'WHERE'}
                   NOT EXISTS (SELECT 1 FROM gaps g WHERE g.schedule = o.schedule AND g.symbol = o.symbol
-                              AND g.variant = o.variant AND g.date = o.date AND g.status = 'delisted')
+                              AND g.variant = o.variant AND g.period = o.period AND g.date = o.date AND g.status = 'delisted')
                   UNION ALL
                   SELECT schedule, variant, 'g', NULL FROM gaps {where + (' AND' if where else 'WHERE')} status = 'open')
             WHERE variant <> '' GROUP BY ALL ORDER BY ALL""", params * 2).fetchall()
@@ -452,7 +480,7 @@ class DuckStore:
         with self.transaction():
             written = self._upsert("objects", objects, OBJECT_COLS, KEY, keep=OBJECT_KEEP) + self._upsert("gaps", gaps, GAP_COLS, KEY)
             for load in loads:
-                written += self._load(load.schedule, load.symbol, load.variant, load.date, load.staged.path)
+                written += self._load(load.schedule, load.symbol, load.variant, load.period, load.date, load.staged.path)
             failpoints.hit("store.commit")  # every data row written, the transaction still open
             run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
@@ -483,8 +511,8 @@ class DuckStore:
     def _upsert(self, table: str, rows: list[dict], cols: list[str], key: list[str], keep: tuple[str, ...] = ()) -> int:
         if not rows:
             return 0
-        if "variant" in key:  # a row of no dimension may leave it out
-            rows = [r if "variant" in r else {**r, "variant": ""} for r in rows]
+        if "variant" in key:  # a row of no dimension (of a daily cell) may leave them out
+            rows = [r if "variant" in r and "period" in r else {"variant": "", "period": "daily", **r} for r in rows]
         of = operator.itemgetter(*key)
         dedup = list({of(r): r for r in rows}.values())  # last wins, explicitly
         arrow = pa.Table.from_pydict({c: [r.get(c) for r in dedup] for c in cols},  # by column: half of from_pylist's time
@@ -532,7 +560,8 @@ class DuckStore:
             have = dict(self.con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
                                          [path]).fetchall())
             if not columns:
-                columns = {"schedule": "VARCHAR", "symbol": "VARCHAR", "variant": "VARCHAR", "date": "DATE", **have}
+                columns = {"schedule": "VARCHAR", "symbol": "VARCHAR", "variant": "VARCHAR", "period": "VARCHAR", "date": "DATE",
+                           **have}
                 continue
             extra = [c for c in have if c not in columns]
             if extra:
@@ -548,14 +577,14 @@ class DuckStore:
                         break
         return refused
 
-    def _load(self, schedule: str, symbol: str, variant: str, date: dt.date, path: str) -> int:
-        src = ("SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::VARCHAR AS variant, ?::DATE AS date, * "
-               "FROM read_parquet(?)")
-        params = [schedule, symbol, variant, date, path]
+    def _load(self, schedule: str, symbol: str, variant: str, period: str, date: dt.date, path: str) -> int:
+        src = ("SELECT ?::VARCHAR AS schedule, ?::VARCHAR AS symbol, ?::VARCHAR AS variant, ?::VARCHAR AS period, "
+               "?::DATE AS date, * FROM read_parquet(?)")
+        params = [schedule, symbol, variant, period, date, path]
         if not self._has_table("loaded"):
             self.con.execute(f"CREATE TABLE loaded AS {src} LIMIT 0", params)
-        self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND variant = ? AND date = ?",
-                         [schedule, symbol, variant, date])
+        self.con.execute("DELETE FROM loaded WHERE schedule = ? AND symbol = ? AND variant = ? AND period = ? AND date = ?",
+                         [schedule, symbol, variant, period, date])
         (n,) = self.con.execute(f"INSERT INTO loaded BY NAME {src}", params).fetchone()
         return n
 

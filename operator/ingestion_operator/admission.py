@@ -23,6 +23,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 from ingestion_contract.cron import load_timezone, next_runs, offset_changes
+from ingestion_contract.periods import most_cells
 from ingestion_contract.spec import ScheduleSpec
 
 from .resource import ScheduleResource
@@ -127,15 +128,18 @@ def dst_line(change, timezone: str) -> str:
 def run_size(spec: ScheduleSpec) -> str:
     """The cells a run expects and its requests (an estimate: ``shares.requests_per_run``)."""
     t = spec.target
-    days = t.lookback_days + 1
+    days = most_cells(t.lookback_days + 1, t.period)  # days, or the most months the window holds
+    unit = "month" if t.period == "monthly" else "day"
+    span = f"{'at most ' if t.period == 'monthly' else ''}{days} {unit}{'s' if days != 1 else ''}"
     each = "".join(f" x {len(values)} {name}" for name, values in t.dimensions)
     if t.discover:
-        return (f"a run expects {days} day{'s' if days != 1 else ''}{each} x each symbol it discovers (unknown until a run "
+        return (f"a run expects {span}{each} x each symbol it discovers (unknown until a run "
                 "lists them); requests: unknown too")
     symbols, variants = len(t.all_symbols), len(t.dimensions.variants())
-    bound = "at most " if any(s.ranged for s in t.all_symbols) else ""  # a ranged symbol's dates may end inside the window
+    # a ranged symbol's dates may end inside the window; a window holds 3 or 4 months of 101 days
+    bound = "at most " if any(s.ranged for s in t.all_symbols) or t.period == "monthly" else ""
     return (f"a run expects {bound}{symbols * variants * days} cells ({symbols} symbol{'s' if symbols != 1 else ''}{each} x "
-            f"{days} day{'s' if days != 1 else ''}), about {requests_per_run(spec)} requests")
+            f"{span.removeprefix('at most ')}), about {requests_per_run(spec)} requests")
 
 
 def _fit(lines: list[str]) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ import ingestion_contract as contract
 from ingestion_contract import BackfillSpec, Coverage, SpecError, parse_backfill
 from ingestion_contract.backfill import shard_of
 from ingestion_contract.cron import load_timezone
+from ingestion_contract.periods import period_starts
 from ingestion_contract.spec import ScheduleSpec
 from ingestion_contract.upstream import source_of
 
@@ -135,16 +136,18 @@ def kept_reports(live: dict, pods: list[dict], finished: set[int]) -> dict[str, 
     return {k: kept[k] for k in sorted(kept, key=int) if int(k) in finished}
 
 
-def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None, variants: int = 1) -> dict[int, int] | None:
+def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None, variants: int = 1,
+               period: str = "daily") -> dict[int, int] | None:
     """Cells of each unit: its shard's symbols x their ``variants`` (the combinations of
-    target.dimensions' values) x its chunk's days (None while symbols are discovered)."""
+    target.dimensions' values) x its chunk's days, or the months that end in them (None while
+    symbols are discovered)."""
     if not symbols:
         return None
     per_shard = [variants * sum(1 for s in symbols if shard_of(s, bf.parallelism) == shard) for shard in range(bf.parallelism)]
     out = {}
     for i in range(bf.units):
         u = bf.unit(i)
-        out[i] = per_shard[u.shard] * ((u.last - u.first).days + 1)
+        out[i] = per_shard[u.shard] * len(period_starts(u.first, u.last, period))
     return out
 
 
@@ -351,7 +354,7 @@ class BackfillReconciler:
                 bf, clamped, problem = due_range(bf, spec, r.clock())
             if spec is not None and problem is None:
                 cells = unit_cells(bf, (job_symbols(job) if job is not None else None) or bf.symbols or spec.target.all_symbols,
-                                   len(spec.target.dimensions.variants()))
+                                   len(spec.target.dimensions.variants()), spec.target.period)
             if job is None and problem is None:
                 if schedule is None:
                     problem = Problem("ScheduleNotFound", f"IngestionSchedule {bf.schedule} not found in namespace {namespace}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ingestion_contract.periods import most_cells
 from ingestion_contract.spec import ScheduleSpec
 from ingestion_contract.upstream import Source, UpstreamSpec, source_of
 
@@ -64,7 +65,7 @@ def requests_per_run(spec: ScheduleSpec) -> int | None:
     t = spec.target
     if t.discover:
         return None
-    symbols, days = len(t.all_symbols) * len(t.dimensions.variants()), t.lookback_days + 1
+    symbols, days = len(t.all_symbols) * len(t.dimensions.variants()), most_cells(t.lookback_days + 1, t.period)
     per_cell = 2 if t.checksum_suffix else 1
     listings = symbols * math.ceil(days * per_cell / LIST_PAGE)
     return listings + per_cell * min(symbols * days, spec.repair.max_repairs_per_run)

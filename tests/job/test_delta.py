@@ -558,8 +558,8 @@ def test_tables_say_what_they_hold_and_a_changed_table_fails_the_run_in_one_line
     creds = (servers.s3.access_key, servers.s3.secret_key)
     assert run(context(spec, schedule="lake", store_credentials=creds), None).outcome == "succeeded"
     nullable = {t: {f.name: f.nullable for f in table(servers, prefix, t).schema().fields} for t in ("objects", "gaps", "runs")}
-    assert {c for c, n in nullable["gaps"].items() if not n} == {"schedule", "symbol", "variant", "date", "key", "status",
-                                                                  "detected_at", "attempts", "part"}
+    assert {c for c, n in nullable["gaps"].items() if not n} == {"schedule", "symbol", "variant", "period", "date", "key",
+                                                                  "status", "detected_at", "attempts", "part"}
     assert not nullable["objects"]["present"] and nullable["objects"]["size"] and not nullable["runs"]["outcome"]
     assert not {f.name: f.nullable for f in table(servers, prefix, "loaded").schema().fields}["symbol"]
 

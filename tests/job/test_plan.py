@@ -147,3 +147,61 @@ def test_catch_up_probes_the_oldest_dates_first_and_leaves_the_rest_unprobed(beh
     # no catch-up for an explicit range or a backfill unit
     assert expect(["BTC"], W, up, {"BTC"}, {"BTC": days(behind)[0]}, {}, Rules(catch_up=False)).cells == \
         [Cell("BTC", d) for d in W.dates()]
+
+
+# -- monthly cells (target.period: monthly) ------------------------------------------------------
+def test_a_window_holds_each_month_that_ends_within_it():
+    from ingestion_job.plan import MONTHLY, month_end, next_period, period_starts
+
+    d = dt.date
+    assert period_starts(d(2026, 9, 6), d(2026, 12, 5), MONTHLY) == [d(2026, 9, 1), d(2026, 10, 1), d(2026, 11, 1)]
+    assert period_starts(d(2026, 11, 30), d(2026, 11, 30), MONTHLY) == [d(2026, 11, 1)]  # its last day is the window
+    assert period_starts(d(2026, 12, 1), d(2026, 12, 30), MONTHLY) == []  # December is not over
+    assert month_end(d(2028, 2, 10)) == d(2028, 2, 29) and month_end(d(2026, 12, 31)) == d(2026, 12, 31)
+    assert next_period(d(2026, 12, 1), MONTHLY) == d(2027, 1, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.dates(dt.date(2020, 1, 1), dt.date(2030, 1, 1)), days=st.integers(0, 400))
+def test_the_months_of_a_window_are_whole_disjoint_and_none_is_left_out(first, days):
+    """Every day of the window whose month ends in it is in exactly one of its months; each month
+    ends within it; consecutive windows share no month."""
+    from ingestion_job.plan import MONTHLY, month_end, period_starts
+
+    last = first + dt.timedelta(days=days)
+    months = period_starts(first, last, MONTHLY)
+    assert months == sorted(set(months)) and all(m.day == 1 and first <= month_end(m) <= last for m in months)
+    held = {d for d in Window(first, last).dates() if month_end(d) <= last}
+    covered = {m + dt.timedelta(days=i) for m in months for i in range((month_end(m) - m).days + 1)}
+    assert held <= covered
+    after = period_starts(last + dt.timedelta(days=1), last + dt.timedelta(days=400), MONTHLY)
+    assert not set(months) & set(after)
+
+
+def test_a_monthly_key_names_its_month_and_parses_back():
+    t = KeyTemplate("d/monthly/{symbol}/{interval}/{symbol}-{interval}-{month}.zip")
+    assert t.period == "monthly" and t.key("BTCUSDT@interval=1h", dt.date(2026, 10, 1)) == "d/monthly/BTCUSDT/1h/BTCUSDT-1h-2026-10.zip"
+    assert t.list_prefix("BTCUSDT@interval=1h") == "d/monthly/BTCUSDT/1h/BTCUSDT-1h-"
+    assert t.parse("BTCUSDT@interval=1h", "d/monthly/BTCUSDT/1h/BTCUSDT-1h-2026-10.zip") == dt.date(2026, 10, 1)
+    assert t.parse("BTCUSDT@interval=1h", "d/monthly/BTCUSDT/1h/BTCUSDT-1h-2026-13.zip") is None
+    assert t.parse("BTCUSDT@interval=1h", "d/monthly/BTCUSDT/1h/BTCUSDT-1h-2026-10-01.zip") is None
+
+
+def test_monthly_expectations_delist_and_catch_up_in_months():
+    """A series silent for delistAfterDays after its last month ends is delisted from the month
+    after; after an outage, the months since the last one probed are caught up, oldest first."""
+    from ingestion_job.plan import MONTHLY, Publication
+
+    d = dt.date
+    window = Window(d(2026, 9, 6), d(2026, 12, 5))  # September to November
+    listed = {m: Listed(f"k{m}", 1, "e", NOW) for m in (d(2026, 5, 1), d(2026, 6, 1), d(2026, 7, 1))}
+    rules = Rules(history=False, catch_up=True, delist_after_days=30, max_catch_up_days=1, period=MONTHLY)
+    got = expect(["A"], window, {"A": listed}, {"A"}, {"A": d(2026, 5, 1)}, {}, rules)
+    assert got.delisted == {"A": d(2026, 8, 1)}  # silent since July ended, for more than 30 days
+    assert [c.date for c in got.cells] == [d(2026, 6, 1)] and [c.date for c in got.unprobed] == [d(2026, 7, 1)]
+    both = {m: Listed("k", 1, "e", NOW) for m in (d(2026, 9, 1), d(2026, 11, 1))}  # October missing: a gap, not a delisting
+    active = expect(["B"], window, {"B": both}, {"B"}, {"B": d(2026, 8, 1)}, {}, rules)
+    assert not active.delisted and [c.date for c in active.cells] == [d(2026, 9, 1), d(2026, 10, 1), d(2026, 11, 1)]
+    pub = Publication("UTC", 24, MONTHLY)
+    assert pub.due(d(2026, 11, 1)) == dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
+    assert pub.absent_cause(d(2026, 11, 1), dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)) == "not-due"

@@ -123,7 +123,7 @@ def test_the_shortcuts_for_an_unchanged_open_gap_agree_with_building_its_row(rea
     """cell_rows decides an open gap that stays as it is without building its row: it must
     write nothing exactly when the row it would build equals the stored one, and otherwise
     the same row (the full construction is forced by a stored key that differs)."""
-    prior = {"schedule": "s", "symbol": "BTC", "variant": "", "date": D4, "key": T.key("BTC", D4), "status": "open", "reason": reason,
+    prior = {"schedule": "s", "symbol": "BTC", "variant": "", "period": "daily", "date": D4, "key": T.key("BTC", D4), "status": "open", "reason": reason,
              "detected_at": NOW - dt.timedelta(days=2), "repaired_at": None, "attempts": 1, "last_error": last_error,
              "sha256": None, "bytes": None, "etag": None, "previous_etag": None, "previous_sha256": None, "changed_at": None,
              "changes": 0}

@@ -85,7 +85,7 @@ def test_a_file_from_before_dimensions_keys_its_cells_by_variant_too(tmp_path):
         assert s.con.execute("SELECT symbol, variant, open_time FROM loaded").fetchall() == [("BTC", "", 42)]
         pk = s.con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = 'gaps' "
                            "AND constraint_type = 'PRIMARY KEY'").fetchone()[0]
-        assert pk == ["schedule", "symbol", "variant", "date"]
+        assert pk == ["schedule", "symbol", "variant", "period", "date"]  # schema 6 too (a day or a month)
         assert s.held("s") == {("BTC", D): s.held("s")[("BTC", D)]} and s.known_symbols("s") == {"BTC"}
         hour = {**obj(True), "symbol": "BTC", "variant": "interval=1h", "key": "k1h"}
         assert s.write_run([hour], [], run_row()) == 1  # beside the cell of no variant, not over it

@@ -221,3 +221,10 @@ def test_the_server_answers_over_tls_and_takes_a_new_certificate_without_a_resta
         assert _post(port, pki.ca, payload.encode())[0] == 200
     finally:
         server.close()
+
+
+def test_a_monthly_schedule_counts_its_cells_in_months():
+    obj = berlin(symbols=["A"], lookbackDays=100, checksumSuffix=None, period="monthly", dimensions={"interval": ["1m", "1h"]},
+                 keyTemplate="m/{symbol}/{interval}/{symbol}-{interval}-{month}.zip")
+    # 101 days hold 3 or 4 month ends: at most 4 months x 2 intervals, a listing and a GET each
+    assert review(request(obj), NOW).warnings[-1] == "a run expects at most 8 cells (1 symbol x 2 interval x 4 months), about 10 requests"

@@ -71,6 +71,11 @@ def test_progress_counts_units_and_the_cells_their_pods_reported():
     assert [CELLS[i] for i in (0, 3, 4, 5)] == [14, 7, 14, 0]  # BTC and SOL in shard 0, ETH in shard 3
     # with dimensions: each symbol's series (3 intervals) stay in its shard
     assert unit_cells(BF, BF.symbols, 3) == {i: 3 * n for i, n in CELLS.items()}
+    # monthly: a unit counts the months that end within its days, so no month is in two units
+    assert sum(unit_cells(BF, BF.symbols, 1, "monthly").values()) == 0  # January 1-28 holds no whole month
+    quarter = parse_backfill({"schedule": "m", "from": "2026-01-01", "to": "2026-03-31", "parallelism": 1, "daysPerChunk": 45,
+                              "symbols": ["BTCUSDT", "ETHUSDT"]})
+    assert unit_cells(quarter, quarter.symbols, 2, "monthly") == {0: 2 * 2 * 1, 1: 2 * 2 * 2}  # January; February, March
     job = {"metadata": {"name": "jan"}, "status": {"completedIndexes": "0,3-5", "active": 4, "startTime": "2026-11-24T10:00:00Z"}}
     pods = [pod(0, cov(14, 10)), pod(3, cov(7, 6, missing=1)), pod(5, cov(0, 0)),
             pod(4, cov(14, 3, unrepaired=2)),
