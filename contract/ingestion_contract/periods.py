@@ -22,11 +22,6 @@ def period_end(d: dt.date, period: str = DAILY) -> dt.date:
     return month_end(d) if period == MONTHLY else d
 
 
-def period_start(d: dt.date, period: str = DAILY) -> dt.date:
-    """The first day of the cell that holds ``d``."""
-    return d.replace(day=1) if period == MONTHLY else d
-
-
 def next_period(d: dt.date, period: str = DAILY) -> dt.date:
     """The first day of the cell after the one holding ``d``."""
     return period_end(d, period) + ONE_DAY

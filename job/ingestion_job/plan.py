@@ -13,8 +13,7 @@ import typing
 from zoneinfo import ZoneInfo
 
 # target.period: a cell is a day, or a calendar month (named by its first day)
-from ingestion_contract.periods import (DAILY, MONTHLY, ONE_DAY, month_end, next_period, period_end,  # noqa: F401
-                                        period_start, period_starts)
+from ingestion_contract.periods import DAILY, MONTHLY, ONE_DAY, next_period, period_end, period_starts
 
 DATE_FMT = "%Y-%m-%d"
 MONTH_FMT = "%Y-%m"

@@ -151,7 +151,7 @@ def test_catch_up_probes_the_oldest_dates_first_and_leaves_the_rest_unprobed(beh
 
 # -- monthly cells (target.period: monthly) ------------------------------------------------------
 def test_a_window_holds_each_month_that_ends_within_it():
-    from ingestion_job.plan import MONTHLY, month_end, next_period, period_starts
+    from ingestion_contract.periods import MONTHLY, month_end, next_period, period_starts
 
     d = dt.date
     assert period_starts(d(2026, 9, 6), d(2026, 12, 5), MONTHLY) == [d(2026, 9, 1), d(2026, 10, 1), d(2026, 11, 1)]
@@ -166,7 +166,7 @@ def test_a_window_holds_each_month_that_ends_within_it():
 def test_the_months_of_a_window_are_whole_disjoint_and_none_is_left_out(first, days):
     """Every day of the window whose month ends in it is in exactly one of its months; each month
     ends within it; consecutive windows share no month."""
-    from ingestion_job.plan import MONTHLY, month_end, period_starts
+    from ingestion_contract.periods import MONTHLY, month_end, period_starts
 
     last = first + dt.timedelta(days=days)
     months = period_starts(first, last, MONTHLY)
