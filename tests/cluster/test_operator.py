@@ -110,7 +110,19 @@ def test_disable_suspends_and_enable_resumes(cluster, operator, namespace, wait_
     ({"schedule": "0\t2 * * *"}, "schedule must have exactly 5 fields"),
     ({"storage": {}}, "set exactly one of storage.duckdb or storage.objectStore"),
     ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{date}"}}, "set exactly one of target.symbols"),
-    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}", "symbols": ["X"]}}, "keyTemplate must contain both"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}", "symbols": ["X"]}}, "keyTemplate must contain {symbol} and {date}"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{date}", "symbols": ["X"], "period": "monthly"}},
+     "target.keyTemplate names a month with {month} exactly when target.period is monthly"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{month}", "symbols": ["X"]}},
+     "target.keyTemplate names a month with {month} exactly when target.period is monthly"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{date}", "symbols": ["X"], "period": "weekly"}},
+     'Unsupported value: "weekly"'),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{interval}/{date}", "symbols": ["X"],
+                 "dimensions": {"interval": ["1m", "1m"]}}}, "Duplicate value"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{interval}/{date}", "symbols": ["X"],
+                 "dimensions": {"interval": []}}}, "should have at least 1 items"),
+    ({"target": {"bucket": "b.example", "keyTemplate": "{symbol}/{interval}/{date}", "symbols": ["X"],
+                 "dimensions": {"interval": ["1/m"]}}}, "spec.target.dimensions.interval[0]"),
     ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds"),
     ({"repair": {"load": "xlsx"}}, "spec.repair.load"),
     ({"timezone": ""}, "spec.timezone"),
@@ -119,6 +131,27 @@ def test_schema_refuses_bad_input_at_the_door(cluster, operator, namespace, spec
     out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("bad", **spec), check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr
 
+
+
+def test_a_schedule_of_months_and_intervals_is_accepted_and_its_coverage_by_dimension_is_kept(cluster, operator, namespace,
+                                                                                               wait_for):
+    """Binance Vision's monthly archives of two intervals pass the door and become Ready; the
+    status schema keeps status.coverage.byDimension as the operator writes it (a server-side
+    dry run of the status patch: the API server prunes what its schema does not name)."""
+    from ingestion_contract import Coverage
+
+    target = {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"], "period": "monthly",
+              "keyTemplate": "data/spot/monthly/klines/{symbol}/{interval}/{symbol}-{interval}-{month}.zip",
+              "dimensions": {"interval": ["1m", "1h"]}, "lookbackDays": 62}
+    apply_schedule(cluster, namespace, "months", target=target)
+    cov = Coverage(4, 3, 1, 3, 1, "2026-10-01", 10, "succeeded", 0, {"late-upstream": 1},
+                   by_dimension={"interval": {"1m": (2, 2, 0), "1h": (2, 1, 1)}}).as_status()
+    out = kubectl(cluster, "patch", "isched", "months", "-n", namespace, "--subresource=status", "--type", "merge",
+                  "--dry-run=server", "-o", "json", "-p", json.dumps({"status": {"coverage": cov}}))
+    kept = json.loads(out.stdout)["status"]["coverage"]
+    assert kept["byDimension"] == {"interval": {"1m": {"expected": 2, "present": 2, "gapsOpen": 0},
+                                                "1h": {"expected": 2, "present": 1, "gapsOpen": 1}}}
+    assert kept == cov
 
 def test_a_name_too_long_for_its_jobs_is_refused_at_the_door(cluster, operator, namespace):
     out = kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=schedule_yaml("n" * 53), check=False)
