@@ -315,12 +315,64 @@ class ObjectStoreStorage:
     maintenance: Maintenance = spec_field("maintenance", Maintenance())
 
 
+RETENTION_PATTERN = r"^[1-9][0-9]{0,4}d$"  # days: 30d, 365d, 1825d
+PATTERN_RULES[RETENTION_PATTERN] = "a number of days such as 30d or 1825d"
+
+
+class RetentionRules(tuple):
+    """``storage.retention.dimensions``: (dimension, ((value, days), ...)) pairs, by name."""
+
+    def as_json(self) -> dict:
+        return {d: {v: f"{n}d" for v, n in values} for d, values in self}
+
+
+def _retention_rules(value, path: str, errors: list) -> "RetentionRules | object":
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        errors.append(FieldError(path, value, "must map a dimension of target.dimensions to its values' retention, "
+                                              "e.g. {interval: {1m: 30d, 1h: 365d}}"))
+        return _INVALID
+    out = []
+    for name in sorted(value, key=str):
+        rules = []
+        for v, days in value[name].items():
+            here = f"{path}.{name}.{v}"
+            if not isinstance(days, str) or not re.fullmatch(RETENTION_PATTERN, days):
+                errors.append(FieldError(here, days, f"must be {PATTERN_RULES[RETENTION_PATTERN]}"))
+                return _INVALID
+            rules.append((str(v), int(days[:-1])))
+        out.append((str(name), tuple(rules)))
+    return RetentionRules(out)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Retention:
+    """``storage.retention``: how long a cell's data is kept, by the run that finds it older
+    (its last day more than that many days before the run's last date)."""
+
+    # every cell's, unless a rule of one of its dimension values says otherwise; None: forever
+    default: str | None = spec_field("default", None, pattern=RETENTION_PATTERN)
+    # {dimension: {value: days}}: a cell's retention is the shortest that names one of its values
+    dimensions: RetentionRules = spec_field("dimensions", RetentionRules())
+    # also delete the cells' availability rows (objects) and verified gap rows; loaded rows and
+    # open gaps past retention are always deleted
+    history: bool = spec_field("history", False)
+
+    def days_for(self, variant: str) -> int | None:
+        """The retention in days of a cell of ``variant`` ("interval=1m,..."; '' without dimensions)."""
+        values = dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+        named = [days for d, rules in self.dimensions for v, days in rules if values.get(d) == v]
+        if named:
+            return min(named)
+        return int(self.default[:-1]) if self.default else None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Storage:
     ONE_OF: typing.ClassVar[tuple[str, ...]] = ("duckdb", "objectStore")
 
     duckdb: DuckDBStorage | None = spec_field("duckdb", None)
     object_store: ObjectStoreStorage | None = spec_field("objectStore", None)
+    retention: Retention | None = spec_field("retention", None)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -466,7 +518,7 @@ def to_json(obj) -> object:
     """The CRD's JSON form of a model object (camelCase keys, every field, defaults filled)."""
     if dataclasses.is_dataclass(obj):
         return {f.metadata["key"]: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Dimensions):
+    if isinstance(obj, (Dimensions, RetentionRules)):
         return obj.as_json()
     if isinstance(obj, tuple):
         return [to_json(v) for v in obj]
@@ -556,6 +608,8 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         return dict(value) if isinstance(value, Mapping) else bad("must be an object")
     if tp is Dimensions:
         return _dimensions(value, path, errors)
+    if tp is RetentionRules:
+        return _retention_rules(value, path, errors)
     if tp == tuple[Symbol, ...]:  # a list of {name, from, until}
         if not isinstance(value, list):
             return bad(f"must be a list, each item {SYMBOL_FORMS}")
@@ -678,6 +732,24 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
             err("storage.objectStore.maintenance.compactAfterFiles", n,
                 f"must be 0 (never compact) or at least {MIN_COMPACT_AFTER_FILES}: a compaction leaves one file "
                 "per symbol part (8), and a smaller limit would compact on every run")
+    retention = storage.retention
+    if retention is not None:
+        dims = dict(target.dimensions)
+        for d, rules in retention.dimensions:
+            if d not in dims:
+                err(f"storage.retention.dimensions.{d}", {v: f"{n}d" for v, n in rules},
+                    f"names no dimension of target.dimensions ({', '.join(dims) or 'none'})")
+                continue
+            for v, n in rules:
+                if v not in dims[d]:
+                    err(f"storage.retention.dimensions.{d}.{v}", f"{n}d", f"{v} is not a value of target.dimensions.{d} "
+                        f"({', '.join(dims[d])})")
+        kept = [("storage.retention.default", int(retention.default[:-1]))] if retention.default else []
+        kept += [(f"storage.retention.dimensions.{d}.{v}", n) for d, rules in retention.dimensions for v, n in rules]
+        for field, n in kept:
+            if n <= target.lookback_days:
+                err(field, f"{n}d", f"is not longer than target.lookbackDays ({target.lookback_days}): each run would "
+                                    "delete what its own window probes; keep more days, or look back fewer")
     pause = getattr(spec, "pause", None)
     if pause is not None and pause.until is not None and pause.ends() is None:
         err("pause.until", pause.until, "must be an RFC 3339 instant with its zone, e.g. 2026-12-24T00:00:00Z")

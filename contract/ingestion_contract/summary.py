@@ -59,6 +59,9 @@ class RunSummary:
     s3_errors: int = counter("S3 HTTP requests of the run that failed, retries included.")
     rows_written: int = counter("Rows of objects, gaps and loaded the run's commit inserted or changed (DuckDB's count; "
                                 "0 for a rerun with nothing new).", "ingestion_rows_written", sql="BIGINT")
+    rows_deleted: int = counter("Rows the run's retention (storage.retention) deleted: loaded rows and open gaps of cells "
+                                "past it, and with history their objects and gaps rows too.", "ingestion_rows_deleted",
+                                sql="BIGINT")
     duration_seconds: float = counter("Wall time of the last run.", "ingestion_run_duration_seconds", sql=None, default=0.0)
 
     def __getitem__(self, name: str):

@@ -54,7 +54,7 @@ from ingestion_contract.spec import ObjectStoreStorage
 from . import failpoints
 from .plan import Held, split_series
 from .rows import Load
-from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, StoreError
+from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, Expiry, StoreError
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
@@ -282,14 +282,48 @@ class DeltaStore:
         return self.local.refuse_loads(loads)
 
     # write: whatever changed locally since the last sync --------------------------------------
-    def write_run(self, objects, gaps, run, loads=()) -> int:
-        written = self.local.write_run(objects, gaps, run, loads)
+    def variants(self, schedule: str) -> set[str]:
+        return self.local.variants(schedule)
+
+    def write_run(self, objects, gaps, run, loads=(), expiry: Expiry | None = None) -> int:
+        written = self.local.write_run(objects, gaps, run, loads, expiry)
         self.sync_loaded([(*load.cell, load.period) for load in loads])
+        gone = self.expire("loaded", expiry)  # the working copy holds no loaded rows: Delta counts them
+        if gone:
+            run["rows_deleted"] = run.get("rows_deleted", 0) + gone
+            self.local.con.execute("UPDATE runs SET rows_deleted = ? WHERE run_id = ?", [run["rows_deleted"], run["run_id"]])
         self.sync("objects")
         failpoints.hit("delta.commit")  # objects committed to Delta, gaps and runs not yet
         self.sync("gaps")
+        self.expire("gaps", expiry)
+        self.expire("objects", expiry)
         self.sync("runs")
         return written
+
+    def expire(self, table: str, expiry: Expiry | None) -> int:
+        """One delete commit of ``table``'s rows past retention (what the working copy deleted),
+        when there are any: loaded and open gaps always, objects and every gap with history.
+        A killed run leaves each table at a committed version; the next run deletes the rest
+        (deleting is idempotent). Vacuum is housekeeping's, as for every commit. Returns the rows
+        the commit deleted."""
+        if expiry is None or (table == "objects" and not expiry.history) or table in self._missing:
+            return 0
+        where = expiry.where(self.schedule, _quote) + ("" if expiry.history or table != "gaps" else " AND status = 'open'")
+        dt_ = self.delta_table(table)
+        if dt_ is None:
+            return 0
+        def delete(d):
+            have = {f.name for f in d.schema().fields}
+            if any(c not in have for c in LATER_KEYS):  # a table written before them: the predicate names them
+                self._add_columns(d, pa.schema([(c, pa.string()) for c in LATER_KEYS]))
+            return d.delete(where)
+
+        try:
+            metrics = self._commit(table, delete, None) or {}
+        finally:
+            if table in TABLES:
+                self._synced_now(table)
+        return int(metrics.get("num_deleted_rows") or 0)
 
     def write_run_record(self, run: dict) -> None:
         self.local.write_run_record(run)

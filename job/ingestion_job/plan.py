@@ -189,7 +189,8 @@ UNPROBED = "not probed yet"  # the start of an unprobed catch-up cell's last_err
 
 
 def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Listed"]], known: set[str],
-           probed_through: dict[str, dt.date], backlog: dict[str, list[dt.date]], rules: Rules) -> Expected:
+           probed_through: dict[str, dt.date], backlog: dict[str, list[dt.date]], rules: Rules,
+           kept_from: typing.Callable[[str], dt.date | None] = lambda series: None) -> Expected:
     """The expected set, symbol by symbol, from the window and what the listing says:
 
     * a symbol is expected from its first published date (a symbol the store has never seen:
@@ -201,7 +202,8 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
     * after an outage longer than the window, the dates from the day after the last date
       probed (``probed_through``) to the window, and the catch-up cells earlier runs left
       unprobed (``backlog``): at most ``rules.max_catch_up_days`` of them per symbol and run,
-      oldest first; the rest are ``unprobed`` (open gaps, cause deferred)."""
+      oldest first; the rest are ``unprobed`` (open gaps, cause deferred);
+    * never a cell past the series' retention: one whose last day is before ``kept_from(series)``."""
     out = Expected()
     one, p = dt.timedelta(days=1), rules.period
     for sym in sorted(set(symbols)):
@@ -213,6 +215,9 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
         if rules.history and name not in known:
             start = min(start, first_range or first_pub or start)
         floor = first_range or first_pub  # nothing is expected before it
+        kept = kept_from(name)  # nor past retention (a cell whose last day is before it)
+        if kept and (floor is None or kept > floor):
+            floor = kept
         if floor:
             start = max(start, floor)
         last_end = last_pub and period_end(last_pub, p)  # the last day its newest object holds

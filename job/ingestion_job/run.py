@@ -41,7 +41,7 @@ from .plan import (Cell, Expected, Listed, Publication, Rules, Window, expect, p
 from .repair import repair
 from .rows import Repairs, Rows, build_rows, loads_of, open_gaps
 from .source import RequestStats, S3Source, SourceError
-from .store import Store, StoreError, open_backend
+from .store import Expiry, Store, StoreError, open_backend
 
 log = logging.getLogger("ingestion_job")
 UTC = dt.timezone.utc
@@ -157,6 +157,7 @@ class Run:
         self.open_by_variant: dict[str, int] = {}  # ...and by variant (target.dimensions)
         self.dimension_metrics: dict | None = None  # {dimension: {value: counts}} pushed as labels
         self.coverage_by_dimension: dict = {}  # the same, as its termination message holds it
+        self.expiring: Expiry | None = None  # what the commit deletes past retention
         self.period = ctx.spec.target.period  # a cell is a day, or a month (named by its first day)
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours, self.period)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
@@ -270,7 +271,8 @@ class Run:
         free = self.dates is None and not unit
         rules = Rules(history=free, catch_up=free, delist_after_days=target.delist_after_days,
                       max_catch_up_days=target.max_catch_up_days, period=self.period)
-        wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["backlog"], rules)
+        wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["backlog"], rules,
+                        lambda series: self.kept_from(split_series(series)[1]))
         expected = wanted.cells
         if wanted.delisted:
             first = min(wanted.delisted)
@@ -329,6 +331,22 @@ class Run:
 
         return on_repaired
 
+    def kept_from(self, variant: str) -> dt.date | None:
+        """The first day a cell of ``variant`` is kept from (storage.retention; None: kept
+        forever): a cell whose last day is before it is past retention."""
+        retention = self.ctx.spec.storage.retention
+        days = retention.days_for(variant) if retention else None
+        return self.window.last - dt.timedelta(days=days - 1) if days and self.window else None
+
+    def expiry(self, store: Store, work: Work) -> Expiry | None:
+        """What this run's commit deletes: every variant the store or the run holds, past its retention."""
+        retention = self.ctx.spec.storage.retention
+        if retention is None:
+            return None
+        variants = store.variants(self.ctx.schedule) | {split_series(c.symbol)[1] for c in work.expected}
+        kept = {v: k for v in variants if (k := self.kept_from(v)) is not None}
+        return Expiry(kept, retention.history) if kept else None
+
     def plan(self, timezone: str, lag_days: int, lookback_days: int) -> Window:
         if self.ctx.backfill is not None:
             return Window(self.ctx.backfill.unit.first, self.ctx.backfill.unit.last)
@@ -347,6 +365,11 @@ class Run:
             r.causes[k] = "quarantined"  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
         prior_gaps = store.gaps(schedule, self.period)
+        self.expiring = self.expiry(store, work)
+        if self.expiring is not None:  # open gaps past retention are deleted by this commit: not counted
+            prior_gaps = {k: g for k, g in prior_gaps.items()
+                          if not (g["status"] == "open" and period_end(k[1], self.period) < self.expiring.kept_from.get(
+                              g.get("variant") or "", dt.date.min))}
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps, self.started,
                           self.publication, work.plan.unprobed, work.plan.delisted,
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
@@ -372,8 +395,10 @@ class Run:
         if work is not None and not error:
             try:
                 rows = self.commit(store, source, work)
-                self.summary.rows_written = self.checkpoint_rows + store.write_run(
-                    rows.objects, rows.gaps, self.run_row(self.outcome(None), None, stats), rows.loads)
+                row = self.run_row(self.outcome(None), None, stats)
+                self.summary.rows_written = self.checkpoint_rows + store.write_run(rows.objects, rows.gaps, row, rows.loads,
+                                                                                  self.expiring)
+                self.summary.rows_deleted = row.get("rows_deleted", 0)
                 return True, None
             except StoreError as e:
                 error = str(e)

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import operator
 import re
@@ -152,6 +153,29 @@ GAPS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM gaps)"
 OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM objects)"
 
 
+@dataclasses.dataclass(frozen=True)
+class Expiry:
+    """What a run's retention deletes (storage.retention): per variant, the first day a cell of
+    it is kept from (a cell whose last day is before it is past retention); with ``history``
+    its objects and verified gaps rows too, else its loaded rows and open gaps only."""
+
+    kept_from: dict[str, dt.date]
+    history: bool = False
+
+    def where(self, schedule: str, quote) -> str:
+        """The rows of this schedule past retention, as one SQL predicate (DuckDB's and Delta's:
+        a row written before variant or period holds no value in them)."""
+        cells = " OR ".join(
+            f"(coalesce(variant, '') = {quote(v)} AND ((coalesce(period, 'daily') = 'monthly' AND date < "
+            f"'{c.replace(day=1).isoformat()}') OR (coalesce(period, 'daily') <> 'monthly' AND date < '{c.isoformat()}')))"
+            for v, c in sorted(self.kept_from.items()))
+        return f"schedule = {quote(schedule)} AND ({cells or 'false'})"
+
+
+def sql_quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
 class StoreError(RuntimeError):
     """The store cannot be opened or would be left inconsistent; one line, names the file."""
 
@@ -200,7 +224,9 @@ class Store(Protocol):
     def refuse_loads(self, loads: list[Load]) -> dict[tuple[str, dt.date], str]: ...
     def begin_run(self, run: dict, now: dt.datetime) -> list[str]: ...
     def check(self) -> None: ...
-    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = ()) -> int: ...
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = (),
+                  expiry: Expiry | None = None) -> int: ...
+    def variants(self, schedule: str) -> set[str]: ...
     def write_run_record(self, run: dict) -> None: ...
     def add_warning(self, run_id: str, warning: str) -> None: ...
 
@@ -471,20 +497,41 @@ class DuckStore:
             "success_rate": {"days": days, "succeeded": ok, "runs": total, "rate": round(ok / total, 4) if total else None},
         }
 
-    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = ()) -> int:
+    def write_run(self, objects: list[dict], gaps: list[dict], run: dict, loads: list[Load] = (),
+                  expiry: Expiry | None = None) -> int:
         """Everything a run learnt, in one transaction. ``loads`` are loaded into table
-        ``loaded`` idempotently (the cell's rows are replaced). Returns the rows of objects, gaps and loaded that
-        DuckDB inserted or changed (also stored as the run's ``rows_written``): a row whose
-        values are all unchanged is not rewritten."""
+        ``loaded`` idempotently (the cell's rows are replaced); ``expiry``: the rows past the
+        schedule's retention are deleted in the same transaction (counted in the run's
+        ``rows_deleted``). Returns the rows of objects, gaps and loaded that DuckDB inserted or
+        changed (also stored as the run's ``rows_written``): a row whose values are all
+        unchanged is not rewritten."""
         check_invariants(objects, gaps)
         with self.transaction():
             written = self._upsert("objects", objects, OBJECT_COLS, KEY, keep=OBJECT_KEEP) + self._upsert("gaps", gaps, GAP_COLS, KEY)
             for load in loads:
                 written += self._load(load.schedule, load.symbol, load.variant, load.period, load.date, load.staged.path)
+            if expiry is not None:
+                run["rows_deleted"] = self._expire(run["schedule"], expiry)
             failpoints.hit("store.commit")  # every data row written, the transaction still open
             run["rows_written"] = written
             self._upsert("runs", [run], RUN_COLS, ["run_id"])
         return written
+
+    def _expire(self, schedule: str, expiry: Expiry) -> int:
+        """Delete what is past retention (inside the caller's transaction); returns the rows."""
+        where = expiry.where(schedule, sql_quote)
+        deleted = 0
+        if self._has_table("loaded"):
+            deleted += self.con.execute(f"DELETE FROM loaded WHERE {where}").fetchone()[0]
+        deleted += self.con.execute(f"DELETE FROM gaps WHERE {where}" + ("" if expiry.history else " AND status = 'open'")).fetchone()[0]
+        if expiry.history:
+            deleted += self.con.execute(f"DELETE FROM objects WHERE {where}").fetchone()[0]
+        return deleted
+
+    def variants(self, schedule: str) -> set[str]:
+        """The variants the store holds cells of (the run's retention applies to each)."""
+        return {r[0] for r in self.con.execute("SELECT DISTINCT variant FROM objects WHERE schedule = ? UNION "
+                                               "SELECT DISTINCT variant FROM gaps WHERE schedule = ?", [schedule, schedule]).fetchall()}
 
     def write_run_record(self, run: dict) -> None:
         """A failed run still leaves its record (and nothing else)."""

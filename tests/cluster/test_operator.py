@@ -135,7 +135,7 @@ def test_schema_refuses_bad_input_at_the_door(cluster, operator, namespace, spec
 
 def test_a_schedule_of_months_and_intervals_is_accepted_and_its_coverage_by_dimension_is_kept(cluster, operator, namespace,
                                                                                                wait_for):
-    """Binance Vision's monthly archives of two intervals pass the door and become Ready; the
+    """Binance Vision's monthly archives of two intervals, with a retention, pass the door and become Ready; the
     status schema keeps status.coverage.byDimension as the operator writes it (a server-side
     dry run of the status patch: the API server prunes what its schema does not name)."""
     from ingestion_contract import Coverage
@@ -143,7 +143,10 @@ def test_a_schedule_of_months_and_intervals_is_accepted_and_its_coverage_by_dime
     target = {"bucket": "data.binance.vision", "anonymous": True, "symbols": ["BTCUSDT"], "period": "monthly",
               "keyTemplate": "data/spot/monthly/klines/{symbol}/{interval}/{symbol}-{interval}-{month}.zip",
               "dimensions": {"interval": ["1m", "1h"]}, "lookbackDays": 62}
-    apply_schedule(cluster, namespace, "months", target=target)
+    storage = {"duckdb": {"claimName": "ingestion-data"},
+               "retention": {"default": "1825d", "dimensions": {"interval": {"1m": "90d"}}, "history": True}}
+    obj = apply_schedule(cluster, namespace, "months", target=target, storage=storage)
+    assert obj["spec"]["storage"]["retention"] == storage["retention"]  # the schema keeps the retention whole
     cov = Coverage(4, 3, 1, 3, 1, "2026-10-01", 10, "succeeded", 0, {"late-upstream": 1},
                    by_dimension={"interval": {"1m": (2, 2, 0), "1h": (2, 1, 1)}}).as_status()
     out = kubectl(cluster, "patch", "isched", "months", "-n", namespace, "--subresource=status", "--type", "merge",
