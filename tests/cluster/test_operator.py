@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ingestion_contract.cron import spread
+
 from ..conftest import _wait_for, REPO, kubectl
 from ..kube import apply_schedule, cond, events, get, get_cronjob, get_upstream, last_run, ready, schedule_yaml
 
@@ -52,7 +54,8 @@ def test_examples_apply_become_ready_and_print_columns(cluster, operator, tickin
         obj = wait_for(lambda: ready(cluster, namespace, name), 30, f"{name} Ready")
         cj = get_cronjob(cluster, namespace, obj["status"]["cronJobName"])
         spec = obj["spec"]
-        assert cj["spec"]["schedule"] == spec["schedule"] and cj["spec"]["timeZone"] == spec["timezone"]
+        # an example written with H fires at its concrete minute for this namespace and name
+        assert cj["spec"]["schedule"] == spread(spec["schedule"], f"{namespace}/{name}") and cj["spec"]["timeZone"] == spec["timezone"]
         assert cj["spec"]["concurrencyPolicy"] == "Forbid"
         assert cj["spec"]["startingDeadlineSeconds"] == spec["startingDeadlineSeconds"]
         assert cj["spec"]["suspend"] is (not spec["enabled"])
@@ -67,14 +70,17 @@ def test_examples_apply_become_ready_and_print_columns(cluster, operator, tickin
     assert "30 6 * * MON-FRI" in row and "Europe/London" in row and "True" in row
     explain = kubectl(cluster, "explain", "isched.spec.startingDeadlineSeconds").stdout
     assert "Misfire window" in explain
-    # the Binance Vision upstream: the two enabled schedules of data.binance.vision share its 14 (70 % of 20)
-    up = wait_for(lambda: (u := get_upstream(cluster, namespace, "binance-vision")).get("status", {}).get("sharerCount") == 2 and u,
+    # the Binance Vision upstream: the four enabled schedules of data.binance.vision share its 14
+    # (70 % of 20) evenly, the remainder to the first by name
+    up = wait_for(lambda: (u := get_upstream(cluster, namespace, "binance-vision")).get("status", {}).get("sharerCount") == 4 and u,
                   30, "the example upstream's sharers")
-    assert [(x["name"], x["share"]) for x in up["status"]["sharers"]] == [("binance-um-klines-daily", 7), ("binance-um-klines-hourly", 7)]
-    wait_for(lambda: (get(cluster, namespace, "binance-um-klines-daily")["status"].get("upstream") or {}).get("requestsPerSecond") == 7,
+    assert [(x["name"], x["share"]) for x in up["status"]["sharers"]] == [
+        ("binance-spot-klines-intervals", 4), ("binance-spot-klines-monthly", 4), ("binance-um-klines-daily", 3),
+        ("binance-um-klines-hourly", 3)]
+    wait_for(lambda: (get(cluster, namespace, "binance-um-klines-daily")["status"].get("upstream") or {}).get("requestsPerSecond") == 3,
              30, "the daily schedule's share in its status")
     row = next(line for line in kubectl(cluster, "get", "iup", "-n", namespace).stdout.splitlines() if line.startswith("binance-vision"))
-    assert row.split()[1:6] == ["s3://data.binance.vision", "20", "2", "14/6", "True"]
+    assert row.split()[1:6] == ["s3://data.binance.vision", "20", "4", "14/6", "True"]
 
 
 def test_update_schedule_and_timezone_rerenders_the_cronjob(cluster, operator, namespace, wait_for):
