@@ -237,7 +237,8 @@ def test_the_example_upstream_holds_the_binance_vision_schedules_of_the_examples
     (up,) = [parse_upstream(d["spec"]) for d in docs if d["kind"] == "IngestionUpstream"]
     readers = [s for d in docs if d["kind"] == "IngestionSchedule"
                if (s := schedule_sharer(d["metadata"]["name"], d["spec"])) is not None and s.source == up.source]
-    assert [s.name for s in readers] == ["binance-um-klines-daily", "binance-um-klines-hourly"]  # disabled.yaml takes none
+    assert [s.name for s in readers] == ["binance-spot-klines-intervals", "binance-spot-klines-monthly", "binance-um-klines-daily",
+                                         "binance-um-klines-hourly"]  # disabled.yaml takes none
 
 
 def test_a_backfill_takes_its_share_under_the_upstreams_lock_or_waits(monkeypatch):
