@@ -198,6 +198,12 @@ class Dimensions(tuple):
         return out
 
 
+def variant_values(variant: str) -> dict[str, str]:
+    """{dimension: value} of a variant as :meth:`Dimensions.variants` writes it
+    ("interval=1m,market=um"; '' without dimensions)."""
+    return dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+
+
 DIMENSION_FORMS = "an object of placeholder names, each with a list of its values, e.g. {interval: [1m, 1h, 1d]}"
 
 
@@ -359,7 +365,7 @@ class Retention:
 
     def days_for(self, variant: str) -> int | None:
         """The retention in days of a cell of ``variant`` ("interval=1m,..."; '' without dimensions)."""
-        values = dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+        values = variant_values(variant)
         named = [days for d, rules in self.dimensions for v, days in rules if values.get(d) == v]
         if named:
             return min(named)

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import typing
 
+from .spec import variant_values
+
 
 def counter(help: str, metric: str | None = None, sql: str | None = "INTEGER", default=0):
     """A run counter: its help text, its Prometheus gauge (None: not pushed), its ``runs``
@@ -243,7 +245,7 @@ def dimension_coverage(dimensions, expected: dict[str, int], present: dict[str, 
     shown = [(d, values) for d, values in dimensions if len(values) <= max_values][:max_dimensions]
     out = {d: {v: [0, 0, 0] for v in values} for d, values in shown}
     for variant in set(expected) | set(present) | set(open_gaps):
-        pairs = dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
+        pairs = variant_values(variant)
         for d in out:
             n = out[d].get(pairs.get(d))
             if n is not None:

@@ -54,7 +54,7 @@ from ingestion_contract.spec import ObjectStoreStorage
 from . import failpoints
 from .plan import Held, split_series
 from .rows import Load
-from .store import CAUSES_OF_OLD_REASONS, KEY, DuckStore, Expiry, StoreError
+from .store import CAUSES_OF_OLD_REASONS, KEY, LATER_KEYS, DuckStore, Expiry, StoreError, keyed, sql_quote
 
 # table: its merge key (every table is also partitioned by schedule; those with a symbol by part)
 TABLES = {"objects": KEY, "gaps": KEY, "runs": ["run_id"]}
@@ -95,20 +95,6 @@ def storage_options(cfg: ObjectStoreStorage, credentials: tuple[str, str] | None
     return opts
 
 
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-# key columns that came later (store schemas 5 and 6), with what a row written before them means
-LATER_KEYS = {"variant": "", "period": "daily"}
-
-
-def _same(column: str) -> str:
-    """A merge's match on one key column. A table written before ``variant`` (dimensions) or
-    ``period`` holds no value in it for its older rows: they mean '' and 'daily'."""
-    if column in LATER_KEYS:
-        return f"coalesce(t.{column}, {_quote(LATER_KEYS[column])}) = s.{column}"
-    return f"t.{column} = s.{column}"
 
 
 class DeltaStore:
@@ -227,7 +213,7 @@ class DeltaStore:
                 self.local.con.execute("CREATE TABLE loaded AS SELECT * FROM _empty")
                 # a table written before dimensions or periods lacks their columns: the first load adds them to Delta
                 for column, default in LATER_KEYS.items():
-                    self.local.con.execute(f"ALTER TABLE loaded ADD COLUMN IF NOT EXISTS {column} VARCHAR DEFAULT {_quote(default)}")
+                    self.local.con.execute(f"ALTER TABLE loaded ADD COLUMN IF NOT EXISTS {column} VARCHAR DEFAULT {sql_quote(default)}")
             finally:
                 self.local.con.unregister("_empty")
 
@@ -308,7 +294,7 @@ class DeltaStore:
         the commit deleted."""
         if expiry is None or (table == "objects" and not expiry.history) or table in self._missing:
             return 0
-        where = expiry.where(self.schedule, _quote) + ("" if expiry.history or table != "gaps" else " AND status = 'open'")
+        where = expiry.where(self.schedule) + ("" if expiry.history or table != "gaps" else " AND status = 'open'")
         dt_ = self.delta_table(table)
         if dt_ is None:
             return 0
@@ -364,7 +350,7 @@ class DeltaStore:
             if self._parted.get(table, True):
                 changed = with_part(changed)
             parts = sorted(set(changed["part"].to_pylist())) if "part" in changed.column_names else None
-            on = " AND ".join([self._region(parts, "t."), *(_same(k) for k in TABLES[table])])
+            on = " AND ".join([self._region(parts, "t."), *(f"{keyed(k, 't.')} = s.{k}" for k in TABLES[table])])
 
             def commit(dt_):
                 self._add_columns(dt_, changed.schema)
@@ -392,7 +378,7 @@ class DeltaStore:
     def _region(self, parts: list[int] | None, alias: str = "") -> str:
         """The predicate of this schedule's rows (in ``parts``, unless None): what a commit
         reads and writes, and so what a concurrent commit conflicts with."""
-        region = f"{alias}schedule = {_quote(self.schedule)}"
+        region = f"{alias}schedule = {sql_quote(self.schedule)}"
         if parts is not None:
             region += f" AND {alias}part IN ({', '.join(map(str, parts))})"
         return region
@@ -420,8 +406,8 @@ class DeltaStore:
             if self._parted.get("loaded", True):
                 rows = with_part(rows)
                 parts = sorted({part_of(symbol) for symbol, *_ in split})
-            cell = " OR ".join(f"(symbol = {_quote(symbol)} AND coalesce(variant, '') = {_quote(variant)} AND "
-                               f"coalesce(period, 'daily') = {_quote(period)} AND date = '{d.isoformat()}')"
+            cell = " OR ".join(f"(symbol = {sql_quote(symbol)} AND {keyed('variant')} = {sql_quote(variant)} AND "
+                               f"{keyed('period')} = {sql_quote(period)} AND date = '{d.isoformat()}')"
                                for symbol, variant, period, d in split)
             where = f"{self._region(parts)} AND ({cell})"
 

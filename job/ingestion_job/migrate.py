@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from ingestion_contract.spec import ObjectStoreStorage
 
 from . import s3
-from .delta import LATER_KEYS, DeltaStore
-from .store import StoreError
+from .delta import DeltaStore
+from .store import LATER_KEYS, StoreError
 
 
 def _safe(s: str) -> str:  # the old format's key escaping

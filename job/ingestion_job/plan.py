@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 # target.period: a cell is a day, or a calendar month (named by its first day)
 from ingestion_contract.periods import DAILY, MONTHLY, ONE_DAY, next_period, period_end, period_starts
+from ingestion_contract.spec import variant_values
 
 DATE_FMT = "%Y-%m-%d"
 MONTH_FMT = "%Y-%m"
@@ -80,11 +81,6 @@ def split_series(series: str) -> tuple[str, str]:
     """(symbol, variant) of a series ('' for a series of no dimension)."""
     symbol, _, variant = series.partition(SERIES_MARK)
     return symbol, variant
-
-
-def variant_values(variant: str) -> dict[str, str]:
-    """{dimension: value} of a variant ("interval=1m,market=um")."""
-    return dict(pair.split("=", 1) for pair in variant.split(",")) if variant else {}
 
 
 def series_of(symbols: list, variants: list[str]) -> list:

@@ -13,6 +13,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
+from ingestion_contract.spec import variant_values
+
 from .store import open_backend
 
 
@@ -69,8 +71,7 @@ def by_dimension(variants: list[dict]) -> list[list]:
     """Rows (schedule, dimension, value, present/expected, open gaps) from counts per variant."""
     sums: dict[tuple, list[int]] = {}
     for row in variants:
-        for pair in row["variant"].split(","):
-            name, _, value = pair.partition("=")
+        for name, value in variant_values(row["variant"]).items():
             n = sums.setdefault((row["schedule"], name, value), [0, 0, 0])
             n[0] += row["present"]
             n[1] += row["expected"]

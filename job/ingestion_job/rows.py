@@ -64,9 +64,9 @@ class Load:
         return split_series(self.series)[1]
 
 
-def loads_of(schedule: str, repaired: Mapping[CellKey, Verified], period: str = "daily") -> list[Load]:
-    """The loads of the repaired cells that staged rows."""
-    return [Load(schedule, series, date, v.staged, period) for (series, date), v in repaired.items() if v.staged]
+def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
+    """The loads of the repaired cells that staged rows (what ``Store.refuse_loads`` checks)."""
+    return [Load(schedule, series, date, v.staged) for (series, date), v in repaired.items() if v.staged]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -383,7 +383,7 @@ class Run:
         s.republished, s.withdrawn = work.republished, work.withdrawn
         s.symbols_delisted, s.cells_unprobed = len(work.plan.delisted), len(work.plan.unprobed)
         self.gaps_by_cause, self.open_by_variant = open_gaps(rows, prior_gaps)
-        self.coverage_by_dimension = self.by_dimension(work)
+        self.coverage_by_dimension, self.dimension_metrics = self.by_dimension(work)
         s.gaps_open = sum(self.gaps_by_cause.values())
         return rows
 
@@ -511,13 +511,13 @@ class Run:
                                 tuple(work.plan.delisted), self.coverage_by_dimension)
         return RunResult(self.run_id, outcome, s, error, warnings, coverage, reason, self.gaps_by_cause, self.interrupted)
 
-    def by_dimension(self, work: Work) -> dict:
-        """The coverage of each value of each dimension (none without dimensions); and the
-        same counts for the metrics, of the dimensions of at most ``metrics.dimensionLabels``
-        values (``self.dimension_metrics``)."""
+    def by_dimension(self, work: Work) -> tuple[dict, dict | None]:
+        """The coverage of each value of each dimension, as the termination message holds it,
+        and the same counts for the metrics, of the dimensions of at most
+        ``metrics.dimensionLabels`` values ({} and None without dimensions)."""
         dims = self.ctx.spec.target.dimensions
         if not dims:
-            return {}
+            return {}, None
         expected: dict[str, int] = {}
         present: dict[str, int] = {}
         for c in work.expected:
@@ -525,9 +525,9 @@ class Run:
             expected[v] = expected.get(v, 0) + 1
             if c.date in work.upstream.get(c.symbol, {}):
                 present[v] = present.get(v, 0) + 1
-        self.dimension_metrics = dimension_coverage(dims, expected, present, self.open_by_variant,
-                                                    self.ctx.spec.metrics.dimension_labels, len(dims))
-        return dimension_coverage(dims, expected, present, self.open_by_variant)
+        return (dimension_coverage(dims, expected, present, self.open_by_variant),
+                dimension_coverage(dims, expected, present, self.open_by_variant, self.ctx.spec.metrics.dimension_labels,
+                                   len(dims)))
 
     def maintain(self, store: Store) -> list[str]:
         """The store's housekeeping, when its policy asks for it, and only while half the time

@@ -153,6 +153,22 @@ GAPS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM gaps)"
 OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM objects)"
 
 
+def sql_quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+# key columns that came later (schemas 5 and 6), with what a row written before them means
+LATER_KEYS = {"variant": "", "period": "daily"}
+
+
+def keyed(column: str, alias: str = "") -> str:
+    """``column`` in SQL (DuckDB's and Delta's) as a key: a row written before one of
+    LATER_KEYS holds no value in it, which means its default."""
+    if column in LATER_KEYS:
+        return f"coalesce({alias}{column}, {sql_quote(LATER_KEYS[column])})"
+    return f"{alias}{column}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Expiry:
     """What a run's retention deletes (storage.retention): per variant, the first day a cell of
@@ -162,18 +178,14 @@ class Expiry:
     kept_from: dict[str, dt.date]
     history: bool = False
 
-    def where(self, schedule: str, quote) -> str:
-        """The rows of this schedule past retention, as one SQL predicate (DuckDB's and Delta's:
-        a row written before variant or period holds no value in them)."""
+    def where(self, schedule: str) -> str:
+        """The rows of this schedule past retention, as one SQL predicate (DuckDB's and Delta's)."""
+        variant, period = keyed("variant"), keyed("period")
         cells = " OR ".join(
-            f"(coalesce(variant, '') = {quote(v)} AND ((coalesce(period, 'daily') = 'monthly' AND date < "
-            f"'{c.replace(day=1).isoformat()}') OR (coalesce(period, 'daily') <> 'monthly' AND date < '{c.isoformat()}')))"
+            f"({variant} = {sql_quote(v)} AND (({period} = 'monthly' AND date < '{c.replace(day=1).isoformat()}') OR "
+            f"({period} <> 'monthly' AND date < '{c.isoformat()}')))"
             for v, c in sorted(self.kept_from.items()))
-        return f"schedule = {quote(schedule)} AND ({cells or 'false'})"
-
-
-def sql_quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+        return f"schedule = {sql_quote(schedule)} AND ({cells or 'false'})"
 
 
 class StoreError(RuntimeError):
@@ -519,7 +531,7 @@ class DuckStore:
 
     def _expire(self, schedule: str, expiry: Expiry) -> int:
         """Delete what is past retention (inside the caller's transaction); returns the rows."""
-        where = expiry.where(schedule, sql_quote)
+        where = expiry.where(schedule)
         deleted = 0
         if self._has_table("loaded"):
             deleted += self.con.execute(f"DELETE FROM loaded WHERE {where}").fetchone()[0]
