@@ -163,3 +163,40 @@ def run_cli(tmp_path, name: str, spec: dict, *args: str, command: str = "run", *
     if command == "run" and not {"--as-of", "--dates"} & set(args):
         args = (*args, "--as-of", TODAY.isoformat())
     return subprocess.run([EXE, command, "--spec", str(f), *args], capture_output=True, text=True, **kw)
+
+
+def table_reader(servers: Servers, db, lake_prefix: str):
+    """``q(table, sql)``: the rows of ``sql`` over ``t``, one of the store's tables, read from
+    the DuckDB file ``db``, or (``db`` None) from the Delta tables under ``lake_prefix`` of the
+    private bucket: a test of both modes asks one question of either."""
+    from ..samples import delta_table
+
+    def q(table: str, sql: str) -> list[tuple]:
+        if db is not None:
+            return rows(db, sql.replace("FROM t", f"FROM {table}"))
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("t", delta_table(servers, lake_prefix, table, bucket=PRIVATE).to_pyarrow_table())
+        return con.execute(sql).fetchall()
+
+    return q
+
+
+def kill_at_failpoint(argv: list[str], name: str) -> None:
+    """Run ``argv`` (an ``ingestion-job`` command) with the failpoint ``name`` set, and SIGKILL it
+    once it pauses there; fails if it never gets there."""
+    import signal
+
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "INGESTION_FAILPOINTS": name})
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if f"event=failpoint name={name}" in line:
+                break
+        assert any(f"event=failpoint name={name}" in x for x in seen), "".join(seen)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -5,13 +5,11 @@ DuckDB and in Delta mode."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from ingestion_dev import sampledata
 
-from ..samples import delta_table
-from .conftest import PRIVATE, PUBLIC, context, days_ago, pushed, rows, run
+from .conftest import PRIVATE, PUBLIC, context, days_ago, pushed, run, table_reader
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
 
@@ -61,12 +59,7 @@ def test_a_cell_is_a_symbol_an_interval_and_a_date(dataset, servers, tmp_path, m
                    'ingestion_dimension_gaps_open{dimension="interval",value="1h"}': 1,
                    'ingestion_dimension_gaps_open{dimension="interval",value="1m"}': 0}
 
-    def q(table, sql):
-        if mode == "duckdb":
-            return rows(db, sql.replace("FROM t", f"FROM {table}"))
-        con = duckdb.connect()
-        con.register("t", delta_table(servers, f"{dataset.prefix}-lake/", table, bucket=PRIVATE).to_pyarrow_table())
-        return con.execute(sql).fetchall()
+    q = table_reader(servers, db, f"{dataset.prefix}-lake/")
 
     assert q("objects", "SELECT symbol, variant, count(*), count(*) FILTER (WHERE present) FROM t GROUP BY ALL ORDER BY ALL") == [
         ("BTCUSDT", "interval=1h", 4, 4), ("BTCUSDT", "interval=1m", 4, 4),

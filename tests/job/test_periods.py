@@ -10,7 +10,7 @@ import pytest
 
 from ingestion_dev import sampledata
 
-from .conftest import PRIVATE, PUBLIC, TODAY, context, rows, run
+from .conftest import PRIVATE, PUBLIC, TODAY, context, rows, run, table_reader
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
 
@@ -57,16 +57,7 @@ def test_a_monthly_cell_is_a_whole_month_expected_once_it_is_over(dataset, serve
     assert s["s3_requests"] == 1 + 4 + 2 * (n - 1)  # a listing per series, whatever the months; a GET and a sidecar each
     assert res.gaps_by_cause["late-upstream"] == 1
 
-    def q(table, sql):
-        if mode == "duckdb":
-            return rows(db, sql.replace("FROM t", f"FROM {table}"))
-        import duckdb
-
-        from ..samples import delta_table
-
-        con = duckdb.connect()
-        con.register("t", delta_table(servers, f"{dataset.prefix}-lake/", table, bucket=PRIVATE).to_pyarrow_table())
-        return con.execute(sql).fetchall()
+    q = table_reader(servers, db, f"{dataset.prefix}-lake/")
 
     assert q("objects", "SELECT DISTINCT period FROM t") == [("monthly",)]
     assert sorted(d for (d,) in q("objects", "SELECT DISTINCT date FROM t")) == months

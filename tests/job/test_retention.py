@@ -5,13 +5,11 @@ deletes nothing more; in DuckDB and in Delta mode."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from ingestion_dev import sampledata
 
-from ..samples import delta_table
-from .conftest import PRIVATE, PUBLIC, TODAY, context, days_ago, pushed, rows, run
+from .conftest import EXE, PRIVATE, PUBLIC, TODAY, context, days_ago, kill_at_failpoint, pushed, rows, run, table_reader
 
 
 @pytest.mark.parametrize("mode", ["duckdb", "delta"])
@@ -28,12 +26,7 @@ def test_retention_deletes_what_is_past_it_in_the_commit_and_never_expects_it_ag
         spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": f"{dataset.prefix}-lake/", "endpoint": servers.s3.endpoint}}
     creds = (servers.s3.access_key, servers.s3.secret_key)
 
-    def q(table, sql):
-        if mode == "duckdb":
-            return rows(db, sql.replace("FROM t", f"FROM {table}"))
-        con = duckdb.connect()
-        con.register("t", delta_table(servers, f"{dataset.prefix}-lake/", table, bucket=PRIVATE).to_pyarrow_table())
-        return con.execute(sql).fetchall()
+    q = table_reader(servers, db, f"{dataset.prefix}-lake/")
 
     first = run(context(spec, store_credentials=creds), db)
     assert first.summary["gaps_repaired"] == 19 and first.gaps_by_cause["late-upstream"] == 1
@@ -76,11 +69,6 @@ def test_retention_deletes_what_is_past_it_in_the_commit_and_never_expects_it_ag
 def test_a_killed_commit_leaves_all_or_nothing_of_a_deletion(dataset, servers, tmp_path):
     """SIGKILL inside the commit (the store.commit failpoint: after the deletions, before the
     transaction ends): the file is as it was; the next run deletes it all."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     import yaml
 
     template = f"{dataset.prefix}/{sampledata.KLINES_DAILY}"
@@ -94,20 +82,7 @@ def test_a_killed_commit_leaves_all_or_nothing_of_a_deletion(dataset, servers, t
     spec["storage"]["retention"] = {"default": "3d"}
     f = tmp_path / "spec.yaml"
     f.write_text(yaml.safe_dump({"metadata": {"name": "demo", "namespace": "data"}, "spec": spec}))
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
-                             "--db", str(db), "--as-of", TODAY.isoformat()], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "INGESTION_FAILPOINTS": "store.commit"})
-    try:
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if "event=failpoint name=store.commit" in line:
-                break
-        assert any("event=failpoint name=store.commit" in x for x in seen), "".join(seen)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_at_failpoint([EXE, "run", "--spec", str(f), "--db", str(db), "--as-of", TODAY.isoformat()], "store.commit")
     assert rows(db, "SELECT count(*) FROM loaded") == [(35,)]  # nothing of it deleted
     res = run(context(spec), db)
     # kept 3 days from yesterday: the four days before them, 5 rows each

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 
-from .conftest import PRIVATE, PUBLIC, TODAY, context, days_ago, holding, pushed, rows, run, run_cli, scrape
+from .conftest import EXE, PRIVATE, PUBLIC, TODAY, context, days_ago, holding, kill_at_failpoint, pushed, rows, run, run_cli, scrape
 from ingestion_dev.faultproxy import FaultProxy
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
@@ -253,20 +253,7 @@ def test_sigkill_inside_the_commit_leaves_the_store_as_it_was(dataset, tmp_path)
     loaded = rows(db, "SELECT count(*) FROM loaded")
     f = tmp_path / "spec.yaml"
     f.write_text(yaml.safe_dump({"metadata": {"name": schedule, "namespace": "data"}, "spec": spec}))
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ingestion-job"), "run", "--spec", str(f),
-                             "--db", str(db), "--as-of", TODAY.isoformat()], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "INGESTION_FAILPOINTS": "store.commit"})
-    try:
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if "event=failpoint name=store.commit" in line:
-                break
-        assert any("event=failpoint name=store.commit" in x for x in seen), "".join(seen)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_at_failpoint([EXE, "run", "--spec", str(f), "--db", str(db), "--as-of", TODAY.isoformat()], "store.commit")
     assert snapshot(db) == before and rows(db, "SELECT count(*) FROM loaded") == loaded
     assert rows(db, "SELECT outcome, count(*) FROM runs GROUP BY ALL ORDER BY ALL") == [("running", 1), ("succeeded", 1)]
     res = run(context(spec, schedule=schedule), db)
