@@ -151,6 +151,7 @@ class BackfillUnit:
     units: int  # of the whole grid
     checkpoint_every: int = 50
     since: dt.datetime | None = None  # the backfill's creation: its repairs are those since then
+    last: dt.date | None = None  # the backfill's last date (its to): a target.archive's boundary counts back from it
 
 
 def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
@@ -171,4 +172,4 @@ def read_unit(env: Mapping[str, str]) -> BackfillUnit | None:
     index = env.get(COMPLETION_INDEX_ENV)
     if index is None or not index.isdigit():
         raise ValueError(f"{COMPLETION_INDEX_ENV} is {index!r}: a backfill runs as an Indexed Job")
-    return BackfillUnit(name, spec.unit(int(index)), spec.units, spec.checkpoint_every, since)
+    return BackfillUnit(name, spec.unit(int(index)), spec.units, spec.checkpoint_every, since, spec.last)

@@ -44,3 +44,20 @@ def most_cells(days: int, period: str = DAILY) -> int:
     """The most cells a window of ``days`` days holds: every day, or a month for every 28 days
     (month ends are at least 28 days apart)."""
     return days if period != MONTHLY else (max(days, 1) - 1) // 28 + 1
+
+
+def cells_in(first: dt.date, last: dt.date, period: str = DAILY, boundary: dt.date | None = None) -> int:
+    """The cells of one series in the days ``first``..``last``: its periods (period_starts); with
+    a target.archive ``boundary``, the months that end before it and the days from it on."""
+    if boundary is None:
+        return len(period_starts(first, last, period))
+    return (len(period_starts(first, min(last, boundary - ONE_DAY), MONTHLY))
+            + len(period_starts(max(first, boundary), last, DAILY)))
+
+
+def archive_boundary(last: dt.date, daily_days: int) -> dt.date:
+    """The first day a schedule with ``target.archive`` expects as daily files, when its newest
+    expected date is ``last``: the first of the month holding the oldest of the last
+    ``daily_days`` days. Every day before it is in a whole month, expected as that month's
+    archive; so no day is expected twice and none is left out."""
+    return (last - dt.timedelta(days=daily_days - 1)).replace(day=1)

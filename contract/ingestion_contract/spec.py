@@ -242,6 +242,16 @@ def _dimensions(value, path: str, errors: list) -> "Dimensions | object":
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Archive:
+    """``target.archive``: the same series published as monthly archives too. A run expects the
+    last ``dailyDays`` days (from the first of their month) as daily files of ``keyTemplate``,
+    and every whole month before them as its archive of ``archive.keyTemplate``."""
+
+    key_template: str = spec_field("keyTemplate", min_length=1)
+    daily_days: int = spec_field("dailyDays", 90, minimum=1, maximum=MAX_WINDOW_DAYS)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Target:
     bucket: str = spec_field("bucket", min_length=3, max_length=63, pattern=BUCKET_PATTERN)
     key_template: str = spec_field("keyTemplate", min_length=1)
@@ -261,6 +271,9 @@ class Target:
     # what one object holds: a day ({date} in keyTemplate) or a calendar month ({month}), expected
     # once it is over plus lagDays
     period: str = spec_field("period", "daily", enum=PERIODS)
+    # monthly archives of the same series for the days before the last archive.dailyDays (with
+    # target.period daily): one schedule mirrors a dataset's whole history, old and new
+    archive: Archive | None = spec_field("archive", None)
     lag_days: int = spec_field("lagDays", 1, minimum=0, maximum=MAX_WINDOW_DAYS)
     # hours after a date ends (in the schedule's zone) within which its object is usually
     # published: a cell not listed yet is a gap with cause not-due until then, late-upstream after
@@ -660,6 +673,25 @@ def _string_problem(value: str, meta: Mapping) -> str | None:
 
 
 # -- rules the schema cannot state ------------------------------------------------------------
+def _check_archive(target: Target, err) -> None:
+    """``target.archive``: monthly archives of the daily series, so the same placeholders with
+    {month} for {date}."""
+    key = target.archive.key_template
+    names = _PLACEHOLDER.findall(key)
+    wanted = ("symbol", "month") + target.dimensions.names
+    if target.period != "daily":
+        err("target.archive", {"keyTemplate": key}, "needs target.period: daily (the archives hold the months "
+            "before the daily files)")
+    elif "date" in names:
+        err("target.archive.keyTemplate", key, "has {date}: an archive holds a month, named by {month} (YYYY-MM)")
+    elif unknown := sorted(set(names) - set(wanted)):
+        err("target.archive.keyTemplate", key, f"has the placeholder {{{unknown[0]}}}, which is neither {{symbol}}, "
+            f"{{month}} nor a dimension of target.dimensions ({', '.join(target.dimensions.names) or 'none'})")
+    elif missing := [p for p in wanted if p not in names]:
+        err("target.archive.keyTemplate", key, f"must contain {{{missing[0]}}}: an archive holds one series' month, "
+            "so its key names the symbol, the month and every dimension")
+
+
 def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     """Cross-field and syntax rules, each naming the field, the value and what is accepted."""
     errors: list[FieldError] = []
@@ -706,6 +738,8 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     elif target.discover and set(target.dimensions.names) & set(_PLACEHOLDER.findall(target.key_template.split("{symbol}", 1)[0])):
         err("target.keyTemplate", target.key_template,
             "with target.discover, no dimension may come before {symbol}: discovery lists the folder that holds the symbols")
+    if target.archive is not None:
+        _check_archive(target, err)
     if bool(target.symbols or target.symbol_ranges) == target.discover:
         err("target.symbols", list(target.symbols) or None,
             "set exactly one of target.symbols or target.symbolRanges (non-empty) or target.discover=true")

@@ -56,13 +56,15 @@ class Publication:
     delay_hours: int = 0
     period: str = DAILY
 
-    def due(self, date: dt.date) -> dt.datetime:
-        end = dt.datetime.combine(period_end(date, self.period) + ONE_DAY, dt.time(), tzinfo=ZoneInfo(self.timezone))
+    def due(self, date: dt.date, period: str | None = None) -> dt.datetime:
+        end = dt.datetime.combine(period_end(date, period or self.period) + ONE_DAY, dt.time(),
+                                  tzinfo=ZoneInfo(self.timezone))
         return end + dt.timedelta(hours=self.delay_hours)
 
-    def absent_cause(self, date: dt.date, now: dt.datetime) -> str:
-        """The cause of a gap whose object is not listed (and never was verified)."""
-        return "not-due" if now < self.due(date) else "late-upstream"
+    def absent_cause(self, date: dt.date, now: dt.datetime, period: str | None = None) -> str:
+        """The cause of a gap whose object is not listed (and never was verified); ``period``:
+        the cell's, when it is not the schedule's (a monthly archive of target.archive)."""
+        return "not-due" if now < self.due(date, period) else "late-upstream"
 
 
 # A series is a symbol and one value of each dimension of target.dimensions: the string
@@ -70,28 +72,52 @@ class Publication:
 # values hold none of '@', '=' and ',' (SYMBOL_PATTERN), so the string splits back exactly. The
 # run plans, lists and repairs series as it did symbols; the store keeps the two parts in its
 # columns symbol and variant.
+#
+# A series of monthly cells ends in "#monthly" (BTCUSDT@interval=1m#monthly), so a schedule
+# that has both (target.archive) holds a day and its month's archive as two cells, and a cell's
+# (series, date) says which it is. The store keeps the period in its own column.
 SERIES_MARK = "@"
+PERIOD_MARK = "#"
 
 
-def series_name(symbol: str, variant: str) -> str:
-    return f"{symbol}{SERIES_MARK}{variant}" if variant else symbol
+def series_name(symbol: str, variant: str, period: str = DAILY) -> str:
+    name = f"{symbol}{SERIES_MARK}{variant}" if variant else symbol
+    return name if period == DAILY else f"{name}{PERIOD_MARK}{period}"
 
 
 def split_series(series: str) -> tuple[str, str]:
     """(symbol, variant) of a series ('' for a series of no dimension)."""
-    symbol, _, variant = series.partition(SERIES_MARK)
+    symbol, _, variant = series.partition(PERIOD_MARK)[0].partition(SERIES_MARK)
     return symbol, variant
 
 
-def series_of(symbols: list, variants: list[str]) -> list:
+def series_period(series: str) -> str:
+    """The period of a series' cells: daily, or the one its name is marked with."""
+    return series.partition(PERIOD_MARK)[2] or DAILY
+
+
+def with_period(series: str, period: str) -> str:
+    """The series of the same symbol and variant whose cells span ``period``."""
+    return series_name(*split_series(series), period)
+
+
+def series_of(symbols: list, variants: list[str], period: str = DAILY, archive_until: dt.date | None = None) -> list:
     """Every series of ``symbols`` (each keeping its range: a Symbol's ``first`` and ``until``),
-    one per variant, in symbol order."""
+    one per variant, in symbol order; of monthly cells with ``period`` monthly. With
+    ``archive_until`` (target.archive), each daily series has its monthly one beside it,
+    expected up to that day."""
     from ingestion_contract.spec import Symbol
 
-    if variants == [""]:
+    if variants == [""] and period == DAILY and archive_until is None:
         return list(symbols)
-    return [Symbol(series_name(str(s), v), getattr(s, "first", None), getattr(s, "until", None))
-            for s in symbols for v in variants]
+    out = []
+    for s in symbols:
+        first, until = getattr(s, "first", None), getattr(s, "until", None)
+        for v in variants:
+            out.append(Symbol(series_name(str(s), v, period), first, until))
+            if archive_until is not None:
+                out.append(Symbol(series_name(str(s), v, MONTHLY), first, min(until or archive_until, archive_until)))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +138,13 @@ class KeyTemplate:
     def period(self) -> str:
         """A template with {month} names monthly cells, one with {date} daily ones."""
         return MONTHLY if "{month}" in self.template else DAILY
+
+    def of(self, series: str) -> "KeyTemplate":
+        """The template of ``series``' keys (see :class:`Layout`)."""
+        return self
+
+    def period_of(self, series: str) -> str:
+        return self.period
 
     def key(self, series: str, date: dt.date) -> str:
         return self._fill(self.template, series).replace("{date}", date.strftime(DATE_FMT)).replace(
@@ -144,6 +177,47 @@ class KeyTemplate:
 
 
 @dataclasses.dataclass(frozen=True)
+class Layout:
+    """A schedule's daily files and monthly archives (``target.archive``): a series' keys come
+    from the template of its period (see :func:`series_period`). Used where a KeyTemplate is."""
+
+    daily: KeyTemplate
+    monthly: KeyTemplate
+
+    @property
+    def template(self) -> str:
+        return self.daily.template
+
+    @property
+    def period(self) -> str:
+        return DAILY
+
+    def of(self, series: str) -> KeyTemplate:
+        return self.monthly if series_period(series) == MONTHLY else self.daily
+
+    def period_of(self, series: str) -> str:
+        return series_period(series)
+
+    def key(self, series: str, date: dt.date) -> str:
+        return self.of(series).key(series, date)
+
+    def list_prefix(self, series: str) -> str:
+        return self.of(series).list_prefix(series)
+
+    def discovery_prefix(self) -> str:
+        return self.daily.discovery_prefix()
+
+    def parse(self, series: str, key: str) -> dt.date | None:
+        return self.of(series).parse(series, key)
+
+
+def layout_of(target) -> KeyTemplate | Layout:
+    """The key templates of a spec's target."""
+    daily = KeyTemplate(target.key_template)
+    return Layout(daily, KeyTemplate(target.archive.key_template)) if getattr(target, "archive", None) else daily
+
+
+@dataclasses.dataclass(frozen=True)
 class Listed:
     key: str
     size: int
@@ -167,7 +241,8 @@ class Rules:
     catch_up: bool = True      # probe from the last date probed when that is before the window
     delist_after_days: int = 0  # 0: never delisted
     max_catch_up_days: int = 90  # cells (days, or months of a monthly schedule) per symbol and run
-    period: str = DAILY  # a cell is a day, or a month (named by its first day)
+    period: str = DAILY  # a cell is a day, or a month (named by its first day); a marked series' own (series_period)
+    archive: bool = False  # target.archive: a series ends with its symbol's objects in either period (see expect)
 
 
 @dataclasses.dataclass
@@ -201,12 +276,21 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
       oldest first; the rest are ``unprobed`` (open gaps, cause deferred);
     * never a cell past the series' retention: one whose last day is before ``kept_from(series)``."""
     out = Expected()
-    one, p = dt.timedelta(days=1), rules.period
+    one = dt.timedelta(days=1)
     for sym in sorted(set(symbols)):
         name = str(sym)
+        p = MONTHLY if PERIOD_MARK in name else rules.period
         first_range, until = getattr(sym, "first", None), getattr(sym, "until", None)
         listed = upstream.get(name) or {}
-        first_pub, last_pub = (min(listed), max(listed)) if listed else (None, None)
+        first_pub, last_end = (min(listed), period_end(max(listed), p)) if listed else (None, None)
+        if rules.archive:  # target.archive: the symbol's last object in either period (is it delisted?) and
+            # a daily series' first (the days before the boundary are its archives')
+            other = MONTHLY if p == DAILY else DAILY
+            sibling = upstream.get(series_name(*split_series(name), other)) or {}
+            if sibling:
+                last_end = max(last_end or dt.date.min, period_end(max(sibling), other))
+                if p == DAILY:
+                    first_pub = min(first_pub or dt.date.max, min(sibling))
         start, end = window.first, window.last
         if rules.history and name not in known:
             start = min(start, first_range or first_pub or start)
@@ -216,10 +300,12 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
             floor = kept
         if floor:
             start = max(start, floor)
-        last_end = last_pub and period_end(last_pub, p)  # the last day its newest object holds
-        if rules.delist_after_days and last_pub and (window.last - last_end).days >= rules.delist_after_days \
-                and not (until and until <= last_end):
-            out.delisted[name] = next_period(last_pub, p)
+        # judged at the window's last date; a target.archive series (a period other than the
+        # schedule's) at the last day its archives are expected (its until)
+        ref = min(window.last, until) if until and p != rules.period else window.last
+        if rules.delist_after_days and last_end and (ref - last_end).days >= rules.delist_after_days \
+                and not (until and until <= last_end):  # (last_end: the last day its newest object holds)
+            out.delisted[name] = last_end + one
             end = min(end, last_end)
         if until:
             end = min(end, until)

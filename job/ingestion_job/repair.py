@@ -32,7 +32,7 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
     failed: dict[CellKey, str] = {}
     causes: dict[CellKey, str] = {}
     late: set[CellKey] = set()
-    load, period = rules.load, source.template.period
+    load = rules.load
 
     def one(cell: Cell) -> Verified:
         if source.past_deadline():
@@ -41,7 +41,7 @@ def repair(source: S3Source, todo: list[Cell], upstream: dict[str, dict], rules:
         body, digest = source.fetch(listed)
         staged = None
         if load != "none":
-            last = period_end(cell.date, period)  # a monthly cell holds every day of its month
+            last = period_end(cell.date, source.template.period_of(cell.symbol))  # a monthly cell holds its month's days
             expect = expected_rows(listed.key, rules.expect_rows, rules.expect_rows_from_interval, (last - cell.date).days + 1)
             staged = Staged(*stage(body, listed.key, load, tmp / f"{cell.symbol}-{cell.date}", cell.date, expect, last))
         return Verified(digest, len(body), staged)

@@ -52,6 +52,12 @@ def report(path: Path | None, schedule: str | None, days: int, fmt: str, wide: b
         out += ["", f"NEVER PROBED ({days} dates): left by an outage for the catch-up of later runs (target.maxCatchUpDays)"]
         out += _table(["SCHEDULE", "SYMBOL", "FROM", "TO", "DATES"],
                       [[u["schedule"], u["symbol"], u["first"], u["last"], u["days"]] for u in data["never_probed"]])
+    if data.get("other_period"):
+        out += ["", "HELD BY THE OTHER PERIOD (target.archive): covered, its days verified in the other period; "
+                    "superseded, expected as its month's archive"]
+        out += _table(["SCHEDULE", "SYMBOL", "STATUS", "REASON", "CELLS", "FROM", "TO"],
+                      [[o["schedule"], o["symbol"], o["status"], o["reason"], o["cells"], o["first"], o["last"]]
+                       for o in data["other_period"]])
     out += ["", "RECENT RUNS"]
     out += _table(["RUN", "TRIGGER", "STARTED", "OUTCOME", "EXPECTED", "MISSING", "REPAIRED", "OPEN", "ERROR"],
                   [[r["run_id"], r["trigger"], _t(r["started_at"]), r["outcome"], r["expected"], r["missing"], r["repaired"],

@@ -13,14 +13,16 @@ from collections.abc import Mapping
 
 from ingestion_contract import by_cause
 
-from .plan import UNPROBED, Cell, Held, KeyTemplate, Listed, Publication, series_name, split_series
+from .plan import (DAILY, MONTHLY, UNPROBED, Cell, Held, KeyTemplate, Layout, Listed, Publication, series_name, series_period,
+                   split_series, with_period)
+from ingestion_contract.periods import month_end
 
 CellKey = tuple[str, dt.date]  # (series, date): see plan.series_name
 
 
 def cell_key(row: Mapping) -> CellKey:
     """The cell of a stored or built row (its columns symbol, variant and date)."""
-    return series_name(row["symbol"], row.get("variant") or ""), row["date"]
+    return series_name(row["symbol"], row.get("variant") or "", row.get("period") or "daily"), row["date"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Load:
     series: str
     date: dt.date
     staged: Staged
-    period: str = "daily"  # target.period: a monthly cell's rows are its month's
+    period: str = "daily"  # target.period: a monthly cell's rows are its month's (its series is marked so)
 
     @property
     def cell(self) -> CellKey:
@@ -66,7 +68,8 @@ class Load:
 
 def loads_of(schedule: str, repaired: Mapping[CellKey, Verified]) -> list[Load]:
     """The loads of the repaired cells that staged rows (what ``Store.refuse_loads`` checks)."""
-    return [Load(schedule, series, date, v.staged) for (series, date), v in repaired.items() if v.staged]
+    return [Load(schedule, series, date, v.staged, series_period(series)) for (series, date), v in repaired.items()
+            if v.staged]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +116,7 @@ class Rows:
                    [c.load for c in cells if c.load is not None])
 
 
-def build_rows(schedule: str, template: KeyTemplate, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
+def build_rows(schedule: str, template: KeyTemplate | Layout, expected: list[Cell], upstream: dict[str, dict[dt.date, Listed]],
                repairs: Repairs, prior_gaps: dict[CellKey, dict], now: dt.datetime, publication: Publication = Publication(), unprobed: list[Cell] = (),
                delisted: Mapping[str, dt.date] | None = None, why_unprobed: str = "") -> Rows:
     """The rows of every expected cell; the gap rows of the catch-up cells left ``unprobed``
@@ -143,18 +146,18 @@ def _live(prior: dict | None) -> dict | None:
     return None if prior is None or prior["status"] == "delisted" else prior
 
 
-def _fresh_gap(schedule: str, template: KeyTemplate, c: Cell, prior: dict | None, now: dt.datetime) -> dict:
+def _fresh_gap(schedule: str, template: KeyTemplate | Layout, c: Cell, prior: dict | None, now: dt.datetime) -> dict:
     """A gap row's fields that are not its state, keeping a stored row's history."""
     p = prior or {}
     symbol, variant = split_series(c.symbol)
-    return {"schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period, "date": c.date,
+    return {"schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period_of(c.symbol), "date": c.date,
             "key": p.get("key") or template.key(c.symbol, c.date),
             "detected_at": p.get("detected_at") or now, "attempts": p.get("attempts") or 0, "last_error": p.get("last_error"),
             "repaired_at": None, "sha256": None, "bytes": None, "etag": None, "previous_etag": p.get("previous_etag"),
             "previous_sha256": p.get("previous_sha256"), "changed_at": p.get("changed_at"), "changes": p.get("changes") or 0}
 
 
-def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
+def cell_rows(schedule: str, template: KeyTemplate | Layout, c: Cell, listed: Listed | None, repairs: Repairs, prior: dict | None,
               now: dt.datetime, publication: Publication = Publication()) -> CellRows:
     """The rows of one expected cell, from its listing (None: not published), what the repair
     did of it and the gap row the store holds (``prior``). An open gap's ``reason`` is its one
@@ -165,7 +168,8 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
     key = listed.key if listed else template.key(c.symbol, c.date)
     symbol, variant = split_series(c.symbol)
     obj = {
-        "schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period, "date": c.date, "key": key,
+        "schedule": schedule, "symbol": symbol, "variant": variant, "period": template.period_of(c.symbol), "date": c.date,
+        "key": key,
         "present": listed is not None,
         "size": listed.size if listed else None, "etag": listed.etag if listed else None,
         "last_modified": listed.last_modified if listed else None,
@@ -181,7 +185,7 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
         elif listed is None and prior["reason"] == "withdrawn":
             same = True
         else:
-            same = listed is None and prior["reason"] == publication.absent_cause(c.date, now)
+            same = listed is None and prior["reason"] == publication.absent_cause(c.date, now, template.period_of(c.symbol))
         if same:
             return CellRows(obj)
     if prior and prior["status"] == "repaired":
@@ -200,14 +204,14 @@ def cell_rows(schedule: str, template: KeyTemplate, c: Cell, listed: Listed | No
         r = repairs.repaired[k]
         gap = {**base, "status": "repaired", "reason": None, "repaired_at": now, "attempts": base["attempts"] + 1,
                "sha256": r.sha256, "bytes": r.bytes, "etag": listed.etag if listed else None, "last_error": None}
-        load = Load(schedule, c.symbol, c.date, r.staged, template.period) if r.staged else None
+        load = Load(schedule, c.symbol, c.date, r.staged, template.period_of(c.symbol)) if r.staged else None
     elif k in repairs.failed:
         gap = {**base, "status": "open", "reason": repairs.cause(k), "attempts": base["attempts"] + 1,
                "last_error": repairs.failed[k]}
     elif k in repairs.deferred:
         gap = {**base, "status": "open", "reason": "deferred", "last_error": f"deferred: {repairs.deferred[k]}"}
     else:
-        gap = {**base, "status": "open", "reason": publication.absent_cause(c.date, now)}
+        gap = {**base, "status": "open", "reason": publication.absent_cause(c.date, now, template.period_of(c.symbol))}
     # A row identical to what the store holds is not rewritten: a rerun changes nothing.
     return CellRows(obj, gap if _changed(gap, prior) else None, load)
 
@@ -235,3 +239,72 @@ def open_gaps(rows: Rows, prior_gaps: dict[CellKey, dict]) -> tuple[dict[str, in
 
 def _changed(new: dict, old: dict | None) -> bool:
     return old is None or any(new[k] != old.get(k) for k in new)
+
+
+# target.archive: how a gap of one period ends when the other period holds its days
+COVERED, SUPERSEDED = "covered", "superseded"
+
+
+def union_of_periods(rows: Rows, prior_gaps: dict[CellKey, dict], boundary: dt.date) -> tuple[Rows, set[CellKey]]:
+    """A schedule with daily files and monthly archives (target.archive) holds a day when its
+    daily file or its month's archive is verified. Once ``rows`` are committed:
+
+    * a gap (open) of a day whose month's archive is verified, or of a month whose every day's
+      file is verified, is ``covered`` (reason ``by-archive`` or ``by-daily-files``): not open,
+      its days held;
+    * an open gap of a day before ``boundary`` (the first day expected as a daily file) is
+      ``superseded``: the day is expected as part of its month's archive now, and the month's
+      own cell carries the one cause of whatever is missing;
+    * a covered gap whose cover is no longer verified, or a superseded day on or after the
+      boundary (dailyDays grew), is superseded (a day before the boundary) or open again as
+      a catch-up cell not probed yet (deferred): the next runs probe it as their backlog.
+
+    Returns the rows with those gap rows (only those that change what the store holds) and the
+    cells that are covered once committed."""
+    final = dict(prior_gaps)
+    written = {cell_key(g): g for g in rows.gaps}
+    final.update(written)
+    verified = {k for k, g in final.items() if g["status"] == "repaired"}
+    by_month: dict[CellKey, int] = {}
+    for series, d in verified:
+        if series_period(series) == DAILY:
+            month = (with_period(series, MONTHLY), d.replace(day=1))
+            by_month[month] = by_month.get(month, 0) + 1
+    covered: set[CellKey] = set()
+    for k, g in final.items():
+        if g["status"] not in ("open", COVERED, SUPERSEDED):
+            continue
+        series, d = k
+        if series_period(series) == DAILY:
+            month = (with_period(series, MONTHLY), d.replace(day=1))
+            if month in verified:
+                state = (COVERED, "by-archive", f"held by its month's archive {final[month]['key']}")
+            elif d < boundary:
+                state = (SUPERSEDED, "expected-as-archive",
+                         f"expected as part of its month's archive from {boundary} on (target.archive.dailyDays)")
+            elif g["status"] == "open":
+                continue
+            else:
+                state = ("open", "deferred", f"{UNPROBED}: expected as a daily file again (its month's archive is not "
+                         "verified, or target.archive.dailyDays grew)")
+        else:
+            if by_month.get(k, 0) == (month_end(d) - d).days + 1:
+                state = (COVERED, "by-daily-files", "held by a verified daily file of each of its days")
+            elif g["status"] == "open":
+                continue
+            else:
+                state = ("open", "deferred", f"{UNPROBED}: expected as its archive again (a daily file that held one "
+                         "of its days is no longer verified)")
+        if state[0] == COVERED:
+            covered.add(k)
+        prior = prior_gaps.get(k)
+        if prior is not None and (prior["status"], prior["reason"]) == state[:2] and state[0] != "open":
+            why = prior["last_error"]  # as it was: a rerun rewrites nothing
+        else:
+            why = f"{state[2]} (was {g['reason']})" if g["status"] == "open" else state[2]
+        new = {**g, "status": state[0], "reason": state[1], "last_error": why}
+        if _changed(new, prior):
+            written[k] = new
+        else:
+            written.pop(k, None)
+    return Rows(rows.objects, list(written.values()), rows.loads), covered

@@ -33,13 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingestion_contract import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_SUCCEEDED, Coverage, RunContext, RunSummary
+from ingestion_contract.periods import DAILY, MONTHLY, ONE_DAY, archive_boundary
 from ingestion_contract.summary import dimension_coverage
 
 from . import metrics
 from .plan import (Cell, Expected, Listed, Publication, Rules, Window, expect, period_end, plan_gaps, plan_window,
-                   series_of, split_series, window_on)
+                   series_of, series_period, split_series, window_on)
 from .repair import repair
-from .rows import Repairs, Rows, build_rows, loads_of, open_gaps
+from .rows import Repairs, Rows, build_rows, loads_of, open_gaps, union_of_periods
 from .source import RequestStats, S3Source, SourceError
 from .store import Expiry, Store, StoreError, open_backend
 
@@ -159,6 +160,10 @@ class Run:
         self.coverage_by_dimension: dict = {}  # the same, as its termination message holds it
         self.expiring: Expiry | None = None  # what the commit deletes past retention
         self.period = ctx.spec.target.period  # a cell is a day, or a month (named by its first day)
+        # the periods of the schedule's cells: its own, and monthly archives too with target.archive
+        self.periods = (DAILY, MONTHLY) if ctx.spec.target.archive else (self.period,)
+        self.boundary: dt.date | None = None  # target.archive: the first day expected as a daily file
+        self.covered: set = set()  # target.archive: cells held by the other period's cells
         self.publication = Publication(ctx.spec.timezone, ctx.spec.target.publish_delay_hours, self.period)
         self.checkpoint_rows = 0  # rows a backfill unit's checkpoints wrote before its final commit
         self.interrupted = False  # SIGTERM: see interrupt()
@@ -214,11 +219,11 @@ class Run:
         lets go of the file for the rest of the run."""
         schedule = self.ctx.schedule
         self.attempt = store.run_attempts(self.run_id) + 1
-        p = self.period
-        state = {"known": store.known_symbols(schedule, p), "held": store.held(schedule, p),
-                 "probed": store.probed_through(schedule, p), "backlog": store.backlog(schedule, p)}
+        state = {"known": set().union(*(store.known_symbols(schedule, p) for p in self.periods)),
+                 "held": self.of_periods(store.held, schedule), "probed": self.of_periods(store.probed_through, schedule),
+                 "backlog": self.of_periods(store.backlog, schedule)}
         if self.ctx.backfill is not None and self.ctx.backfill.since is not None and self.attempt > 1:
-            self.earlier = self.repaired_since(store.gaps(schedule, p), self.ctx.backfill.since)
+            self.earlier = self.repaired_since(self.of_periods(store.gaps, schedule), self.ctx.backfill.since)
         self.start_counts, self.start_last = store.run_counts(schedule), store.last_finished(schedule)
         abandoned = store.begin_run(self.run_row("running", None, None), self.started)
         for run_id in abandoned:
@@ -227,13 +232,21 @@ class Run:
         store.release()
         return state
 
+    def of_periods(self, read: Callable[[str, str], dict], schedule: str) -> dict:
+        """A store read (by series, or by cell) over each period of the schedule's cells: their
+        series are apart (a monthly one is marked so: plan.series_name)."""
+        out: dict = {}
+        for p in self.periods:
+            out.update(read(schedule, p))
+        return out
+
     def repaired_since(self, gaps: dict, since: dt.datetime) -> tuple[int, int]:
         """(cells, bytes) of this backfill unit's cells repaired since ``since`` (the backfill's
         creation): an earlier attempt's, killed after it checkpointed them. They are held now, so
         this attempt repairs none of them again: its own repairs add to these."""
         unit = self.ctx.backfill.unit
         mine = [g for (series, date), g in gaps.items()  # a unit's cells: those whose last day is in its days
-                if unit.first <= period_end(date, self.period) <= unit.last and unit.holds(split_series(series)[0])
+                if unit.first <= period_end(date, series_period(series)) <= unit.last and unit.holds(split_series(series)[0])
                 and g["status"] == "repaired" and g["repaired_at"] is not None and g["repaired_at"] >= since]
         return len(mine), sum(g["bytes"] or 0 for g in mine)
 
@@ -248,8 +261,12 @@ class Run:
         if unit:  # a backfill's shard: its group of symbols (disjoint Delta parts from the other shards')
             symbols = [s for s in symbols if unit.holds(s)]
         self.window = window = self.plan(spec.timezone, target.lag_days, target.lookback_days)
-        # each symbol's series: one per combination of the dimensions' values (the symbol alone without)
-        symbols = series_of(symbols, target.dimensions.variants())
+        # each symbol's series: one per combination of the dimensions' values (the symbol alone
+        # without), and with target.archive its monthly series beside each, up to the boundary
+        if target.archive is not None:
+            self.boundary = archive_boundary(self.nominal_last(), target.archive.daily_days)
+        symbols = series_of(symbols, target.dimensions.variants(), self.period,
+                            self.boundary - ONE_DAY if self.boundary else None)
         # 2. Probe: one paginated listing per series (per symbol without dimensions).
         upstream, unlisted = source.list_all(symbols)
         if unlisted:  # those series are unknown for this run: nothing expected, nothing changed of them
@@ -270,9 +287,9 @@ class Run:
         # the range was given; each symbol from its first object, until it is delisted)
         free = self.dates is None and not unit
         rules = Rules(history=free, catch_up=free, delist_after_days=target.delist_after_days,
-                      max_catch_up_days=target.max_catch_up_days, period=self.period)
+                      max_catch_up_days=target.max_catch_up_days, period=self.period, archive=self.boundary is not None)
         wanted = expect(symbols, window, upstream, start["known"], start["probed"], start["backlog"], rules,
-                        lambda series: self.kept_from(split_series(series)[1]))
+                        self.expected_from)
         expected = wanted.cells
         if wanted.delisted:
             first = min(wanted.delisted)
@@ -319,7 +336,7 @@ class Run:
                     for k in store.refuse_loads(loads_of(schedule, batch)):  # left to the final commit, which fails them alone
                         del batch[k]
                     rows = build_rows(schedule, source.template, [Cell(*k) for k in batch], upstream,
-                                      Repairs(batch, {}, {}), store.gaps(schedule, self.period), self.started,
+                                      Repairs(batch, {}, {}), self.of_periods(store.gaps, schedule), self.started,
                                       self.publication)
                     self.checkpoint_rows += store.write_run(rows.objects, rows.gaps, self.run_row("running", None, source.stats),
                                                             rows.loads)
@@ -330,6 +347,25 @@ class Run:
             self.log.info("event=checkpoint cells=%d committed=%d", len(batch), len(committed))
 
         return on_repaired
+
+    def expected_from(self, series: str) -> dt.date | None:
+        """The first day a cell of ``series`` may hold: its retention's, and with target.archive
+        a daily series' boundary (the days before it are its monthly series')."""
+        kept = self.kept_from(split_series(series)[1])
+        if self.boundary is not None and series_period(series) == DAILY:
+            return max(kept or self.boundary, self.boundary)
+        return kept
+
+    def nominal_last(self) -> dt.date:
+        """The newest date the run's own day expects (today in the schedule's zone minus the
+        lag), whatever its window (--dates' is not its day); a backfill unit's: the backfill's
+        last date, as the operator counts its cells (backfill.unit_cells)."""
+        target = self.ctx.spec.target
+        if self.ctx.backfill is not None and self.ctx.backfill.last is not None:  # the same for all its units
+            return self.ctx.backfill.last
+        if self.as_of is not None:
+            return window_on(self.as_of, target.lag_days, 0).last
+        return plan_window(self.ctx.scheduled_time or self.started, self.ctx.spec.timezone, target.lag_days, 0).last
 
     def kept_from(self, variant: str) -> dt.date | None:
         """The first day a cell of ``variant`` is kept from (storage.retention; None: kept
@@ -364,18 +400,23 @@ class Run:
             r.failed[k] = f"{work.upstream[k[0]][k[1]].key}: load refused: {reason}"
             r.causes[k] = "quarantined"  # its rows do not fit the table: nothing of it is loaded
             del r.repaired[k]
-        prior_gaps = store.gaps(schedule, self.period)
+        prior_gaps = self.of_periods(store.gaps, schedule)
         self.expiring = self.expiry(store, work)
         if self.expiring is not None:  # open gaps past retention are deleted by this commit: not counted
             prior_gaps = {k: g for k, g in prior_gaps.items()
-                          if not (g["status"] == "open" and period_end(k[1], self.period) < self.expiring.kept_from.get(
+                          if not (g["status"] == "open" and period_end(k[1], series_period(k[0])) < self.expiring.kept_from.get(
                               g.get("variant") or "", dt.date.min))}
         rows = build_rows(schedule, source.template, work.expected, work.upstream, r, prior_gaps, self.started,
                           self.publication, work.plan.unprobed, work.plan.delisted,
                           f"the catch-up probes {self.ctx.spec.target.max_catch_up_days} dates before the window per run "
                           "(target.maxCatchUpDays)")
+        if self.boundary is not None:  # a day is held by its daily file or its month's archive
+            rows, self.covered = union_of_periods(rows, prior_gaps, self.boundary)
         s.symbols = len({split_series(x)[0] for x in work.symbols})  # symbols, not series
         s.expected, s.present, s.missing = len(work.expected), work.present, work.missing
+        if self.covered:  # expected cells not listed, whose days the other period's cells hold
+            held = sum(1 for c in work.expected if c in self.covered and c.date not in work.upstream.get(c.symbol, {}))
+            s.present, s.missing = s.present + held, s.missing - held
         s.listings_failed = len(self.unlisted)
         s.gaps_repaired, s.repairs_failed, s.repairs_deferred = len(r.repaired), len(r.failed), len(r.deferred)
         s.gaps_repaired += self.earlier[0]  # a backfill unit: its earlier attempts' repairs too
@@ -523,7 +564,7 @@ class Run:
         for c in work.expected:
             v = split_series(c.symbol)[1]
             expected[v] = expected.get(v, 0) + 1
-            if c.date in work.upstream.get(c.symbol, {}):
+            if c.date in work.upstream.get(c.symbol, {}) or c in self.covered:
                 present[v] = present.get(v, 0) + 1
         return (dimension_coverage(dims, expected, present, self.open_by_variant),
                 dimension_coverage(dims, expected, present, self.open_by_variant, self.ctx.spec.metrics.dimension_labels,

@@ -34,7 +34,7 @@ from botocore.credentials import Credentials
 from ingestion_contract.spec import Target
 
 from . import s3
-from .plan import KeyTemplate, Listed
+from .plan import Listed, layout_of
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 BACKOFF_BASE = 0.5  # seconds: the first retry waits up to this long, each next one up to twice that
@@ -229,7 +229,7 @@ class S3Source:
         ``request_seconds``: each request's retry budget (default: the spec's
         ``retryBudgetSeconds``); ``max_attempts``: a cap on attempts too (tests; none by default)."""
         self.bucket = target.bucket
-        self.template = KeyTemplate(target.key_template)
+        self.template = layout_of(target)  # a KeyTemplate, or a Layout with target.archive
         self.checksum_suffix = target.checksum_suffix or None
         self.concurrency = concurrency
         self.stats = RequestStats()

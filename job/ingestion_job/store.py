@@ -145,10 +145,12 @@ RUN_COLS = ["run_id", "schedule", "namespace", "trigger", "scheduled_time", "job
             *(name for name, _ in RunSummary.columns())]
 KEY = ["schedule", "symbol", "variant", "period", "date"]
 LOADED_KEY = ("schedule", "symbol", "variant", "period", "date")  # the columns of table loaded that name its cell
-# a cell's series as the run names it (plan.series_name): the symbol, and '@' and its variant if any
-SERIES = "CASE WHEN variant = '' THEN symbol ELSE symbol || '@' || variant END"
+# a cell's series as the run names it (plan.series_name): the symbol, '@' and its variant if
+# any, and '#' and its period if not daily
+_SERIES = "CASE WHEN variant = '' THEN symbol ELSE symbol || '@' || variant END"
+SERIES = f"{_SERIES} || CASE WHEN period = 'daily' THEN '' ELSE '#' || period END"
 # in the report, a monthly cell's series says so: BTCUSDT@interval=1m (monthly)
-LABEL = f"{SERIES} || CASE WHEN period = 'daily' THEN '' ELSE ' (' || period || ')' END"
+LABEL = f"{_SERIES} || CASE WHEN period = 'daily' THEN '' ELSE ' (' || period || ')' END"
 GAPS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM gaps)"
 OBJECTS_BY_SERIES = f"(SELECT * REPLACE ({LABEL} AS symbol) FROM objects)"
 
@@ -417,7 +419,7 @@ class DuckStore:
             r = list(r)
             for i in times:
                 r[i] = when(r[i])
-            out[(series_name(r[1], r[2]), r[4])] = dict(zip(GAP_COLS, r))
+            out[(series_name(r[1], r[2], r[3]), r[4])] = dict(zip(GAP_COLS, r))
         return out
 
     def run_attempts(self, run_id: str) -> int:
@@ -483,6 +485,11 @@ class DuckStore:
             SELECT schedule, symbol, date, reason, attempts, last_error FROM {GAPS_BY_SERIES}
             {where + (' AND' if where else 'WHERE')} status = 'open' ORDER BY schedule, symbol, date LIMIT 200""",
                            params).fetchall()
+        # target.archive: the gaps closed because the other period holds their days, per series
+        other = con.execute(f"""
+            SELECT schedule, symbol, status, reason, count(*), min(date), max(date) FROM {GAPS_BY_SERIES}
+            {where + (' AND' if where else 'WHERE')} status IN ('covered', 'superseded') GROUP BY ALL ORDER BY ALL""",
+                            params).fetchall()
         runs = con.execute(f"""
             SELECT run_id, trigger, started_at, finished_at, outcome, expected, missing, gaps_repaired, gaps_open, error, warnings
             FROM runs {where} ORDER BY started_at DESC LIMIT 10""", params).fetchall()
@@ -502,6 +509,7 @@ class DuckStore:
             "variants": [dict(zip(["schedule", "variant", "expected", "present", "gaps_open"], r)) for r in variants],
             "delisted": [dict(zip(["schedule", "symbol", "since"], r)) for r in delisted],
             "never_probed": [dict(zip(["schedule", "symbol", "first", "last", "days"], r)) for r in unprobed],
+            "other_period": [dict(zip(["schedule", "symbol", "status", "reason", "cells", "first", "last"], r)) for r in other],
             "recent_runs": [dict(zip(["run_id", "trigger", "started_at", "finished_at", "outcome", "expected", "missing",
                                       "repaired", "gaps_open", "error", "warnings"], r)) for r in runs],
             "changed_upstream": [dict(zip(["schedule", "symbol", "date", "status", "changes", "changed_at", "previous_sha256",
@@ -663,7 +671,7 @@ def check_invariants(objects: list[dict], gaps: list[dict]) -> None:
         if g["status"] == "open" and g["reason"] in GAP_CAUSES and g["repaired_at"] is None:
             continue  # the common case, checked in one line
         where_ = where("gaps", g)
-        if g["status"] not in ("open", "repaired", "delisted"):
+        if g["status"] not in ("open", "repaired", "delisted", "covered", "superseded"):
             raise IntegrityError(f"{where_}: unknown status {g['status']!r}")
         if (g["status"] == "repaired") != (g["repaired_at"] is not None and g["sha256"] is not None):
             raise IntegrityError(f"{where_}: a gap is repaired exactly when it has repaired_at and sha256")

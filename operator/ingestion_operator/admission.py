@@ -138,8 +138,10 @@ def run_size(spec: ScheduleSpec) -> str:
     symbols, variants = len(t.all_symbols), len(t.dimensions.variants())
     # a ranged symbol's dates may end inside the window; a window holds 3 or 4 months of 101 days
     bound = "at most " if any(s.ranged for s in t.all_symbols) or t.period == "monthly" else ""
+    archives = (f"; the months before the last {t.archive.daily_days} days as archives (a new symbol's history, "
+                "a catch-up, a backfill)" if t.archive else "")
     return (f"a run expects {bound}{symbols * variants * days} cells ({symbols} symbol{'s' if symbols != 1 else ''}{each} x "
-            f"{span.removeprefix('at most ')}), about {requests_per_run(spec)} requests")
+            f"{span.removeprefix('at most ')}), about {requests_per_run(spec)} requests{archives}")
 
 
 def _fit(lines: list[str]) -> tuple[str, ...]:

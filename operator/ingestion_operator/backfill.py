@@ -32,7 +32,7 @@ import ingestion_contract as contract
 from ingestion_contract import BackfillSpec, Coverage, SpecError, parse_backfill
 from ingestion_contract.backfill import shard_of
 from ingestion_contract.cron import load_timezone
-from ingestion_contract.periods import period_starts
+from ingestion_contract.periods import archive_boundary, cells_in
 from ingestion_contract.spec import ScheduleSpec
 from ingestion_contract.upstream import source_of
 
@@ -137,17 +137,19 @@ def kept_reports(live: dict, pods: list[dict], finished: set[int]) -> dict[str, 
 
 
 def unit_cells(bf: BackfillSpec, symbols: tuple[str, ...] | None, variants: int = 1,
-               period: str = "daily") -> dict[int, int] | None:
+               period: str = "daily", archive_days: int | None = None) -> dict[int, int] | None:
     """Cells of each unit: its shard's symbols x their ``variants`` (the combinations of
-    target.dimensions' values) x its chunk's days, or the months that end in them (None while
-    symbols are discovered)."""
+    target.dimensions' values) x its chunk's days, or the months that end in them; with
+    target.archive (``archive_days``: its dailyDays), the months before the boundary counted back
+    from the backfill's last date and the days after it (None while symbols are discovered)."""
     if not symbols:
         return None
     per_shard = [variants * sum(1 for s in symbols if shard_of(s, bf.parallelism) == shard) for shard in range(bf.parallelism)]
+    boundary = archive_boundary(bf.last, archive_days) if archive_days else None
     out = {}
     for i in range(bf.units):
         u = bf.unit(i)
-        out[i] = per_shard[u.shard] * len(period_starts(u.first, u.last, period))
+        out[i] = per_shard[u.shard] * cells_in(u.first, u.last, period, boundary)
     return out
 
 
@@ -354,7 +356,8 @@ class BackfillReconciler:
                 bf, clamped, problem = due_range(bf, spec, r.clock())
             if spec is not None and problem is None:
                 cells = unit_cells(bf, (job_symbols(job) if job is not None else None) or bf.symbols or spec.target.all_symbols,
-                                   len(spec.target.dimensions.variants()), spec.target.period)
+                                   len(spec.target.dimensions.variants()), spec.target.period,
+                                   spec.target.archive and spec.target.archive.daily_days)
             if job is None and problem is None:
                 if schedule is None:
                     problem = Problem("ScheduleNotFound", f"IngestionSchedule {bf.schedule} not found in namespace {namespace}")

@@ -58,7 +58,8 @@ class BackfillSharer:
 
 def requests_per_run(spec: ScheduleSpec) -> int | None:
     """An estimate of one run's requests at most: a listing page per series (a symbol with one
-    value of each dimension; per 1,000 keys of its window, sidecars included), and for each
+    value of each dimension; per 1,000 keys of its window, sidecars included; one more for
+    its monthly archives with target.archive), and for each
     cell it may repair (the window's cells, at most ``maxRepairsPerRun``) a GET, plus one for
     its checksum sidecar. None while the symbols are discovered (their number is not known
     before a run)."""
@@ -68,6 +69,8 @@ def requests_per_run(spec: ScheduleSpec) -> int | None:
     symbols, days = len(t.all_symbols) * len(t.dimensions.variants()), most_cells(t.lookback_days + 1, t.period)
     per_cell = 2 if t.checksum_suffix else 1
     listings = symbols * math.ceil(days * per_cell / LIST_PAGE)
+    if t.archive is not None:  # and a listing of each series' monthly archives (a page holds 40 years of them)
+        listings += symbols
     return listings + per_cell * min(symbols * days, spec.repair.max_repairs_per_run)
 
 

@@ -205,3 +205,69 @@ def test_monthly_expectations_delist_and_catch_up_in_months():
     pub = Publication("UTC", 24, MONTHLY)
     assert pub.due(d(2026, 11, 1)) == dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
     assert pub.absent_cause(d(2026, 11, 1), dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)) == "not-due"
+
+
+# -- target.archive: daily files after a boundary, monthly archives before it ---------------------
+def test_the_archive_boundary_leaves_no_day_out_and_none_twice():
+    from ingestion_contract.periods import archive_boundary, cells_in
+
+    d = dt.date
+    assert archive_boundary(d(2026, 12, 5), 5) == d(2026, 12, 1)
+    assert archive_boundary(d(2026, 12, 5), 6) == d(2026, 11, 1)  # the oldest of the last 6 days is 30 November
+    assert archive_boundary(d(2026, 3, 31), 90) == d(2026, 1, 1)
+    # a backfill's unit: the months that end before the boundary, then the days from it
+    assert cells_in(d(2026, 9, 1), d(2026, 11, 10), "daily", d(2026, 11, 1)) == 2 + 10
+    assert cells_in(d(2026, 9, 15), d(2026, 10, 20), "daily", d(2026, 11, 1)) == 1  # September ends in it
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.dates(dt.date(2024, 1, 1), dt.date(2027, 1, 1)), days=st.integers(0, 200), back=st.integers(1, 120),
+       ahead=st.integers(0, 60))
+def test_a_series_and_its_archives_expect_each_day_once_as_the_operator_counts_them(first, days, back, ahead):
+    """A window's cells (a backfill unit's: no history, no catch-up) of a daily series and its
+    archive series are the months ending before the boundary and the days from it: every day of
+    the window that is in a whole month before the boundary, or on or after it, is in exactly one
+    cell, and the operator's count of a unit's cells (cells_in) is the job's."""
+    from ingestion_contract.periods import DAILY, MONTHLY, archive_boundary, cells_in, month_end, period_end
+    from ingestion_job.plan import series_name, series_of, series_period
+
+    last = first + dt.timedelta(days=days)
+    boundary = archive_boundary(last + dt.timedelta(days=ahead), back)
+    series = series_of(["A"], ["interval=1m"], DAILY, boundary - dt.timedelta(days=1))
+    assert [str(s) for s in series] == ["A@interval=1m", "A@interval=1m#monthly"]
+    assert series_name("A", "interval=1m", MONTHLY) == "A@interval=1m#monthly" and series_period(str(series[1])) == MONTHLY
+    got = expect(series, Window(first, last), {}, {"A@interval=1m", "A@interval=1m#monthly"}, {}, {},
+                 Rules(history=False, catch_up=False, delist_after_days=7, archive=True),
+                 lambda s: boundary if series_period(s) == DAILY else None)
+    assert len(got.cells) == cells_in(first, last, DAILY, boundary)
+    held: dict[dt.date, int] = {}
+    for c in got.cells:
+        p = series_period(c.symbol)
+        for i in range((period_end(c.date, p) - c.date).days + 1):
+            day = c.date + dt.timedelta(days=i)
+            held[day] = held.get(day, 0) + 1
+    assert all(n == 1 for n in held.values())
+    assert set(held) >= {x for x in Window(first, last).dates() if x >= boundary or month_end(x) <= min(last, boundary)}
+
+
+def test_a_symbol_is_active_while_either_its_daily_files_or_its_archives_come():
+    """With target.archive, a daily series' history starts at the boundary when its symbol has
+    older archives, and an archive series is not delisted while its daily files come."""
+    from ingestion_contract.spec import Symbol
+
+    d = dt.date
+    boundary = d(2026, 11, 1)
+    daily = {x: Listed(f"k{x}", 1, "e", NOW) for x in Window(d(2026, 11, 3), d(2026, 12, 5)).dates()}
+    monthly = {m: Listed(f"k{m}", 1, "e", NOW) for m in (d(2026, 8, 1), d(2026, 9, 1))}  # October's is late
+    series = [Symbol("A"), Symbol("A#monthly", None, boundary - dt.timedelta(days=1))]
+    got = expect(series, Window(d(2026, 12, 1), d(2026, 12, 5)), {"A": daily, "A#monthly": monthly}, set(), {}, {},
+                 Rules(history=True, catch_up=True, delist_after_days=7, archive=True),
+                 lambda s: boundary if "#" not in s else None)
+    assert not got.delisted
+    assert [c.date for c in got.cells if c.symbol == "A"][:3] == [d(2026, 11, 1), d(2026, 11, 2), d(2026, 11, 3)]
+    assert [c.date for c in got.cells if c.symbol == "A#monthly"] == [d(2026, 8, 1), d(2026, 9, 1), d(2026, 10, 1)]
+    # once neither comes for delistAfterDays, both are delisted after the last day either held
+    silent = expect(series, Window(d(2026, 12, 1), d(2026, 12, 20)), {"A": {}, "A#monthly": monthly}, {"A", "A#monthly"}, {},
+                    {}, Rules(history=False, catch_up=False, delist_after_days=7, archive=True, period="daily"),
+                    lambda s: boundary if "#" not in s else None)
+    assert silent.delisted == {"A": d(2026, 10, 1), "A#monthly": d(2026, 10, 1)}

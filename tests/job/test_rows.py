@@ -138,3 +138,45 @@ def test_the_shortcuts_for_an_unchanged_open_gap_agree_with_building_its_row(rea
         assert fast == []
     else:
         assert fast == [full]
+
+
+# -- target.archive: a day held by its daily file or by its month's archive ----------------------
+def _gap(series: str, date: dt.date, status: str, reason: str | None = None) -> dict:
+    from ingestion_job.plan import series_period, split_series
+
+    symbol, variant = split_series(series)
+    return {"schedule": "s", "symbol": symbol, "variant": variant, "period": series_period(series), "date": date,
+            "key": f"k/{series}/{date}", "status": status, "reason": reason, "last_error": None}
+
+
+def test_a_gap_held_by_the_other_period_is_covered_and_open_again_once_that_is_gone():
+    from ingestion_job.rows import cell_key, union_of_periods
+
+    d = dt.date
+    nov = [d(2026, 11, 1) + dt.timedelta(days=i) for i in range(30)]
+    boundary = d(2026, 12, 1)
+    prior = {("A", x): _gap("A", x, "repaired") for x in nov[1:]}
+    prior[("A", nov[0])] = _gap("A", nov[0], "open", "late-upstream")  # its daily file never came
+    prior[("A#monthly", nov[0])] = _gap("A#monthly", nov[0], "repaired")  # ...but the month's archive did
+    prior[("B", nov[3])] = _gap("B", nov[3], "open", "fetch-failed")  # B's month is not held: handed to it
+    prior[("B#monthly", nov[0])] = _gap("B#monthly", nov[0], "open", "late-upstream")
+    prior.update({("C", x): _gap("C", x, "repaired") for x in nov})  # every day: the month is held by them
+    prior[("C#monthly", nov[0])] = _gap("C#monthly", nov[0], "open", "late-upstream")
+    rows, covered = union_of_periods(Rows([], [], []), prior, boundary)
+    got = {cell_key(g): (g["status"], g["reason"]) for g in rows.gaps}
+    assert got == {("A", nov[0]): ("covered", "by-archive"), ("B", nov[3]): ("superseded", "expected-as-archive"),
+                   ("C#monthly", nov[0]): ("covered", "by-daily-files")}
+    assert covered == {("A", nov[0]), ("C#monthly", nov[0])}
+    assert next(g for g in rows.gaps if g["symbol"] == "B")["last_error"].endswith("(was fetch-failed)")
+    # once committed, the same again writes nothing
+    after = {**prior, **{cell_key(g): g for g in rows.gaps}}
+    again, covered_again = union_of_periods(Rows([], [], []), after, boundary)
+    assert again.gaps == [] and covered_again == covered
+    # the archive withdrawn (its gap open again): the day it held is handed to the month before the
+    # boundary; after it (dailyDays grew), it and the day handed over are catch-up cells again
+    gone = {**after, ("A#monthly", nov[0]): _gap("A#monthly", nov[0], "open", "withdrawn")}
+    moved, _ = union_of_periods(Rows([], [], []), gone, boundary)
+    assert [(g["status"], g["reason"]) for g in moved.gaps] == [("superseded", "expected-as-archive")]
+    reopened, _ = union_of_periods(Rows([], [], []), gone, d(2026, 11, 1))
+    assert sorted((g["symbol"], g["status"], g["reason"], g["last_error"][:14]) for g in reopened.gaps) == [
+        ("A", "open", "deferred", "not probed yet"), ("B", "open", "deferred", "not probed yet")]
