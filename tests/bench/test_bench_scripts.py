@@ -65,3 +65,11 @@ def test_bench_delta_small():
     assert "### First run: 5 symbols x 8 days = 40 cells (1 missing)" in table
     assert "| a new day (5 new cells) |" in table and "| nothing new | 1 |" in table
     assert "| default (compactAfterFiles 32) | 8 | 40 |" in table and "| housekeeping off | 4 | 20 |" in table
+
+
+def test_bench_dimensions_small():
+    """The script asserts each run's requests itself (1 + a listing per series and period)."""
+    table = bench("bench_dimensions.py", "--symbols", "4", "--days", "120")
+    assert "| every day (120 days) | 4 | 3 | 1,440 | 1,440 | 13 |" in table
+    assert "| the last 30 days (symbolRanges from) | 4 | 3 | 360 | 360 | 13 |" in table
+    assert "(target.archive) | 4 | 3 | 1,116 | 1,116 | 25 |" in table
