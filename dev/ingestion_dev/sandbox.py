@@ -31,9 +31,14 @@ S3_PORT = 38333
 PUSHGATEWAY_PORT = 39091
 BUCKET = "data.binance.vision"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+INTERVALS = ["1h", "1d"]  # target.dimensions
 LOOKBACK = 9
-MISSING = {("ETHUSDT", 3), ("SOLUSDT", 5)}   # (symbol, days ago) never published
-LATE = {("BTCUSDT", 2), ("SOLUSDT", 1)}      # published ~90 s after the sandbox starts
+# target.archive: the last DAILY_DAYS days (from the first of their month) as daily files, the
+# ARCHIVED_MONTHS months before them as monthly archives, in Binance Vision's layout
+DAILY_DAYS = 10
+ARCHIVED_MONTHS = 2
+MISSING = {("ETHUSDT", 3, "1h"), ("SOLUSDT", 5, "1d")}   # (symbol, days ago, interval) never published
+LATE = {("BTCUSDT", 2, "1h"), ("SOLUSDT", 1, "1d")}      # published ~90 s after the sandbox starts
 SCHEDULE_NAME = "sandbox-every-minute"
 CRDS = REPO_ROOT / "deploy" / "crds"
 CHART = REPO_ROOT / "deploy" / "helm" / "ingestion-operator"
@@ -66,22 +71,38 @@ def kubectl(plane: ControlPlane, *args: str, input: str | None = None) -> None:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _cells(which: set | None = None, exclude: set = frozenset()) -> list:
-    today = dt.datetime.now(dt.timezone.utc).date()
-    cells = [(s, n) for s in SYMBOLS for n in range(1, LOOKBACK + 3)]
+def boundary(today: dt.date) -> dt.date:
+    """The first day the schedule expects as daily files (with lagDays 1)."""
+    return (today - dt.timedelta(days=DAILY_DAYS)).replace(day=1)
+
+
+def _cells(which: set | None = None, exclude: set = frozenset(), today: dt.date | None = None) -> list:
+    """The daily files, (symbol, date, interval), from the boundary to yesterday."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    cells = [(s, n, i) for s in SYMBOLS for n in range(1, (today - boundary(today)).days + 1) for i in INTERVALS]
     if which is not None:
         cells = [c for c in cells if c in which]
-    return [(s, today - dt.timedelta(days=n)) for s, n in cells if (s, n) not in exclude]
+    return [(s, today - dt.timedelta(days=n), i) for s, n, i in cells if (s, n, i) not in exclude]
+
+
+def archives(today: dt.date | None = None) -> list:
+    """The monthly archives, (symbol, first day of the month, interval), before the boundary."""
+    months, m = [], boundary(today or dt.datetime.now(dt.timezone.utc).date())
+    for _ in range(ARCHIVED_MONTHS):
+        m = (m - dt.timedelta(days=1)).replace(day=1)
+        months.append(m)
+    return [(s, m, i) for s in SYMBOLS for m in sorted(months) for i in INTERVALS]
 
 
 def seed_sample_data(s3) -> None:
-    sampledata.upload(s3.client(), BUCKET, _cells(exclude=MISSING | LATE), rows=60)
+    sampledata.upload(s3.client(), BUCKET, _cells(exclude=MISSING | LATE), rows=60, template=sampledata.KLINES_DAILY)
+    sampledata.upload(s3.client(), BUCKET, archives(), rows=60, template=sampledata.KLINES_MONTHLY)
 
 
 def late_arrivals(endpoint: str, delay: float = 90.0) -> None:
     """Publish the late objects after the first runs have seen them missing."""
     time.sleep(delay)
-    sampledata.upload(S3Server(endpoint).client(), BUCKET, _cells(which=LATE), rows=60)
+    sampledata.upload(S3Server(endpoint).client(), BUCKET, _cells(which=LATE), rows=60, template=sampledata.KLINES_DAILY)
     print(f"published {len(LATE)} late objects: {sorted(LATE)}", flush=True)
 
 
@@ -93,9 +114,11 @@ def sandbox_schedule(s3_endpoint: str, pushgateway: str) -> str:
             "schedule": "* * * * *", "timezone": "UTC", "startingDeadlineSeconds": 120, "activeDeadlineSeconds": 300,
             "backoffLimit": 1,
             "target": {"endpoint": s3_endpoint, "region": "us-east-1", "bucket": BUCKET, "anonymous": True,
-                       "keyTemplate": sampledata.KEY_TEMPLATE, "checksumSuffix": ".CHECKSUM", "symbols": SYMBOLS,
+                       "keyTemplate": sampledata.KLINES_DAILY, "checksumSuffix": ".CHECKSUM", "symbols": SYMBOLS,
+                       "dimensions": {"interval": INTERVALS},
+                       "archive": {"keyTemplate": sampledata.KLINES_MONTHLY, "dailyDays": DAILY_DAYS},
                        "lagDays": 1, "lookbackDays": LOOKBACK},
-            "repair": {"maxRepairsPerRun": 100, "load": "csv-zip"},
+            "repair": {"maxRepairsPerRun": 500, "load": "csv-zip"},
             "storage": {"duckdb": {"claimName": "sandbox-data", "path": "/data/sandbox.duckdb"}},
             "metrics": {"pushgatewayUrl": pushgateway},
         },
@@ -146,7 +169,8 @@ def _up_real_node(state_dir: Path) -> int:
     print(f"""
 sandbox is up in {time.monotonic() - t0:.0f}s (state in {plane.state_dir}); a real node runs every pod
   schedule '{SCHEDULE_NAME}' runs every minute against s3://{BUCKET} at {s3.endpoint}
-  ({len(SYMBOLS)} symbols x {LOOKBACK + 1} days; {len(MISSING)} objects never published, {len(LATE)} arrive ~90 s from now)
+  ({len(SYMBOLS)} symbols x {len(INTERVALS)} intervals: daily files from {boundary(dt.datetime.now(dt.timezone.utc).date())}, monthly archives of the {ARCHIVED_MONTHS} months before;
+   {len(MISSING)} daily files never published, {len(LATE)} arrive ~90 s from now)
 
   export KUBECONFIG={plane.kubeconfig} PATH=$PWD/.venv/bin:$PATH
   kubectl get isched,cronjobs,jobs,pods -o wide                # next runs, last run, Ready; pods on {plane.status()['node']['name']}
@@ -188,7 +212,8 @@ def _up_pod_runner(state_dir: Path) -> int:
     print(f"""
 sandbox is up (state in {plane.state_dir}); pods run as local processes (the pod runner)
   schedule '{SCHEDULE_NAME}' runs every minute against s3://{BUCKET} at http://127.0.0.1:{S3_PORT}
-  ({len(SYMBOLS)} symbols x {LOOKBACK + 1} days; {len(MISSING)} objects never published, {len(LATE)} arrive ~90 s from now)
+  ({len(SYMBOLS)} symbols x {len(INTERVALS)} intervals: daily files from {boundary(dt.datetime.now(dt.timezone.utc).date())}, monthly archives of the {ARCHIVED_MONTHS} months before;
+   {len(MISSING)} daily files never published, {len(LATE)} arrive ~90 s from now)
 
   export KUBECONFIG={plane.kubeconfig}
   kubectl get isched,cronjobs,jobs                            # next runs, last run, Ready

@@ -24,11 +24,13 @@ DEV = [str(Path(sys.executable).parent / "ingestion-dev"), "sandbox"]
 
 
 def gaps(db: Path, today: dt.date) -> dict | None:
-    """{(symbol, days before ``today``): status} of the sandbox's store (None before its first run)."""
+    """{(symbol, days before ``today``, interval): status} of the sandbox's daily files, and
+    {(symbol, month, interval, 'monthly'): status} of its archives (None before its first run)."""
     if not db.exists():
         return None
-    rows = store_rows(db, "SELECT symbol, date, status FROM gaps", wait=30)
-    return {(s, (today - d).days): status for s, d, status in rows}
+    rows = store_rows(db, "SELECT symbol, variant, period, date, status FROM gaps", wait=30)
+    return {(s, (today - d).days, v.removeprefix("interval=")) if p == "daily" else (s, d, v.removeprefix("interval="), p): status
+            for s, v, p, d, status in rows}
 
 
 @pytest.mark.node
@@ -64,8 +66,13 @@ def test_sandbox_up_status_down(tmp_path):
         got = wait_for(lambda: (g := gaps(db, today)) and all(g.get(k) == "repaired" for k in late) and g, 240,
                        "the late arrivals repaired", interval=3)
         assert {k: got[k] for k in sandbox.MISSING} == {k: "open" for k in sandbox.MISSING}
-        # every published cell, including the day before the window (a new symbol's history is backfilled)
-        assert sum(1 for v in got.values() if v == "repaired") == len(sandbox._cells(exclude=sandbox.MISSING)) == 31
+        # every published cell: a new symbol's history is backfilled, its daily files from the
+        # boundary and the monthly archives before it (the schedule's target.archive)
+        archives = {(s, m, i, "monthly") for s, m, i in sandbox.archives(today)}
+        assert {k: got[k] for k in archives} == {k: "repaired" for k in archives}
+        days = len(sandbox._cells(exclude=sandbox.MISSING, today=today))
+        assert sum(1 for v in got.values() if v == "repaired") == days + len(archives)
+        assert len(archives) == 12 and days == 3 * 2 * (today - sandbox.boundary(today)).days - 2
     finally:
         down = subprocess.run([*DEV, "down", "--state-dir", str(state)], capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr
