@@ -11,7 +11,7 @@ import pytest
 
 from ingestion_dev import sampledata
 
-from .conftest import PRIVATE, PUBLIC, TODAY, context, rows, run, table_reader
+from .conftest import PRIVATE, PUBLIC, TODAY, context, run, table_reader
 
 SYMS = ["BTCUSDT", "ETHUSDT"]
 INTERVALS = ["1h", "1d"]
@@ -126,7 +126,8 @@ def test_one_schedule_mirrors_monthly_archives_then_daily_files_and_a_day_is_hel
     assert q("gaps", "SELECT * FROM t ORDER BY ALL") == before
 
 
-def test_a_backfill_across_the_boundary_expects_archives_before_it_and_daily_files_after(dataset, servers, tmp_path):
+@pytest.mark.parametrize("mode", ["duckdb", "delta"])
+def test_a_backfill_across_the_boundary_expects_archives_before_it_and_daily_files_after(dataset, servers, tmp_path, mode):
     """Its units count the boundary back from the backfill's last date, as the operator counts
     their cells, so the backfill's progress adds up whichever day a unit runs."""
     from ingestion_contract import parse_backfill
@@ -144,8 +145,13 @@ def test_a_backfill_across_the_boundary_expects_archives_before_it_and_daily_fil
     sampledata.upload(s3, PUBLIC, [(s, d, i) for s in SYMS for d in days_of(m2, last) for i in INTERVALS], rows=24,
                       template=spec["target"]["keyTemplate"])  # m2's daily files too: its archives hold its days
     bf = parse_backfill({"schedule": "demo", "from": m1.isoformat(), "to": last.isoformat(), "daysPerChunk": 20})
-    db = tmp_path / "s.duckdb"
-    results = [run(context(spec, job_name="history", backfill=("history", bf, i)), db) for i in range(bf.units)]
+    db = tmp_path / "s.duckdb" if mode == "duckdb" else None
+    lake = f"{dataset.prefix}-lake/"
+    if mode == "delta":
+        spec["storage"] = {"objectStore": {"bucket": PRIVATE, "prefix": lake, "endpoint": servers.s3.endpoint}}
+    creds = (servers.s3.access_key, servers.s3.secret_key)
+    results = [run(context(spec, job_name="history", store_credentials=creds, backfill=("history", bf, i)), db)
+               for i in range(bf.units)]
     assert [r.outcome for r in results] == ["succeeded"] * bf.units, [r.error for r in results]
     counted = unit_cells(bf, tuple(SYMS), len(INTERVALS), "daily", last.day + 5)
     assert [r.coverage.expected for r in results] == [counted[i] for i in range(bf.units)]
@@ -153,5 +159,6 @@ def test_a_backfill_across_the_boundary_expects_archives_before_it_and_daily_fil
     assert sum(counted.values()) == total
     assert sum(r.coverage.present for r in results) == total - 1
     assert sum(r.coverage.missing for r in results) == 1 and sum(r.coverage.repaired for r in results) == total - 1
-    assert set(rows(db, "SELECT period, min(date), max(date) FROM objects GROUP BY ALL")) == {
+    q = table_reader(servers, db, lake)
+    assert set(q("objects", "SELECT period, min(date), max(date) FROM t GROUP BY ALL")) == {
         ("daily", previous, last), ("monthly", m1, m2)}
