@@ -168,3 +168,52 @@ def key(template: str, symbol: str, date: dt.date) -> str:
 
 def delta_rows(servers, prefix: str, name: str) -> list[dict]:
     return delta_table(servers, prefix, name, bucket=PRIVATE).to_pyarrow_table().to_pylist()
+
+
+def test_a_backfill_over_archives_and_daily_files_counts_each_cell_once(cluster, operator, servers, namespaces, wait_for):
+    """A schedule of daily files and monthly archives (target.archive): the operator counts a
+    backfill's cells as its units expect them (the months before the boundary counted back from
+    its to, the days after), and the units' reports add up to that total on the real Job."""
+    assert cluster.pod_state, "needs the session's own control plane (its pod runner executes pods)"
+    ns = namespaces("archive")
+    prefix = f"bfa{uuid.uuid4().hex[:6]}"
+    daily_t, monthly_t = f"{prefix}/{sampledata.KLINES_DAILY}", f"{prefix}/{sampledata.KLINES_MONTHLY}"
+    last = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    previous = (last.replace(day=1) - dt.timedelta(days=1)).replace(day=1)  # the boundary: its first day
+    m2 = (previous - dt.timedelta(days=1)).replace(day=1)
+    m1 = (m2 - dt.timedelta(days=1)).replace(day=1)
+    symbols, absent = ["BTCUSDT", "ETHUSDT"], ("ETHUSDT", m2, "1d")
+    days = [previous + dt.timedelta(days=i) for i in range((last - previous).days + 1)]
+    s3 = servers.s3.client()
+    sampledata.upload(s3, PUBLIC, [(s, m, "1d") for s in symbols for m in (m1, m2) if (s, m, "1d") != absent],
+                      template=monthly_t)
+    sampledata.upload(s3, PUBLIC, [(s, d, "1d") for s in symbols for d in days], template=daily_t)
+    lake = f"bfa-{uuid.uuid4().hex[:6]}/"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake"}, "data": {
+        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+    schedule = {
+        "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "klines"},
+        "spec": {
+            "schedule": "0 2 * * *", "enabled": False,
+            "target": {"endpoint": servers.s3.endpoint, "bucket": PUBLIC, "anonymous": True, "keyTemplate": daily_t,
+                       "checksumSuffix": ".CHECKSUM", "symbols": symbols, "dimensions": {"interval": ["1d"]},
+                       "archive": {"keyTemplate": monthly_t, "dailyDays": last.day + 5}},
+            "repair": {"load": "csv-zip"},
+            "storage": {"objectStore": {"bucket": PRIVATE, "prefix": lake, "endpoint": servers.s3.endpoint,
+                                        "credentialsSecret": {"name": "lake"}}},
+        },
+    }
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all([secret, schedule]))
+    kubectl(cluster, "apply", "-n", ns, "-f", "-", input=backfill_yaml("history", "klines", m1.isoformat(), last.isoformat(),
+                                                                        daysPerChunk=31))
+    done = wait_for(lambda: (lambda b: b if cond(b, "Complete").get("status") == "True" or
+                             cond(b, "Failed").get("status") == "True" else None)(get_backfill(cluster, ns, "history")),
+                    300, "the backfill to finish")
+    assert cond(done, "Complete")["status"] == "True", done["status"]
+    total = len(symbols) * (2 + len(days))  # two months before the boundary, and each day from it
+    p = done["status"]["progress"]
+    assert (p["cells"], p["cellsTotal"], p["cellsMissingUpstream"], p["cellsFailed"]) == (f"{total}/{total}", total, 1, 0), p
+    objects = delta_rows(servers, lake, "objects")
+    assert sorted({(o["period"], o["date"]) for o in objects if o["period"] == "monthly"}) == [("monthly", m1), ("monthly", m2)]
+    assert {o["date"] for o in objects if o["period"] == "daily"} == set(days)
