@@ -109,9 +109,15 @@ def test_the_readme_path_on_a_real_node(real_cluster, helm):
         assert pod.spec.containers[0].readiness_probe.http_get.path == "/readyz"
         assert pod.spec.containers[0].liveness_probe.http_get.path == "/livez"
         assert "--kubeconfig" not in " ".join(pod.spec.containers[0].args)
-    logs = {p.metadata.name: run(c, "kubectl", "logs", "-n", "ingestion-system", p.metadata.name) for p in pods}
-    assert all("event=starting scope=cluster" in text and "event=standby lease=ingestion-system/ingestion-ingestion-operator" in text
-               for text in logs.values())
+    # A pod is Ready once it serves its probes and webhook, which it does before it imports kopf
+    # and logs its start (seconds under a loaded node's CPU limit): its log lines follow.
+    def both_logged():
+        logs = {p.metadata.name: run(c, "kubectl", "logs", "-n", "ingestion-system", p.metadata.name) for p in pods}
+        return logs if all("event=starting scope=cluster" in text and
+                           "event=standby lease=ingestion-system/ingestion-ingestion-operator" in text
+                           for text in logs.values()) else None
+
+    logs = wait_for(both_logged, 60, "each operator pod's start and standby lines")
     leader = wait_for(lambda: lease_holder(c), 30, "a leader in the Lease")
     assert [n for n, text in logs.items() if "event=leading" in text] in ([leader], [])
 
