@@ -279,14 +279,14 @@ def expect(symbols: list, window: Window, upstream: dict[str, dict[dt.date, "Lis
     one = dt.timedelta(days=1)
     for sym in sorted(set(symbols)):
         name = str(sym)
-        p = MONTHLY if PERIOD_MARK in name else rules.period
+        p = series_period(name) if PERIOD_MARK in name else rules.period
         first_range, until = getattr(sym, "first", None), getattr(sym, "until", None)
         listed = upstream.get(name) or {}
         first_pub, last_end = (min(listed), period_end(max(listed), p)) if listed else (None, None)
         if rules.archive:  # target.archive: the symbol's last object in either period (is it delisted?) and
             # a daily series' first (the days before the boundary are its archives')
             other = MONTHLY if p == DAILY else DAILY
-            sibling = upstream.get(series_name(*split_series(name), other)) or {}
+            sibling = upstream.get(with_period(name, other)) or {}
             if sibling:
                 last_end = max(last_end or dt.date.min, period_end(max(sibling), other))
                 if p == DAILY:

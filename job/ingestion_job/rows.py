@@ -265,10 +265,14 @@ def union_of_periods(rows: Rows, prior_gaps: dict[CellKey, dict], boundary: dt.d
     written = {cell_key(g): g for g in rows.gaps}
     final.update(written)
     verified = {k for k, g in final.items() if g["status"] == "repaired"}
+
+    def month_of(series: str, d: dt.date) -> CellKey:  # the archive cell holding a daily cell's day
+        return with_period(series, MONTHLY), d.replace(day=1)
+
     by_month: dict[CellKey, int] = {}
     for series, d in verified:
         if series_period(series) == DAILY:
-            month = (with_period(series, MONTHLY), d.replace(day=1))
+            month = month_of(series, d)
             by_month[month] = by_month.get(month, 0) + 1
     covered: set[CellKey] = set()
     for k, g in final.items():
@@ -276,7 +280,7 @@ def union_of_periods(rows: Rows, prior_gaps: dict[CellKey, dict], boundary: dt.d
             continue
         series, d = k
         if series_period(series) == DAILY:
-            month = (with_period(series, MONTHLY), d.replace(day=1))
+            month = month_of(series, d)
             if month in verified:
                 state = (COVERED, "by-archive", f"held by its month's archive {final[month]['key']}")
             elif d < boundary:
