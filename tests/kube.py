@@ -27,6 +27,15 @@ def schedule_yaml(name: str, **spec) -> str:
     return yaml.safe_dump(body)
 
 
+def lake_secret(servers, name: str = "lake") -> dict:
+    """The Secret holding the test S3 server's keys, as a schedule's credentialsSecret names it."""
+    import base64
+
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": {
+        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+
+
 def backfill_yaml(name: str, schedule: str, first: str, last: str, **spec) -> str:
     body = {"apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionBackfill", "metadata": {"name": name},
             "spec": {"schedule": schedule, "from": first, "to": last, **spec}}

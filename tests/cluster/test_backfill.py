@@ -6,7 +6,6 @@ Job, not its results."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import time
@@ -18,7 +17,7 @@ from ingestion_dev import sampledata
 from ingestion_dev.faultproxy import FaultProxy, busiest
 
 from ..conftest import PRIVATE, PUBLIC, kubectl
-from ..kube import backfill_yaml, cond, get_backfill
+from ..kube import backfill_yaml, cond, get_backfill, lake_secret
 from ..samples import delta_table
 
 SHARD_0, SHARD_1 = ("ETHUSDT", "SOLUSDT"), ("BTCUSDT", "ADAUSDT")  # part_of(symbol) % 2
@@ -51,9 +50,7 @@ def test_a_backfill_shards_resumes_a_killed_unit_reports_progress_and_is_collect
     sampledata.upload(servers.s3.client(), PUBLIC, [c for c in cells if c not in absent], template=template)
     proxy = FaultProxy(servers.s3.endpoint)
     prefix = f"bf-{uuid.uuid4().hex[:6]}/"
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake"}, "data": {
-        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
-        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+    secret = lake_secret(servers)
     schedule = {
         "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "daily"},
         "spec": {
@@ -189,9 +186,7 @@ def test_a_backfill_over_archives_and_daily_files_counts_each_cell_once(cluster,
                       template=monthly_t)
     sampledata.upload(s3, PUBLIC, [(s, d, "1d") for s in symbols for d in days], template=daily_t)
     lake = f"bfa-{uuid.uuid4().hex[:6]}/"
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake"}, "data": {
-        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
-        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+    secret = lake_secret(servers)
     schedule = {
         "apiVersion": "ingestion.dev/v1alpha1", "kind": "IngestionSchedule", "metadata": {"name": "klines"},
         "spec": {

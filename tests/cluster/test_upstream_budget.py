@@ -7,7 +7,6 @@ rate N and burst N), while every run still finished in time with every cell repa
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 
@@ -17,7 +16,7 @@ from ingestion_dev import sampledata
 from ingestion_dev.faultproxy import FaultProxy, busiest, over_budget
 
 from ..conftest import PRIVATE, PUBLIC, kubectl
-from ..kube import backfill_yaml, caps, cond, get, get_backfill, get_upstream, job, upstream_yaml
+from ..kube import backfill_yaml, caps, cond, get, get_backfill, get_upstream, job, lake_secret, upstream_yaml
 
 N = 20  # the upstream's requests a second
 SYMBOLS = [f"B{i}USDT" for i in range(8)]
@@ -38,9 +37,7 @@ def test_three_schedules_and_a_two_shard_backfill_stay_within_the_upstreams_budg
         # today too: a manual run just after midnight has a window a day later
         sampledata.upload(s3, PUBLIC, [(s, d) for s in SYMBOLS for d in [today, *days]], template=template)
     proxy = FaultProxy(servers.s3.endpoint)
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lake"}, "data": {
-        "AWS_ACCESS_KEY_ID": base64.b64encode(servers.s3.access_key.encode()).decode(),
-        "AWS_SECRET_ACCESS_KEY": base64.b64encode(servers.s3.secret_key.encode()).decode()}}
+    secret = lake_secret(servers)
 
     def schedule(name: str) -> dict:
         storage = ({"objectStore": {"bucket": PRIVATE, "prefix": f"up{run}/", "endpoint": servers.s3.endpoint,
