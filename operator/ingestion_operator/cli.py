@@ -41,6 +41,25 @@ def lease_name(namespaces: list[str]) -> str:
     return "ingestion-operator-" + hashlib.sha256(",".join(sorted(set(namespaces))).encode()).hexdigest()[:10]
 
 
+def _tune_gc() -> None:
+    """Python's cyclic garbage collector, set for a process that holds a large, long-lived
+    heap and allocates in bursts. What the imports built (kopf, the Kubernetes client's models:
+    most of the heap at start) is frozen out of every collection; a young collection runs after
+    10,000 net allocations, not 700, and a full one after 100 of the middle ones. Measured with
+    1,000 new schedules: with the defaults, the collector took 10-15 % of the operator's CPU
+    (perf: 7 full collections of the whole heap and about 800 smaller ones), and the operator
+    spent 0.65-0.68 s of CPU per second of the API server's; with this, 0.59-0.62 (two runs
+    each, alternated; with no collector at all, 0.58-0.60). Cyclic garbage (each watch event's
+    body, which kopf wraps in views that point back at it) is still collected, in fewer, larger
+    rounds: RSS with 1,000 schedules 134-136 MB, against 126-132 MB.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
+
+
 def cmd_run(args) -> int:
     import socket
     import uuid
@@ -115,6 +134,8 @@ def cmd_run(args) -> int:
     from .backfill import BackfillReconciler
     from .reconcile import Reconciler
     from .upstream import UpstreamReconciler
+
+    _tune_gc()
 
     settings = RenderSettings(job_image=args.job_image, image_pull_policy=args.image_pull_policy,
                               job_service_account=args.job_service_account or None,
