@@ -8,7 +8,8 @@ defaults (lease 15 s, renew deadline 10 s, retry every 2 s):
   changed for ``lease_duration`` by the candidate's *own* clock (the time it observed the
   change, not the renewTime written in the Lease, so clock skew between nodes does not
   matter).
-- The leader renews every ``retry_period``. If no renewal succeeds for ``renew_deadline``
+- The leader renews every ``retry_period`` (one update, optimistically, while its Lease is
+  valid; a read first only when that update is refused). If no renewal succeeds for ``renew_deadline``
   it stops leading at once: the process exits and Kubernetes restarts it as a standby.
   As ``renew_deadline`` < ``lease_duration``, the old leader has stopped before any
   standby may take over.
@@ -114,8 +115,20 @@ class LeaderElector:
     # -- one attempt ------------------------------------------------------------------
     def try_acquire_or_renew(self, timeout: float | None = None) -> bool:
         """One step of the protocol; True when this candidate holds the Lease afterwards.
-        ``timeout`` bounds each request (a leader passes what is left of its renew deadline)."""
+        ``timeout`` bounds each request (a leader passes what is left of its renew deadline).
+
+        A leader whose Lease is still valid by its own clock first renews optimistically, as
+        client-go's fast path does: one update with the resourceVersion of its own last write,
+        no read (a quiet operator's only requests are its renewals). Should anybody have written
+        the Lease since, the update is refused (409) and the step goes the slow way: read, decide."""
         timeout = timeout or min(5.0, self.timing.renew_deadline / 2)
+        if (self.leading and self._observed is not None and self._observed.holder == self.identity and self._resource_version
+                and self.last_renewed is not None and self._monotonic() < self.last_renewed + self.timing.lease_duration):
+            try:
+                return self._write("renew", self._observed, timeout)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
         except ApiException as e:
@@ -132,27 +145,32 @@ class LeaderElector:
         action = decide(record, self._observed_at, now_mono, self.identity, self.timing.lease_duration)
         if action == "wait":
             return False
-        now = dt.datetime.now(dt.timezone.utc)
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
-                "renewTime": _micro(now)}
         try:
-            if action == "create":
-                spec.update(acquireTime=_micro(now), leaseTransitions=0)
-                body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
-                out = self.api.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
-            else:
-                if action == "renew":
-                    spec.update(acquireTime=_micro(record.acquire_time) if record.acquire_time else _micro(now),
-                                leaseTransitions=record.transitions)
-                else:  # take over: a new term
-                    spec.update(acquireTime=_micro(now), leaseTransitions=record.transitions + 1)
-                body = {"metadata": {"name": self.name, "namespace": self.namespace,
-                                     "resourceVersion": self._resource_version}, "spec": spec}
-                out = self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
+            return self._write(action, record, timeout)
         except ApiException as e:
             if e.status == 409:
                 return False  # somebody else wrote first (or created it): read again next time
             raise
+
+    def _write(self, action: str, record: Record | None, timeout: float) -> bool:
+        """Create, renew or take the Lease (``record``: what it said), with the resourceVersion
+        last seen; an ApiException (409: somebody wrote since) goes to the caller."""
+        now = dt.datetime.now(dt.timezone.utc)
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.timing.lease_duration),
+                "renewTime": _micro(now)}
+        if action == "create":
+            spec.update(acquireTime=_micro(now), leaseTransitions=0)
+            body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
+            out = self.api.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
+        else:
+            if action == "renew":
+                spec.update(acquireTime=_micro(record.acquire_time) if record.acquire_time else _micro(now),
+                            leaseTransitions=record.transitions)
+            else:  # take over: a new term
+                spec.update(acquireTime=_micro(now), leaseTransitions=record.transitions + 1)
+            body = {"metadata": {"name": self.name, "namespace": self.namespace,
+                                 "resourceVersion": self._resource_version}, "spec": spec}
+            out = self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=timeout)
         self._observed = Record.of(out.spec)
         self._observed_at = self._monotonic()
         self._resource_version = out.metadata.resource_version

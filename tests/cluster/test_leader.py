@@ -155,3 +155,47 @@ def test_a_leader_that_loses_the_api_server_stops_before_a_standby_takes_over(cl
         a.stop()
         b.stop()
         proxy.close()
+
+
+def test_a_leader_renews_with_one_update_and_reads_only_when_somebody_else_wrote_the_lease(cluster):
+    """client-go's fast path: a leader whose Lease is valid renews with one update carrying the
+    resourceVersion of its own last write (no read); when another writer has been there since,
+    that update is refused (409) and the same step reads the Lease and decides from what it says."""
+    import datetime as dt
+
+    from kubernetes import client
+
+    from ingestion_operator.leader import LeaderElector, Timing
+
+    name = f"leader-test-{uuid.uuid4().hex[:6]}"
+    calls = []
+
+    class Counted(client.CoordinationV1Api):
+        def __getattribute__(self, attr):
+            if attr.endswith("_namespaced_lease"):
+                calls.append(attr.split("_")[0])
+            return super().__getattribute__(attr)
+
+    me = LeaderElector(cluster.api_client, "default", name, "me", Timing())
+    me.api = Counted(me.api.api_client)
+    assert me.acquire()
+    assert calls == ["read", "create"]
+    for _ in range(3):
+        calls.clear()
+        assert me.try_acquire_or_renew()
+        assert calls == ["replace"]  # one request per renewal
+    renewed = lease(cluster, name)
+    assert renewed.holder_identity == "me" and renewed.lease_transitions == 0
+
+    # another writer takes the Lease (as if ours had expired by its clock): the optimistic
+    # update is refused, the read shows the new holder, and we do not lead on this step
+    api = client.CoordinationV1Api(cluster.api_client)
+    taken = api.read_namespaced_lease(name, "default")
+    taken.spec.holder_identity, taken.spec.lease_transitions = "other", 1
+    taken.spec.renew_time = dt.datetime.now(dt.timezone.utc)
+    api.replace_namespaced_lease(name, "default", taken)
+    calls.clear()
+    assert not me.try_acquire_or_renew()
+    assert calls == ["replace", "read"]
+    assert lease(cluster, name).holder_identity == "other"  # nothing of ours was written over it
+    api.delete_namespaced_lease(name, "default")
