@@ -93,9 +93,9 @@ def _while_listing(memo: kopf.Memo, **_) -> bool:
     kopf holds every handler until each object of an indexed kind has been through its index
     handlers once, which is all the indexes are for (no share is computed from half of a
     source's sharers, no reconcile reads a CronJob cache that has not seen every CronJob).
-    After that the on.event filters keep the same books, and skip the echo of our own writes:
-    an index handler costs kopf a full handler invocation on every event of its kind, echoes
-    too (at 1,000 new schedules, 2,000 of them)."""
+    After that the on.event filters keep the same books: an index handler costs kopf a full
+    handler invocation on every event of its kind (at 1,000 new schedules, 2,000 of them),
+    a filter a call."""
     return not memo.listed
 
 
@@ -103,32 +103,31 @@ def _news(kind: str, keep=None):
     """A kopf filter for the watch of ``kind`` (schedule, backfill, cronjob): false for the
     echo of our own write (the event at exactly the resourceVersion it returned), which
     changes nothing a reconcile looks at. Run by kopf on its event loop, so an echo costs no
-    hop to a worker thread. Any other event is first given to ``keep(body, namespace, name,
-    memo)``, the books the index handlers keep while kopf lists (:func:`_while_listing`)."""
+    hop to a worker thread. Every event but a deletion is first given to ``keep(body,
+    namespace, name, memo)``, the books the index handlers keep while kopf lists
+    (:func:`_while_listing`); echoes too, so the books follow the watch's order, as the
+    index's did (an older event delivered after our write is put right by its echo)."""
     def news(type, body, namespace, name, memo: kopf.Memo, **_) -> bool:
         memo.listed = True  # kopf runs on.event filters only once it holds no handler
         if type == "DELETED":
             return True
-        if memo.reconciler.kube.is_echo(kind, namespace, name, (body.get("metadata") or {}).get("resourceVersion")):
-            return False
         if keep is not None:
             keep(body, namespace, name, memo)
-        return True
+        return not memo.reconciler.kube.is_echo(kind, namespace, name, (body.get("metadata") or {}).get("resourceVersion"))
     return news
 
 
 def _keep_schedule(body, namespace: str, name: str, memo: kopf.Memo) -> None:
-    """What a schedule reads from (its source, its own cap, its floor) and the share its status
-    shows, in the reconciler's SharingIndex; one that moves a source wakes that source's upstream.
-    (The echo of our own status write is skipped: the reconcile that wrote it recorded the share.)"""
+    """What a schedule reads from (its source, its own cap, its floor: parsed once per
+    generation) and the share its status shows, in the reconciler's SharingIndex; one that
+    moves a source wakes that source's upstream."""
     sharing = memo.reconciler.sharing
     moved = sharing.put_schedule(namespace, name, sharing.sharer(namespace, name, body), shown_share(body.get("status")))
     memo.upstreams.soon(namespace, moved)
 
 
 def _keep_cronjob(body, namespace: str, name: str, memo: kopf.Memo) -> None:
-    """The CronJob in the reconciler's CronJobCache (the echo of our own write is skipped: the
-    write put what it returned)."""
+    """The CronJob in the reconciler's CronJobCache."""
     memo.reconciler.cronjobs.put(body)
 
 

@@ -30,7 +30,7 @@ from .shares import sharer_of, with_share
 from .status import (MOUNT_GRACE, START_GRACE, Blocked, Event, condition_of, derive_status, job_blocked, job_container_ends, job_outcome,
                      merge_patch, newest_finished_job, newest_job, parse_time, stale_deadline, transition_events)
 from .timer import NextRunTimer
-from .upstream import SharingIndex, shown_share
+from .upstream import SharingIndex
 
 log = logging.getLogger("ingestion_operator")
 
@@ -221,7 +221,6 @@ class Reconciler:
         new_status = derive_status(schedule, live, jobs, self.clock(), problem, coverage, ends, blocked, share)
         if new_status != schedule.status:
             self.kube.patch_status(SCHEDULE, namespace, name, merge_patch(schedule.status, new_status))
-            self.sharing.show(namespace, name, shown_share(new_status))  # its echo is not looked at
 
         # 7. Events on transitions only.
         for event in transition_events(schedule.status, new_status, problem, action):

@@ -118,13 +118,6 @@ class SharingIndex:
                 self._parsed.pop((namespace, name), None)
         return {s.source for s in (old, sharer) if s is not None} if old != sharer else set()
 
-    def show(self, namespace: str, name: str, shown: tuple[str, int] | None) -> None:
-        """The share a schedule's status names now, as the reconcile that wrote it knows it (the
-        echo of that write is not looked at); a schedule the index does not hold is left out."""
-        with self._lock:
-            if (namespace, name) in self._shown:
-                self._shown[(namespace, name)] = shown
-
     def shown(self, namespace: str, name: str) -> tuple[str, int] | None:
         with self._lock:
             return self._shown.get((namespace, name))
