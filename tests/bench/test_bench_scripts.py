@@ -49,6 +49,7 @@ def test_bench_scale_small():
     assert "| 20 applies (server-side dry-run creates, one at a time) with the admission webhook | p99 " in table
     assert "| CPU during the floor |" in table and "| CPU during the operator's convergence |" in table
     assert "kube-apiserver" in table and "operator" in table.split("| CPU during the operator's convergence |")[1]
+    assert "| operator CPU per second of the API server's while converging |" in table and "the floor's client: " in table
 
 
 def test_bench_scale_without_the_audit_log():
