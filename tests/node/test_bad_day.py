@@ -201,6 +201,9 @@ def _no_secret_printed(c, namespaces: list[str], values: list[str]) -> None:
             texts[f"logs {ns}/{pod.metadata.name}"] = kubectl(c, "logs", "-n", ns, pod.metadata.name, check=False)
             texts[f"pod status {ns}/{pod.metadata.name}"] = json.dumps(c.api_client.sanitize_for_serialization(pod.status))
         texts[f"status {ns}"] = kubectl(c, "get", "isched", "-n", ns, "-o", "json")
+        # a run still writing holds the store's lock (a slower machine's runs outlast the checks above)
+        wait_for(lambda: not any((j.status.active or 0) for j in c.batch.list_namespaced_job(ns).items), 300,
+                 f"the runs in {ns} to end before their store is read")
         for db in (volume_dir(c, ns).glob("*.duckdb") if volume_dir(c, ns) else []):
             texts[f"store {db.name}"] = json.dumps([store_rows(db, f"SELECT * FROM {t}") for t in ("runs", "gaps", "objects")],
                                                    default=str)
