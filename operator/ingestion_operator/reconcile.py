@@ -52,9 +52,9 @@ def is_subset(desired, live) -> bool:
 
 class CronJobCache:
     """The operator's CronJobs as their watch last showed them, so that a reconcile needs no
-    read of its CronJob. kopf's index handler on CronJobs fills it (kopf holds every handler
-    until that index has listed them all: :attr:`primed`), a DELETED event or the operator's
-    own write updates it.
+    read of its CronJob. kopf's index handler on CronJobs fills it while kopf lists (kopf holds
+    every handler until that index has listed them all: :attr:`primed`), then the CronJob
+    events' filter; a DELETED event or the operator's own write updates it.
 
     It is trusted only where a mistake costs a retry, never a wrong write: "absent" leads to a
     create, which a CronJob that does exist refuses (409, and the retry reads); "present and in
@@ -127,7 +127,7 @@ class Reconciler:
         self._lock = KeyedLocks()
         self.ready: dict[tuple[str, str], bool] = {}
         self.cronjobs = CronJobCache()
-        self.sharing = SharingIndex()  # the upstreams and who reads from them, kept by kopf indexes
+        self.sharing = SharingIndex()  # the upstreams and who reads from them, kept by kopf's watches (handlers.py)
 
     def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "schedule") -> None:
         """Bring one schedule in line. ``body``: the schedule as its watch event delivered it

@@ -1,8 +1,8 @@
 """IngestionUpstream: a source's request budget, and who shares it.
 
 * :class:`SharingIndex` keeps, per namespace, the upstreams and what each schedule reads from
-  (its source, its own cap, its floor), filled by kopf indexes on both resources (so kopf holds
-  every handler until both are listed) and read by every schedule reconcile: a schedule finds
+  (its source, its own cap, its floor), filled by kopf indexes on both resources while kopf lists
+  (so kopf holds every handler until both are listed), then by the schedules' event filter, and read by every schedule reconcile: a schedule finds
   its upstream and its share without a list.
 * :func:`derive_upstream_status` (pure) and :func:`running_backfills` (pure, from Jobs).
 * :class:`UpstreamReconciler`: level-based like the others. It writes the upstream's status
@@ -79,7 +79,7 @@ class SharingIndex:
     def sharer(self, namespace: str, name: str, body: Mapping) -> ScheduleSharer | None:
         """The sharer of the schedule ``body`` shows. Parsed once per version of its spec: a
         spec cannot change without its generation, and every echo of a status write comes back
-        through the index with the same one (half of a new schedule's events)."""
+        through the schedules' event filter with the same one (half of a new schedule's events)."""
         meta = body.get("metadata") or {}
         version = (meta.get("uid"), meta.get("generation"))
         with self._lock:
@@ -91,7 +91,7 @@ class SharingIndex:
             self._parsed[(namespace, name)] = (version, sharer)
         return sharer
 
-    # -- writes (the kopf indexes and DELETED events); each returns the sources it moved --------
+    # -- writes (the kopf indexes, the event filters and DELETED events); each returns the sources it moved --------
     def put_upstream(self, namespace: str, name: str, spec: UpstreamSpec | None) -> set[Source]:
         with self._lock:
             mine = self._upstreams.setdefault(namespace, {})
