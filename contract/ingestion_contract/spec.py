@@ -529,7 +529,7 @@ def read_field(raw: object, key: str, cls=None):
     default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     if not isinstance(raw, Mapping) or raw.get(key) is None:
         return default
-    value = _convert(_hints(cls)[f.name], raw[key], key, f.metadata, [])
+    value = _convert(_unwrap(_hints(cls)[f.name]), raw[key], key, f.metadata, [])
     return default if value is _INVALID else value
 
 
@@ -562,16 +562,27 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
+@functools.cache
+def _plan(cls) -> tuple[dict, str, tuple]:
+    """How to parse ``cls``, worked out once per class: its fields by key, the known keys as an
+    error message lists them, and per field (key, attribute, type, required, metadata)."""
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    steps = tuple((key, f.name, _unwrap(hints[f.name]), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                   f.metadata) for key, f in fields.items())
+    return fields, ", ".join(sorted(fields)), steps
+
+
 def _parse_object(cls, raw: object, path: str, errors: list[FieldError]):
     if not isinstance(raw, Mapping):
         errors.append(FieldError(path, raw, "must be an object"))
         return None
-    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+    fields, known, steps = _plan(cls)
     before = len(errors)
     for key in raw:
         if key not in fields:
             shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # never a raw control character
-            errors.append(FieldError(f"{path}.{shown}", raw[key], f"unknown field; known: {', '.join(sorted(fields))}"))
+            errors.append(FieldError(f"{path}.{shown}", raw[key], f"unknown field; known: {known}"))
     one_of = getattr(cls, "ONE_OF", ())
     if one_of:
         chosen = [k for k in one_of if raw.get(k) is not None]
@@ -579,15 +590,15 @@ def _parse_object(cls, raw: object, path: str, errors: list[FieldError]):
             rel = path.split(".", 1)[-1]
             errors.append(FieldError(path, chosen, f"set exactly one of {' or '.join(f'{rel}.{k}' for k in one_of)}"))
     values = {}
-    for key, f in fields.items():
-        here = f"{path}.{key}"
-        if raw.get(key) is None:  # absent, or null: the API server prunes such a null and defaults the field
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                errors.append(FieldError(here, None, "is required"))
+    for key, name, tp, required, meta in steps:
+        value = raw.get(key)
+        if value is None:  # absent, or null: the API server prunes such a null and defaults the field
+            if required:
+                errors.append(FieldError(f"{path}.{key}", None, "is required"))
             continue
-        value = _convert(_hints(cls)[f.name], raw[key], here, f.metadata, errors)
+        value = _convert(tp, value, f"{path}.{key}", meta, errors)
         if value is not _INVALID:
-            values[f.name] = value
+            values[name] = value
     return cls(**values) if len(errors) == before else None
 
 
@@ -598,14 +609,23 @@ def _optional(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
-def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
+@functools.cache
+def _unwrap(tp):
+    """A field's type without its ``| None``, and whether it is a model class: what
+    :func:`_convert` dispatches on, worked out once per type."""
+    if _optional(tp):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp, dataclasses.is_dataclass(tp), typing.get_origin(tp)
+
+
+def _convert(tp: tuple, value, path: str, meta: Mapping, errors: list[FieldError]):
+    """``value`` as the type ``tp`` (:func:`_unwrap`'s answer) says, or _INVALID with its errors."""
     def bad(problem: str):
         errors.append(FieldError(path, value, problem))
         return _INVALID
 
-    if _optional(tp):
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    if dataclasses.is_dataclass(tp):
+    tp, model, origin = tp  # _unwrap's answer
+    if model:
         parsed = _parse_object(tp, value, path, errors)
         return _INVALID if parsed is None else parsed
     if tp is bool:
@@ -645,7 +665,7 @@ def _convert(tp, value, path: str, meta: Mapping, errors: list[FieldError]):
         if dups:  # which range would hold?
             return bad(f"names {dups[0]} more than once: give each symbol one range")
         return tuple(out)
-    if typing.get_origin(tp) is tuple:  # tuple[str, ...]: a list of strings
+    if origin is tuple:  # tuple[str, ...]: a list of strings
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return bad("must be a list of strings")
         if meta.get("maxItems") is not None and len(value) > meta["maxItems"]:
@@ -692,6 +712,13 @@ def _check_archive(target: Target, err) -> None:
             "so its key names the symbol, the month and every dimension")
 
 
+@functools.lru_cache(maxsize=1024)
+def _never_fires(cron, zone) -> bool:
+    """Whether a parsed schedule has no fire time from a fixed instant on (robfig's horizon):
+    remembered per schedule and zone, both immutable."""
+    return next_after(cron, _NEVER_FIRES_FROM, zone) is None
+
+
 def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     """Cross-field and syntax rules, each naming the field, the value and what is accepted."""
     errors: list[FieldError] = []
@@ -709,7 +736,7 @@ def check_rules(spec: JobSpec, path: str = "spec") -> list[FieldError]:
     except CronError as e:
         errors.insert(0, FieldError(f"{path}.schedule", spec.schedule, str(e)))
     else:
-        if next_after(cron, _NEVER_FIRES_FROM, zone) is None:
+        if _never_fires(cron, zone):
             errors.insert(0, FieldError(f"{path}.schedule", spec.schedule,
                                         "never fires: no date matches its day-of-month and month (e.g. 30 February)",
                                         reason="NeverFires"))
