@@ -66,6 +66,7 @@ def has_hash(expr: str) -> bool:
     return not expr.startswith("@") and any(part.startswith("H") for field in expr.split() for part in field.split(","))
 
 
+@functools.lru_cache(maxsize=4096)
 def spread(expr: str, key: str) -> str:
     """``expr`` with every ``H`` form replaced by its concrete value for ``key`` (the schedule's
     ``namespace/name``): what the CronJob carries and what fire times are computed from. An
@@ -119,10 +120,12 @@ _GO_SPACE = re.compile(f"[{_GO_BLANKS}]+")
 _INT64_MAX = 2**63 - 1
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(expr: str) -> Schedule:
     """Parse a schedule exactly as the API server does (robfig/cron v3's ParseStandard, and no
     ``TZ`` anywhere), within the CRD's one narrower rule (no ``@every``); raises CronError
-    with what is wrong and what is accepted."""
+    with what is wrong and what is accepted. Remembered per expression (a Schedule is
+    immutable, and a fleet's schedules share few expressions); an error is not."""
     if not expr:
         raise CronError("empty schedule; expected 5 fields (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly")
     if "TZ" in expr:
@@ -299,6 +302,30 @@ def _day_matches(s: Schedule, lt: dt.datetime) -> bool:
     return dom_match or dow_match
 
 
+def _step(t: dt.datetime, tz: ZoneInfo, unit: str, bits: int, wrap: int, one: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
+    """robfig's walk of one field: add ``one`` (an hour or a minute, absolute time) until the
+    local ``unit`` is in ``bits`` or wraps to 0; returns the instant and its local view.
+
+    Taken in one jump where the zone's offset is the same at both ends: the walk then meets
+    the local values one by one, so the jump lands where it would. A change of offset inside
+    the span would show at its end, as no zone changes its offset twice within a day
+    (``tests/contract/test_cron.py`` checks tzdata for it); then the walk goes step by step,
+    as robfig does (a 30-minute DST shift lands it on :30)."""
+    lt = t.astimezone(tz)
+    now = getattr(lt, unit)
+    above = (bits & ((1 << wrap) - 1)) >> (now + 1)
+    target = now + 1 + (above & -above).bit_length() - 1 if above else wrap
+    jumped = t + one * (target - now)
+    jlt = jumped.astimezone(tz)
+    if jlt.utcoffset() == lt.utcoffset():
+        return jumped, jlt
+    while True:
+        t += one
+        lt = t.astimezone(tz)
+        if (1 << getattr(lt, unit)) & bits or getattr(lt, unit) == 0:
+            return t, lt
+
+
 def next_after(s: Schedule, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
     """The first activation strictly after ``after`` (aware), as a UTC datetime, or None
     when none falls within five years (robfig's limit). Seconds are fixed at 0."""
@@ -335,32 +362,30 @@ def next_after(s: Schedule, after: dt.datetime, tz: ZoneInfo) -> dt.datetime | N
                 break
         if wrapped:
             continue
-        while not (1 << lt.hour) & s.hour:
+        if not (1 << lt.hour) & s.hour:
             if not added:
                 added = True
                 t = _date(tz, lt.year, lt.month, lt.day, lt.hour)
-            t += dt.timedelta(hours=1)
-            lt = t.astimezone(tz)
+            t, lt = _step(t, tz, "hour", s.hour, 24, dt.timedelta(hours=1))
             if lt.hour == 0:
-                wrapped = True
-                break
-        if wrapped:
-            continue
-        while not (1 << lt.minute) & s.minute:
+                continue
+        if not (1 << lt.minute) & s.minute:
             if not added:
                 added = True
                 t = _truncate(t, 60)
-            t += dt.timedelta(minutes=1)
-            lt = t.astimezone(tz)
+            t, lt = _step(t, tz, "minute", s.minute, 60, dt.timedelta(minutes=1))
             if lt.minute == 0:
-                wrapped = True
-                break
-        if wrapped:
-            continue
+                continue
         while t.second != 0:  # the standard parser fixes seconds at 0
             if not added:
                 added = True
                 t = _truncate(t, 1)
+            # the walk's seconds, in one jump to the next whole minute when the zone's offset
+            # is whole minutes and the same there (local and UTC seconds then reach 0 together)
+            offset, jumped = t.astimezone(tz).utcoffset(), t + dt.timedelta(seconds=60 - t.second)
+            if offset.seconds % 60 == 0 and jumped.astimezone(tz).utcoffset() == offset:
+                t, wrapped = jumped, True
+                break
             t += dt.timedelta(seconds=1)
             if t.astimezone(tz).second == 0:
                 wrapped = True

@@ -170,6 +170,99 @@ def test_next_runs_increase_and_each_matches_the_local_wall_clock(expr, zone, af
         assert r.second == 0 and oracle_matches(fields, r.astimezone(tz))
 
 
+def walk_after(s, after: dt.datetime, tz) -> dt.datetime | None:
+    """robfig's walk as it was ported first, one hour and one minute at a time: what
+    ``next_after``, which jumps where the zone's offset allows, must always equal."""
+    from ingestion_contract.cron import _add_date, _date, _day_matches, _truncate
+    t = after.astimezone(U).replace(microsecond=0) + dt.timedelta(seconds=1)
+    added, year_limit = False, t.astimezone(tz).year + 5
+    while True:
+        lt = t.astimezone(tz)
+        if lt.year > year_limit:
+            return None
+        wrapped = False
+        while not (1 << lt.month) & s.month:
+            if not added:
+                added, t = True, _date(tz, lt.year, lt.month, 1)
+            t = _add_date(tz, t, months=1)
+            lt = t.astimezone(tz)
+            if lt.month == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not _day_matches(s, lt):
+            if not added:
+                added, t = True, _date(tz, lt.year, lt.month, lt.day)
+            t = _add_date(tz, t, days=1)
+            lt = t.astimezone(tz)
+            if lt.hour != 0:
+                t += dt.timedelta(hours=(24 - lt.hour) if lt.hour > 12 else -lt.hour)
+                lt = t.astimezone(tz)
+            if lt.day == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not (1 << lt.hour) & s.hour:
+            if not added:
+                added, t = True, _date(tz, lt.year, lt.month, lt.day, lt.hour)
+            t += dt.timedelta(hours=1)
+            lt = t.astimezone(tz)
+            if lt.hour == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not (1 << lt.minute) & s.minute:
+            if not added:
+                added, t = True, _truncate(t, 60)
+            t += dt.timedelta(minutes=1)
+            lt = t.astimezone(tz)
+            if lt.minute == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while t.second != 0:
+            if not added:
+                added, t = True, _truncate(t, 1)
+            t += dt.timedelta(seconds=1)
+            if t.astimezone(tz).second == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        return t
+
+
+# Every zone with a DST change, or a change of offset of its own, in the years the tests walk.
+EVERY_ZONE = st.sampled_from(sorted(z for z in __import__("zoneinfo").available_timezones()
+                                    if not z.startswith(("Etc/", "SystemV/"))))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(EXPRS, st.one_of(ZONES, EVERY_ZONE), INSTANTS)
+def test_the_jumps_land_where_robfigs_walk_does_in_every_zone(expr, zone, after):
+    tz = ZoneInfo(zone)
+    assert next_after(parse(expr), after, tz) == walk_after(parse(expr), after, tz)
+
+
+def test_no_zone_changes_its_offset_twice_within_a_day():
+    """What next_after's jumps rest on: a change of offset inside a jump (at most a day) shows
+    as a different offset at its end. tzdata's transitions from a year ago to six years ahead
+    (those in each zone's file; the yearly rule after them changes twice a year, months apart)."""
+    import zoneinfo
+    from zoneinfo import _zoneinfo
+
+    now = dt.datetime.now(U).timestamp()
+    lo, hi, close = now - 366 * 86400, now + 6 * 366 * 86400, []
+    for name in sorted(zoneinfo.available_timezones()):
+        changes = [t for t in _zoneinfo.ZoneInfo.no_cache(name)._trans_utc if lo <= t <= hi]
+        close += [(name, b - a) for a, b in zip(changes, changes[1:]) if b - a <= 86400]
+    assert close == []
+
+
 def test_half_hour_dst_shift_follows_robfig_not_the_wall_clock():
     # Lord Howe falls back 30 minutes on 2026-04-05 (02:00 +11 -> 01:30 +10:30). robfig
     # steps hours in absolute time from 01:00, reaching hour 0 next day at 00:30, so the
@@ -213,9 +306,22 @@ def test_a_skipped_wall_time_never_fires_and_a_repeated_one_fires_twice(expr, zo
     tz = ZoneInfo(zone)
     for change in offset_changes(expr, zone, after, 60):
         around = next_runs(expr, zone, change.at - dt.timedelta(hours=3), 400)
+        if any(b <= a for a, b in zip(around, around[1:])):  # robfig's walk went back (the test below)
+            assert zone == "Pacific/Chatham" and change.kind == "repeated", (expr, change)
+            continue
         local = [t.astimezone(tz).replace(tzinfo=None) for t in around]
         for wall in change.wall:
             assert local.count(wall) == (0 if change.kind == "skipped" else 2), (change, wall)
+
+
+def test_chathams_fall_back_sends_robfigs_walk_back_in_time():
+    # Chatham falls back from +13:45 to +12:45 at 14:00 UTC on 2026-04-04 (03:45 -> 02:45 local).
+    # From 14:00, robfig truncates 02:45 local to its hour, 02:00, which Go's time.Date puts at
+    # +13:45 (12:15 UTC); an hour on, 03:00 local matches: 13:15 UTC, before the 14:00 it walked
+    # from, and a chain of Next goes round that hour again. The real robfig does the same (the
+    # cron oracle); next_runs says what the controller's Schedule.Next says, not a tidier story.
+    assert next_runs("*/3 3 * * *", "Pacific/Chatham", utc(2026, 4, 4, 13, 56), 3) == \
+        [utc(2026, 4, 4, 13, 57), utc(2026, 4, 4, 14, 0), utc(2026, 4, 4, 13, 15)]
 
 
 def test_the_tzdata_version_is_the_one_zoneinfo_reads(tmp_path):
