@@ -14,10 +14,9 @@ import yaml
 
 from ingestion_dev.processes import ProcessGroup
 from ingestion_dev.services import start_prometheus
-from ingestion_job.run import run
 
 from ..conftest import CHART
-from ..job.conftest import Dataset, context, days_ago
+from ..job.conftest import Dataset, context, days_ago, run  # run: on the job tests' clock, as days_ago
 
 S = '{namespace="data", schedule="daily"}'
 OP = 'job="ingestion-ingestion-operator-metrics", namespace="data"'

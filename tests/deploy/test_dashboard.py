@@ -13,10 +13,9 @@ import urllib.request
 from ingestion_dev.processes import ProcessGroup
 from ingestion_dev.services import start_prometheus
 from ingestion_contract import parse_backfill
-from ingestion_job.run import run
 
 from ..conftest import REPO
-from ..job.conftest import Dataset, context, days_ago
+from ..job.conftest import Dataset, context, days_ago, run  # run: on the job tests' clock, as days_ago
 
 DASHBOARD = REPO / "deploy" / "grafana" / "ingestion.json"
 
