@@ -1,7 +1,7 @@
 """Cron parsing and next-run math, with the CronJob controller's (robfig/cron v3) semantics."""
 
 import datetime as dt
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
 from hypothesis import given, settings
@@ -237,7 +237,7 @@ def walk_after(s, after: dt.datetime, tz) -> dt.datetime | None:
 
 
 # Every zone with a DST change, or a change of offset of its own, in the years the tests walk.
-EVERY_ZONE = st.sampled_from(sorted(z for z in __import__("zoneinfo").available_timezones()
+EVERY_ZONE = st.sampled_from(sorted(z for z in available_timezones()
                                     if not z.startswith(("Etc/", "SystemV/"))))
 
 
@@ -252,12 +252,11 @@ def test_no_zone_changes_its_offset_twice_within_a_day():
     """What next_after's jumps rest on: a change of offset inside a jump (at most a day) shows
     as a different offset at its end. tzdata's transitions from a year ago to six years ahead
     (those in each zone's file; the yearly rule after them changes twice a year, months apart)."""
-    import zoneinfo
     from zoneinfo import _zoneinfo
 
     now = dt.datetime.now(U).timestamp()
     lo, hi, close = now - 366 * 86400, now + 6 * 366 * 86400, []
-    for name in sorted(zoneinfo.available_timezones()):
+    for name in sorted(available_timezones()):
         changes = [t for t in _zoneinfo.ZoneInfo.no_cache(name)._trans_utc if lo <= t <= hi]
         close += [(name, b - a) for a, b in zip(changes, changes[1:]) if b - a <= 86400]
     assert close == []
