@@ -277,10 +277,17 @@ def test_stale_turns_true_on_time_without_an_event_and_false_after_a_success(clu
     stale = cond(obj, "Stale")
     assert stale["reason"] == "NeverSucceeded" and stale["message"] == (
         f"no run has succeeded since the schedule was created at {created}, longer than the limit of 1m0s")
-    assert stale["lastTransitionTime"] >= f"{deadline:%Y-%m-%dT%H:%M:%SZ}"
-    # The timer made that reconcile, at or after the deadline (no Job, no edit, no other event).
-    woke = [e for e in operator.log_events("reconciled", namespace=ok, name="stale", trigger="timer") if e["writes"] != "0"]
-    assert woke, operator.log_events("reconciled", namespace=ok, name="stale")
+    # On time: the timer wakes a second after the deadline (NextRunTimer's grace); the rest is
+    # a busy worker pool on a slow machine.
+    late = deadline + dt.timedelta(seconds=15)
+    assert f"{deadline:%Y-%m-%dT%H:%M:%SZ}" <= stale["lastTransitionTime"] <= f"{late:%Y-%m-%dT%H:%M:%SZ}", stale
+    # And the timer woke for it: nothing else arms it for this schedule (no Job, no pause, its
+    # next run is next January). Which reconcile wrote the flip is not asserted: in one CI run
+    # another reconcile of it (its trigger unrecorded) wrote the flip first, and the
+    # timer's found nothing left to write.
+    seen = operator.log_events("reconciled", namespace=ok, name="stale")
+    assert any(e["trigger"] == "timer" for e in seen), [
+        {k: e.get(k) for k in ("trigger", "result", "observed", "writes")} for e in seen]
     assert cond(obj, "Ready")["status"] == "True" and obj["status"]["nextRuns"][0].endswith("-01-01T00:00:00Z")
     header, row = kubectl(cluster, "get", "isched", "stale", "-n", ok).stdout.splitlines()
     assert header.split()[-2:] == ["STALE", "AGE"] and row.split()[-2] == "True", (header, row)
