@@ -43,6 +43,32 @@ def pytest_collection_modifyitems(config, items):
             marker = MARKER_OF_FIXTURE.get(fixture)
             if marker and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        _groups_for_workers(items)
+
+
+# The order in which dev/test's two workers (pytest-xdist, --dist loadgroup) take work: the
+# longest units first, the quick ones last to fill in (the longest-first heuristic).
+RANK = {"node": 0, "cluster": 1, "servers": 2, "build": 3}
+
+
+def _groups_for_workers(items) -> None:
+    """Each module is one unit of work, so its module fixtures (an operator, schedules that
+    tick) start once, on one worker. Every module with a test on a real node is one unit
+    together, "node", with the image tests: they share the host's network namespaces and
+    links, which the node tests count, and one worker builds the images at a time."""
+    def module(item):
+        return item.nodeid.split("::")[0]
+
+    rank: dict[str, int] = {}
+    for item in items:
+        marks = [RANK[m] for m in RANK if item.get_closest_marker(m) is not None] + [len(RANK)]
+        rank[module(item)] = min(rank.get(module(item), len(RANK)), *marks)
+    for item in items:
+        group = "node" if rank[module(item)] == 0 or module(item) == "tests/dev/test_images.py" else module(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (0 if module(item) == "tests/dev/test_images.py" else rank[module(item)], order[id(item)]))
 
 
 def pytest_sessionfinish(session, exitstatus):

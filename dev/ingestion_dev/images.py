@@ -16,10 +16,13 @@ docker-archive files (``ctr images import``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import shutil
 import sys
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from .workspace import REPO_ROOT, ClusterError, cache_dir, refuse_in_fast_loop
@@ -53,6 +56,33 @@ def images_dir() -> Path:
     return d
 
 
+_held = threading.local()  # how deep this thread is inside exclusive()
+_thread_lock = threading.Lock()
+
+
+def exclusive(fn):
+    """One build, export or prune of the image cache at a time, across processes: the suite's
+    two workers, a sandbox beside them. ``buildah rmi --prune`` in one would take the
+    intermediate images of another's build, and two exports of one image write one file.
+    Held per thread by depth, so a locked function may call another."""
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        if getattr(_held, "depth", 0):
+            _held.depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _held.depth -= 1
+        with _thread_lock, open(images_dir() / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            _held.depth = 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _held.depth = 0
+    return locked
+
+
 def buildah(*args: str) -> str:
     refuse_in_fast_loop(f"buildah {args[0] if args else ''}")
     if not shutil.which("buildah"):
@@ -80,6 +110,7 @@ def has_image(name: str) -> bool:
     return name in buildah("images", "--format", "{{.Name}}:{{.Tag}}").split()
 
 
+@exclusive
 def export(name: str) -> Path:
     """The image as a docker-archive file for ``ctr images import``; rewritten when the image changed."""
     image_id = buildah("inspect", "--format", "{{.FromImageID}}", name)
@@ -98,6 +129,7 @@ def export(name: str) -> Path:
     return archive
 
 
+@exclusive
 def pause_image() -> Path:
     """The pause image's archive, built from source once."""
     if not has_image(PAUSE_IMAGE):
@@ -113,6 +145,7 @@ def pause_image() -> Path:
     return export(PAUSE_IMAGE)
 
 
+@exclusive
 def base_image() -> str:
     """The Debian-made stand-in for python:3.11-slim, built once (about 30 s)."""
     if has_image(BASE_IMAGE):
@@ -135,6 +168,7 @@ def base_image() -> str:
     return BASE_IMAGE
 
 
+@exclusive
 def build(dockerfile: str, name: str) -> Path:
     """Build ``dockerfile`` from the repository on the stand-in base; returns its archive."""
     base = base_image()
