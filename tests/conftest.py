@@ -43,32 +43,59 @@ def pytest_collection_modifyitems(config, items):
             marker = MARKER_OF_FIXTURE.get(fixture)
             if marker and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
-    if getattr(config.option, "dist", "no") == "loadgroup":
-        _groups_for_workers(items)
+    _one_worker_for_the_node(items)
+    if hasattr(config, "workerinput"):  # an xdist worker: the order the controller hands out work in
+        _longest_first(items)
 
 
-# The order in which dev/test's two workers (pytest-xdist, --dist loadgroup) take work: the
-# longest units first, the quick ones last to fill in (the longest-first heuristic).
+# Under dev/test's two workers (pytest-xdist), each module is one unit of work, so its module
+# fixtures (an operator, schedules that tick) start once, on one worker; and these modules
+# are one unit together, run one after another on one worker: they start real nodes, which
+# share the host's network namespaces, links and routes (and count them: host_footprint),
+# and build images. The list is checked: a module with a node test missing from it fails
+# the collection.
+ONE_WORKER = ("tests/node/", "tests/dev/test_node.py", "tests/dev/test_sandbox.py", "tests/dev/test_images.py")
 RANK = {"node": 0, "cluster": 1, "servers": 2, "build": 3}
 
 
-def _groups_for_workers(items) -> None:
-    """Each module is one unit of work, so its module fixtures (an operator, schedules that
-    tick) start once, on one worker. Every module with a test on a real node is one unit
-    together, "node", with the image tests: they share the host's network namespaces and
-    links, which the node tests count, and one worker builds the images at a time."""
-    def module(item):
-        return item.nodeid.split("::")[0]
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
 
+
+def _unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: "node" or its module."""
+    module = _module(nodeid)
+    return "node" if module.startswith(ONE_WORKER) else module
+
+
+def _one_worker_for_the_node(items) -> None:
+    strays = sorted({_module(i.nodeid) for i in items if i.get_closest_marker("node") and _unit(i.nodeid) != "node"})
+    if strays:
+        raise pytest.UsageError(f"tests on a real node outside tests/conftest.py ONE_WORKER: {', '.join(strays)}")
+
+
+def _longest_first(items) -> None:
+    """Units ordered by their slowest kind of test (a node, a control plane, servers, a build,
+    none), the node's first: the longest-first heuristic for two workers."""
     rank: dict[str, int] = {}
     for item in items:
         marks = [RANK[m] for m in RANK if item.get_closest_marker(m) is not None] + [len(RANK)]
-        rank[module(item)] = min(rank.get(module(item), len(RANK)), *marks)
-    for item in items:
-        group = "node" if rank[module(item)] == 0 or module(item) == "tests/dev/test_images.py" else module(item)
-        item.add_marker(pytest.mark.xdist_group(group))
+        unit = _unit(item.nodeid)
+        rank[unit] = min(rank.get(unit, len(RANK)), *marks)
     order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (0 if module(item) == "tests/dev/test_images.py" else rank[module(item)], order[id(item)]))
+    items.sort(key=lambda item: (rank[_unit(item.nodeid)], order[id(item)]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's load-by-scope scheduler, with a unit of work per module (``_unit``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ByUnit(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):

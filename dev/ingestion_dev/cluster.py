@@ -165,6 +165,14 @@ class ControlPlane(ProcessGroup):
                 f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are taken by another process; "
                 "stop it or choose other ports"
             )
+        if self.with_node:
+            # The kubelet binds unix sockets under its root dir (pod-resources/<10 digits>); a
+            # socket's path has at most 107 bytes, and past that the kubelet exits with "bind:
+            # invalid argument" in its log.
+            longest = len(str(self.state_dir.resolve() / "node" / "kubelet" / "pod-resources" / ("9" * 10)).encode())
+            if longest > 107:
+                raise ClusterError(f"the state dir {self.state_dir} is {longest - 107} bytes too long for a node: the kubelet's "
+                                   f"sockets under it would have {longest}-byte paths, over a unix socket's 107")
         bin_dir = self._bin_dir or build_binaries()
         for b in BINARIES + (NODE_BINARIES if self.with_node else ()):
             if not os.access(bin_dir / b, os.X_OK):

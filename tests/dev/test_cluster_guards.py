@@ -21,6 +21,18 @@ def test_refuses_when_a_port_is_taken(tmp_path):
             plane.up()
 
 
+def test_a_node_refuses_a_state_dir_too_long_for_the_kubelets_sockets(tmp_path):
+    """Said before anything starts, not as "bind: invalid argument" deep in the kubelet's log."""
+    state = tmp_path / ("d" * (107 - len(f"{tmp_path.resolve()}/") - len("/node/kubelet/pod-resources/9999999999")))
+    deeper = state.parent / (state.name + "xyz")
+    with pytest.raises(ClusterError, match="is 3 bytes too long for a node: the kubelet's sockets under it would have "
+                                           "110-byte paths, over a unix socket's 107"):
+        ControlPlane(deeper, ports=Ports.free(), bin_dir=tmp_path, node=True).up()
+    # one that just fits gets past this check (to the next: no binaries here)
+    with pytest.raises(ClusterError, match="kube-apiserver|etcd"):
+        ControlPlane(state, ports=Ports.free(), bin_dir=tmp_path, node=True).up()
+
+
 def test_refuses_when_a_binary_is_missing(tmp_path):
     plane = ControlPlane(tmp_path / "state", ports=Ports.free(), bin_dir=tmp_path)
     with pytest.raises(ClusterError, match="kube-apiserver|etcd"):

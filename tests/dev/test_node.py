@@ -19,6 +19,14 @@ from ingestion_dev.sandbox import pod_runner_argv
 wait_for = functools.partial(wait_for, interval=0.3)
 
 
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """A short one: the nodes' state lives under it, and the kubelet's unix sockets under a
+    test-named directory of xdist's worker (popen-gwN) would pass a socket's 107 bytes."""
+    return tmp_path_factory.mktemp("n")
+
+
+
 def sleeper(name: str) -> dict:
     """A pod whose container runs until it is killed (the pause image, as a plain container)."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

@@ -23,6 +23,14 @@ from ..samples import store_rows
 DEV = [str(Path(sys.executable).parent / "ingestion-dev"), "sandbox"]
 
 
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """A short one: the nodes' state lives under it, and the kubelet's unix sockets under a
+    test-named directory of xdist's worker (popen-gwN) would pass a socket's 107 bytes."""
+    return tmp_path_factory.mktemp("n")
+
+
+
 def gaps(db: Path, today: dt.date) -> dict | None:
     """{(symbol, days before ``today``, interval): status} of the sandbox's daily files, and
     {(symbol, month, interval, 'monthly'): status} of its archives (None before its first run)."""

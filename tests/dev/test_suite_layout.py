@@ -54,3 +54,25 @@ def test_the_fast_loop_selects_no_test_that_uses_a_server_fixture():
         assert not [t for t in selected if t.startswith(slow)], f"{slow} selected by --fast"
     for pure in ("tests/contract/test_cron.py", "tests/operator/test_status.py", "tests/job/test_plan.py"):
         assert [t for t in selected if t.startswith(pure)], f"{pure} left out of --fast"
+
+
+def test_two_workers_take_a_module_whole_and_every_node_module_on_one(tmp_path):
+    """dev/test's workers (pytest-xdist) take units: a module, or all the modules that start
+    real nodes together; a node test outside that list fails the collection by name."""
+    import subprocess
+    import sys
+
+    from tests.conftest import _unit
+
+    assert _unit("tests/job/test_delta.py::test_x[a-b]") == "tests/job/test_delta.py"
+    assert {_unit(n) for n in ("tests/node/test_bad_day.py::t", "tests/dev/test_sandbox.py::t", "tests/dev/test_node.py::t[x]",
+                               "tests/dev/test_images.py::t")} == {"node"}
+    stray = TESTS / "dev" / f"test_zz_stray_{tmp_path.name}.py"
+    stray.write_text("import pytest\n\n@pytest.mark.node\ndef test_on_a_node():\n    pass\n")
+    try:
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(stray)],
+                             capture_output=True, text=True, cwd=TESTS.parent, timeout=120)
+    finally:
+        stray.unlink()
+    assert out.returncode != 0 and f"tests on a real node outside tests/conftest.py ONE_WORKER: tests/dev/{stray.name}" in (
+        out.stdout + out.stderr), out.stdout[-2000:] + out.stderr[-2000:]
