@@ -49,7 +49,7 @@ def main():
             plane.up(timeout=90, log=lambda m: print(m, file=sys.stderr))
             env = {"KUBECONFIG": str(plane.kubeconfig), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
             subprocess.run(["kubectl", "apply", "-f", str(CRD)], env=env, check=True, capture_output=True)
-            subprocess.run(["kubectl", "wait", "--for=condition=Established", "crd/ingestionschedules.ingestion.dev"],
+            subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=120s", "crd/ingestionschedules.ingestion.dev"],
                            env=env, check=True, capture_output=True)
             api = config.new_client_from_config(config_file=str(plane.kubeconfig))
             client.CoreV1Api(api).create_namespace({"metadata": {"name": "campaign"}})

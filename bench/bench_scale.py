@@ -278,7 +278,9 @@ def main():
             plane.up(timeout=90, log=lambda m: print(m, file=sys.stderr))
             env = {"KUBECONFIG": str(plane.kubeconfig), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
             subprocess.run(["kubectl", "apply", "-f", str(CRD)], env=env, check=True, capture_output=True)
-            subprocess.run(["kubectl", "wait", "--for=condition=Established", f"crd/{P}.{G}"], env=env, check=True, capture_output=True)
+            # (120 s: with kubectl's default 30 s it exited 1 once beside the suite's other worker)
+            subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=120s", f"crd/{P}.{G}"], env=env, check=True,
+                           capture_output=True)
             plane.certs.issue(USER, USER, "system:masters")
             op_kubeconfig = tmp / "operator.kubeconfig"
             plane._write_kubeconfig(op_kubeconfig, USER)
