@@ -327,7 +327,7 @@ def main():
             #     status; post the Event), with no queue and no operator. Timed as the operator
             #     is, until the bench's watches show every schedule Ready and every CronJob: the
             #     same observer in both phases, so the API server's work for it weighs on both.
-            def contract_requests(name, ns="bare-contract"):
+            def contract_requests(name, ns):
                 body = custom.create_namespaced_custom_object(G, V, ns, P, {
                     "apiVersion": f"{G}/{V}", "kind": "IngestionSchedule", "metadata": {"name": name}, "spec": spec()})
                 cj = json.loads(batch.create_namespaced_cron_job(ns, render_cronjob(name, ns, typed, settings),

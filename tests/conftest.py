@@ -82,8 +82,7 @@ def _longest_first(items) -> None:
         marks = [RANK[m] for m in RANK if item.get_closest_marker(m) is not None] + [len(RANK)]
         unit = _unit(item.nodeid)
         rank[unit] = min(rank.get(unit, len(RANK)), *marks)
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (rank[_unit(item.nodeid)], order[id(item)]))
+    items.sort(key=lambda item: rank[_unit(item.nodeid)])  # stable: collection order within a rank
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -56,30 +56,25 @@ def images_dir() -> Path:
     return d
 
 
-_held = threading.local()  # how deep this thread is inside exclusive()
-_thread_lock = threading.Lock()
+_held = threading.local()  # whether this thread holds the lock: a locked function may call another
 
 
 def exclusive(fn):
     """One build, export or prune of the image cache at a time, across processes: the suite's
     two workers, a sandbox beside them. ``buildah rmi --prune`` in one would take the
     intermediate images of another's build, and two exports of one image write one file.
-    Held per thread by depth, so a locked function may call another."""
+    (flock also keeps two threads of one process apart: each opens the file anew.)"""
     @functools.wraps(fn)
     def locked(*args, **kwargs):
-        if getattr(_held, "depth", 0):
-            _held.depth += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _held.depth -= 1
-        with _thread_lock, open(images_dir() / ".lock", "a") as f:
+        if getattr(_held, "lock", False):
+            return fn(*args, **kwargs)
+        with open(images_dir() / ".lock", "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
-            _held.depth = 1
+            _held.lock = True
             try:
                 return fn(*args, **kwargs)
             finally:
-                _held.depth = 0
+                _held.lock = False
     return locked
 
 

@@ -26,7 +26,6 @@ def tmp_path(tmp_path_factory):
     return tmp_path_factory.mktemp("n")
 
 
-
 def sleeper(name: str) -> dict:
     """A pod whose container runs until it is killed (the pause image, as a plain container)."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

@@ -30,7 +30,6 @@ def tmp_path(tmp_path_factory):
     return tmp_path_factory.mktemp("n")
 
 
-
 def gaps(db: Path, today: dt.date) -> dict | None:
     """{(symbol, days before ``today``, interval): status} of the sandbox's daily files, and
     {(symbol, month, interval, 'monthly'): status} of its archives (None before its first run)."""
