@@ -108,10 +108,11 @@ def pytest_sessionfinish(session, exitstatus):
 class Cluster:
     """What tests get: a kubeconfig path, API clients, and where exec-mode pods keep files."""
 
-    def __init__(self, kubeconfig: Path, pod_state: Path | None, audit_log: Path | None = None):
+    def __init__(self, kubeconfig: Path, pod_state: Path | None, audit_log: Path | None = None, etcd_url: str | None = None):
         self.kubeconfig = kubeconfig
         self.pod_state = pod_state
         self.audit_log = audit_log
+        self.etcd_url = etcd_url  # plain HTTP on loopback (our own plane; None for a reused one)
         self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
@@ -132,7 +133,7 @@ def cluster(tmp_path_factory) -> Cluster:
     try:
         plane.up(timeout=90, log=lambda m: print(m, file=sys.stderr))
         plane.start_process("pod-runner", pod_runner_argv(plane, "exec"))
-        c = Cluster(plane.kubeconfig, state / "pods", plane.audit_log)
+        c = Cluster(plane.kubeconfig, state / "pods", plane.audit_log, f"http://127.0.0.1:{plane.ports.etcd_client}")
         _wait_for(lambda: _default_sa_ready(c), 60, "the default ServiceAccount and the runner's node")
         yield c
     finally:

@@ -309,7 +309,7 @@ class BackfillReconciler:
         self.kube = reconciler.kube
         self._lock = KeyedLocks()
         self._upstream_lock = KeyedLocks()  # per (namespace, upstream): one backfill takes a share at a time
-        reconciler.due[BACKFILL.name] = lambda namespace, name: self.reconcile(namespace, name, trigger="recheck")
+        reconciler.runs[BACKFILL.name] = lambda namespace, name, work: self.reconcile(namespace, name, trigger="recheck")
 
     def forget(self, namespace: str, name: str) -> None:
         self.kube.forget_write(BACKFILL.name, namespace, name)

@@ -154,7 +154,7 @@ def cmd_run(args) -> int:
         if elector is not None:
             reconciler.kube.fence = lambda: elector.leading
         memo = kopf.Memo(reconciler=reconciler, backfills=BackfillReconciler(reconciler), upstreams=UpstreamReconciler(reconciler),
-                         health=health, workers=args.workers, term=term)
+                         health=health, workers=args.workers, term=term, namespaces=namespaces)
         try:
             kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=memo, stop_flag=term.flag)
         finally:

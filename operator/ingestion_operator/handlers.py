@@ -1,8 +1,10 @@
-"""kopf wiring: every event that can change a schedule's truth triggers one reconcile.
+"""The wiring: every event that can change a resource's truth queues one reconcile.
 
-Only ``on.event`` handlers are used: they keep no progress on the resource, add no
-finalizers and post no events of their own, so kopf itself never writes to the API.
-The reconciler reaches the handlers through kopf's ``memo`` (``memo.reconciler``), set
+kopf runs the operator (startup, login, cleanup) and watches Jobs and backfills, with
+``on.event`` handlers only: they keep no progress on the resource, add no finalizers and
+post no events of their own, so kopf itself never writes to the API. The schedules, their
+CronJobs and the upstreams are followed by the lean informers of :mod:`.informer`, started
+here. The reconciler reaches the handlers through kopf's ``memo`` (``memo.reconciler``), set
 by :func:`ingestion_operator.cli.cmd_run`; nothing is global.
 """
 
@@ -12,8 +14,11 @@ import asyncio
 import logging
 
 import kopf
+from kubernetes import client
+
 from . import names
-from .gateway import UPSTREAM
+from .gateway import BACKFILL, SCHEDULE, UPSTREAM
+from .informer import Informer, Work
 from .status import job_outcome
 from .upstream import shown_share, upstream_spec
 
@@ -38,19 +43,49 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.posting.enabled = False  # our own events, on transitions only
     settings.scanning.disabled = True  # no CRD/namespace scanning: fewer permissions
     settings.persistence.diffbase_storage = NoDiffBase()  # only on.event handlers: no diffs needed
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.execution.max_workers = memo.workers  # reconciles at once (each waits on the API server, not the CPU)
-    # due reconciles (schedules' next runs, rechecks of both resources) run on kopf's worker pool
-    memo.reconciler.timer.start(submit=settings.execution.executor.submit)
-    memo.listed = False  # until kopf runs the first on.event filter: see _while_listing
-    # kopf holds every handler until the index below has seen every CronJob of ours, and
-    # the timer is armed only by a reconcile: no reconcile can read the cache before that.
-    memo.reconciler.cronjobs.primed = True
+    settings.execution.max_workers = memo.workers  # Jobs' and backfills' handlers (each waits on the API server)
+    # The schedules, their CronJobs and the upstreams: listed into the books (the sharing index,
+    # the CronJob cache) before any reconcile starts, so none reads a cache that has not seen
+    # every CronJob or computes a share from half of a source's sharers; kopf's watches of Jobs
+    # and backfills start once this handler returns.
+    r = memo.reconciler
+    memo.informers = watches(memo)
+    for informer in memo.informers:
+        informer.start()
+    try:
+        while not all(i.listed() for i in memo.informers):
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:  # stopped while listing: no cleanup handler will run
+        _stop(memo)
+        raise
+    r.cronjobs.primed = True
+    r.timer.start(submit=lambda key: r.submit(key, Work("timer")))
+    r.queue.start()
+
+
+def watches(memo: kopf.Memo) -> list[Informer]:
+    """The informers of the kinds that grow with the fleet (see :mod:`.informer`), each event
+    kept in the books at once and its reconcile queued (an echo of our own write: none)."""
+    r = memo.reconciler
+    api = client.ApiClient(r.api_client.configuration)  # a pool of its own: watches hold their connections
+    version = f"{names.GROUP}/{names.VERSION}"
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    return [Informer(api, names.UPSTREAM_PLURAL, version, names.UPSTREAM_KIND, memo.namespaces, lambda t, o: on_upstream(t, o, memo)),
+            Informer(api, names.PLURAL, version, names.KIND, memo.namespaces, lambda t, o: on_schedule(t, o, memo)),
+            Informer(api, "cronjobs", "batch/v1", "CronJob", memo.namespaces, lambda t, o: on_cronjob(t, o, memo), selector)]
+
+
+def _stop(memo: kopf.Memo) -> None:
+    for informer in memo.get("informers") or []:
+        informer.stop()
+    memo.reconciler.queue.stop()
+    memo.reconciler.timer.stop()
 
 
 @kopf.on.login()
@@ -76,7 +111,7 @@ def login(memo: kopf.Memo, **_):
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_):
-    memo.reconciler.timer.stop()
+    _stop(memo)
     term = memo.get("term")
     if term is not None:  # kopf waits on its flag in a thread: end it, or the run never returns
         term.end()
@@ -88,33 +123,25 @@ async def health_loop(memo: kopf.Memo, **_):
     memo.health.loop = asyncio.get_running_loop()
 
 
-def _while_listing(memo: kopf.Memo, **_) -> bool:
-    """The filter of the index handlers below: true until kopf first runs an on.event filter.
-    kopf holds every handler until each object of an indexed kind has been through its index
-    handlers once, which is all the indexes are for (no share is computed from half of a
-    source's sharers, no reconcile reads a CronJob cache that has not seen every CronJob).
-    After that the on.event filters keep the same books: an index handler costs kopf a full
-    handler invocation on every event of its kind (at 1,000 new schedules, 2,000 of them),
-    a filter a call."""
-    return not memo.listed
+def _meta(obj: dict) -> tuple[str, str, str | None]:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace"), meta.get("name"), meta.get("resourceVersion")
 
 
-def _news(kind: str, keep=None):
-    """A kopf filter for the watch of ``kind`` (schedule, backfill, cronjob): false for the
-    echo of our own write (the event at exactly the resourceVersion it returned), which
-    changes nothing a reconcile looks at. Run by kopf on its event loop, so an echo costs no
-    hop to a worker thread. Every event but a deletion is first given to ``keep(body,
-    namespace, name, memo)``, the books the index handlers keep while kopf lists
-    (:func:`_while_listing`); echoes too, so the books follow the watch's order, as the
-    index's did (an older event delivered after our write is put right by its echo)."""
-    def news(type, body, namespace, name, memo: kopf.Memo, **_) -> bool:
-        memo.listed = True  # kopf runs on.event filters only once it holds no handler
-        if type == "DELETED":
-            return True
-        if keep is not None:
-            keep(body, namespace, name, memo)
-        return not memo.reconciler.kube.is_echo(kind, namespace, name, (body.get("metadata") or {}).get("resourceVersion"))
-    return news
+def on_schedule(type: str | None, obj: dict, memo: kopf.Memo) -> None:
+    """A schedule listed or changed: its books at once (in the watch's order, echoes too: an
+    older event delivered after our write is put right by its echo), then its reconcile, with
+    the body the event carried; deleted: a sharer less (its upstream's other schedules get
+    more), and forgotten."""
+    namespace, name, rv = _meta(obj)
+    r, key = memo.reconciler, (SCHEDULE.name, namespace, name)
+    if type == "DELETED":
+        memo.upstreams.soon(namespace, r.sharing.put_schedule(namespace, name, None))
+        r.submit(key, Work("deleted"))
+        return
+    _keep_schedule(obj, namespace, name, memo)
+    if not r.kube.is_echo(SCHEDULE.name, namespace, name, rv):
+        r.submit(key, Work("schedule", obj if obj.get("spec") is not None else None))
 
 
 def _keep_schedule(body, namespace: str, name: str, memo: kopf.Memo) -> None:
@@ -126,14 +153,40 @@ def _keep_schedule(body, namespace: str, name: str, memo: kopf.Memo) -> None:
     memo.upstreams.soon(namespace, moved)
 
 
-def _keep_cronjob(body, namespace: str, name: str, memo: kopf.Memo) -> None:
-    """The CronJob in the reconciler's CronJobCache."""
-    memo.reconciler.cronjobs.put(body)
+def on_cronjob(type: str | None, obj: dict, memo: kopf.Memo) -> None:
+    """A CronJob of ours listed or changed: the CronJob cache at once, then a reconcile of the
+    schedule its label names (the echo of our own write of it: none)."""
+    namespace, name, rv = _meta(obj)
+    r = memo.reconciler
+    if type == "DELETED":
+        r.cronjobs.drop(namespace, name, obj["metadata"].get("uid"))
+    else:
+        r.cronjobs.put(obj)
+        if r.kube.is_echo("cronjob", namespace, name, rv):
+            return
+    owner = (obj["metadata"].get("labels") or {}).get(names.LABEL_SCHEDULE)
+    if owner:
+        r.submit((SCHEDULE.name, namespace, owner), Work("cronjob"))
+
+
+def on_upstream(type: str | None, obj: dict, memo: kopf.Memo) -> None:
+    """An IngestionUpstream listed or changed: its spec in the SharingIndex at once, and the
+    schedules of its source woken (a schedule's reconcile finds its upstream there, without a
+    list); then its status. Deleted: every sharer back to its own settings."""
+    namespace, name, rv = _meta(obj)
+    r, key = memo.reconciler, (UPSTREAM.name, namespace, name)
+    if type == "DELETED":
+        memo.upstreams.soon(namespace, r.sharing.drop_upstream(namespace, name), wake=True)
+        r.submit(key, Work("deleted"))
+        return
+    memo.upstreams.soon(namespace, r.sharing.put_upstream(namespace, name, upstream_spec(obj.get("spec"))), wake=True)
+    if not r.kube.is_echo(UPSTREAM.name, namespace, name, rv):
+        r.submit(key, Work("upstream", obj if obj.get("spec") is not None else None))
 
 
 def _own(reconciler, type: str, event: dict, namespace: str, name: str, gone: str) -> None:
-    """One of our resources (a schedule or a backfill) changed: forget a deleted one (``gone``
-    says what collects its children), else reconcile it with the body the event carried."""
+    """A backfill changed: forget a deleted one (``gone`` says what collects its children),
+    else reconcile it with the body the event carried."""
     if type == "DELETED":
         reconciler.forget(namespace, name)
         log.info(gone, namespace, name)
@@ -142,73 +195,29 @@ def _own(reconciler, type: str, event: dict, namespace: str, name: str, gone: st
     reconciler.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL, when=_news("schedule", _keep_schedule))
-def on_schedule(type, event, namespace, name, memo: kopf.Memo, **_):
-    if type == "DELETED":  # a sharer less: its upstream's other schedules get more
-        memo.upstreams.soon(namespace, memo.reconciler.sharing.put_schedule(namespace, name, None))
-    _own(memo.reconciler, type, event, namespace, name, "event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)")
-
-
-@kopf.index(names.GROUP, names.VERSION, names.PLURAL, id="schedule_sources", when=_while_listing)
-async def schedule_sources(body, namespace, name, memo: kopf.Memo, **_):
-    """Every schedule listed, in the SharingIndex (:func:`_keep_schedule`) before any handler
-    runs, so no schedule's share is computed from half of its sharers."""
-    _keep_schedule(body, namespace, name, memo)
-    return None
-
-
-@kopf.index(names.GROUP, names.VERSION, names.UPSTREAM_PLURAL, id="upstream_index")
-async def upstream_index(body, namespace, name, memo: kopf.Memo, **_):
-    """Keeps the upstreams (namespace -> name -> spec) in the SharingIndex: a schedule's
-    reconcile finds its upstream there, without a list. One that changes (or turns invalid)
-    wakes the schedules of its source at once."""
-    moved = memo.reconciler.sharing.put_upstream(namespace, name, upstream_spec(body.get("spec")))
-    memo.upstreams.soon(namespace, moved, wake=True)
-    return None
-
-
-@kopf.on.event(names.GROUP, names.VERSION, names.UPSTREAM_PLURAL, id="upstream", when=_news("upstream"))
-def on_upstream(type, event, namespace, name, memo: kopf.Memo, **_):
-    """An IngestionUpstream changed: its status; deleted: every sharer back to its own settings."""
-    if type == "DELETED":
-        moved = memo.reconciler.sharing.drop_upstream(namespace, name)
-        memo.upstreams.forget(namespace, name)
-        memo.upstreams.soon(namespace, moved, wake=True)
-        log.info("event=upstream_deleted namespace=%s name=%s (its schedules return to their own settings)", namespace, name)
-        return
-    obj = event.get("object") or {}
-    memo.upstreams.reconcile(namespace, name, body=obj if obj.get("spec") is not None else None)
-
-
-@kopf.index("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob_cache", when=_while_listing)
-async def cronjob_cache(body, namespace, name, memo: kopf.Memo, **_):
-    """Every CronJob of ours listed, in the reconciler's CronJobCache (:func:`_keep_cronjob`)
-    before any handler runs. Indexes nothing itself: kopf's index is used for its hold."""
-    _keep_cronjob(body, namespace, name, memo)
-    return None
-
-
-@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED, id="cronjob", when=_news("cronjob", _keep_cronjob))
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job")
-def on_child(type, body, namespace, name, resource, memo: kopf.Memo, **_):
-    """A CronJob or Job of ours changed: reconcile the schedule its label names (the echo of
-    a CronJob write of our own never gets here)."""
+def on_job(type, body, namespace, name, memo: kopf.Memo, **_):
+    """A Job of ours changed: reconcile the schedule (queued) or the backfill its label names."""
     labels = body.get("metadata", {}).get("labels") or {}
-    if resource.plural == "jobs" and labels.get(names.LABEL_BACKFILL):
+    if labels.get(names.LABEL_BACKFILL):
         memo.backfills.reconcile(namespace, labels[names.LABEL_BACKFILL], trigger="job")
         upstream = (body.get("metadata", {}).get("annotations") or {}).get(names.ANNOTATION_UPSTREAM)
         if upstream and (type == "DELETED" or job_outcome(body)[0] != "Running"):  # its share is free again
             memo.reconciler.timer.set((UPSTREAM.name, namespace, upstream), memo.reconciler.clock())
         return
-    if resource.plural == "cronjobs" and type == "DELETED":
-        memo.reconciler.cronjobs.drop(namespace, name, body.get("metadata", {}).get("uid"))
     owner = labels.get(names.LABEL_SCHEDULE)
-    if not owner:
-        return
-    memo.reconciler.reconcile(namespace, owner, trigger="cronjob" if resource.plural == "cronjobs" else "job")
+    if owner:
+        memo.reconciler.submit((SCHEDULE.name, namespace, owner), Work("job"))
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill", when=_news("backfill"))
+def _news_of_backfills(type, body, namespace, name, memo: kopf.Memo, **_) -> bool:
+    """False for the echo of our own status write (the event at exactly the resourceVersion it
+    returned), which changes nothing a reconcile looks at."""
+    return type == "DELETED" or not memo.reconciler.kube.is_echo(
+        BACKFILL.name, namespace, name, (body.get("metadata") or {}).get("resourceVersion"))
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.BACKFILL_PLURAL, id="backfill", when=_news_of_backfills)
 def on_backfill(type, event, namespace, name, memo: kopf.Memo, **_):
     """An IngestionBackfill changed: create its Job once, report its progress."""
     _own(memo.backfills, type, event, namespace, name,

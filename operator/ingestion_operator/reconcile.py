@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import kopf
 from kubernetes import client
@@ -29,6 +30,7 @@ from .resource import Problem, ScheduleResource
 from .shares import sharer_of, with_share
 from .status import (MOUNT_GRACE, START_GRACE, Blocked, Event, condition_of, derive_status, job_blocked, job_container_ends, job_outcome,
                      merge_patch, newest_finished_job, newest_job, parse_time, stale_deadline, transition_events)
+from .informer import Work, WorkQueue
 from .timer import NextRunTimer
 from .upstream import SharingIndex
 
@@ -52,9 +54,9 @@ def is_subset(desired, live) -> bool:
 
 class CronJobCache:
     """The operator's CronJobs as their watch last showed them, so that a reconcile needs no
-    read of its CronJob. kopf's index handler on CronJobs fills it while kopf lists (kopf holds
-    every handler until that index has listed them all: :attr:`primed`), then the CronJob
-    events' filter; a DELETED event or the operator's own write updates it.
+    read of its CronJob. The CronJobs' informer fills it, listing them all before any reconcile
+    starts (:attr:`primed`), then with every event in the watch's order; a DELETED event or the
+    operator's own write updates it.
 
     It is trusted only where a mistake costs a retry, never a wrong write: "absent" leads to a
     create, which a CronJob that does exist refuses (409, and the retry reads); "present and in
@@ -69,7 +71,7 @@ class CronJobCache:
     :meth:`trusts`'s answer, a value computed before any write."""
 
     def __init__(self):
-        self.primed = False  # set once kopf's index of CronJobs holds the handlers
+        self.primed = False  # set once the informer has listed every CronJob of ours
         self._items: dict[tuple[str, str], tuple[str | None, bytes]] = {}  # (uid, JSON)
 
     @staticmethod
@@ -118,16 +120,21 @@ class Reconciler:
         self.kube = KubeGateway(api_client, self.clock, pool_size)
         self.api_client = self.kube.api_client
         self.settings = settings
-        # One timer for both resources (keys (kind, namespace, name)); what a due key does, by kind.
-        self.due = {SCHEDULE.name: lambda namespace, name: self.reconcile(namespace, name, trigger="timer")}
-        self.timer = NextRunTimer(lambda kind, namespace, name: self.due[kind](namespace, name), clock=self.clock)
+        # Every resource's work (keys (kind, namespace, name)) runs on one queue, fed by the
+        # watches and by one timer; what a key's work does, by kind: ``runs`` (the reconcile)
+        # and ``gone`` (forget a deleted one). The backfill and upstream reconcilers add theirs.
+        self.runs: dict[str, Callable[[str, str, Work], None]] = {
+            SCHEDULE.name: lambda namespace, name, work: self.reconcile(namespace, name, body=work.body, trigger=work.trigger)}
+        self.gone: dict[str, Callable[[str, str], None]] = {SCHEDULE.name: self._gone}
+        self.queue = WorkQueue(self.work, pool_size or 32)
+        self.timer = NextRunTimer(lambda kind, namespace, name: self.work((kind, namespace, name), Work("timer")), clock=self.clock)
         self._coverage_read: dict[tuple[str, str], str] = {}  # the Job whose pods were last read, per schedule
         self._ends: dict[tuple[str, str], dict[str, str]] = {}  # per schedule: that Job's own reason, if it gave one
         self._observed = threading.local()  # this thread's reconcile: the schedule's version it acted on
         self._lock = KeyedLocks()
         self.ready: dict[tuple[str, str], bool] = {}
         self.cronjobs = CronJobCache()
-        self.sharing = SharingIndex()  # the upstreams and who reads from them, kept by kopf's watches (handlers.py)
+        self.sharing = SharingIndex()  # the upstreams and who reads from them, kept by the informers (handlers.py)
 
     def reconcile(self, namespace: str, name: str, body: dict | None = None, trigger: str = "schedule") -> None:
         """Bring one schedule in line. ``body``: the schedule as its watch event delivered it
@@ -158,6 +165,26 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - t0)
             metrics.SCHEDULES.labels("true").set(sum(self.ready.values()))
             metrics.SCHEDULES.labels("false").set(len(self.ready) - sum(self.ready.values()))
+
+    def submit(self, key: tuple, work: Work) -> None:
+        """Queue ``work`` for ``key`` (kind, namespace, name): see :class:`WorkQueue`."""
+        self.queue.put(key, work)
+
+    def work(self, key: tuple, work: Work) -> None:
+        """Run one key's work (on a queue worker, or the timer's thread in tests); one that
+        fails is tried again by the timer (the reconcile logged and counted why)."""
+        kind, namespace, name = key
+        try:
+            if work.forget:
+                self.gone[kind](namespace, name)
+            if work.trigger != "deleted":
+                self.runs[kind](namespace, name, work)
+        except Exception:
+            self.timer.set(key, self.clock() + self.timer.RETRY)
+
+    def _gone(self, namespace: str, name: str) -> None:
+        self.forget(namespace, name)
+        log.info("event=deleted namespace=%s name=%s (CronJob and Jobs are garbage-collected)", namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         self.timer.set((SCHEDULE.name, namespace, name), None)

@@ -5,8 +5,8 @@ Forbid or the misfire window skipped it, and a resource blocked by something out
 (a foreign CronJob, an admission refusal, a backfill's missing schedule) must look again.
 Nothing polls. Each reconcile tells the timer when its resource is next due (keys name
 the resource: ``(kind, namespace, name)``). The thread sleeps until the earliest due time,
-plus a second so the tick has passed, and hands that key to ``fire``: on the operator's
-worker pool, the same as watch events (``submit``), or on the timer's own thread. A quiet
+plus a second so the tick has passed, and hands that key on: to the operator's work queue,
+the same as watch events (``submit``), or to ``fire`` on the timer's own thread. A quiet
 operator with a thousand schedules wakes once per tick, not once per schedule per interval.
 """
 
@@ -54,8 +54,8 @@ class NextRunTimer:
         with self._cond:
             return dict(self._due)
 
-    def start(self, submit: Callable | None = None) -> None:
-        """Start the thread; with ``submit`` (an executor's), each due key runs through it."""
+    def start(self, submit: Callable[[Key], None] | None = None) -> None:
+        """Start the thread; with ``submit``, each due key is handed to it (and it retries)."""
         self._submit = submit
         with self._cond:
             self._stopped = False
@@ -92,10 +92,7 @@ class NextRunTimer:
             if self._submit is None:
                 self._run(key)
             else:
-                try:
-                    self._submit(self._run, key)
-                except RuntimeError:  # the pool is shutting down: the operator is stopping
-                    return
+                self._submit(key)
 
     def _run(self, key: Key) -> None:
         try:

@@ -1,8 +1,8 @@
 """IngestionUpstream: a source's request budget, and who shares it.
 
 * :class:`SharingIndex` keeps, per namespace, the upstreams and what each schedule reads from
-  (its source, its own cap, its floor), filled by kopf indexes on both resources while kopf lists
-  (so kopf holds every handler until both are listed), then by the schedules' event filter, and read by every schedule reconcile: a schedule finds
+  (its source, its own cap, its floor), kept by the informers of both resources (listed before
+  any reconcile starts: :mod:`.handlers`), and read by every schedule reconcile: a schedule finds
   its upstream and its share without a list.
 * :func:`derive_upstream_status` (pure) and :func:`running_backfills` (pure, from Jobs).
 * :class:`UpstreamReconciler`: level-based like the others. It writes the upstream's status
@@ -66,7 +66,7 @@ class Share:
 
 class SharingIndex:
     """Per namespace: the valid upstreams (name -> spec) and the schedules' sharers (name ->
-    :class:`ScheduleSharer`). Written on kopf's event loop, read by reconciles on workers."""
+    :class:`ScheduleSharer`). Written by the informers' threads, read by reconciles on workers."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -91,7 +91,7 @@ class SharingIndex:
             self._parsed[(namespace, name)] = (version, sharer)
         return sharer
 
-    # -- writes (the kopf indexes, the event filters and DELETED events); each returns the sources it moved --------
+    # -- writes (the informers' events, DELETED ones too); each returns the sources it moved ------------------------
     def put_upstream(self, namespace: str, name: str, spec: UpstreamSpec | None) -> set[Source]:
         with self._lock:
             mine = self._upstreams.setdefault(namespace, {})
@@ -264,7 +264,9 @@ class UpstreamReconciler:
         self.kube = reconciler.kube
         self.index: SharingIndex = reconciler.sharing
         self._lock = KeyedLocks()
-        reconciler.due[UPSTREAM.name] = lambda namespace, name: self.reconcile(namespace, name, trigger="timer")
+        reconciler.runs[UPSTREAM.name] = lambda namespace, name, work: self.reconcile(namespace, name, body=work.body,
+                                                                                  trigger=work.trigger)
+        reconciler.gone[UPSTREAM.name] = self._gone
 
     def soon(self, namespace: str, sources: set[Source], wake: bool = False) -> None:
         """Something moved these sources (a schedule or an upstream came, went or changed):
@@ -276,6 +278,10 @@ class UpstreamReconciler:
         if wake:
             for source in sources:
                 self.wake_schedules(namespace, source)
+
+    def _gone(self, namespace: str, name: str) -> None:
+        self.forget(namespace, name)
+        log.info("event=upstream_deleted namespace=%s name=%s (its schedules return to their own settings)", namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         self.kube.forget_write(UPSTREAM.name, namespace, name)

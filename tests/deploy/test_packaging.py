@@ -22,7 +22,7 @@ COMPONENTS = {"contract": "ingestion_contract", "operator": "ingestion_operator"
 # What each component's code may import from outside the standard library.
 ALLOWED_IMPORTS = {
     "contract": {"ingestion_contract", "tzdata"},  # tzdata: its declared dependency (IANA zones), read for its version
-    "operator": {"ingestion_operator", "ingestion_contract", "kopf", "kubernetes", "prometheus_client"},
+    "operator": {"ingestion_operator", "ingestion_contract", "kopf", "kubernetes", "urllib3", "prometheus_client"},
     "job": {"ingestion_job", "ingestion_contract", "httpx", "duckdb", "boto3", "botocore", "prometheus_client", "yaml",
             "pyarrow", "deltalake"},
 }

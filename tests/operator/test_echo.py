@@ -42,24 +42,21 @@ def test_the_cronjob_cache_holds_what_a_reconcile_compares_and_forgets_only_the_
     assert cache.get("ns", "a") is None and len(cache) == 0
 
 
-def test_the_index_handlers_keep_the_books_while_kopf_lists_and_the_filters_after_it_in_the_watchs_order():
-    """kopf holds every handler until each listed object has been through the index handlers;
-    those run only until then (an index handler is a full kopf invocation on every event). The
-    on.event filters keep the same books from the first of them on, on every event in the
+def test_the_watches_keep_the_books_in_the_watchs_order_and_queue_only_what_is_news():
+    """Every event of a schedule or CronJob, listed or watched, keeps the books at once, in the
     watch's order, echoes too (an older event delivered after our write is put right by the
-    echo), and only a non-echo starts a reconcile."""
-    import asyncio
-
+    echo); only a non-echo queues a reconcile, and what is queued for a key merges."""
     import kopf
 
     from ingestion_contract.upstream import parse_upstream
-    from ingestion_operator import handlers
+    from ingestion_operator import handlers, names
+    from ingestion_operator.informer import Work
     from ingestion_operator.upstream import UpstreamReconciler
 
     from ..samples import SCHEDULE
 
     r = Reconciler(client.ApiClient(), RenderSettings(job_image="job:test"))
-    memo = kopf.Memo(reconciler=r, upstreams=UpstreamReconciler(r), listed=False)
+    memo = kopf.Memo(reconciler=r, upstreams=UpstreamReconciler(r))
     r.sharing.put_upstream("ns", "binance", parse_upstream({"bucket": SCHEDULE["spec"]["target"]["bucket"],
                                                            "maxRequestsPerSecond": 20}))
 
@@ -69,42 +66,48 @@ def test_the_index_handlers_keep_the_books_while_kopf_lists_and_the_filters_afte
 
     def cronjob(name, rv, at="0 2 * * *"):
         return {"metadata": {"name": name, "namespace": "ns", "uid": f"c-{name}", "resourceVersion": rv,
-                             "labels": {"x": "1"}}, "spec": {"schedule": at}}
+                             "labels": {names.LABEL_SCHEDULE: name}}, "spec": {"schedule": at}}
 
     def readers():
         return sorted(s.name for s in r.sharing.readers("ns", r.sharing.sharer("ns", "a", schedule("a", "1")).source))
 
-    # while kopf lists: the index handlers keep the books
-    assert handlers._while_listing(memo=memo)
-    asyncio.run(handlers.schedule_sources(body=schedule("a", "1"), namespace="ns", name="a", memo=memo))
-    asyncio.run(handlers.cronjob_cache(body=cronjob("a", "2"), namespace="ns", name="a", memo=memo))
-    assert readers() == ["a"] and r.cronjobs.get("ns", "a")["metadata"]["resourceVersion"] == "2"
+    def taken():  # what the queue holds, emptied (its workers are not started here)
+        got = r.queue.pending()
+        for key in got:
+            r.queue._pending.pop(key)
+        r.queue._ready.clear()
+        return got
 
-    # the first on.event filter: kopf holds nothing any more; the index handlers stop
-    news_schedule = handlers._news("schedule", handlers._keep_schedule)
-    news_cronjob = handlers._news("cronjob", handlers._keep_cronjob)
-    assert news_schedule(type="ADDED", body=schedule("b", "3"), namespace="ns", name="b", memo=memo)
-    assert not handlers._while_listing(memo=memo)
-    assert readers() == ["a", "b"]
-    assert news_cronjob(type="ADDED", body=cronjob("b", "4"), namespace="ns", name="b", memo=memo)
-    assert r.cronjobs.get("ns", "b")["metadata"]["resourceVersion"] == "4"
+    # listed: the books at once; the schedule's and its CronJob's reconciles merge into one
+    handlers.on_schedule(None, schedule("a", "1"), memo)
+    handlers.on_cronjob(None, cronjob("a", "2"), memo)
+    assert readers() == ["a"] and r.cronjobs.get("ns", "a")["metadata"]["resourceVersion"] == "2"
+    assert taken() == {("schedule", "ns", "a"): Work("schedule", schedule("a", "1"))}
+    handlers.on_schedule("ADDED", schedule("b", "3"), memo)
+    handlers.on_cronjob("ADDED", cronjob("b", "4"), memo)
+    assert readers() == ["a", "b"] and r.cronjobs.get("ns", "b")["metadata"]["resourceVersion"] == "4"
+    assert set(taken()) == {("schedule", "ns", "b")}
 
     # our write (version 6) returned before the watch delivered an older event (version 5):
-    # the older one is kept for a moment, and the echo of ours puts it right, reconciling nothing
+    # the older one is kept for a moment, and the echo of ours puts it right, queueing nothing
     r.cronjobs.put(cronjob("b", "6", "0 3 * * *"))
     r.kube.remember("cronjob", "ns", "b", {"metadata": {"resourceVersion": "6"}})
-    assert news_cronjob(type="MODIFIED", body=cronjob("b", "5"), namespace="ns", name="b", memo=memo)
+    handlers.on_cronjob("MODIFIED", cronjob("b", "5"), memo)
     assert r.cronjobs.get("ns", "b")["spec"]["schedule"] == "0 2 * * *"
-    assert not news_cronjob(type="MODIFIED", body=cronjob("b", "6", "0 3 * * *"), namespace="ns", name="b", memo=memo)
-    assert r.cronjobs.get("ns", "b")["spec"]["schedule"] == "0 3 * * *"
+    assert taken() == {("schedule", "ns", "b"): Work("cronjob")}
+    handlers.on_cronjob("MODIFIED", cronjob("b", "6", "0 3 * * *"), memo)
+    assert r.cronjobs.get("ns", "b")["spec"]["schedule"] == "0 3 * * *" and taken() == {}
 
     # the echo of our status write: the share it names is kept, no reconcile
     r.kube.remember("schedule", "ns", "b", {"metadata": {"resourceVersion": "7"}})
     shown = {"upstream": {"name": "binance", "requestsPerSecond": 10}}
-    assert not news_schedule(type="MODIFIED", body=schedule("b", "7", shown), namespace="ns", name="b", memo=memo)
-    assert r.sharing.shown("ns", "b") == ("binance", 10)
-    # somebody else's change: kept, and reconciled
-    assert news_schedule(type="MODIFIED", body=schedule("b", "8", {}), namespace="ns", name="b", memo=memo)
+    handlers.on_schedule("MODIFIED", schedule("b", "7", shown), memo)
+    assert r.sharing.shown("ns", "b") == ("binance", 10) and taken() == {}
+    # somebody else's change: kept, and reconciled with the body it carried
+    handlers.on_schedule("MODIFIED", schedule("b", "8", {}), memo)
     assert r.sharing.shown("ns", "b") is None  # its status names no share now
-    # a deletion always reaches its handler (which forgets it), whatever its version
-    assert news_schedule(type="DELETED", body=schedule("b", "7"), namespace="ns", name="b", memo=memo)
+    # a deletion always reaches the queue, whatever its version, and drops what waited
+    handlers.on_schedule("DELETED", schedule("b", "7"), memo)
+    assert taken() == {("schedule", "ns", "b"): Work("deleted", None, True)} and readers() == ["a"]
+    handlers.on_cronjob("DELETED", cronjob("b", "6"), memo)
+    assert r.cronjobs.get("ns", "b") is None

@@ -1,9 +1,8 @@
 """The gateway's policies as values: one retry policy for a concurrent write, the one owner
-check, the cache's trust decision, and the timer handing due keys to a worker pool."""
+check, the cache's trust decision, and the timer handing due keys to the work queue."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import queue
 import threading
@@ -13,8 +12,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from ingestion_operator.gateway import KubeGateway, owned_by
-from ingestion_operator.reconcile import CronJobCache
-from ingestion_operator.timer import NextRunTimer
+from ingestion_operator.reconcile import CronJobCache, Reconciler
+from ingestion_operator.render import RenderSettings
 
 UTC = dt.timezone.utc
 
@@ -69,14 +68,29 @@ def test_the_owner_check_and_the_caches_trust_are_values():
     assert not CronJobCache.trusts(ours, "s1", changed)  # a replace starts from a read
 
 
-def test_the_timer_hands_due_keys_to_the_pool():
+def test_the_timer_hands_due_keys_to_the_work_queue_and_a_failed_run_is_tried_again():
+    from ingestion_operator.informer import Work
+
     fired: queue.Queue = queue.Queue()
-    timer = NextRunTimer(lambda kind, ns, name: fired.put((kind, ns, name, threading.current_thread().name)), grace=0.0)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pool") as pool:
-        timer.start(submit=pool.submit)
-        try:
-            timer.set(("backfill", "ns", "b"), dt.datetime.now(UTC))
-            kind, ns, name, thread = fired.get(timeout=5)
-        finally:
-            timer.stop()
-    assert (kind, ns, name) == ("backfill", "ns", "b") and thread.startswith("pool")
+    r = Reconciler(client.ApiClient(), RenderSettings(job_image="job:test"), pool_size=2)
+    attempts = []
+
+    def run(ns, name, work):
+        attempts.append(work.trigger)
+        fired.put((ns, name, work.trigger, threading.current_thread().name))
+        if len(attempts) == 1:
+            raise RuntimeError("the API server is away")
+
+    r.runs["backfill"] = run
+    r.timer.RETRY = dt.timedelta(seconds=0.2)
+    r.timer._grace = dt.timedelta(0)
+    r.queue.start()
+    r.timer.start(submit=lambda key: r.submit(key, Work("timer")))
+    try:
+        r.timer.set(("backfill", "ns", "b"), dt.datetime.now(UTC))
+        first = fired.get(timeout=5)
+        again = fired.get(timeout=5)  # the failure set the timer: tried again
+    finally:
+        r.timer.stop()
+        r.queue.stop()
+    assert first[:3] == again[:3] == ("ns", "b", "timer") and first[3].startswith("reconcile") and attempts == ["timer"] * 2
