@@ -32,6 +32,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from . import metrics
+
 log = logging.getLogger("ingestion_operator")
 
 Key = tuple  # (kind, namespace, name): the same keys as the timer's
@@ -101,6 +103,10 @@ class WorkQueue:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._pending)
 
     def pending(self) -> dict[Key, Work]:
         """The work waiting (not running), by key."""
@@ -319,6 +325,7 @@ class Informer:
                 error = repr(e)
             if self._stop.is_set():
                 return
+            metrics.WATCH_ERRORS.labels(self.kind).inc()
             log.warning("event=watch_retry kind=%s namespace=%s error=%r retry_seconds=%.1f", self.kind, namespace or "*",
                         error, delay)
             self._stop.wait(delay * random.uniform(0.8, 1.2))

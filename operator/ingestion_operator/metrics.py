@@ -15,3 +15,7 @@ SUSPENDED = Gauge("ingestion_operator_schedule_suspended", "1 while a schedule i
                   "(spec.enabled false): its alerts stay quiet; 0 otherwise.", ["schedule_namespace", "schedule"])
 ADMISSIONS = Counter("ingestion_operator_admission_reviews_total", "IngestionSchedules the validating webhook answered, by "
                      "result (allowed or refused).", ["result"])
+WORK_QUEUE_DEPTH = Gauge("ingestion_operator_work_queue_depth", "Resources waiting for a reconcile on the leader's work queue "
+                         "(not running now): a burst of events, or reconciles slower than they come.")
+WATCH_ERRORS = Counter("ingestion_operator_watch_errors_total", "Watches of schedules, CronJobs and upstreams that failed and "
+                       "were resumed after a pause, by kind (an API server away, a broken stream).", ["kind"])

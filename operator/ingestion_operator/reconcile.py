@@ -127,6 +127,7 @@ class Reconciler:
             SCHEDULE.name: lambda namespace, name, work: self.reconcile(namespace, name, body=work.body, trigger=work.trigger)}
         self.gone: dict[str, Callable[[str, str], None]] = {SCHEDULE.name: self._gone}
         self.queue = WorkQueue(self.work, pool_size or 32)
+        metrics.WORK_QUEUE_DEPTH.set_function(self.queue.depth)  # this term's queue
         self.timer = NextRunTimer(lambda kind, namespace, name: self.work((kind, namespace, name), Work("timer")), clock=self.clock)
         self._coverage_read: dict[tuple[str, str], str] = {}  # the Job whose pods were last read, per schedule
         self._ends: dict[tuple[str, str], dict[str, str]] = {}  # per schedule: that Job's own reason, if it gave one

@@ -68,5 +68,8 @@ def test_api_server_and_etcd_restarts_under_a_running_operator(own_plane, tmp_pa
             assert r["healthz_failed_probes"] >= 1 and r["healthz_sample"][0].startswith("api: the API server is unreachable or not ready")
             assert r["change_applied_s"] < 60
             wait_for(lambda: not_converged(api, "default") is None, 30, f"convergence after the {component} outage")
+        # the informers' watches broke with the API server and were resumed, and said so
+        broken = {k: v for k, v in op.metrics().items() if k.startswith("ingestion_operator_watch_errors_total")}
+        assert sum(broken.values()) >= 1 and op.log_events("watch_retry"), broken
     finally:
         op.stop()

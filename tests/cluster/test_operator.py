@@ -347,6 +347,7 @@ def test_metrics_and_health_endpoints(cluster, operator):
     m = operator.metrics()
     assert any(k.startswith("ingestion_operator_reconciles_total") for k in m)
     assert "ingestion_operator_reconcile_duration_seconds_count" in m
+    assert m["ingestion_operator_work_queue_depth"] >= 0  # served (a quiet operator's queue is near empty)
     assert operator._healthy()
     log_lines = [line for line in Path(operator.log).read_text().splitlines() if line.startswith("{")]
     assert log_lines and all("message" in json.loads(line) for line in log_lines[:20])
