@@ -180,7 +180,7 @@ class Informer:
                 and not self._stop.is_set()
 
     def stop(self) -> None:
-        """End every thread: an open watch is shut at once, a deliverance under way finishes."""
+        """End every thread: an open watch is shut at once, a delivery under way finishes."""
         self._stop.set()
         with self._listed_cond:
             self._listed_cond.notify_all()
