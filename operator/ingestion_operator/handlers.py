@@ -128,6 +128,12 @@ def _meta(obj: dict) -> tuple[str, str, str | None]:
     return meta.get("namespace"), meta.get("name"), meta.get("resourceVersion")
 
 
+def _maybe_echo(type: str | None, kind: str, namespace: str, name: str, rv: str | None) -> tuple:
+    """A change the watch saw (not a listing, not a deletion) may still turn out to be the echo
+    of a write whose response had not been read yet: asked again when its work runs."""
+    return ((kind, namespace, name, rv),) if type in ("ADDED", "MODIFIED") else ()
+
+
 def on_schedule(type: str | None, obj: dict, memo: kopf.Memo) -> None:
     """A schedule listed or changed: its books at once (in the watch's order, echoes too: an
     older event delivered after our write is put right by its echo), then its reconcile, with
@@ -141,7 +147,7 @@ def on_schedule(type: str | None, obj: dict, memo: kopf.Memo) -> None:
         return
     _keep_schedule(obj, namespace, name, memo)
     if not r.kube.is_echo(SCHEDULE.name, namespace, name, rv):
-        r.submit(key, Work("schedule", obj if obj.get("spec") is not None else None))
+        r.submit(key, Work("schedule", obj if obj.get("spec") is not None else None, echoes=_maybe_echo(type, SCHEDULE.name, namespace, name, rv)))
 
 
 def _keep_schedule(body, namespace: str, name: str, memo: kopf.Memo) -> None:
@@ -166,7 +172,7 @@ def on_cronjob(type: str | None, obj: dict, memo: kopf.Memo) -> None:
             return
     owner = (obj["metadata"].get("labels") or {}).get(names.LABEL_SCHEDULE)
     if owner:
-        r.submit((SCHEDULE.name, namespace, owner), Work("cronjob"))
+        r.submit((SCHEDULE.name, namespace, owner), Work("cronjob", echoes=_maybe_echo(type, "cronjob", namespace, name, rv)))
 
 
 def on_upstream(type: str | None, obj: dict, memo: kopf.Memo) -> None:
@@ -181,7 +187,7 @@ def on_upstream(type: str | None, obj: dict, memo: kopf.Memo) -> None:
         return
     memo.upstreams.soon(namespace, r.sharing.put_upstream(namespace, name, upstream_spec(obj.get("spec"))), wake=True)
     if not r.kube.is_echo(UPSTREAM.name, namespace, name, rv):
-        r.submit(key, Work("upstream", obj if obj.get("spec") is not None else None))
+        r.submit(key, Work("upstream", obj if obj.get("spec") is not None else None, echoes=_maybe_echo(type, UPSTREAM.name, namespace, name, rv)))
 
 
 def _own(reconciler, type: str, event: dict, namespace: str, name: str, gone: str) -> None:

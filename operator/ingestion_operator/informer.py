@@ -43,11 +43,16 @@ Key = tuple  # (kind, namespace, name): the same keys as the timer's
 class Work:
     """What a key's next run is to do. ``trigger``: what woke it (schedule, cronjob, job, upstream,
     timer) or ``deleted``; ``body``: the resource as its newest event carried it (None: read it);
-    ``forget``: the resource was deleted before this work, forget the old one first."""
+    ``forget``: the resource was deleted before this work, forget the old one first;
+    ``echoes``: the watch events (kind, namespace, name, resourceVersion) this work is all
+    about, when nothing else asked for it. An event can arrive before the write it echoes has
+    returned (the watch is that fast), so whether it was our own is asked again when the work
+    runs (:meth:`.Reconciler.work`), when the write has long been recorded."""
 
     trigger: str
     body: dict | None = None
     forget: bool = False
+    echoes: tuple = ()
 
     def merged(self, new: Work) -> Work:
         """This waiting work and ``new``, as one. A deletion drops what waited; work after a
@@ -58,7 +63,8 @@ class Work:
         if self.trigger == "deleted":
             return Work(new.trigger, new.body, True)
         trigger = "timer" if "timer" in (self.trigger, new.trigger) else self.trigger
-        return Work(trigger, new.body if new.body is not None else self.body, self.forget or new.forget)
+        echoes = self.echoes + new.echoes if self.echoes and new.echoes else ()  # anything else: it must run
+        return Work(trigger, new.body if new.body is not None else self.body, self.forget or new.forget, echoes)
 
 
 class WorkQueue:

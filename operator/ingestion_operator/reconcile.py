@@ -175,6 +175,8 @@ class Reconciler:
         """Run one key's work (on a queue worker, or the timer's thread in tests); one that
         fails is tried again by the timer (the reconcile logged and counted why)."""
         kind, namespace, name = key
+        if work.echoes and all(self.kube.is_echo(*e) for e in work.echoes):
+            return  # events of our own writes, delivered before the writes returned
         try:
             if work.forget:
                 self.gone[kind](namespace, name)

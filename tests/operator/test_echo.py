@@ -94,7 +94,7 @@ def test_the_watches_keep_the_books_in_the_watchs_order_and_queue_only_what_is_n
     r.kube.remember("cronjob", "ns", "b", {"metadata": {"resourceVersion": "6"}})
     handlers.on_cronjob("MODIFIED", cronjob("b", "5"), memo)
     assert r.cronjobs.get("ns", "b")["spec"]["schedule"] == "0 2 * * *"
-    assert taken() == {("schedule", "ns", "b"): Work("cronjob")}
+    assert taken() == {("schedule", "ns", "b"): Work("cronjob", echoes=(("cronjob", "ns", "b", "5"),))}
     handlers.on_cronjob("MODIFIED", cronjob("b", "6", "0 3 * * *"), memo)
     assert r.cronjobs.get("ns", "b")["spec"]["schedule"] == "0 3 * * *" and taken() == {}
 
@@ -111,3 +111,30 @@ def test_the_watches_keep_the_books_in_the_watchs_order_and_queue_only_what_is_n
     assert taken() == {("schedule", "ns", "b"): Work("deleted", None, True)} and readers() == ["a"]
     handlers.on_cronjob("DELETED", cronjob("b", "6"), memo)
     assert r.cronjobs.get("ns", "b") is None
+
+
+def test_an_echo_that_arrives_before_its_write_returned_is_dropped_when_its_work_runs():
+    """The watch can deliver our write's event before the write's response is read (and the
+    echo recorded): queued, it is asked again at run time and dropped; merged with anything
+    else, it runs."""
+    import kopf
+
+    from ingestion_operator import handlers, names
+    from ingestion_operator.informer import Work
+    from ingestion_operator.upstream import UpstreamReconciler
+
+    r = Reconciler(client.ApiClient(), RenderSettings(job_image="job:test"))
+    memo = kopf.Memo(reconciler=r, upstreams=UpstreamReconciler(r))
+    ran = []
+    r.runs["schedule"] = lambda ns, name, work: ran.append((name, work.trigger))
+    created = {"metadata": {"name": "a", "namespace": "ns", "uid": "c-a", "resourceVersion": "9",
+                            "labels": {names.LABEL_SCHEDULE: "a"}}, "spec": {"schedule": "0 2 * * *"}}
+    handlers.on_cronjob("ADDED", created, memo)  # before the create's response: not known as ours yet
+    (key, work), = r.queue.pending().items()
+    r.kube.remember("cronjob", "ns", "a", created)  # the create returns
+    r.work(key, work)
+    assert ran == []  # the echo, dropped when its work ran
+    r.work(key, work.merged(Work("job")))  # with a Job's event: runs
+    r.kube.remember("cronjob", "ns", "a", {"metadata": {"resourceVersion": "10"}})
+    r.work(key, work)  # somebody else's version 9 after our 10 would not be an echo: runs
+    assert ran == [("a", "cronjob"), ("a", "cronjob")]

@@ -23,6 +23,9 @@ def test_what_waits_merges_into_one_run():
     assert Work("timer").merged(Work("job")) == Work("timer")
     assert Work("schedule", body(1)).merged(Work("deleted")) == Work("deleted", None, True)  # a deletion drops it
     assert Work("deleted", None, True).merged(Work("schedule", body(3))) == Work("schedule", body(3), True)  # forgets first
+    e1, e2 = ("cronjob", "ns", "a", "1"), ("schedule", "ns", "a", "2")
+    assert Work("cronjob", echoes=(e1,)).merged(Work("schedule", body(2), echoes=(e2,))).echoes == (e1, e2)  # maybe both ours
+    assert Work("cronjob", echoes=(e1,)).merged(Work("job")).echoes == ()  # a Job's event: it runs whatever else
 
 
 def test_a_burst_for_one_key_while_it_runs_costs_one_more_run_with_the_newest_body():
